@@ -1,0 +1,2 @@
+//! The `jobforge` command.
+fn main() {}

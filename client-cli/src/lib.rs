@@ -1,0 +1,1 @@
+//! jobforge's clients.

@@ -1,0 +1,2 @@
+//! `jobforge-controller`.
+fn main() {}

@@ -1,0 +1,3 @@
+//! Nomad: the HTTP client and the typed job specification.
+
+pub mod job;

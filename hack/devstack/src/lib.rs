@@ -1,0 +1,206 @@
+//! jobforge's development stack: loopback emulators of the Consul, Nomad and Vault HTTP API subsets
+//! that jobforge uses. The Nomad emulator's `raw_exec`/`exec` drivers run real processes.
+//!
+//! The emulators follow the real APIs as documented (see `reference/hashicorp-api-semantics.md` in
+//! the shared design notes): status codes, headers, blocking queries, CAS, sessions, lock-delay, log
+//! framing. Nothing in jobforge knows it talks to an emulator.
+//!
+//! Use [`DevStack::start`] in tests (bind to port 0 and read the real addresses back), or the
+//! `jobforge-devstack` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub mod consul;
+pub mod nomad;
+pub mod vault;
+
+/// Which emulators to run, and where.
+#[derive(Debug, Clone)]
+pub struct DevStackConfig {
+    /// Consul HTTP address; `None` = do not run Consul. Port 0 picks a free port.
+    pub consul_addr: Option<SocketAddr>,
+    /// Nomad HTTP address; `None` = do not run Nomad.
+    pub nomad_addr: Option<SocketAddr>,
+    /// Vault HTTP address; `None` = do not run Vault.
+    pub vault_addr: Option<SocketAddr>,
+    /// Persist Consul state (and hold Nomad allocation dirs) here; memory only when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Vault dev root token.
+    pub vault_token: String,
+    /// Vault address the Nomad emulator's templates read from when Vault runs elsewhere.
+    pub external_vault_addr: Option<String>,
+}
+
+impl DevStackConfig {
+    /// All three emulators on loopback port 0, memory only, root token `root`.
+    pub fn ephemeral() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        DevStackConfig {
+            consul_addr: Some(any),
+            nomad_addr: Some(any),
+            vault_addr: Some(any),
+            data_dir: None,
+            vault_token: "root".to_string(),
+            external_vault_addr: None,
+        }
+    }
+}
+
+/// A running dev stack. Dropping it without [`DevStack::shutdown`] cancels the servers but does not
+/// wait for child processes; call `shutdown` in tests.
+pub struct DevStack {
+    /// Bound Consul address, if running.
+    pub consul_addr: Option<SocketAddr>,
+    /// Bound Nomad address, if running.
+    pub nomad_addr: Option<SocketAddr>,
+    /// Bound Vault address, if running.
+    pub vault_addr: Option<SocketAddr>,
+    /// Consul emulator state (for tests that inspect it).
+    pub consul: Option<Arc<consul::ConsulState>>,
+    /// Nomad emulator state (for tests that inspect the job registry).
+    pub nomad: Option<Arc<nomad::NomadState>>,
+    /// Vault emulator state.
+    pub vault: Option<Arc<vault::VaultState>>,
+    cancel: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl DevStack {
+    /// Binds every configured listener, then serves. Returns once all are accepting.
+    ///
+    /// Errors: a bind failure (address in use, permission) or a data dir that cannot be read.
+    pub async fn start(cfg: DevStackConfig) -> anyhow::Result<DevStack> {
+        let cancel = CancellationToken::new();
+        let mut servers = Vec::new();
+        let mut stack = DevStack {
+            consul_addr: None,
+            nomad_addr: None,
+            vault_addr: None,
+            consul: None,
+            nomad: None,
+            vault: None,
+            cancel: cancel.clone(),
+            servers: Vec::new(),
+        };
+        if let Some(addr) = cfg.vault_addr {
+            let state = vault::VaultState::new(&cfg.vault_token);
+            let (bound, h) =
+                serve(addr, vault::router(state.clone()), cancel.clone(), "vault").await?;
+            stack.vault_addr = Some(bound);
+            stack.vault = Some(state);
+            servers.push(h);
+        }
+        if let Some(addr) = cfg.consul_addr {
+            let state = consul::ConsulState::open(cfg.data_dir.as_ref().map(|d| d.join("consul")))?;
+            let (bound, h) = serve(
+                addr,
+                consul::router(state.clone()),
+                cancel.clone(),
+                "consul",
+            )
+            .await?;
+            stack.consul_addr = Some(bound);
+            stack.consul = Some(state);
+            servers.push(h);
+        }
+        if let Some(addr) = cfg.nomad_addr {
+            let vault_addr = cfg
+                .external_vault_addr
+                .clone()
+                .or_else(|| stack.vault_addr.map(|a| format!("http://{a}")));
+            let state = nomad::NomadState::new(nomad::NomadOptions {
+                data_dir: cfg.data_dir.as_ref().map(|d| d.join("nomad")),
+                vault_addr,
+                vault_token: Some(cfg.vault_token.clone()),
+            })?;
+            let (bound, h) =
+                serve(addr, nomad::router(state.clone()), cancel.clone(), "nomad").await?;
+            stack.nomad_addr = Some(bound);
+            stack.nomad = Some(state);
+            servers.push(h);
+        }
+        stack.servers = servers;
+        Ok(stack)
+    }
+
+    /// `http://<consul addr>`; panics if Consul is not running (test helper).
+    pub fn consul_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.consul_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+        )
+    }
+
+    /// `http://<nomad addr>`.
+    pub fn nomad_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.nomad_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+        )
+    }
+
+    /// `http://<vault addr>`.
+    pub fn vault_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.vault_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+        )
+    }
+
+    /// The readiness line the binary prints: `jobforge-devstack ready consul=… nomad=… vault=…`.
+    pub fn readiness_line(&self) -> String {
+        let mut line = String::from("jobforge-devstack ready");
+        for (name, addr) in [
+            ("consul", self.consul_addr),
+            ("nomad", self.nomad_addr),
+            ("vault", self.vault_addr),
+        ] {
+            if let Some(a) = addr {
+                line.push_str(&format!(" {name}=http://{a}"));
+            }
+        }
+        line
+    }
+
+    /// Stops the servers, kills every task the Nomad emulator started and waits for them.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        if let Some(n) = &self.nomad {
+            n.shutdown().await;
+        }
+        for h in self.servers {
+            let _ = h.await;
+        }
+    }
+}
+
+async fn serve(
+    addr: SocketAddr,
+    router: axum::Router,
+    cancel: CancellationToken,
+    what: &'static str,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} emulator to {addr}"))?;
+    let bound = listener.local_addr()?;
+    let h = tokio::spawn(async move {
+        let res = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "{what} emulator stopped");
+        }
+    });
+    Ok((bound, h))
+}

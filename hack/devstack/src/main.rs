@@ -1,0 +1,73 @@
+//! `jobforge-devstack`: runs the Consul, Nomad and Vault emulators on loopback.
+//!
+//! Prints one readiness line (`jobforge-devstack ready consul=http://… nomad=http://… vault=http://…`)
+//! once every listener accepts; port 0 works and the line shows the real port. SIGINT/SIGTERM stop
+//! it, killing every task the Nomad emulator started.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use jobforge_devstack::{DevStack, DevStackConfig};
+
+/// Loopback emulators of the Consul, Nomad and Vault HTTP APIs jobforge uses.
+#[derive(Debug, Parser)]
+#[command(name = "jobforge-devstack", version, about)]
+struct Args {
+    /// Consul HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:8500")]
+    consul_addr: SocketAddr,
+    /// Nomad HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:4646")]
+    nomad_addr: SocketAddr,
+    /// Vault HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:8200")]
+    vault_addr: SocketAddr,
+    /// Run only these emulators (comma-separated: consul,nomad,vault).
+    #[arg(long, value_delimiter = ',', default_value = "consul,nomad,vault")]
+    services: Vec<String>,
+    /// Persist state here (Consul KV and sessions survive a restart); memory only when absent.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Vault dev root token.
+    #[arg(long, env = "VAULT_DEV_ROOT_TOKEN_ID", default_value = "root")]
+    vault_token: String,
+    /// Vault address the Nomad emulator's templates read secrets from, when Vault runs elsewhere.
+    #[arg(long)]
+    external_vault_addr: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    for s in &args.services {
+        if !matches!(s.as_str(), "consul" | "nomad" | "vault") {
+            anyhow::bail!("--services: unknown service {s:?}; allowed: consul, nomad, vault");
+        }
+    }
+    let want = |s: &str| args.services.iter().any(|x| x == s);
+    let cfg = DevStackConfig {
+        consul_addr: want("consul").then_some(args.consul_addr),
+        nomad_addr: want("nomad").then_some(args.nomad_addr),
+        vault_addr: want("vault").then_some(args.vault_addr),
+        data_dir: args.data_dir,
+        vault_token: args.vault_token,
+        external_vault_addr: args.external_vault_addr,
+    };
+    let stack = DevStack::start(cfg).await?;
+    println!("{}", stack.readiness_line());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    stack.shutdown().await;
+    Ok(())
+}

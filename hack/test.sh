@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The one test command: installs prerequisites, then checks formatting, lints and runs every test
+# (unit, property, integration against the dev stack, end-to-end with real buildah).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/prereqs.sh
+export JOBFORGE_TEST_PYTHON="$PWD/target/pyvenv/bin/python"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
