@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# jobforge quickstart: one command, a real build end to end on the embedded dev stack.
+#
+#   ./hack/quickstart.sh          # build, test and publish examples/hello-world, then keep the stack up
+#   ./hack/quickstart.sh --once   # same, then stop everything it started
+#
+# It installs what is missing (buildah, skopeo, docker-registry, busybox-static, git; apt, only when
+# absent), builds the workspace, starts the dev stack (Consul, Nomad, Vault emulators), a registry and
+# a git daemon on loopback, starts jobforge-controller with the raw_exec profile, writes the Vault
+# secret the example references, submits examples/hello-world/buildrequest.yaml with the jobforge CLI
+# and follows it to the end. Ctrl-C stops everything it started.
+#
+# Ports (override with the environment): CONSUL_PORT=8500 NOMAD_PORT=4646 VAULT_PORT=8200
+# CONTROLLER_PORT=9090 REGISTRY_PORT=5000 GIT_PORT=9418. State lives in JOBFORGE_STATE
+# (default .state/quickstart), wiped at each start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ONCE=0
+for arg in "$@"; do
+  case "$arg" in
+    --once) ONCE=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown argument $arg (allowed: --once)" >&2; exit 2 ;;
+  esac
+done
+
+CONSUL_PORT=${CONSUL_PORT:-8500}
+NOMAD_PORT=${NOMAD_PORT:-4646}
+VAULT_PORT=${VAULT_PORT:-8200}
+CONTROLLER_PORT=${CONTROLLER_PORT:-9090}
+REGISTRY_PORT=${REGISTRY_PORT:-5000}
+GIT_PORT=${GIT_PORT:-9418}
+STATE=${JOBFORGE_STATE:-$ROOT/.state/quickstart}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+  local code=$?
+  trap - EXIT INT TERM
+  if [ ${#PIDS[@]} -gt 0 ]; then
+    say "stopping what the quickstart started"
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    done
+  fi
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$CONSUL_PORT" "$NOMAD_PORT" "$VAULT_PORT" "$CONTROLLER_PORT" "$REGISTRY_PORT" "$GIT_PORT"; do
+  port_free "$p" || die "port $p on 127.0.0.1 is in use (is another quickstart running? override with the *_PORT variables)"
+done
+
+say "installing missing prerequisites"
+hack/prereqs.sh --no-python || die "prerequisites could not be installed (see above)"
+command -v cargo >/dev/null || die "cargo is not installed: install Rust from your distribution or rustup"
+
+say "building jobforge"
+cargo build --locked -q -p jobforge-devstack -p jobforge-controller -p jobforge-cli
+BIN=$ROOT/target/debug
+
+rm -rf "$STATE" && mkdir -p "$STATE"/{registry,git,devstack,logs}
+
+# wait_for URL WHAT: waits up to 30 s for URL to answer.
+wait_for() {
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$2 did not come up at $1 (logs in $STATE/logs)"
+}
+
+say "starting the registry on 127.0.0.1:$REGISTRY_PORT"
+cat >"$STATE/registry/config.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $STATE/registry/data}
+  delete: {enabled: true}
+http: {addr: 127.0.0.1:$REGISTRY_PORT}
+EOF
+docker-registry serve "$STATE/registry/config.yml" >"$STATE/logs/registry.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$REGISTRY_PORT/v2/" "the registry"
+
+say "serving examples/hello-world as a git repository on git://127.0.0.1:$GIT_PORT/"
+repo="$STATE/git/hello-world.git"
+work="$STATE/git/work"
+mkdir -p "$work"
+cp -r examples/hello-world/. "$work/"
+cp "$(command -v busybox)" "$work/busybox"
+git -C "$work" init -q -b main
+git -C "$work" -c user.name=quickstart -c user.email=quickstart@localhost add -A
+git -C "$work" -c user.name=quickstart -c user.email=quickstart@localhost commit -q -m "hello-world example"
+git clone -q --bare "$work" "$repo"
+touch "$repo/git-daemon-export-ok"
+git daemon --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" --base-path="$STATE/git" --export-all \
+  "$STATE/git" >"$STATE/logs/git-daemon.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null 2>&1 && break; sleep 0.1; done
+git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null || die "git daemon did not come up"
+
+say "starting the dev stack (Consul :$CONSUL_PORT, Nomad :$NOMAD_PORT, Vault :$VAULT_PORT)"
+"$BIN/jobforge-devstack" --consul-addr "127.0.0.1:$CONSUL_PORT" --nomad-addr "127.0.0.1:$NOMAD_PORT" \
+  --vault-addr "127.0.0.1:$VAULT_PORT" --data-dir "$STATE/devstack" >"$STATE/logs/devstack.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$CONSUL_PORT/v1/status/leader" "the Consul emulator"
+
+export CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT"
+export NOMAD_ADDR="http://127.0.0.1:$NOMAD_PORT"
+export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+export VAULT_TOKEN=root
+
+say "writing the Vault secret the example references (secret/data/jobforge/registry)"
+curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
+  --data '{"data":{"username":"quickstart","password":"quickstart"}}' \
+  "$VAULT_ADDR/v1/secret/data/jobforge/registry" >/dev/null || die "could not write the Vault secret"
+
+say "starting jobforge-controller (raw_exec profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
+"$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile raw_exec \
+  --registry-tls-verify=false >"$STATE/logs/controller.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$CONTROLLER_PORT/readyz" "jobforge-controller"
+
+request="$STATE/buildrequest.yaml"
+sed -e "s|git://127.0.0.1:9418/|git://127.0.0.1:$GIT_PORT/|" -e "s|127.0.0.1:5000/|127.0.0.1:$REGISTRY_PORT/|" \
+  examples/hello-world/buildrequest.yaml >"$request"
+
+say "submitting examples/hello-world/buildrequest.yaml"
+set +e
+"$BIN/jobforge" submit "$request" --wait
+result=$?
+set -e
+if [ "$result" -ne 0 ]; then
+  echo
+  "$BIN/jobforge" get hello || true
+  die "the build did not succeed (controller log: $STATE/logs/controller.log)"
+fi
+
+reference=$("$BIN/jobforge" get hello -o json | sed -n 's/.*"reference": *"\([^"]*\)".*/\1/p' | head -n1)
+digest=$("$BIN/jobforge" get hello -o json | sed -n 's/.*"digest": *"\([^"]*\)".*/\1/p' | head -n1)
+echo
+say "Succeeded: $reference"
+echo "    digest:   $digest"
+echo "    tags:     $(curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/demo/hello-world/tags/list")"
+cat <<EOF
+
+Look around:
+    export CONSUL_HTTP_ADDR=$CONSUL_HTTP_ADDR
+    $BIN/jobforge get hello
+    $BIN/jobforge logs hello --phase build
+    curl -s http://$CONSUL_HTTP_ADDR/v1/kv/jobforge/status/default/hello?raw
+    curl -s http://127.0.0.1:$REGISTRY_PORT/v2/demo/hello-world/tags/list
+    curl -s http://127.0.0.1:$CONTROLLER_PORT/metrics | grep ^jobforge_
+EOF
+
+if [ "$ONCE" -eq 1 ]; then
+  exit 0
+fi
+echo
+say "the stack keeps running; stop with Ctrl-C (it stops everything the quickstart started)"
+wait
