@@ -1,0 +1,291 @@
+//! Controller configuration: command-line flags and environment (HashiCorp's variable names for the
+//! Consul, Nomad and Vault connections), plus operator defaults stored in Consul KV at
+//! `<prefix>/config`, re-read whenever that key changes.
+//!
+//! Precedence: a value present in the KV document wins over the flag, which wins over the built-in
+//! default. An invalid KV document is reported (with the field path) and ignored as a whole: the
+//! controller keeps running with the last valid configuration.
+//!
+//! KV document (JSON, every field optional):
+//! ```json
+//! {"build_timeout": "30m", "test_timeout": "15m", "ttl_after_finished": "168h",
+//!  "registry_temp_prefix": "jobforge-tmp", "profile": "raw_exec", "registry_tls_verify": false,
+//!  "datacenters": ["dc1"], "nomad_namespace": "default", "buildah_image": "quay.io/buildah/stable:v1.37",
+//!  "max_retries": 10,
+//!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}}}
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How build tasks run on Nomad clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileArg {
+    /// buildah/skopeo/git installed on the client, `raw_exec` driver (the dev stack).
+    RawExec,
+    /// A buildah image with the `docker` driver, unprivileged (vfs storage, chroot isolation).
+    Docker,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `jobforge-controller`. Consul, Nomad and Vault connections are read from the standard
+/// environment variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_SSL`, `NOMAD_ADDR`,
+/// `NOMAD_TOKEN`, `NOMAD_REGION`, `NOMAD_NAMESPACE`, `VAULT_ADDR`, `VAULT_TOKEN`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "jobforge-controller",
+    version,
+    about = "Drives jobforge BuildRequests stored in Consul KV to completion through Nomad batch jobs.",
+    after_help = "Connections use HashiCorp's variables: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, NOMAD_ADDR, \
+NOMAD_TOKEN, NOMAD_REGION, NOMAD_NAMESPACE, VAULT_ADDR, VAULT_TOKEN.\n\nExample (dev stack):\n  \
+CONSUL_HTTP_ADDR=127.0.0.1:8500 NOMAD_ADDR=http://127.0.0.1:4646 VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root \\\n  \
+jobforge-controller --profile raw-exec --registry-tls-verify=false"
+)]
+pub struct ControllerArgs {
+    /// KV prefix of every jobforge key.
+    #[arg(long, env = "JOBFORGE_PREFIX", default_value = "jobforge")]
+    pub prefix: String,
+    /// Address of /healthz, /readyz, /status and /metrics.
+    #[arg(long, env = "JOBFORGE_HTTP_ADDR", default_value = "127.0.0.1:9090")]
+    pub http_addr: SocketAddr,
+    /// Identity written into the leader key (default: host name and process id).
+    #[arg(long, env = "JOBFORGE_IDENTITY")]
+    pub identity: Option<String>,
+    /// Consul session TTL of the leader lock (Consul accepts 10s..=24h).
+    #[arg(long, env = "JOBFORGE_SESSION_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+    /// Consul session lock-delay (0s..=60s): how long the lock stays unavailable after a leader's
+    /// session is invalidated.
+    #[arg(long, env = "JOBFORGE_LOCK_DELAY", default_value = "15s", value_parser = parse_duration)]
+    pub lock_delay: Duration,
+    /// Reconciles running at once.
+    #[arg(long, env = "JOBFORGE_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: usize,
+    /// Task profile of rendered Nomad jobs.
+    #[arg(long, env = "JOBFORGE_PROFILE", value_enum, default_value = "docker")]
+    pub profile: ProfileArg,
+    /// Verify the registry's TLS certificate (false for a plain-HTTP loopback registry).
+    #[arg(long, env = "JOBFORGE_REGISTRY_TLS_VERIFY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub registry_tls_verify: bool,
+    /// Repository path component of temporary images: `<registry>/<temp prefix>/<image>:<tag>`.
+    #[arg(long, env = "JOBFORGE_REGISTRY_TEMP_PREFIX", default_value = "jobforge-tmp")]
+    pub registry_temp_prefix: String,
+    /// Nomad datacenters build jobs may run in (comma-separated; `*` = any).
+    #[arg(long, env = "JOBFORGE_DATACENTERS", value_delimiter = ',', default_value = "*")]
+    pub datacenters: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "JOBFORGE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// On SIGTERM, how long in-flight reconciles may take before they are abandoned.
+    #[arg(long, env = "JOBFORGE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 15s or 2m: {e}"))
+}
+
+/// Per-phase resource defaults of the KV document (MHz / MB, decimal strings like the spec).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvPhaseResources {
+    /// CPU in MHz.
+    pub cpu: Option<String>,
+    /// Memory in MB.
+    pub memory: Option<String>,
+    /// Ephemeral disk in MB.
+    pub disk: Option<String>,
+}
+
+/// Default resources per phase in the KV document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvDefaultResources {
+    /// Build phase.
+    pub build: Option<KvPhaseResources>,
+    /// Test phase.
+    pub test: Option<KvPhaseResources>,
+    /// Publish phase.
+    pub publish: Option<KvPhaseResources>,
+}
+
+/// The operator defaults document at `<prefix>/config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvConfig {
+    /// Default build deadline (humantime) when a request sets none.
+    pub build_timeout: Option<String>,
+    /// Default test deadline (humantime) when a request sets none.
+    pub test_timeout: Option<String>,
+    /// Default retention of finished requests (humantime).
+    pub ttl_after_finished: Option<String>,
+    /// Repository path component of temporary images.
+    pub registry_temp_prefix: Option<String>,
+    /// Task profile.
+    pub profile: Option<ProfileArg>,
+    /// Verify registry TLS.
+    pub registry_tls_verify: Option<bool>,
+    /// Nomad datacenters.
+    pub datacenters: Option<Vec<String>>,
+    /// Nomad namespace of build jobs.
+    pub nomad_namespace: Option<String>,
+    /// Image of the docker profile.
+    pub buildah_image: Option<String>,
+    /// Upper bound on `spec.retries`.
+    pub max_retries: Option<u32>,
+    /// Default resources per phase.
+    pub default_resources: Option<KvDefaultResources>,
+}
+
+/// An invalid `<prefix>/config` document: the field path and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {path}: {message}")]
+pub struct KvConfigError {
+    /// The KV key read.
+    pub key: String,
+    /// JSON path of the offending field (`.` for the whole document).
+    pub path: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl KvConfig {
+    /// Parses and checks the KV document. Durations must parse with humantime and be positive;
+    /// resources must be positive decimal integers.
+    ///
+    /// Errors: [`KvConfigError`] naming the field path.
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<KvConfig, KvConfigError> {
+        let err = |path: String, message: String| KvConfigError {
+            key: key.to_string(),
+            path,
+            message,
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let cfg: KvConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            err(path, e.into_inner().to_string())
+        })?;
+        for (name, value) in [
+            ("build_timeout", &cfg.build_timeout),
+            ("test_timeout", &cfg.test_timeout),
+            ("ttl_after_finished", &cfg.ttl_after_finished),
+        ] {
+            if let Some(v) = value {
+                match humantime::parse_duration(v) {
+                    Ok(d) if !d.is_zero() => {}
+                    _ => {
+                        return Err(err(
+                            name.to_string(),
+                            format!("{v:?} is not a positive duration like 30m or 168h"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(res) = &cfg.default_resources {
+            for (phase, r) in [("build", &res.build), ("test", &res.test), ("publish", &res.publish)] {
+                let Some(r) = r else { continue };
+                for (field, v) in [("cpu", &r.cpu), ("memory", &r.memory), ("disk", &r.disk)] {
+                    if let Some(v) = v {
+                        if !matches!(v.parse::<u64>(), Ok(n) if n > 0) {
+                            return Err(err(
+                                format!("default_resources.{phase}.{field}"),
+                                format!("{v:?} is not a positive decimal integer (MHz for cpu, MB otherwise)"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = &cfg.registry_temp_prefix {
+            let ok = !p.is_empty()
+                && p.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                });
+            if !ok {
+                return Err(err(
+                    "registry_temp_prefix".to_string(),
+                    format!("{p:?} is not a repository path: lowercase [a-z0-9._-] segments separated by /"),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// `build_timeout` parsed (validated by [`KvConfig::parse`]).
+    pub fn build_timeout(&self) -> Option<Duration> {
+        self.build_timeout.as_deref().and_then(|s| humantime::parse_duration(s).ok())
+    }
+
+    /// `test_timeout` parsed.
+    pub fn test_timeout(&self) -> Option<Duration> {
+        self.test_timeout.as_deref().and_then(|s| humantime::parse_duration(s).ok())
+    }
+
+    /// `ttl_after_finished` parsed.
+    pub fn ttl_after_finished(&self) -> Option<Duration> {
+        self.ttl_after_finished.as_deref().and_then(|s| humantime::parse_duration(s).ok())
+    }
+}
+
+/// Default identity: `<hostname>-<pid>`.
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "controller".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_config_parses_every_documented_field() {
+        let doc = br#"{"build_timeout":"30m","test_timeout":"15m","ttl_after_finished":"168h",
+            "registry_temp_prefix":"jobforge-tmp","profile":"raw_exec","registry_tls_verify":false,
+            "datacenters":["dc1"],"nomad_namespace":"default","buildah_image":"quay.io/buildah/stable:v1.37",
+            "max_retries":10,"default_resources":{"build":{"cpu":"1000","memory":"2048","disk":"10240"}}}"#;
+        let cfg = KvConfig::parse("jobforge/config", doc).expect("valid");
+        assert_eq!(cfg.build_timeout(), Some(Duration::from_secs(1800)));
+        assert_eq!(cfg.profile, Some(ProfileArg::RawExec));
+        assert_eq!(cfg.ttl_after_finished(), Some(Duration::from_secs(168 * 3600)));
+    }
+
+    #[test]
+    fn kv_config_unknown_field_is_reported_with_its_path() {
+        let e = KvConfig::parse("jobforge/config", br#"{"default_resources":{"build":{"gpu":"1"}}}"#)
+            .expect_err("invalid");
+        assert_eq!(e.path, "default_resources.build");
+        assert!(e.message.contains("gpu"), "{e}");
+    }
+
+    #[test]
+    fn kv_config_bad_duration_and_resource_name_the_field() {
+        let e = KvConfig::parse("k", br#"{"build_timeout":"soon"}"#).expect_err("invalid");
+        assert_eq!(e.path, "build_timeout");
+        let e = KvConfig::parse("k", br#"{"default_resources":{"test":{"memory":"-1"}}}"#).expect_err("invalid");
+        assert_eq!(e.path, "default_resources.test.memory");
+        let e = KvConfig::parse("k", br#"{"registry_temp_prefix":"Tmp/"}"#).expect_err("invalid");
+        assert_eq!(e.path, "registry_temp_prefix");
+    }
+
+    #[test]
+    fn kv_config_not_json_is_an_error_not_a_panic() {
+        assert!(KvConfig::parse("k", b"\xff\x00garbage").is_err());
+    }
+}

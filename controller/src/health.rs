@@ -1,0 +1,253 @@
+//! The controller's HTTP endpoints on `--http-addr`: `/healthz`, `/readyz`, `/status` and `/metrics`.
+//!
+//! - `/healthz`: 200 while the process runs.
+//! - `/readyz`: 200 when the controller is the leader with its watch caught up (first list done), or a
+//!   healthy standby (its leader watch answers); 503 while Consul is unreachable or the first list
+//!   has not finished. The body says why.
+//! - `/status`: JSON: role, leader identity, session ID, queue depth, in-flight reconciles, last
+//!   watch index, versions.
+//! - `/metrics`: Prometheus text format (metrics-exporter-prometheus).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::WorkQueue;
+
+/// Live facts about the controller, shared by the runtime (writer) and the endpoints (readers).
+#[derive(Debug, Default)]
+pub struct HealthState {
+    /// This replica holds the leader lock.
+    pub is_leader: AtomicBool,
+    /// The last Consul request succeeded.
+    pub consul_reachable: AtomicBool,
+    /// The leader's first full list of requests has been reconciled into the queue.
+    pub first_list_done: AtomicBool,
+    /// The leader term's work queue (depth and in-flight count for `/status`).
+    pub queue: Mutex<Option<WorkQueue>>,
+    /// `X-Consul-Index` of the last requests-watch answer.
+    pub last_watch_index: AtomicU64,
+    /// Session ID of this replica, if any.
+    pub session_id: Mutex<Option<String>>,
+    /// Identity of the current leader (from the leader key), if known.
+    pub leader_identity: Mutex<Option<String>>,
+    /// This replica's identity.
+    pub identity: String,
+}
+
+impl HealthState {
+    /// A fresh state for `identity`.
+    pub fn new(identity: impl Into<String>) -> Arc<HealthState> {
+        Arc::new(HealthState {
+            identity: identity.into(),
+            ..HealthState::default()
+        })
+    }
+
+    /// Whether `/readyz` answers 200, and why not otherwise.
+    pub fn readiness(&self) -> Result<&'static str, &'static str> {
+        if !self.consul_reachable.load(Ordering::Relaxed) {
+            return Err("consul unreachable");
+        }
+        if self.is_leader.load(Ordering::Relaxed) {
+            if self.first_list_done.load(Ordering::Relaxed) {
+                Ok("leader, watch caught up")
+            } else {
+                Err("leader, first list not finished")
+            }
+        } else {
+            Ok("standby")
+        }
+    }
+
+    fn lock_string(m: &Mutex<Option<String>>) -> Option<String> {
+        m.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    /// Sets the session ID shown by `/status`.
+    pub fn set_session(&self, id: Option<String>) {
+        if let Ok(mut g) = self.session_id.lock() {
+            *g = id;
+        }
+    }
+
+    /// Sets (or clears, when the term ends) the queue shown by `/status`.
+    pub fn set_queue(&self, q: Option<WorkQueue>) {
+        if let Ok(mut g) = self.queue.lock() {
+            *g = q;
+        }
+    }
+
+    /// `(queue depth, in-flight reconciles)`, zeros without a queue.
+    pub fn queue_stats(&self) -> (usize, usize) {
+        self.queue
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|q| (q.len(), q.in_flight())))
+            .unwrap_or((0, 0))
+    }
+
+    /// Sets the leader identity shown by `/status`.
+    pub fn set_leader_identity(&self, id: Option<String>) {
+        if let Ok(mut g) = self.leader_identity.lock() {
+            *g = id;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StatusPage {
+    role: &'static str,
+    identity: String,
+    leader_identity: Option<String>,
+    session_id: Option<String>,
+    ready: bool,
+    ready_reason: &'static str,
+    consul_reachable: bool,
+    queue_depth: usize,
+    in_flight: usize,
+    last_watch_index: u64,
+    version: &'static str,
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<HealthState>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The router of the four endpoints.
+pub fn router(health: Arc<HealthState>, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_page))
+        .with_state(AppState { health, metrics })
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.health.readiness() {
+        Ok(why) => (StatusCode::OK, format!("ready: {why}\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+async fn status(State(s): State<AppState>) -> impl IntoResponse {
+    let h = &s.health;
+    let readiness = h.readiness();
+    let (queue_depth, in_flight) = h.queue_stats();
+    Json(StatusPage {
+        role: if h.is_leader.load(Ordering::Relaxed) {
+            "leader"
+        } else {
+            "standby"
+        },
+        identity: h.identity.clone(),
+        leader_identity: HealthState::lock_string(&h.leader_identity),
+        session_id: HealthState::lock_string(&h.session_id),
+        ready: readiness.is_ok(),
+        ready_reason: readiness.unwrap_or_else(|e| e),
+        consul_reachable: h.consul_reachable.load(Ordering::Relaxed),
+        queue_depth,
+        in_flight,
+        last_watch_index: h.last_watch_index.load(Ordering::Relaxed),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
+    match &s.metrics {
+        Some(h) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            h.render(),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain; version=0.0.4")],
+            "metrics recorder not installed\n".to_string(),
+        ),
+    }
+}
+
+/// Installs the global Prometheus recorder (once per process) and returns its handle; `None` if
+/// another recorder is already installed (tests that run several controllers in one process).
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe_metrics();
+    Some(handle)
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("jobforge_reconcile_total", "Reconciles by result (ok, error, requeue).");
+    describe_histogram!("jobforge_reconcile_duration_seconds", "Duration of one reconcile.");
+    describe_gauge!("jobforge_queue_depth", "Keys waiting in the work queue.");
+    describe_gauge!("jobforge_reconciles_in_flight", "Reconciles running now.");
+    describe_gauge!("jobforge_requests", "Requests by phase, as seen by the leader.");
+    describe_histogram!("jobforge_phase_duration_seconds", "Pipeline phase durations by phase and outcome.");
+    describe_counter!("jobforge_builds_finished_total", "Finished requests by outcome and reason.");
+    describe_gauge!("jobforge_leader", "1 while this replica is the leader.");
+    describe_counter!("jobforge_leadership_transitions_total", "Times this replica became or stopped being leader.");
+    describe_histogram!("jobforge_consul_request_duration_seconds", "Consul HTTP request duration by endpoint.");
+    describe_counter!("jobforge_consul_request_errors_total", "Consul HTTP request errors by endpoint.");
+    describe_histogram!("jobforge_nomad_request_duration_seconds", "Nomad HTTP request duration by endpoint.");
+    describe_counter!("jobforge_nomad_request_errors_total", "Nomad HTTP request errors by endpoint.");
+    describe_counter!("jobforge_watch_restarts_total", "Blocking-query watch restarts after errors, by watch.");
+    describe_counter!("jobforge_webhook_deliveries_total", "Webhook delivery attempts by outcome.");
+}
+
+/// Serves the endpoints on `addr` until `cancel` fires. Returns the bound address.
+///
+/// Errors: the bind failure, naming the address.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --http-addr {addr}"))?;
+    let bound = listener.local_addr()?;
+    let h = tokio::spawn(async move {
+        let res = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "health endpoint stopped");
+        }
+    });
+    Ok((bound, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_documented_rules() {
+        let h = HealthState::new("a");
+        assert_eq!(h.readiness(), Err("consul unreachable"));
+        h.consul_reachable.store(true, Ordering::Relaxed);
+        assert_eq!(h.readiness(), Ok("standby"));
+        h.is_leader.store(true, Ordering::Relaxed);
+        assert_eq!(h.readiness(), Err("leader, first list not finished"));
+        h.first_list_done.store(true, Ordering::Relaxed);
+        assert_eq!(h.readiness(), Ok("leader, watch caught up"));
+    }
+}

@@ -1,0 +1,152 @@
+//! A private git repository served over smart HTTP with basic authentication: a small axum
+//! server that checks the credentials and hands each request to `git http-backend` (CGI), as a
+//! real git host behind a web server does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::Context;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Cfg {
+    root: PathBuf,
+    user: String,
+    password: String,
+}
+
+/// A running server; stops when dropped.
+pub struct GitHttpServer {
+    /// `http://127.0.0.1:<port>/`.
+    pub base: String,
+    cancel: CancellationToken,
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl GitHttpServer {
+    /// Serves the bare repositories under `root` (`<base><name>.git`) to `user`/`password` only.
+    pub async fn start(root: PathBuf, user: &str, password: &str) -> anyhow::Result<GitHttpServer> {
+        let cfg = Cfg {
+            root,
+            user: user.to_string(),
+            password: password.to_string(),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(cfg);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
+        });
+        Ok(GitHttpServer {
+            base: format!("http://{addr}/"),
+            cancel,
+        })
+    }
+}
+
+fn authorized(headers: &HeaderMap, cfg: &Cfg) -> bool {
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cfg.user, cfg.password));
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .is_some_and(|v| v == expected)
+}
+
+async fn handle(State(cfg): State<Cfg>, req: Request) -> Response {
+    if !authorized(req.headers(), &cfg) {
+        let mut r = Response::new(Body::from("authentication required\n"));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Basic realm=\"git\""));
+        return r;
+    }
+    match cgi(&cfg, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = Response::new(Body::from(format!("{e:#}\n")));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    }
+}
+
+async fn cgi(cfg: &Cfg, req: Request) -> anyhow::Result<Response> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let encoding = req
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await?;
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", &cfg.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", &path)
+        .env("QUERY_STRING", &query)
+        .env("CONTENT_TYPE", &content_type)
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", &encoding)
+        .env("REMOTE_USER", &cfg.user)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("git http-backend")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&body).await?;
+    }
+    let out = child.wait_with_output().await?;
+    let raw = out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))
+        .context("CGI output without headers")?;
+    let (head, rest) = (&raw[..split.0], &raw[split.0 + split.1..]);
+    let mut resp = Response::new(Body::from(rest.to_vec()));
+    for line in String::from_utf8_lossy(head).lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("status") {
+            let code = v.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(200);
+            *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+        } else if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    Ok(resp)
+}

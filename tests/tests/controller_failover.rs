@@ -1,0 +1,248 @@
+//! Leadership and fencing under failure, with real controller processes: a deposed leader writes
+//! nothing, and killing leaders loses, duplicates and regresses nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use jobforge_tests::{ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+/// Short session TTL (Consul's minimum) and lock-delay so failover takes seconds, not minutes.
+const FAST: &[&str] = &["--session-ttl", "10s", "--lock-delay", "1s"];
+
+fn rank(phase: &str) -> u32 {
+    match phase {
+        "Pending" => 0,
+        "Building" => 1,
+        "Testing" => 2,
+        "Publishing" => 3,
+        _ => 4,
+    }
+}
+
+/// Every status value seen by a blocking watch of `status/`, checked for regressions as it goes:
+/// within a generation, `(attempt, phase)` never moves backwards.
+#[derive(Default)]
+struct History {
+    last: HashMap<String, (u64, u32, u32)>,
+    regressions: Vec<String>,
+    writes: u64,
+}
+
+async fn watch_statuses(consul: String, history: Arc<Mutex<History>>, stop: tokio_util::sync::CancellationToken) {
+    let client = reqwest::Client::new();
+    let mut index = 0u64;
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    loop {
+        let req = client
+            .get(format!("{consul}/v1/kv/jobforge/status/?recurse"))
+            .query(&[("index", index.to_string()), ("wait", "2s".to_string())])
+            .send();
+        let resp = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = req => r,
+        };
+        let Ok(resp) = resp else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let got: u64 = resp
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let entries: Vec<Value> = resp.json().await.unwrap_or_default();
+        let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            let key = e["Key"].as_str().unwrap_or("").to_string();
+            let mi = e["ModifyIndex"].as_u64().unwrap_or(0);
+            if seen.get(&key) == Some(&mi) {
+                continue;
+            }
+            seen.insert(key.clone(), mi);
+            h.writes += 1;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(e["Value"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            let Ok(doc) = serde_json::from_slice::<Value>(&raw) else { continue };
+            let cur = (
+                doc["observedGeneration"].as_u64().unwrap_or(0),
+                doc["attempt"].as_u64().unwrap_or(0) as u32,
+                rank(doc["phase"].as_str().unwrap_or("")),
+            );
+            if let Some(prev) = h.last.get(&key) {
+                if prev.0 == cur.0 && (cur.1, cur.2) < (prev.1, prev.2) {
+                    let msg = format!("{key}: {prev:?} -> {cur:?}");
+                    h.regressions.push(msg);
+                }
+            }
+            h.last.insert(key, cur);
+        }
+        index = if got < index { 0 } else { got.max(1) };
+    }
+}
+
+async fn leader_of(ctls: &mut [Option<ControllerProcess>]) -> Option<usize> {
+    for (i, c) in ctls.iter().enumerate() {
+        if let Some(c) = c {
+            if let Ok(s) = c.status().await {
+                if s["role"] == "leader" && s["ready"] == true {
+                    return Some(i);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
+    let stack = DevStackProcess::start(DevStackOptions {
+        fake_tools: true,
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let repo = GitRepo::hello_world().expect("repo");
+    let mut ctls: Vec<Option<ControllerProcess>> = Vec::new();
+    for _ in 0..3 {
+        ctls.push(Some(ControllerProcess::start(&stack, FAST).await.expect("controller")));
+    }
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(watch_statuses(stack.consul.clone(), history.clone(), stop.clone()));
+
+    let kv = stack.kv();
+    let spec = json!({"repo_url": repo.url, "test": {"commands": ["true"]}});
+    let names: Vec<String> = (0..200).map(|i| format!("r{i:03}")).collect();
+    let mut kills = 0;
+    for (i, name) in names.iter().enumerate() {
+        assert!(kv.put(&format!("jobforge/requests/default/{name}"), &request_json("default", name, spec.clone())).await.unwrap());
+        if i % 60 == 30 && kills < 3 {
+            // SIGKILL whoever leads now (no release: the session must expire).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let leader = loop {
+                if let Some(l) = leader_of(&mut ctls).await {
+                    break l;
+                }
+                assert!(Instant::now() < deadline, "no leader");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if let Some(mut c) = ctls[leader].take() {
+                c.process().kill();
+            }
+            ctls[leader] = Some(ControllerProcess::start(&stack, FAST).await.expect("restart"));
+            kills += 1;
+        }
+    }
+    assert_eq!(kills, 3);
+
+    wait_until(Duration::from_secs(240), "every request is terminal", || {
+        let kv = kv.clone();
+        let names = names.clone();
+        async move {
+            for n in &names {
+                let (_, v) = kv.get(&format!("jobforge/status/default/{n}"), 0, Duration::ZERO).await?;
+                let done = v
+                    .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|d| d["phase"] == "Succeeded");
+                if !done {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await
+    .expect("all succeeded");
+    stop.cancel();
+    let _ = watcher.await;
+
+    // Each (request, generation, phase) ran at most once: one registration (Version 0) and one
+    // allocation per job in the emulator's registry.
+    let jobs: Vec<Value> = reqwest::get(format!("{}/v1/jobs?prefix=jobforge-default-r", stack.nomad))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 200 * 3, "build, test and publish per request");
+    for j in &jobs {
+        let id = j["ID"].as_str().unwrap_or("");
+        assert_eq!(j["Version"].as_u64(), Some(0), "{id} was registered more than once");
+        let allocs: Vec<Value> = reqwest::get(format!("{}/v1/job/{id}/allocations", stack.nomad))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(allocs.len(), 1, "{id} ran {} times", allocs.len());
+    }
+    let h = history.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(h.regressions.is_empty(), "status went backwards: {:?}", h.regressions);
+    assert_eq!(h.last.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
+    let stack = DevStackProcess::start(DevStackOptions {
+        fake_tools: true,
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let repo = GitRepo::hello_world().expect("repo");
+    let mut a = ControllerProcess::start(&stack, FAST).await.expect("a");
+    a.wait_leader(Duration::from_secs(30)).await.expect("a leads");
+    let b = ControllerProcess::start(&stack, FAST).await.expect("b");
+    let kv = stack.kv();
+    let spec = json!({"repo_url": repo.url});
+    for i in 0..20 {
+        let n = format!("p{i:02}");
+        kv.put(&format!("jobforge/requests/default/{n}"), &request_json("default", &n, spec.clone())).await.unwrap();
+    }
+    // Freeze A in the middle of its work, past its session TTL (expiry between TTL and 2×TTL).
+    a.process().signal(Signal::SIGSTOP).expect("stop");
+    b.wait_leader(Duration::from_secs(60)).await.expect("b takes over");
+    wait_until(Duration::from_secs(120), "B finishes every request", || {
+        let kv = kv.clone();
+        async move {
+            for i in 0..20 {
+                let (_, v) = kv.get(&format!("jobforge/status/default/p{i:02}"), 0, Duration::ZERO).await?;
+                if !v
+                    .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|d| d["phase"] == "Succeeded")
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await
+    .expect("done");
+    let client = reqwest::Client::new();
+    let listing = client
+        .get(format!("{}/v1/kv/jobforge/status/?recurse", stack.consul))
+        .send()
+        .await
+        .unwrap();
+    let index: u64 = listing.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+    // Resume A: whatever it was about to write is fenced off. A blocking query on status/ from the
+    // last index must see no write at all while A wakes up and steps down.
+    a.process().signal(Signal::SIGCONT).expect("cont");
+    let started = Instant::now();
+    let r = client
+        .get(format!("{}/v1/kv/jobforge/status/?recurse", stack.consul))
+        .query(&[("index", index.to_string()), ("wait", "8s".to_string())])
+        .send()
+        .await
+        .unwrap();
+    let after: u64 = r.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(7), "a write woke the status watch");
+    assert_eq!(after, index, "a deposed leader's write reached status/");
+    let s = a.status().await.expect("a answers");
+    assert_eq!(s["role"], "standby", "{s}");
+}
