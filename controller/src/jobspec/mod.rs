@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use jobforge_schema::{BuildRequest, PhaseResources, PipelinePhase};
 
 use crate::nomad::job::{
-    EphemeralDisk, Job, LogConfig, ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
-    NS_PER_SEC,
+    EphemeralDisk, Job, LogConfig, NS_PER_SEC, ReschedulePolicy, Resources, RestartPolicy, Task,
+    TaskGroup,
 };
 
 /// The shell prelude shared by every script: strict mode, task directories, the `bh` buildah
@@ -168,11 +168,7 @@ pub fn render(
     let res = resolve_resources(req, phase, cfg)?;
     let mut task = rendered.task;
     task.name = phase.as_str().to_string();
-    let devices = task
-        .resources
-        .take()
-        .map(|r| r.devices)
-        .unwrap_or_default();
+    let devices = task.resources.take().map(|r| r.devices).unwrap_or_default();
     task.resources = Some(Resources {
         cpu: res.cpu_mhz,
         memory_mb: res.memory_mb,
@@ -337,10 +333,8 @@ fn duration_ns(d: std::time::Duration) -> i64 {
 /// Checks that a repository-relative path (Dockerfile or context) is relative and has no `..`
 /// component. Errors: [`RenderError::InvalidField`].
 pub(crate) fn check_relative_path(field: &str, p: &str) -> Result<(), RenderError> {
-    let bad = p.is_empty()
-        || p.starts_with('/')
-        || p.split('/').any(|c| c == "..")
-        || p.contains('\0');
+    let bad =
+        p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains('\0');
     if bad {
         Err(RenderError::InvalidField {
             field: field.to_string(),
@@ -363,4 +357,5 @@ pub(crate) fn bool_text(b: bool) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod snapshot_tests;

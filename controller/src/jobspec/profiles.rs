@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 
 use jobforge_schema::BuildRequest;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::nomad::job::{Task, Template, Vault};
 
 use super::escaping::env_template;
-use super::{bool_text, registry_host, Profile, RenderConfig, RenderError};
+use super::{Profile, RenderConfig, RenderError, bool_text, registry_host};
 
 /// Which tool image a docker-profile task needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +78,10 @@ pub fn tool_task(
             m
         }
         Profile::Docker => {
-            env.insert("STORAGE_DRIVER".into(), cfg.storage_driver.clone());
-            env.insert("BUILDAH_ISOLATION".into(), "chroot".into());
+            if tool == Tool::Buildah {
+                env.insert("STORAGE_DRIVER".into(), cfg.storage_driver.clone());
+                env.insert("BUILDAH_ISOLATION".into(), "chroot".into());
+            }
             let image = match tool {
                 Tool::Buildah => &cfg.buildah_image,
                 Tool::Skopeo => &cfg.skopeo_image,
