@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use jobforge_schema::BuildRequest;
 use serde_json::{Map, Value, json};
 
-use crate::nomad::job::{Task, Template, Vault};
+use crate::nomad::job::{Task, Vault};
 
 use super::escaping::env_template;
 use super::{Profile, RenderConfig, RenderError, bool_text, registry_host};
@@ -36,11 +36,6 @@ pub fn driver(profile: Profile) -> &'static str {
         Profile::RawExec => "raw_exec",
         Profile::Docker => "docker",
     }
-}
-
-/// The profile's name in messages (`raw_exec`, `docker`).
-pub fn profile_name(profile: Profile) -> &'static str {
-    driver(profile)
 }
 
 /// The argv after `/bin/sh`: `["-c", script, "jobforge-<phase>", extra...]`.
@@ -149,9 +144,4 @@ pub fn ensure_vault(task: &mut Task, cfg: &RenderConfig, extra: &[String]) {
             vault.policies.push(p.clone());
         }
     }
-}
-
-/// Pushes a template (helper for phase modules).
-pub fn push_template(task: &mut Task, t: Template) {
-    task.templates.push(t);
 }
