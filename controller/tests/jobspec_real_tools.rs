@@ -2,7 +2,9 @@
 //! `skopeo` against a `docker-registry` started by the test on a free loopback port, with a local
 //! `file://` repository. Proves the flags of the fixed scripts exist in the installed tools
 //! (Debian bookworm: buildah 1.28, skopeo 1.9) and that the digest printed by build equals the
-//! digest published under every final tag, and that the temporary tag is deleted.
+//! digest published under every final tag, that test commands and the entry point run inside the
+//! image (`buildah from` + `buildah run`) with the test env, stopping at the first failure, and
+//! that the temporary tag is deleted.
 //! Needs `git`, `buildah`, `skopeo` and `docker-registry` in PATH (fails, never skips, otherwise).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,7 +18,9 @@ use std::time::Duration;
 
 use jobforge_controller::jobspec::{self, RenderConfig};
 use jobforge_controller::nomad::job::Job;
-use jobforge_schema::{BuildRequest, BuildSpec, PipelinePhase};
+use std::collections::BTreeMap;
+
+use jobforge_schema::{BuildRequest, BuildSpec, PipelinePhase, TestSpec};
 
 /// Stops the registry even when the test fails.
 struct Registry {
@@ -84,6 +88,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 fn run(job: &Job, root: &Path) -> (Option<i32>, String) {
+    let (code, stdout, stderr) = run_raw(job, root);
+    assert_eq!(code, Some(0), "{}: {stdout}\n{stderr}", job.id);
+    (code, stdout)
+}
+
+fn run_raw(job: &Job, root: &Path) -> (Option<i32>, String, String) {
     let task = &job.task_groups[0].tasks[0];
     let args: Vec<&str> = task.config["args"]
         .as_array()
@@ -104,9 +114,8 @@ fn run(job: &Job, root: &Path) -> (Option<i32>, String) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}: {stdout}\n{stderr}", task.name);
-    (out.status.code(), stdout)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stdout, stderr)
 }
 
 fn marker<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
@@ -122,9 +131,12 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
     let reg = start_registry(dir.path());
     let repo = dir.path().join("repo");
     fs::create_dir_all(repo.join("app")).unwrap();
+    // A static busybox as /bin/sh gives the scratch image a shell for the test phase.
+    fs::copy("/bin/busybox", repo.join("app/sh")).expect("static /bin/busybox (package busybox)");
     fs::write(
         repo.join("app/Containerfile"),
-        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+        "FROM scratch\nCOPY sh /bin/sh\nCOPY hello.txt /hello.txt\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"test -f /hello.txt\"]\n",
     )
     .unwrap();
     fs::write(repo.join("app/hello.txt"), "hello\n").unwrap();
@@ -146,6 +158,15 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
             image_name: "hello".into(),
             image_tags: vec!["v1".into(), "latest".into()],
             registry_url: registry.clone(),
+            test: Some(TestSpec {
+                commands: vec![
+                    "test \"$GREETING\" = 'hi $(touch /pwned) `x`'".into(),
+                    "test -f /hello.txt && ! test -e /pwned".into(),
+                ],
+                entry_point: true,
+                env: BTreeMap::from([("GREETING".into(), "hi $(touch /pwned) `x`".into())]),
+                ..Default::default()
+            }),
             ..Default::default()
         },
     );
@@ -166,6 +187,19 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
         .expect("build digest")
         .to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let test = jobspec::render(&req, 3, 1, PipelinePhase::Test, &cfg).unwrap();
+    let (_, out) = run(&test, dir.path());
+    assert!(out.contains("jobforge: all tests passed"), "{out}");
+
+    let mut failing = req.clone();
+    if let Some(t) = failing.spec.test.as_mut() {
+        t.commands = vec!["true".into(), "exit 5".into(), "touch /never".into()];
+    }
+    let test = jobspec::render(&failing, 3, 1, PipelinePhase::Test, &cfg).unwrap();
+    let (code, out, err) = run_raw(&test, dir.path());
+    assert_eq!(code, Some(5), "{out}\n{err}");
+    assert!(out.contains("::jobforge::failed-command=2\n"), "{out}");
 
     let publish = jobspec::render(&req, 3, 1, PipelinePhase::Publish, &cfg).unwrap();
     let (_, out) = run(&publish, dir.path());

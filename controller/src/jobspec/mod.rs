@@ -30,11 +30,13 @@ use crate::nomad::job::{
 };
 
 /// The shell prelude shared by every script: strict mode, task directories, the `bh` buildah
-/// wrapper (storage driver and optional root), `jf_fail` and `jf_login`.
+/// wrapper (storage driver and optional root), `jf_fail` and `jf_login`. `umask 022` keeps the
+/// checkout's file modes as git records them (a stricter umask would leak into image layers);
+/// the authfile is created under `umask 077` (buildah/skopeo `login` write it 0600 themselves).
 macro_rules! sh_prelude {
     () => {
         r#"set -eu
-umask 077
+umask 022
 jf_secrets=${NOMAD_SECRETS_DIR:-$PWD/secrets}
 jf_task=${NOMAD_TASK_DIR:-$PWD/local}
 jf_auth=$jf_secrets/jobforge-auth.json
@@ -56,7 +58,7 @@ jf_login() {
     printf '%s' "$JF_REGISTRY_PASSWORD" | "$1" login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$JF_REGISTRY_USERNAME" --password-stdin -- "$JF_REGISTRY_HOST" >/dev/null
     unset JF_REGISTRY_PASSWORD
   else
-    printf '{"auths":{}}\n' >"$jf_auth"
+    (umask 077 && printf '{"auths":{}}\n' >"$jf_auth")
   fi
 }
 "#
