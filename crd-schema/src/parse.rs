@@ -91,14 +91,93 @@ pub fn parse_value(bytes: &[u8], format: Format) -> Result<Value, Problems> {
                 ),
             )
         }),
-        Format::Yaml => serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-                .unwrap_or_default();
-            Problems::one("", format!("YAML syntax error{at}: {e}"))
-        }),
+        Format::Yaml => {
+            // Through serde_yaml_ng's own Value: it rejects duplicate keys (serde_json's map would
+            // silently keep the last one) and reports the position.
+            let yaml = serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(bytes)
+                .map_err(|e| Problems::one("", yaml_error_message(bytes, &e)))?;
+            serde_json::to_value(yaml).map_err(|e| {
+                Problems::one(
+                    "",
+                    format!("YAML document is not representable as JSON (map keys must be strings, no tags): {e}"),
+                )
+            })
+        }
     }
+}
+
+/// A YAML error with the line and column of its cause. serde_yaml_ng reports a duplicate key at
+/// the start of its mapping; the duplicate itself is located in the text (see [`locate_duplicate`]).
+fn yaml_error_message(bytes: &[u8], e: &serde_yaml_ng::Error) -> String {
+    let msg = e.to_string();
+    let mut loc = e.location().map(|l| (l.line(), l.column()));
+    if let Some(key) = duplicate_key(&msg) {
+        let text = String::from_utf8_lossy(bytes);
+        if let Some(found) = locate_duplicate(&text, &key, loc.map_or(1, |l| l.0)) {
+            loc = Some(found);
+        }
+    }
+    let at = loc
+        .map(|(l, c)| format!(" at line {l} column {c}"))
+        .unwrap_or_default();
+    // serde_yaml_ng appends its own (mapping-start) position; keep only the message part.
+    let core = msg.split(" at line ").next().unwrap_or(&msg);
+    format!("YAML syntax error{at}: {core}")
+}
+
+/// The key of a serde_yaml_ng `duplicate entry with key "k"` message.
+fn duplicate_key(msg: &str) -> Option<String> {
+    let rest = msg.split("duplicate entry with key ").nth(1)?;
+    let quoted = rest.split(" at line").next()?.trim();
+    serde_json::from_str::<String>(quoted)
+        .ok()
+        .or_else(|| Some(quoted.trim_matches('"').to_string()))
+}
+
+/// Line and column (1-based) of the second occurrence of `key` in one mapping, searching from line
+/// `from`: block mappings by indentation (a shallower line closes a mapping; a `- ` item opens a
+/// new one), flow mappings by two occurrences on one line.
+fn locate_duplicate(text: &str, key: &str, from: usize) -> Option<(usize, usize)> {
+    let patterns = [
+        format!("{key}:"),
+        format!("\"{key}\":"),
+        format!("'{key}':"),
+    ];
+    let mut seen: Vec<usize> = Vec::new(); // indents where `key` was seen in the open mappings
+    for (i, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = line.len() - trimmed.len();
+        seen.retain(|&n| n <= indent);
+        let mut body = trimmed;
+        while let Some(rest) = body.strip_prefix("- ") {
+            // A sequence item starts a new mapping deeper than the dash.
+            seen.retain(|&n| n <= indent);
+            indent += 2;
+            body = rest.trim_start();
+        }
+        let at_key = |b: &str| patterns.iter().any(|p| b.starts_with(p.as_str()));
+        if at_key(body) {
+            if seen.contains(&indent) {
+                return Some((i + 1, indent + 1));
+            }
+            seen.push(indent);
+        }
+        // Flow mapping on one line: `{a: 1, a: 2}`.
+        let hits: Vec<usize> = patterns
+            .iter()
+            .flat_map(|p| line.match_indices(p.as_str()).map(|(c, _)| c))
+            .filter(|&c| c == 0 || matches!(line.as_bytes()[c - 1], b'{' | b',' | b' '))
+            .collect();
+        if hits.len() >= 2 && line.contains('{') {
+            let mut hits = hits;
+            hits.sort_unstable();
+            return Some((i + 1, hits[1] + 1));
+        }
+    }
+    None
 }
 
 /// Parses and validates a BuildRequest (all five steps); `Err` holds every problem found.
@@ -136,6 +215,20 @@ pub(crate) fn walk_def(def: &str, value: &Value, path: &str, p: &mut Problems) {
         .cloned()
         .unwrap_or(Value::Null);
     walk(&SCHEMA, &node, value, path, p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_located_in_their_own_mapping() {
+        let text = "a:\n  cpu: 1\nb:\n  cpu: 2\n  mem: 3\n  cpu: 4\n";
+        assert_eq!(locate_duplicate(text, "cpu", 1), Some((6, 3)));
+        let list = "l:\n  - k: 1\n  - k: 2\n    k: 3\n";
+        assert_eq!(locate_duplicate(list, "k", 1), Some((4, 5)));
+        assert_eq!(locate_duplicate("m: {x: 1, x: 2}\n", "x", 1), Some((1, 11)));
+    }
 }
 
 /// Either kind of document the CLI accepts.
