@@ -70,19 +70,28 @@ fn label(path: &Path) -> String {
     }
 }
 
-/// Reads a file or stdin, at most one byte past the document limit (the parser reports the size).
+/// Largest input read at all (64 MiB); anything larger is reported without reading it whole.
+const READ_CAP: u64 = 64 * 1024 * 1024;
+
+/// Reads a file or stdin. The parser reports documents over the 512 KiB limit with their size;
+/// input past [`READ_CAP`] is an error here.
 fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    let limit = (MAX_DOCUMENT_BYTES as u64) * 4;
     if path == Path::new("-") {
         std::io::stdin()
             .lock()
-            .take(limit)
+            .take(READ_CAP + 1)
             .read_to_end(&mut bytes)?;
     } else {
         std::fs::File::open(path)?
-            .take(limit)
+            .take(READ_CAP + 1)
             .read_to_end(&mut bytes)?;
+    }
+    if bytes.len() as u64 > READ_CAP {
+        return Err(std::io::Error::other(format!(
+            "document is larger than {READ_CAP} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes \
+             (512 KiB, Consul's kv_max_value_size)"
+        )));
     }
     Ok(bytes)
 }
