@@ -1,5 +1,7 @@
 //! Behaviour of the work queue under virtual time (`start_paused`), so every timing is exact.
 
+mod metrics;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
