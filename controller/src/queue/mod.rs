@@ -240,6 +240,10 @@ impl WorkQueue {
     /// Runs reconciles until `cancel` fires, then drains in-flight ones for up to
     /// `shutdown_grace` and returns what happened to them.
     ///
+    /// Call it at most once at a time per queue. After it returns the queue keeps its keys
+    /// (abandoned ones rescheduled immediately), so it may be run again, for example when this
+    /// controller becomes leader again; enqueues made meanwhile are kept too.
+    ///
     /// `reconcile` is called with the key; its future runs on a tokio task (so it must be `Send`).
     /// An `Err` is logged with `tracing` and backs the key off; `E` only needs `Display`.
     pub async fn run<F, Fut, E>(&self, reconcile: F, cancel: CancellationToken) -> ShutdownReport
@@ -280,11 +284,18 @@ impl WorkQueue {
             }
         }
         if !tasks.is_empty() {
+            tasks.abort_all();
             let mut st = self.lock();
             report.abandoned = st.running.drain().collect();
             report.abandoned.sort();
+            // An abandoned reconcile did not finish: schedule its key now (with any enqueue held
+            // behind it), so a later `run` (the next leadership term) starts with it.
+            let now = Instant::now();
+            for key in report.abandoned.clone() {
+                let at = st.held.remove(&key).map_or(now, |h| h.min(now));
+                st.schedule(key, at);
+            }
             drop(st);
-            tasks.abort_all();
             tracing::warn!(
                 abandoned = report.abandoned.len(),
                 "shutdown grace period over; dropping in-flight reconciles"

@@ -267,7 +267,8 @@ async fn requeue_after_fires_at_its_time_and_an_earlier_enqueue_wins() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn shutdown_stops_taking_work_and_waits_for_in_flight_within_the_grace() {
+async fn shutdown_stops_taking_work_waits_for_in_flight_within_the_grace_and_keeps_the_rest_for_the_next_run()
+ {
     let q = WorkQueue::new(QueueConfig {
         max_concurrent: 2,
         shutdown_grace: Duration::from_secs(5),
@@ -313,6 +314,35 @@ async fn shutdown_stops_taking_work_and_waits_for_in_flight_within_the_grace() {
         "no new work after cancel"
     );
     assert_eq!(q.in_flight(), 0);
+
+    // The next term (a new `run`) starts with the abandoned key and the never-started one.
+    assert_eq!(q.len(), 2);
+    let cancel = CancellationToken::new();
+    let l = log.clone();
+    let again = tokio::spawn({
+        let (q, cancel) = (q.clone(), cancel.clone());
+        async move {
+            q.run(
+                move |k| {
+                    let l = l.clone();
+                    async move {
+                        l.push(&k);
+                        Ok::<_, String>(Action::AwaitChange)
+                    }
+                },
+                cancel,
+            )
+            .await
+        }
+    });
+    until(Duration::from_secs(1), || {
+        q.is_empty() && q.in_flight() == 0
+    })
+    .await;
+    assert_eq!(log.starts(&key("slow")).len(), 2);
+    assert_eq!(log.starts(&key("z-later")).len(), 1);
+    cancel.cancel();
+    again.await.expect("run");
 }
 
 #[tokio::test(start_paused = true)]
