@@ -10,7 +10,7 @@
 //! 3. Call [`step`]. If the decision contains [`Action::CheckSecrets`], check those Vault paths and
 //!    call [`step`] again with [`Observation::secrets_missing`] filled in (nothing else happened).
 //! 4. Perform the job actions in order (`StopGeneration`, `DeregisterJob`, `RegisterJob`,
-//!    `CaptureLogs`); they are idempotent (deterministic [`job_id`]s), so a crash anywhere repeats
+//!    `CaptureLogs`); they are idempotent (deterministic [`job_id()`]s), so a crash anywhere repeats
 //!    them harmlessly. Then write [`Decision::status`] with the fenced CAS if
 //!    [`Decision::status_changed`]. Only after that write succeeded hand out `Webhook` actions
 //!    (their ID is already recorded in the written status: at most once per transition, issue 8),
@@ -173,7 +173,7 @@ pub enum Action {
         phase: PipelinePhase,
         /// Attempt (1-based); part of the job ID after the first.
         attempt: u32,
-        /// The deterministic [`job_id`].
+        /// The deterministic [`job_id()`].
         job_id: String,
     },
     /// Stop the job (`DELETE /v1/job/<id>`, with `?purge=true` when `purge`).
