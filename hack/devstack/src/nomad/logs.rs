@@ -141,12 +141,11 @@ impl Reader {
                     self.done = true;
                     continue;
                 }
-                let start = self.pos;
                 self.pos += data.len() as u64;
                 return Some(Ok(if self.q.plain {
                     Bytes::from(data)
                 } else {
-                    let _ = start;
+                    // Nomad's `streamFile` sends the offset after the frame's data.
                     frame(self.pos, &data, &self.sink.rel)
                 }));
             }

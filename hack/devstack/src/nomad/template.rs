@@ -66,8 +66,7 @@ fn parse(text: &str, left: &str, right: &str) -> Result<Vec<Node>, TemplateError
             push_text(&mut stack, chunk);
             break;
         };
-        let end = after
-            .find(right)
+        let end = find_action_end(after, right)
             .ok_or_else(|| TemplateError::Parse(format!("unclosed action (missing {right:?})")))?;
         let mut action = &after[..end];
         rest = &after[end + right.len()..];
@@ -133,6 +132,30 @@ fn parse(text: &str, left: &str, right: &str) -> Result<Vec<Node>, TemplateError
         ));
     }
     Ok(stack.pop().map(|s| s.1).unwrap_or_default())
+}
+
+/// Position of the closing delimiter, skipping quoted strings (so `{{ "}}" }}` works, as in Go's
+/// lexer).
+fn find_action_end(s: &str, right: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '`' => quote = Some(c),
+            None if s[i..].starts_with(right) => return Some(i),
+            None => {}
+        }
+    }
+    None
 }
 
 fn push_text(stack: &mut [(String, Vec<Node>)], s: &str) {
@@ -359,5 +382,25 @@ mod tests {
         assert_eq!(env["A"], "1");
         assert_eq!(env["B"], "two words");
         assert_eq!(env["C"], "x");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_without_delimiters_renders_unchanged(t in "[^{}]{0,200}") {
+            proptest::prop_assert_eq!(r(&t, "", "").unwrap(), t);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(t in ".{0,200}") {
+            let _ = r(&t, "", "");
+            let _ = parse_env_file(&t);
+        }
+
+        #[test]
+        fn string_literals_render_verbatim(lit in "[a-zA-Z0-9 {}\\[\\]\"]{0,40}") {
+            let quoted = serde_json::to_string(&lit).unwrap();
+            proptest::prop_assert_eq!(r(&format!("{{{{ {quoted} }}}}"), "", "").unwrap(), lit.clone());
+            proptest::prop_assert_eq!(r(&format!("[[ {quoted} ]]"), "[[", "]]").unwrap(), lit);
+        }
     }
 }
