@@ -548,3 +548,40 @@ async fn fifty_concurrent_jobs_finish_with_their_exit_codes_and_shutdown_leaves_
         }
     }
 }
+
+#[tokio::test]
+async fn event_stream_replays_and_follows_job_and_allocation_events() {
+    let s = Stack::start().await;
+    s.register(job("ev", "true", &[])).await;
+    s.wait_alloc("ev", terminal).await;
+    let mut r = s
+        .http
+        .get(format!(
+            "{}/v1/event/stream?topic=Job:ev&topic=Allocation:ev&index=0",
+            s.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let mut types = Vec::new();
+    while !types.iter().any(|t: &String| t == "AllocationUpdated") || !buf.is_empty() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(nl) = buf.find('\n') {
+            let line: Value = serde_json::from_str(&buf[..nl]).unwrap();
+            buf.drain(..=nl);
+            for e in line["Events"].as_array().into_iter().flatten() {
+                assert_ne!(e["Topic"], "Evaluation");
+                types.push(e["Type"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(types[0], "JobRegistered");
+    drop(r);
+    s.shutdown().await;
+}

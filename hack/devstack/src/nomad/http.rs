@@ -45,6 +45,7 @@ pub(super) fn router(state: Arc<NomadState>) -> axum::Router {
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/evaluation/{id}", get(get_eval))
         .route("/v1/client/fs/logs/{alloc}", get(logs))
+        .route("/v1/event/stream", get(super::events::stream))
         .route("/v1/nodes", get(nodes))
         .route("/v1/node/{id}", get(node))
         .route("/v1/agent/self", get(agent_self))

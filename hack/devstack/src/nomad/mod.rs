@@ -6,6 +6,7 @@
 //! runner and driver), `taskdir` (layout and env), `template` (the template subset), `logs` (log
 //! sinks and the framed logs API), `http` (routes and blocking queries).
 
+pub mod events;
 mod http;
 pub mod logs;
 pub mod model;
