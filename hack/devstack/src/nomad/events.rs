@@ -148,7 +148,11 @@ pub(super) async fn stream(State(st): State<Arc<NomadState>>, RawQuery(q): RawQu
                 }
                 continue;
             }
-            match tokio::time::timeout(Duration::from_secs(30), rx.changed()).await {
+            let waited = tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(30), rx.changed()) => r,
+                () = st.closing().cancelled() => return None,
+            };
+            match waited {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return None,
                 Err(_) => {

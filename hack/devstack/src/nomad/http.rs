@@ -121,10 +121,11 @@ async fn blocking(
                 Err(msg) => text(StatusCode::NOT_FOUND, msg),
             };
         }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
+        let woke = tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.changed()) => r.is_ok(),
+            () = state.closing().cancelled() => false,
+        };
+        if !woke {
             // Deadline: answer with the current state.
             let (idx, res) = read(&state.store());
             return match res {
