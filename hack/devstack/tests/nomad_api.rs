@@ -15,7 +15,10 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
-        let inner = DevStack::start(DevStackConfig::ephemeral()).await.unwrap();
+        Stack::start_with(DevStackConfig::ephemeral()).await
+    }
+    async fn start_with(cfg: DevStackConfig) -> Stack {
+        let inner = DevStack::start(cfg).await.unwrap();
         let url = inner.nomad_url();
         Stack {
             inner: Some(inner),
@@ -627,4 +630,29 @@ async fn event_stream_replays_and_follows_job_and_allocation_events() {
     assert_eq!(types[0], "JobRegistered");
     drop(r);
     s.shutdown().await;
+}
+
+#[tokio::test]
+async fn purge_collects_the_allocation_directory_of_a_finished_job() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Stack::start_with(DevStackConfig {
+        consul_addr: None,
+        data_dir: Some(data.path().to_path_buf()),
+        ..DevStackConfig::ephemeral()
+    })
+    .await;
+    s.register(job("gc", "true", &[])).await;
+    let a = s.wait_alloc("gc", terminal).await;
+    let nomad = s.stack().nomad.clone().unwrap();
+    let dir = nomad.alloc_dir(a["ID"].as_str().unwrap());
+    assert!(dir.join("alloc/logs/t.stdout.0").exists());
+    s.http
+        .delete(format!("{}/v1/job/gc?purge=true", s.url))
+        .send()
+        .await
+        .unwrap();
+    // Shutdown waits for the background collection; the data dir itself survives.
+    s.shutdown().await;
+    assert!(!dir.exists());
+    assert!(data.path().join("nomad/allocs").exists());
 }

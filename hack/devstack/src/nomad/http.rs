@@ -237,7 +237,19 @@ async fn deregister(State(st): S, Path(id): Path<String>, Query(q): Q) -> Respon
     let purge = q
         .get("purge")
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
-    let (eval, index, kills) = st.store().deregister(&id, purge);
+    let (eval, index, kills, purged) = {
+        let mut store = st.store();
+        let purged: Vec<String> = match store.jobs.get(&id) {
+            Some(j) if purge => j.allocs.clone(),
+            _ => Vec::new(),
+        };
+        let (eval, index, kills) = store.deregister(&id, purge);
+        (eval, index, kills, purged)
+    };
+    // Allocations whose runner still runs are collected by it when it ends.
+    for a in purged.iter().filter(|a| !st.has_runner(a)) {
+        st.gc_alloc(a);
+    }
     st.publish(index);
     st.launch(Vec::new(), kills);
     with_index(

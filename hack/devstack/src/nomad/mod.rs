@@ -120,7 +120,8 @@ impl NomadState {
         self.tracker.close();
         self.tracker.wait().await;
         if self.remove_root_on_shutdown {
-            let _ = std::fs::remove_dir_all(&self.alloc_root);
+            let root = self.alloc_root.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
         }
     }
 
@@ -204,8 +205,37 @@ impl NomadState {
         lock(&self.pids).push(pid);
     }
 
+    /// The runner of `alloc` finished: forget it, and collect the allocation directory when its
+    /// job was purged meanwhile.
     pub(crate) fn forget_runner(&self, alloc: &str) {
         lock(&self.runners).remove(alloc);
+        let orphaned = {
+            let store = self.store();
+            store.allocs.get(alloc).is_some_and(|a| {
+                store
+                    .jobs
+                    .get(&a.job_id)
+                    .is_none_or(|j| !j.allocs.iter().any(|x| x == alloc))
+            })
+        };
+        if orphaned {
+            self.gc_alloc(alloc);
+        }
+    }
+
+    /// Whether the runner of `alloc` is still running.
+    pub(crate) fn has_runner(&self, alloc: &str) -> bool {
+        lock(&self.runners).contains_key(alloc)
+    }
+
+    /// Garbage-collects a terminal allocation of a purged job, as Nomad's client GC does: its
+    /// directory (logs included) is removed in the background; its record stays readable.
+    pub(crate) fn gc_alloc(&self, alloc: &str) {
+        lock(&self.sinks).retain(|(a, _), _| a != alloc);
+        let dir = self.alloc_dir(alloc);
+        self.tracker.spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        });
     }
 
     /// Starts runners for `launches` and stops `kills`.
