@@ -656,3 +656,63 @@ async fn purge_collects_the_allocation_directory_of_a_finished_job() {
     assert!(!dir.exists());
     assert!(data.path().join("nomad/allocs").exists());
 }
+
+#[tokio::test]
+async fn restart_policy_attempts_rerun_the_task_then_not_restarting() {
+    let s = Stack::start().await;
+    let mut j = job("restart", "/bin/sh", &["-c", "echo run; exit 1"]);
+    j["TaskGroups"][0]["RestartPolicy"] = json!({"Attempts": 1, "Delay": 0, "Mode": "fail"});
+    s.register(j).await;
+    let a = s.wait_alloc("restart", terminal).await;
+    let ts = &a["TaskStates"]["t"];
+    assert_eq!(a["ClientStatus"], "failed");
+    assert_eq!(ts["Restarts"], 1);
+    let types: Vec<&str> = ts["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "Started").count(),
+        2,
+        "{types:?}"
+    );
+    assert!(types.contains(&"Restarting"));
+    assert_eq!(types.last(), Some(&"Not Restarting"));
+    let out = s
+        .http
+        .get(format!(
+            "{}/v1/client/fs/logs/{}?task=t&type=stdout&plain=true",
+            s.url,
+            a["ID"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(out, "run\nrun\n");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_run_duration_kills_and_fails_the_task() {
+    let s = Stack::start().await;
+    let mut j = job("deadline", "sleep", &["600"]);
+    j["TaskGroups"][0]["Tasks"][0]["MaxRunDuration"] = json!(300_000_000i64);
+    s.register(j).await;
+    let a = s.wait_alloc("deadline", terminal).await;
+    assert_eq!(a["ClientStatus"], "failed");
+    let ev = a["TaskStates"]["t"]["Events"].as_array().unwrap();
+    let killing = ev.iter().find(|e| e["Type"] == "Killing").unwrap();
+    assert!(
+        killing["DisplayMessage"]
+            .as_str()
+            .unwrap()
+            .contains("max run duration")
+    );
+    assert!(ev.iter().any(|e| e["Type"] == "Killed"));
+    s.shutdown().await;
+}
