@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use jobforge_controller::nomad::job::{Job, NS_PER_SEC, Task, TaskGroup};
+use jobforge_controller::nomad::job::{
+    Job, NS_PER_SEC, ReschedulePolicy, RestartPolicy, Task, TaskGroup,
+};
 use jobforge_controller::nomad::{
     Allocation, AllocationStub, Client, Config, Error, LogOptions, LogStream, QueryOptions,
 };
@@ -50,6 +52,18 @@ fn raw_exec_job(id: &str, command: &str, args: &[&str]) -> Job {
         task_groups: vec![TaskGroup {
             name: "main".into(),
             count: 1,
+            // As jobforge renders them: no restarts, no rescheduling (the controller retries).
+            restart_policy: Some(RestartPolicy {
+                attempts: 0,
+                interval: 3600 * NS_PER_SEC,
+                delay: 0,
+                mode: "fail".into(),
+            }),
+            reschedule_policy: Some(ReschedulePolicy {
+                attempts: 0,
+                interval: 3600 * NS_PER_SEC,
+                unlimited: false,
+            }),
             tasks: vec![Task {
                 name: "main".into(),
                 driver: "raw_exec".into(),
