@@ -398,3 +398,42 @@ async fn unknown_job_reads_as_absent_and_lists_filter_by_prefix() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn followed_framed_log_delivers_output_written_later_across_heartbeats() {
+    with_nomad(|c| async move {
+        let job = raw_exec_job(
+            "talker",
+            "/bin/sh",
+            &["-c", "echo first; sleep 1.5; echo second"],
+        );
+        c.register_job(&job, Some(0)).await.unwrap();
+        let (_, stub) = wait_alloc(&c, "talker", Duration::from_secs(30), |a| {
+            a.client_status != "pending"
+        })
+        .await;
+        let follow = LogOptions {
+            follow: true,
+            ..LogOptions::default()
+        };
+        let mut logs = c
+            .alloc_logs(&stub.id, "main", LogStream::Stdout, follow)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while out != b"first\nsecond\n" {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), logs.next())
+                .await
+                .unwrap_or_else(|_| panic!("no output within 10 s; got {out:?}"))
+                .unwrap_or_else(|| panic!("stream ended early; got {out:?}"))
+                .unwrap();
+            assert!(
+                !chunk.is_empty(),
+                "heartbeats never surface as empty chunks"
+            );
+            out.extend_from_slice(&chunk);
+            assert!(b"first\nsecond\n".starts_with(&out), "{out:?}");
+        }
+    })
+    .await;
+}

@@ -238,10 +238,8 @@ impl Client {
             ("plain", opts.plain.to_string()),
         ];
         let mut req = self.request(Method::GET, &path, &params);
-        if opts.follow {
-            // No timeout: reqwest has no client-wide one here, and a per-request one would cut
-            // the follow stream.
-        } else {
+        // A followed stream has no deadline (the client has no global timeout either).
+        if !opts.follow {
             req = req.timeout(self.cfg.request_timeout);
         }
         let resp = self.send_raw("alloc_logs", req).await?;
