@@ -10,6 +10,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::events::{EventBatch, LineDecoder};
 use super::job::{Job, RegisterRequest};
 use super::logs::{FrameDecoder, LogOptions, LogOrigin, LogStream};
 use super::{
@@ -295,6 +296,74 @@ impl Client {
             all.drain(..all.len() - max_bytes);
         }
         Ok(all)
+    }
+
+    /// Subscribes to the event stream (`GET /v1/event/stream?topic=..&index=`), for example
+    /// `topics = [("Job", "jobforge-a-1-build"), ("Allocation", "*")]`; `index` resumes after a
+    /// batch already seen (0 = from now). Items are batches with events, heartbeats dropped; the
+    /// stream has no timeout and ends when Nomad closes it.
+    ///
+    /// Errors: [`Error::InvalidInput`] for an empty topic list; non-2xx answers at once as
+    /// [`Error::Status`]; items fail with [`Error::Transport`] or [`Error::Decode`].
+    pub async fn event_stream(
+        &self,
+        topics: &[(&str, &str)],
+        index: u64,
+    ) -> Result<impl Stream<Item = Result<EventBatch>> + Send + 'static + use<>> {
+        if topics.is_empty() {
+            return Err(Error::InvalidInput {
+                field: "topics",
+                reason: "at least one (topic, key) pair, for example (\"Job\", \"*\")".into(),
+            });
+        }
+        let mut params: Vec<(&str, String)> = topics
+            .iter()
+            .map(|(t, k)| ("topic", format!("{t}:{k}")))
+            .collect();
+        if index > 0 {
+            params.push(("index", index.to_string()));
+        }
+        let req = self.request(Method::GET, "/v1/event/stream", &params);
+        let resp = self.send_raw("event_stream", req).await?;
+        let addr = self.cfg.address.to_string();
+        let body = resp.bytes_stream().map_err(move |e| Error::Transport {
+            addr: addr.clone(),
+            endpoint: "event_stream",
+            source: e,
+        });
+        let state = (
+            Box::pin(body),
+            LineDecoder::new(),
+            std::collections::VecDeque::new(),
+            false,
+        );
+        Ok(futures::stream::unfold(
+            state,
+            |(mut body, mut dec, mut ready, mut done)| async move {
+                loop {
+                    if let Some(b) = ready.pop_front() {
+                        return Some((Ok(b), (body, dec, ready, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match body.next().await {
+                        Some(Ok(chunk)) => match dec.push(&chunk) {
+                            Ok(batches) => ready.extend(batches),
+                            Err(e) => return Some((Err(e), (body, dec, ready, true))),
+                        },
+                        Some(Err(e)) => return Some((Err(e), (body, dec, ready, true))),
+                        None => {
+                            done = true;
+                            match dec.finish() {
+                                Ok(last) => ready.extend(last),
+                                Err(e) => return Some((Err(e), (body, dec, ready, true))),
+                            }
+                        }
+                    }
+                }
+            },
+        ))
     }
 
     fn request(&self, method: Method, path: &str, params: &[(&str, String)]) -> RequestBuilder {

@@ -13,6 +13,7 @@
 //! - [`jobs`], [`alloc`], [`eval`]: wire types of the answers (PascalCase, unknown fields ignored,
 //!   Nomad's `null` collections read as empty).
 //! - [`logs`]: the log frame decoder and the log stream options.
+//! - [`events`]: the event stream's ndjson decoder and event types.
 //! - [`job`]: the typed job specification jobforge renders.
 
 pub mod alloc;
@@ -20,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod events;
 pub mod job;
 pub mod jobs;
 pub mod logs;
@@ -30,6 +32,7 @@ pub use client::{Client, QueryOptions};
 pub use config::Config;
 pub use error::Error;
 pub use eval::{AllocMetric, Evaluation};
+pub use events::{Event, EventBatch, LineDecoder};
 pub use jobs::{JobInfo, JobListStub, JobSummary, RegisterResponse, TaskGroupSummary};
 pub use logs::{FrameDecoder, LogFrame, LogOptions, LogOrigin, LogStream};
 

@@ -446,3 +446,40 @@ async fn connection_refused_is_a_transient_transport_error_naming_the_address() 
     assert!(e.is_transient());
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
 }
+
+#[tokio::test]
+async fn event_stream_sends_topics_and_index_and_yields_batches() {
+    let server = MockServer::start().await;
+    let body = concat!(
+        "{}\n",
+        r#"{"Index":9,"Events":[{"Topic":"Job","Type":"JobRegistered","Key":"j1","Index":9,"Payload":{}}]}"#,
+        "\n{}\n",
+        r#"{"Index":10,"Events":[{"Topic":"Allocation","Type":"AllocationUpdated","Key":"a1","Index":10}]}"#
+    );
+    Mock::given(method("GET"))
+        .and(path("/v1/event/stream"))
+        .and(query_param("topic", "Job:j1"))
+        .and(query_param("index", "8"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server).await;
+    let batches: Vec<EventBatch> = c
+        .event_stream(&[("Job", "j1"), ("Allocation", "*")], 8)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let idx: Vec<u64> = batches.iter().map(|b| b.index).collect();
+    assert_eq!(idx, [9, 10]);
+    assert_eq!(batches[1].events[0].type_, "AllocationUpdated");
+    let q = server.received_requests().await.unwrap()[0]
+        .url
+        .query()
+        .unwrap_or("")
+        .to_string();
+    assert!(q.contains("topic=Allocation%3A*"), "{q}");
+    assert!(c.event_stream(&[], 0).await.is_err());
+}
