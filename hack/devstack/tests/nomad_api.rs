@@ -523,13 +523,56 @@ async fn fifty_concurrent_jobs_finish_with_their_exit_codes_and_shutdown_leaves_
         );
     }
     // A long-running task and a grandchild, then shutdown.
-    s.register(job("long", "/bin/sh", &["-c", "sleep 600 & sleep 600"]))
+    s.register(job(
+        "long",
+        "/bin/sh",
+        &["-c", "sleep 600 & echo $!; sleep 600"],
+    ))
+    .await;
+    let a = s
+        .wait_alloc("long", |a| a["TaskStates"]["t"]["State"] == "running")
         .await;
-    s.wait_alloc("long", |a| a["TaskStates"]["t"]["State"] == "running")
-        .await;
-    let pids = s.stack().nomad.as_ref().unwrap().task_pids();
+    let mut pids = s.stack().nomad.as_ref().unwrap().task_pids();
     assert_eq!(pids.len(), 51);
+    // The grandchild's pid, from the task's first stdout line (follow until it arrives).
+    let mut r = s
+        .http
+        .get(format!(
+            "{}/v1/client/fs/logs/{}?task=t&type=stdout&plain=true&follow=true",
+            s.url,
+            a["ID"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let grandchild: u32 = std::str::from_utf8(&first).unwrap().trim().parse().unwrap();
+    assert!(pid_alive(grandchild));
+    pids.push(grandchild);
+    // A blocking query and an event stream are open: shutdown must not wait for them.
+    let blocked = tokio::spawn(
+        s.http
+            .get(format!("{}/v1/job/long?index=999999&wait=10m", s.url))
+            .send(),
+    );
+    let events = s
+        .http
+        .get(format!("{}/v1/event/stream", s.url))
+        .send()
+        .await
+        .unwrap();
+    let t0 = Instant::now();
     s.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    drop((r, events, blocked));
     for p in pids {
         assert!(!pid_alive(p), "pid {p} survived shutdown");
     }
@@ -547,4 +590,41 @@ async fn fifty_concurrent_jobs_finish_with_their_exit_codes_and_shutdown_leaves_
             assert_ne!(ppid, me, "child {:?} remains", e.file_name());
         }
     }
+}
+
+#[tokio::test]
+async fn event_stream_replays_and_follows_job_and_allocation_events() {
+    let s = Stack::start().await;
+    s.register(job("ev", "true", &[])).await;
+    s.wait_alloc("ev", terminal).await;
+    let mut r = s
+        .http
+        .get(format!(
+            "{}/v1/event/stream?topic=Job:ev&topic=Allocation:ev&index=0",
+            s.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let mut types = Vec::new();
+    while !types.iter().any(|t: &String| t == "AllocationUpdated") || !buf.is_empty() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(nl) = buf.find('\n') {
+            let line: Value = serde_json::from_str(&buf[..nl]).unwrap();
+            buf.drain(..=nl);
+            for e in line["Events"].as_array().into_iter().flatten() {
+                assert_ne!(e["Topic"], "Evaluation");
+                types.push(e["Type"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(types[0], "JobRegistered");
+    drop(r);
+    s.shutdown().await;
 }

@@ -45,6 +45,7 @@ pub(super) fn router(state: Arc<NomadState>) -> axum::Router {
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/evaluation/{id}", get(get_eval))
         .route("/v1/client/fs/logs/{alloc}", get(logs))
+        .route("/v1/event/stream", get(super::events::stream))
         .route("/v1/nodes", get(nodes))
         .route("/v1/node/{id}", get(node))
         .route("/v1/agent/self", get(agent_self))
@@ -120,10 +121,11 @@ async fn blocking(
                 Err(msg) => text(StatusCode::NOT_FOUND, msg),
             };
         }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
+        let woke = tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.changed()) => r.is_ok(),
+            () = state.closing().cancelled() => false,
+        };
+        if !woke {
             // Deadline: answer with the current state.
             let (idx, res) = read(&state.store());
             return match res {

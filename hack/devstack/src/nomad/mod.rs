@@ -6,6 +6,7 @@
 //! runner and driver), `taskdir` (layout and env), `template` (the template subset), `logs` (log
 //! sinks and the framed logs API), `http` (routes and blocking queries).
 
+pub mod events;
 mod http;
 pub mod logs;
 pub mod model;
@@ -54,6 +55,7 @@ pub struct NomadState {
     sinks: Mutex<HashMap<(String, String), TaskSinks>>,
     tracker: TaskTracker,
     pids: Mutex<Vec<u32>>,
+    closing: CancellationToken,
 }
 
 /// stdout and stderr sinks of one task.
@@ -101,12 +103,16 @@ impl NomadState {
             sinks: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             pids: Mutex::new(Vec::new()),
+            closing: CancellationToken::new(),
         }))
     }
 
     /// Kills every running task (its kill signal, then SIGKILL after its KillTimeout) and waits
     /// for all of them; no child process remains afterwards.
     pub async fn shutdown(&self) {
+        // Long-lived responses (blocking queries, event streams) end now so the HTTP server's
+        // graceful shutdown does not wait for their `wait` to run out.
+        self.closing.cancel();
         let tokens: Vec<CancellationToken> = lock(&self.runners).values().cloned().collect();
         for t in tokens {
             t.cancel();
@@ -155,6 +161,11 @@ impl NomadState {
     /// Wakes blocking queries: the index moved to `index`.
     pub(crate) fn publish(&self, index: u64) {
         self.changes.send_replace(index);
+    }
+
+    /// Cancelled when the emulator shuts down.
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::events::EventLog;
 use super::model::{AllocRecord, EvalRecord, JobRecord, TaskResources, TaskStateRecord, now_ns};
 use super::placement::{Node, check_group};
 use super::spec::JobSpec;
@@ -92,6 +93,8 @@ pub struct Store {
     pub evals: HashMap<String, EvalRecord>,
     /// Every register ever made.
     pub registrations: Vec<Registration>,
+    /// Recent events for `/v1/event/stream`.
+    pub events: EventLog,
 }
 
 impl Store {
@@ -217,6 +220,22 @@ impl Store {
         self.jobs.insert(spec.id.clone(), job);
         self.refresh_job(&spec.id, index);
         self.jobs_index = index;
+        self.emit_job(&spec.id, "JobRegistered", index);
+        let ids: Vec<String> = self
+            .jobs
+            .get(&spec.id)
+            .map(|j| j.evals.clone())
+            .unwrap_or_default();
+        let new_evals: Vec<&String> = ids
+            .iter()
+            .filter(|e| self.evals.get(*e).is_some_and(|e| e.create_index == index))
+            .collect();
+        for e in new_evals {
+            self.emit_eval(e, index);
+        }
+        for l in &launches {
+            self.emit_alloc(&l.alloc_id, index);
+        }
         Ok(Registered {
             eval_id,
             eval_create_index: index,
@@ -324,6 +343,8 @@ impl Store {
                 }
             }
         }
+        self.emit_eval(&eval_id, index);
+        self.emit_job(id, "JobDeregistered", index);
         if purge {
             self.jobs.remove(id);
         } else if let Some(j) = self.jobs.get_mut(id) {
@@ -351,7 +372,55 @@ impl Store {
             a.job_id.clone()
         };
         self.refresh_job(&job_id, index);
+        self.emit_alloc(id, index);
         Some(index)
+    }
+
+    fn emit_job(&mut self, id: &str, type_: &str, index: u64) {
+        if let Some(j) = self.jobs.get(id) {
+            let ns = j.namespace().to_string();
+            self.events.push(
+                index,
+                "Job",
+                type_,
+                id,
+                &ns,
+                Vec::new(),
+                json!({"Job": j.to_json()}),
+            );
+        }
+    }
+
+    fn emit_eval(&mut self, id: &str, index: u64) {
+        if let Some(e) = self.evals.get(id) {
+            let (ns, job) = (e.namespace.clone(), e.job_id.clone());
+            let payload = json!({"Evaluation": e.to_json()});
+            self.events.push(
+                index,
+                "Evaluation",
+                "EvaluationUpdated",
+                id,
+                &ns,
+                vec![job],
+                payload,
+            );
+        }
+    }
+
+    fn emit_alloc(&mut self, id: &str, index: u64) {
+        if let Some(a) = self.allocs.get(id) {
+            let (ns, job) = (a.namespace.clone(), a.job_id.clone());
+            let payload = json!({"Allocation": a.to_json(false)});
+            self.events.push(
+                index,
+                "Allocation",
+                "AllocationUpdated",
+                id,
+                &ns,
+                vec![job],
+                payload,
+            );
+        }
     }
 
     /// Recomputes a job's status (Nomad `getJobStatus`); bumps its ModifyIndex when it changed.
