@@ -437,3 +437,28 @@ async fn followed_framed_log_delivers_output_written_later_across_heartbeats() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn event_stream_reports_a_registered_job_and_its_allocation() {
+    with_nomad(|c| async move {
+        let mut events = c
+            .event_stream(&[("Job", "evented"), ("Allocation", "*")], 0)
+            .await
+            .unwrap();
+        let job = raw_exec_job("evented", "/bin/true", &[]);
+        c.register_job(&job, Some(0)).await.unwrap();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        while !(seen.iter().any(|(_, t)| t == "JobRegistered")
+            && seen.iter().any(|(topic, _)| topic == "Allocation"))
+        {
+            let batch = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .unwrap_or_else(|_| panic!("no event within 10 s; saw {seen:?}"))
+                .expect("stream open")
+                .unwrap();
+            assert!(batch.index > 0);
+            seen.extend(batch.events.into_iter().map(|e| (e.topic, e.type_)));
+        }
+    })
+    .await;
+}

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -221,7 +222,7 @@ impl Client {
         task: &str,
         stream: LogStream,
         opts: LogOptions,
-    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static + use<>> {
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
         validate_id("allocation id", alloc)?;
         if task.is_empty() {
             return Err(Error::InvalidInput {
@@ -309,7 +310,7 @@ impl Client {
         &self,
         topics: &[(&str, &str)],
         index: u64,
-    ) -> Result<impl Stream<Item = Result<EventBatch>> + Send + 'static + use<>> {
+    ) -> Result<BoxStream<'static, Result<EventBatch>>> {
         if topics.is_empty() {
             return Err(Error::InvalidInput {
                 field: "topics",
@@ -363,7 +364,8 @@ impl Client {
                     }
                 }
             },
-        ))
+        )
+        .boxed())
     }
 
     fn request(&self, method: Method, path: &str, params: &[(&str, String)]) -> RequestBuilder {
