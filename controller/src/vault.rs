@@ -148,16 +148,29 @@ impl std::fmt::Debug for VaultChecker {
 }
 
 impl VaultChecker {
-    /// From `VAULT_ADDR` (default `http://127.0.0.1:8200`), `VAULT_TOKEN` and `VAULT_NAMESPACE`.
+    /// From `VAULT_ADDR` (default `http://127.0.0.1:8200`), `VAULT_TOKEN` and `VAULT_NAMESPACE`
+    /// (the `vault` CLI's variables). Empty values count as unset.
     ///
     /// Errors: [`VaultError::Config`] for a bad address.
     pub fn from_env() -> Result<VaultChecker, VaultError> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        VaultChecker::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`VaultChecker::from_env`] with a custom lookup (tests, layered configuration).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<VaultChecker, VaultError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         VaultChecker::new(
             &get("VAULT_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_string()),
             &get("VAULT_TOKEN").unwrap_or_default(),
             get("VAULT_NAMESPACE"),
         )
+    }
+
+    /// The Vault address in use.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// For an explicit address, token and optional namespace (`X-Vault-Namespace`).
@@ -351,6 +364,20 @@ mod tests {
             let e = parse_kv2_path(p).unwrap_err();
             assert!(matches!(e, VaultError::InvalidPath { .. }), "{p}: {e}");
         }
+    }
+
+    #[test]
+    fn environment_gives_address_with_cli_default() {
+        let v = VaultChecker::from_lookup(|_| None).unwrap();
+        assert_eq!(v.addr(), DEFAULT_ADDR);
+        let v = VaultChecker::from_lookup(|k| {
+            (k == "VAULT_ADDR").then(|| "https://vault.example:8200".to_string())
+        })
+        .unwrap();
+        assert_eq!(v.addr(), "https://vault.example:8200");
+        let e = VaultChecker::from_lookup(|k| (k == "VAULT_ADDR").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("VAULT_ADDR"), "{e}");
     }
 
     #[test]
