@@ -88,12 +88,21 @@ fn parse_wait(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs.clamp(0.0, 600.0)))
 }
 
-/// Runs `read` (returning (index, result or 404 text)) as a blocking query per `q`.
+/// Answers `body` (a value, or the text of a 404) with `index` as a blocking query per `q`.
 async fn blocking(
     state: &NomadState,
     q: &HashMap<String, String>,
-    read: impl Fn(&Store) -> (u64, Result<Value, String>),
+    index: impl Fn(&Store) -> u64,
+    body: impl Fn(&Store) -> Result<Value, String>,
 ) -> Response {
+    // The body is built only when answering: waking costs an index lookup, not a listing.
+    let answer = || {
+        let store = state.store();
+        match body(&store) {
+            Ok(v) => with_index(index(&store), v),
+            Err(msg) => text(StatusCode::NOT_FOUND, msg),
+        }
+    };
     let min = q
         .get("index")
         .and_then(|i| i.parse::<u64>().ok())
@@ -114,42 +123,40 @@ async fn blocking(
     let mut rx = state.subscribe();
     loop {
         rx.borrow_and_update();
-        let (idx, res) = read(&state.store());
+        let idx = index(&state.store());
         if min == 0 || idx > min || tokio::time::Instant::now() >= deadline {
-            return match res {
-                Ok(v) => with_index(idx, v),
-                Err(msg) => text(StatusCode::NOT_FOUND, msg),
-            };
+            return answer();
         }
         let woke = tokio::select! {
             r = tokio::time::timeout_at(deadline, rx.changed()) => r.is_ok(),
             () = state.closing().cancelled() => false,
         };
         if !woke {
-            // Deadline: answer with the current state.
-            let (idx, res) = read(&state.store());
-            return match res {
-                Ok(v) => with_index(idx, v),
-                Err(msg) => text(StatusCode::NOT_FOUND, msg),
-            };
+            // Deadline or shutdown: answer with the current state.
+            return answer();
         }
     }
 }
 
 async fn list_jobs(State(st): S, Query(q): Q) -> Response {
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    blocking(&st, &q, |s| {
-        let jobs: Vec<Value> = s
-            .jobs
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, j)| {
-                let summary = json!({"JobID": j.spec.id, "Namespace": j.namespace(), "Summary": s.summary(j)});
-                j.stub(summary)
-            })
-            .collect();
-        (s.jobs_index, Ok(Value::Array(jobs)))
-    })
+    blocking(
+        &st,
+        &q,
+        |s| s.jobs_index,
+        |s| {
+            let jobs: Vec<Value> = s
+                .jobs
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, j)| {
+                    let summary = json!({"JobID": j.spec.id, "Namespace": j.namespace(), "Summary": s.summary(j)});
+                    j.stub(summary)
+                })
+                .collect();
+            Ok(Value::Array(jobs))
+        },
+    )
     .await
 }
 
@@ -207,11 +214,22 @@ fn do_register(st: &Arc<NomadState>, path_id: Option<&str>, body: &[u8]) -> Resp
     }
 }
 
+fn job_index(s: &Store, id: &str) -> u64 {
+    s.jobs.get(id).map_or(s.jobs_index, |j| j.modify_index)
+}
+
 async fn get_job(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    blocking(&st, &q, |s| match s.jobs.get(&id) {
-        Some(j) => (j.modify_index, Ok(j.to_json())),
-        None => (s.jobs_index, Err("job not found".into())),
-    })
+    blocking(
+        &st,
+        &q,
+        |s| job_index(s, &id),
+        |s| {
+            s.jobs
+                .get(&id)
+                .map(|j| j.to_json())
+                .ok_or_else(|| "job not found".into())
+        },
+    )
     .await
 }
 
@@ -230,84 +248,118 @@ async fn deregister(State(st): S, Path(id): Path<String>, Query(q): Q) -> Respon
 }
 
 async fn job_allocs(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    blocking(&st, &q, |s| {
-        let allocs: Vec<Value> = s
-            .jobs
-            .get(&id)
-            .map(|j| {
-                j.allocs
-                    .iter()
-                    .filter_map(|a| s.allocs.get(a))
-                    .map(|a| a.to_json(false))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (s.job_allocs_index(&id), Ok(Value::Array(allocs)))
-    })
+    blocking(
+        &st,
+        &q,
+        |s| s.job_allocs_index(&id),
+        |s| {
+            let allocs: Vec<Value> = s
+                .jobs
+                .get(&id)
+                .map(|j| {
+                    j.allocs
+                        .iter()
+                        .filter_map(|a| s.allocs.get(a))
+                        .map(|a| a.to_json(false))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Value::Array(allocs))
+        },
+    )
     .await
 }
 
+fn job_evals_of<'a>(s: &'a Store, id: &str) -> Vec<&'a super::model::EvalRecord> {
+    s.jobs
+        .get(id)
+        .map(|j| j.evals.iter().filter_map(|e| s.evals.get(e)).collect())
+        .unwrap_or_default()
+}
+
 async fn job_evals(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    blocking(&st, &q, |s| {
-        let evals: Vec<&super::model::EvalRecord> = s
-            .jobs
-            .get(&id)
-            .map(|j| j.evals.iter().filter_map(|e| s.evals.get(e)).collect())
-            .unwrap_or_default();
-        let idx = evals.iter().map(|e| e.modify_index).max().unwrap_or(1);
-        (
-            idx,
-            Ok(Value::Array(evals.iter().map(|e| e.to_json()).collect())),
-        )
-    })
+    blocking(
+        &st,
+        &q,
+        |s| {
+            job_evals_of(s, &id)
+                .iter()
+                .map(|e| e.modify_index)
+                .max()
+                .unwrap_or(1)
+        },
+        |s| {
+            Ok(Value::Array(
+                job_evals_of(s, &id).iter().map(|e| e.to_json()).collect(),
+            ))
+        },
+    )
     .await
 }
 
 async fn job_summary(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    blocking(&st, &q, |s| match s.jobs.get(&id) {
-        Some(j) => (
-            j.modify_index,
-            Ok(
+    blocking(
+        &st,
+        &q,
+        |s| job_index(s, &id),
+        |s| match s.jobs.get(&id) {
+            Some(j) => Ok(
                 json!({"JobID": id, "Namespace": j.namespace(), "Summary": s.summary(j),
                       "Children": {"Pending": 0, "Running": 0, "Dead": 0},
                       "CreateIndex": j.create_index, "ModifyIndex": j.modify_index}),
             ),
-        ),
-        None => (s.jobs_index, Err("job not found".into())),
-    })
+            None => Err("job not found".into()),
+        },
+    )
     .await
 }
 
 async fn get_alloc(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    blocking(&st, &q, |s| match s.allocs.get(&id) {
-        Some(a) => (a.modify_index, Ok(a.to_json(true))),
-        None => (s.index, Err("alloc not found".into())),
-    })
+    blocking(
+        &st,
+        &q,
+        |s| s.allocs.get(&id).map_or(s.index, |a| a.modify_index),
+        |s| {
+            s.allocs
+                .get(&id)
+                .map(|a| a.to_json(true))
+                .ok_or_else(|| "alloc not found".into())
+        },
+    )
     .await
 }
 
 async fn list_allocs(State(st): S, Query(q): Q) -> Response {
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    blocking(&st, &q, |s| {
-        let mut v: Vec<&super::model::AllocRecord> = s
-            .allocs
-            .values()
-            .filter(|a| a.id.starts_with(&prefix))
-            .collect();
-        v.sort_by_key(|a| a.create_index);
-        (
-            s.index,
-            Ok(Value::Array(v.iter().map(|a| a.to_json(false)).collect())),
-        )
-    })
+    blocking(
+        &st,
+        &q,
+        |s| s.index,
+        |s| {
+            let mut v: Vec<&super::model::AllocRecord> = s
+                .allocs
+                .values()
+                .filter(|a| a.id.starts_with(&prefix))
+                .collect();
+            v.sort_by_key(|a| a.create_index);
+            Ok(Value::Array(v.iter().map(|a| a.to_json(false)).collect()))
+        },
+    )
     .await
 }
 
 async fn get_eval(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    blocking(&st, &q, |s| match s.evals.get(&id) {
-        Some(e) => (e.modify_index, Ok(e.to_json())),
-        None => (s.index, Err("eval not found".into())),
-    })
+    blocking(
+        &st,
+        &q,
+        |s| s.evals.get(&id).map_or(s.index, |e| e.modify_index),
+        |s| {
+            s.evals
+                .get(&id)
+                .map(|e| e.to_json())
+                .ok_or_else(|| "eval not found".into())
+        },
+    )
     .await
 }
 
