@@ -1,11 +1,40 @@
-//! Nomad emulator (being written).
+//! Nomad emulator: one client node (`devstack-node`, `dc1`) with the `raw_exec` and `exec`
+//! drivers, which run real processes.
+//!
+//! Concepts, one file each: `spec` (the job JSON we accept), `store` (job registry, evaluations,
+//! allocations, indexes), `placement` (node and feasibility: `FailedTGAllocs`), `runner` (allocation
+//! runner and driver), `taskdir` (layout and env), `template` (the template subset), `logs` (log
+//! sinks and the framed logs API), `http` (routes and blocking queries).
+
+pub mod events;
+mod http;
+pub mod logs;
+pub mod model;
+pub mod placement;
+mod runner;
+pub mod spec;
+pub mod store;
+pub mod taskdir;
+pub mod template;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use logs::LogSink;
+use model::{AllocRecord, TaskStateRecord};
+use placement::Node;
+pub use store::{RegisterError, Registration};
+use template::VaultSource;
 
 /// Options of the Nomad emulator.
 #[derive(Debug, Clone, Default)]
 pub struct NomadOptions {
-    /// Where allocation directories live; a temp dir when `None`.
+    /// Where allocation directories live; a temp dir (removed on shutdown) when `None`.
     pub data_dir: Option<PathBuf>,
     /// Vault address templates read secrets from (`http://127.0.0.1:8200`).
     pub vault_addr: Option<String>,
@@ -14,20 +43,237 @@ pub struct NomadOptions {
 }
 
 /// Shared state of the Nomad emulator.
-#[derive(Debug, Default)]
-pub struct NomadState {}
+#[derive(Debug)]
+pub struct NomadState {
+    store: Mutex<store::Store>,
+    changes: watch::Sender<u64>,
+    node: Node,
+    alloc_root: PathBuf,
+    remove_root_on_shutdown: bool,
+    vault: VaultSource,
+    runners: Mutex<HashMap<String, CancellationToken>>,
+    sinks: Mutex<HashMap<(String, String), TaskSinks>>,
+    tracker: TaskTracker,
+    pids: Mutex<Vec<u32>>,
+    closing: CancellationToken,
+}
+
+/// stdout and stderr sinks of one task.
+type TaskSinks = [Arc<LogSink>; 2];
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl NomadState {
-    /// Creates the emulator state.
-    pub fn new(_opts: NomadOptions) -> anyhow::Result<Arc<NomadState>> {
-        Ok(Arc::new(NomadState {}))
+    /// Creates the emulator state and the allocation root
+    /// (`<data_dir>/allocs` or `$TMPDIR/jobforge-devstack-nomad-<uuid>`).
+    ///
+    /// Errors: the allocation root cannot be created, or the HTTP client for Vault cannot be built.
+    pub fn new(opts: NomadOptions) -> anyhow::Result<Arc<NomadState>> {
+        let (alloc_root, remove) = match &opts.data_dir {
+            Some(d) => (d.join("allocs"), false),
+            None => (
+                std::env::temp_dir()
+                    .join(format!("jobforge-devstack-nomad-{}", uuid::Uuid::new_v4())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&alloc_root).map_err(|e| {
+            anyhow::anyhow!(
+                "creating the Nomad allocation root {}: {e}",
+                alloc_root.display()
+            )
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Arc::new(NomadState {
+            store: Mutex::new(store::Store::default()),
+            changes: watch::channel(0).0,
+            node: Node::local(),
+            alloc_root,
+            remove_root_on_shutdown: remove,
+            vault: VaultSource {
+                addr: opts.vault_addr,
+                token: opts.vault_token,
+                http,
+            },
+            runners: Mutex::new(HashMap::new()),
+            sinks: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            pids: Mutex::new(Vec::new()),
+            closing: CancellationToken::new(),
+        }))
     }
 
-    /// Kills every running task (SIGTERM, then SIGKILL after its KillTimeout) and waits for them.
-    pub async fn shutdown(&self) {}
+    /// Kills every running task (its kill signal, then SIGKILL after its KillTimeout) and waits
+    /// for all of them; no child process remains afterwards.
+    pub async fn shutdown(&self) {
+        // Long-lived responses (blocking queries, event streams) end now so the HTTP server's
+        // graceful shutdown does not wait for their `wait` to run out.
+        self.closing.cancel();
+        let tokens: Vec<CancellationToken> = lock(&self.runners).values().cloned().collect();
+        for t in tokens {
+            t.cancel();
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        if self.remove_root_on_shutdown {
+            let root = self.alloc_root.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
+        }
+    }
+
+    /// Every register ever accepted: (job ID, JobModifyIndex, time), oldest first.
+    pub fn registrations(&self) -> Vec<Registration> {
+        lock(&self.store).registrations.clone()
+    }
+
+    /// PIDs of every task process ever started, in start order.
+    pub fn task_pids(&self) -> Vec<u32> {
+        lock(&self.pids).clone()
+    }
+
+    /// PID of a task's running process, if it runs.
+    pub fn task_pid(&self, alloc_id: &str, task: &str) -> Option<u32> {
+        self.with_alloc(alloc_id, |a| a.task_states.get(task).and_then(|t| t.pid))
+            .flatten()
+    }
+
+    /// The allocation directory of `alloc_id`.
+    pub fn alloc_dir(&self, alloc_id: &str) -> PathBuf {
+        self.alloc_root.join(alloc_id)
+    }
+
+    /// The emulated node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub(crate) fn vault(&self) -> &VaultSource {
+        &self.vault
+    }
+
+    pub(crate) fn store(&self) -> MutexGuard<'_, store::Store> {
+        lock(&self.store)
+    }
+
+    /// Wakes blocking queries: the index moved to `index`.
+    pub(crate) fn publish(&self, index: u64) {
+        self.changes.send_replace(index);
+    }
+
+    /// Cancelled when the emulator shuts down.
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn with_alloc<R>(&self, id: &str, f: impl FnOnce(&AllocRecord) -> R) -> Option<R> {
+        self.store().allocs.get(id).map(f)
+    }
+
+    /// Updates a task's state and publishes the new index.
+    pub(crate) fn update_task(
+        &self,
+        alloc: &str,
+        task: &str,
+        f: impl FnOnce(&mut TaskStateRecord),
+    ) {
+        let idx = self.store().update_alloc(alloc, |a| {
+            if let Some(ts) = a.task_states.get_mut(task) {
+                f(ts);
+            }
+        });
+        if let Some(i) = idx {
+            self.publish(i);
+        }
+    }
+
+    pub(crate) fn sinks(&self, alloc: &str, task: &str) -> Vec<Arc<LogSink>> {
+        lock(&self.sinks)
+            .get(&(alloc.to_string(), task.to_string()))
+            .map(|s| s.to_vec())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn record_pid(&self, pid: u32) {
+        lock(&self.pids).push(pid);
+    }
+
+    /// The runner of `alloc` finished: forget it, and collect the allocation directory when its
+    /// job was purged meanwhile.
+    pub(crate) fn forget_runner(&self, alloc: &str) {
+        lock(&self.runners).remove(alloc);
+        let orphaned = {
+            let store = self.store();
+            store.allocs.get(alloc).is_some_and(|a| {
+                store
+                    .jobs
+                    .get(&a.job_id)
+                    .is_none_or(|j| !j.allocs.iter().any(|x| x == alloc))
+            })
+        };
+        if orphaned {
+            self.gc_alloc(alloc);
+        }
+    }
+
+    /// Whether the runner of `alloc` is still running.
+    pub(crate) fn has_runner(&self, alloc: &str) -> bool {
+        lock(&self.runners).contains_key(alloc)
+    }
+
+    /// Garbage-collects a terminal allocation of a purged job, as Nomad's client GC does: its
+    /// directory (logs included) is removed in the background; its record stays readable.
+    pub(crate) fn gc_alloc(&self, alloc: &str) {
+        lock(&self.sinks).retain(|(a, _), _| a != alloc);
+        let dir = self.alloc_dir(alloc);
+        self.tracker.spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        });
+    }
+
+    /// Starts runners for `launches` and stops `kills`.
+    pub(crate) fn launch(self: &Arc<Self>, launches: Vec<store::Launch>, kills: Vec<String>) {
+        {
+            let runners = lock(&self.runners);
+            for k in &kills {
+                if let Some(t) = runners.get(k) {
+                    t.cancel();
+                }
+            }
+        }
+        for l in launches {
+            let dir = self.alloc_dir(&l.alloc_id);
+            {
+                let mut sinks = lock(&self.sinks);
+                for t in &l.job.task_groups[l.group].tasks {
+                    sinks.insert(
+                        (l.alloc_id.clone(), t.name.clone()),
+                        [
+                            LogSink::new(&dir, &t.name, "stdout"),
+                            LogSink::new(&dir, &t.name, "stderr"),
+                        ],
+                    );
+                }
+            }
+            let token = CancellationToken::new();
+            lock(&self.runners).insert(l.alloc_id.clone(), token.clone());
+            if self.tracker.is_closed() {
+                token.cancel();
+            }
+            let me = self.clone();
+            self.tracker.spawn(runner::run_alloc(me, l, token));
+        }
+    }
 }
 
 /// The Nomad HTTP API router.
-pub fn router(_state: Arc<NomadState>) -> axum::Router {
-    axum::Router::new()
+pub fn router(state: Arc<NomadState>) -> axum::Router {
+    http::router(state)
 }

@@ -1,1 +1,0 @@
-//! machine (being written).

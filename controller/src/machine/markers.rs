@@ -1,0 +1,151 @@
+//! Log markers: the lines a phase's task prints on stdout to report what it learned.
+//!
+//! Grammar (one marker per line, at the very start of the line; a trailing `\r` is ignored):
+//!
+//! ```text
+//! ::jobforge::commit=<40 or 64 lowercase hex>       the commit `git_ref` resolved to
+//! ::jobforge::digest=sha256:<64 lowercase hex>      manifest digest from buildah's --digestfile
+//! ::jobforge::reason=<Reason>                       a failure reason from the vocabulary
+//! ```
+//!
+//! Anything else (including malformed markers) is ordinary output and ignored. When a marker
+//! occurs more than once, the last well-formed occurrence wins. Input is arbitrary bytes (task
+//! output need not be UTF-8); the parser never fails.
+
+use jobforge_schema::Reason;
+
+const PREFIX: &[u8] = b"::jobforge::";
+
+/// What the markers of one phase's output said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Markers {
+    /// Full commit SHA (40 hex for SHA-1 repositories, 64 for SHA-256), lowercase.
+    pub commit_sha: Option<String>,
+    /// Manifest digest `sha256:<64 lowercase hex>`.
+    pub digest: Option<String>,
+    /// A reason the task reported (for example `GitRevisionNotFound` when `git_ref` is missing).
+    pub reason: Option<Reason>,
+}
+
+/// Parses the markers in `output` (see the module docs for the grammar).
+pub fn parse_markers(output: &[u8]) -> Markers {
+    let mut m = Markers::default();
+    for line in output.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(rest) = line.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            continue;
+        };
+        let Some((name, value)) = rest.split_once('=') else {
+            continue;
+        };
+        match name {
+            "commit" if is_lower_hex(value) && (value.len() == 40 || value.len() == 64) => {
+                m.commit_sha = Some(value.to_string());
+            }
+            "digest"
+                if value
+                    .strip_prefix("sha256:")
+                    .is_some_and(|hex| hex.len() == 64 && is_lower_hex(hex)) =>
+            {
+                m.digest = Some(value.to_string());
+            }
+            "reason" => {
+                if let Some(r) = Reason::ALL.into_iter().find(|r| r.as_str() == value) {
+                    m.reason = Some(r);
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+    const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[test]
+    fn markers_are_found_among_ordinary_output() {
+        let out = format!(
+            "Cloning into 'src'...\n::jobforge::commit={SHA}\r\nSTEP 1/3: FROM alpine\n::jobforge::digest={DIGEST}\ndone\n"
+        );
+        let m = parse_markers(out.as_bytes());
+        assert_eq!(m.commit_sha.as_deref(), Some(SHA));
+        assert_eq!(m.digest.as_deref(), Some(DIGEST));
+        assert_eq!(m.reason, None);
+    }
+
+    #[test]
+    fn reason_marker_names_a_vocabulary_reason() {
+        let m = parse_markers(
+            b"fatal: couldn't find remote ref\n::jobforge::reason=GitRevisionNotFound\n",
+        );
+        assert_eq!(m.reason, Some(Reason::GitRevisionNotFound));
+        assert_eq!(parse_markers(b"::jobforge::reason=Bogus\n").reason, None);
+    }
+
+    #[test]
+    fn malformed_or_indented_markers_are_ignored() {
+        let out = format!(
+            "  ::jobforge::commit={SHA}\n::jobforge::commit=XYZ\n::jobforge::digest=sha256:abc\n::jobforge::digest={}\necho ::jobforge::reason=TestFailed\n",
+            DIGEST.to_uppercase()
+        );
+        assert_eq!(parse_markers(out.as_bytes()), Markers::default());
+    }
+
+    #[test]
+    fn the_last_well_formed_marker_wins() {
+        let other = "f".repeat(64);
+        let out = format!(
+            "::jobforge::commit={SHA}\n::jobforge::commit={other}\n::jobforge::commit=nope\n"
+        );
+        assert_eq!(parse_markers(out.as_bytes()).commit_sha, Some(other));
+    }
+
+    fn noise_line() -> impl Strategy<Value = String> {
+        // Ordinary output never starts with the marker prefix.
+        "[^:\n][^\n]{0,60}".prop_map(|s| s)
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_markers(&bytes);
+        }
+
+        #[test]
+        fn markers_round_trip_through_noise(
+            before in proptest::collection::vec(noise_line(), 0..8),
+            after in proptest::collection::vec(noise_line(), 0..8),
+            sha in "[0-9a-f]{40}|[0-9a-f]{64}",
+            hex in "[0-9a-f]{64}",
+            reason in proptest::sample::select(Reason::ALL.to_vec()),
+            crlf in any::<bool>(),
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut lines = before.clone();
+            lines.push(format!("::jobforge::commit={sha}"));
+            lines.push(format!("::jobforge::digest=sha256:{hex}"));
+            lines.push(format!("::jobforge::reason={reason}"));
+            lines.extend(after.clone());
+            let text = lines.join(nl);
+            let m = parse_markers(text.as_bytes());
+            prop_assert_eq!(m.commit_sha, Some(sha));
+            prop_assert_eq!(m.digest, Some(format!("sha256:{hex}")));
+            prop_assert_eq!(m.reason, Some(reason));
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! queue (being written).

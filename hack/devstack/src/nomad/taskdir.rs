@@ -1,0 +1,171 @@
+//! Nomad's allocation directory layout and task environment (Nomad `client/allocdir` and
+//! `client/taskenv`): `<alloc>/alloc/{data,logs,tmp}`, `<alloc>/<task>/{local,secrets,tmp}`;
+//! `NOMAD_*` variables; `${VAR}` interpolation of driver config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::model::TaskResources;
+use super::placement::Node;
+use super::spec::{JobSpec, TaskSpec};
+
+/// Creates the shared alloc dirs. Errors: I/O.
+pub fn build_alloc_dir(alloc_dir: &Path) -> std::io::Result<()> {
+    for d in ["alloc/data", "alloc/logs", "alloc/tmp"] {
+        std::fs::create_dir_all(alloc_dir.join(d))?;
+    }
+    Ok(())
+}
+
+/// Creates `<alloc>/<task>/{local,secrets,tmp}` and returns the task dir. Errors: I/O.
+pub fn build_task_dir(alloc_dir: &Path, task: &str) -> std::io::Result<PathBuf> {
+    let td = alloc_dir.join(task);
+    for d in ["local", "secrets", "tmp"] {
+        std::fs::create_dir_all(td.join(d))?;
+    }
+    Ok(td)
+}
+
+/// What the environment of a task is built from.
+pub struct EnvInput<'a> {
+    /// Job.
+    pub job: &'a JobSpec,
+    /// Group name.
+    pub group: &'a str,
+    /// Task.
+    pub task: &'a TaskSpec,
+    /// Allocation ID.
+    pub alloc_id: &'a str,
+    /// Allocation index within the group.
+    pub alloc_index: usize,
+    /// Allocation dir.
+    pub alloc_dir: &'a Path,
+    /// Resources.
+    pub resources: TaskResources,
+    /// The node.
+    pub node: &'a Node,
+}
+
+/// The task's environment: inherited `PATH`/`HOME`, `NOMAD_*`, then the task `Env` (interpolated).
+pub fn task_env(i: &EnvInput<'_>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for k in ["PATH", "HOME", "TMPDIR", "LANG"] {
+        if let Ok(v) = std::env::var(k) {
+            env.insert(k.to_string(), v);
+        }
+    }
+    let td = i.alloc_dir.join(&i.task.name);
+    let ns = if i.job.namespace.is_empty() {
+        "default"
+    } else {
+        &i.job.namespace
+    };
+    let region = if i.job.region.is_empty() {
+        "global"
+    } else {
+        &i.job.region
+    };
+    let name = if i.job.name.is_empty() {
+        &i.job.id
+    } else {
+        &i.job.name
+    };
+    for (k, v) in [
+        ("NOMAD_ALLOC_ID", i.alloc_id.to_string()),
+        ("NOMAD_SHORT_ALLOC_ID", i.alloc_id.chars().take(8).collect()),
+        (
+            "NOMAD_ALLOC_NAME",
+            format!("{}.{}[{}]", i.job.id, i.group, i.alloc_index),
+        ),
+        ("NOMAD_ALLOC_INDEX", i.alloc_index.to_string()),
+        (
+            "NOMAD_ALLOC_DIR",
+            i.alloc_dir.join("alloc").display().to_string(),
+        ),
+        ("NOMAD_TASK_DIR", td.join("local").display().to_string()),
+        (
+            "NOMAD_SECRETS_DIR",
+            td.join("secrets").display().to_string(),
+        ),
+        ("NOMAD_TASK_NAME", i.task.name.clone()),
+        ("NOMAD_GROUP_NAME", i.group.to_string()),
+        ("NOMAD_JOB_ID", i.job.id.clone()),
+        ("NOMAD_JOB_NAME", name.to_string()),
+        ("NOMAD_CPU_LIMIT", i.resources.cpu.to_string()),
+        ("NOMAD_MEMORY_LIMIT", i.resources.memory_mb.to_string()),
+        ("NOMAD_DC", i.node.datacenter.clone()),
+        ("NOMAD_REGION", region.to_string()),
+        ("NOMAD_NAMESPACE", ns.to_string()),
+        ("NOMAD_NODE_ID", i.node.id.clone()),
+        ("NOMAD_NODE_NAME", i.node.name.clone()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    for (k, v) in &i.job.meta {
+        env.insert(
+            format!("NOMAD_META_{}", k.replace(['.', '-'], "_")),
+            v.clone(),
+        );
+    }
+    let base = env.clone();
+    for (k, v) in &i.task.env {
+        env.insert(k.clone(), interpolate(v, &base, i.node));
+    }
+    env
+}
+
+/// Replaces `${NAME}` with the env value, `${attr.X}`/`${meta.X}`/`${node.X}` with the node's;
+/// unknown references stay as written (Nomad leaves them). One pass, no recursion: values are
+/// never re-parsed.
+pub fn interpolate(s: &str, env: &BTreeMap<String, String>, node: &Node) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                let name = &after[..j];
+                let val = env.get(name).cloned().or_else(|| {
+                    (name.starts_with("attr.")
+                        || name.starts_with("meta.")
+                        || name.starts_with("node."))
+                    .then(|| node.resolve(&format!("${{{name}}}")))
+                    .flatten()
+                });
+                match val {
+                    Some(v) => out.push_str(&v),
+                    None => out.push_str(&rest[i..i + 3 + j]),
+                }
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_replaces_known_and_keeps_unknown() {
+        let node = Node::local();
+        let mut env = BTreeMap::new();
+        env.insert("NOMAD_TASK_DIR".to_string(), "/a/t/local".to_string());
+        assert_eq!(
+            interpolate(
+                "${NOMAD_TASK_DIR}/x ${nope} ${node.datacenter} ${",
+                &env,
+                &node
+            ),
+            "/a/t/local/x ${nope} dc1 ${"
+        );
+    }
+}
