@@ -141,14 +141,14 @@ pub(super) async fn wait_durable(
     before: u64,
     after: u64,
 ) -> Result<(), Response> {
-    if after > before {
-        if let Err(e) = state.durable(after).await {
-            tracing::error!(error = %e, "consul emulator: persisting failed");
-            return Err(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to persist the write: {e}"),
-            ));
-        }
+    if after > before
+        && let Err(e) = state.durable(after).await
+    {
+        tracing::error!(error = %e, "consul emulator: persisting failed");
+        return Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to persist the write: {e}"),
+        ));
     }
     Ok(())
 }
