@@ -226,6 +226,12 @@ async fn flags_count_by_presence_and_bad_parameters_are_400() {
         r.json::<Value>().await.expect("json"),
         json!(["p/a", "p/b/"])
     );
+    let r = c.get("/v1/kv/p/?keys&seperator=/").await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!(["p/a", "p/b/"]),
+        "the historic spelling is accepted"
+    );
     let r = c.get("/v1/kv/p/a?raw").await;
     assert_eq!(r.text().await.expect("text"), "v");
     let r = c.get("/v1/kv/none/?keys").await;
