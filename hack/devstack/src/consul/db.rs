@@ -244,30 +244,26 @@ impl Db {
         };
         self.deadlines.remove(id);
         let idx = self.next_index();
-        let held: Vec<DirEntry> = self
-            .kv
-            .list("")
-            .1
-            .into_iter()
-            .filter(|e| e.session.as_deref() == Some(id))
-            .collect();
-        for e in &held {
+        let held = self.kv.held_by(id);
+        for key in &held {
             match s.behavior {
                 Behavior::Release => {
-                    let released = DirEntry {
-                        session: None,
-                        ..e.clone()
-                    };
-                    self.kv.set(idx, released, true);
+                    if let Some(e) = self.kv.entry(key) {
+                        let released = DirEntry {
+                            session: None,
+                            ..e.clone()
+                        };
+                        self.kv.set(idx, released, true);
+                    }
                 }
                 Behavior::Delete => {
-                    self.kv.delete(idx, &e.key);
+                    self.kv.delete(idx, key);
                 }
             }
-            self.lock_delays.set(&e.key, now, s.lock_delay);
+            self.lock_delays.set(key, now, s.lock_delay);
         }
         self.sessions_index = idx;
-        self.commit_kv(idx, held.iter().map(|e| e.key.as_str()));
+        self.commit_kv(idx, held.iter().map(String::as_str));
         self.watchers.sessions_changed();
         true
     }
@@ -322,9 +318,14 @@ mod tests {
         let mut db = Db::default();
         let now = Instant::now();
         let a = db
-            .create_session(parse_create(br#"{"LockDelay":"10s"}"#).unwrap(), now)
+            .create_session(
+                parse_create(br#"{"LockDelay":"10s"}"#).expect("test input"),
+                now,
+            )
             .id;
-        let b = db.create_session(parse_create(b"").unwrap(), now).id;
+        let b = db
+            .create_session(parse_create(b"").expect("test input"), now)
+            .id;
         assert_eq!(
             put(&mut db, "l", b"x", PutMode::Acquire("nope".into())),
             Err(KvError::InvalidSession("nope".into()))
@@ -368,9 +369,12 @@ mod tests {
         let mut db = Db::default();
         let now = Instant::now();
         let s = db
-            .create_session(parse_create(br#"{"Behavior":"delete"}"#).unwrap(), now)
+            .create_session(
+                parse_create(br#"{"Behavior":"delete"}"#).expect("test input"),
+                now,
+            )
             .id;
-        put(&mut db, "d", b"x", PutMode::Acquire(s.clone())).unwrap();
+        put(&mut db, "d", b"x", PutMode::Acquire(s.clone())).expect("test input");
         db.invalidate_session(&s, now);
         assert!(db.kv.entry("d").is_none());
     }
@@ -378,10 +382,10 @@ mod tests {
     #[test]
     fn failed_writes_consume_no_index() {
         let mut db = Db::default();
-        put(&mut db, "k", b"1", PutMode::Set).unwrap();
+        put(&mut db, "k", b"1", PutMode::Set).expect("test input");
         let before = db.raft_index;
-        put(&mut db, "k", b"1", PutMode::Set).unwrap();
-        put(&mut db, "k", b"2", PutMode::Cas(0)).unwrap();
+        put(&mut db, "k", b"1", PutMode::Set).expect("test input");
+        put(&mut db, "k", b"2", PutMode::Cas(0)).expect("test input");
         assert!(!db.delete("k", &DeleteMode::Cas(0)));
         assert!(db.delete("missing", &DeleteMode::Key));
         assert_eq!(db.raft_index, before);
