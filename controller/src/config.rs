@@ -79,10 +79,19 @@ pub struct ControllerArgs {
     #[arg(long, env = "JOBFORGE_REGISTRY_TLS_VERIFY", default_value_t = true, action = clap::ArgAction::Set)]
     pub registry_tls_verify: bool,
     /// Repository path component of temporary images: `<registry>/<temp prefix>/<image>:<tag>`.
-    #[arg(long, env = "JOBFORGE_REGISTRY_TEMP_PREFIX", default_value = "jobforge-tmp")]
+    #[arg(
+        long,
+        env = "JOBFORGE_REGISTRY_TEMP_PREFIX",
+        default_value = "jobforge-tmp"
+    )]
     pub registry_temp_prefix: String,
     /// Nomad datacenters build jobs may run in (comma-separated; `*` = any).
-    #[arg(long, env = "JOBFORGE_DATACENTERS", value_delimiter = ',', default_value = "*")]
+    #[arg(
+        long,
+        env = "JOBFORGE_DATACENTERS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     pub datacenters: Vec<String>,
     /// Log format.
     #[arg(long, env = "JOBFORGE_LOG_FORMAT", value_enum, default_value = "text")]
@@ -194,16 +203,22 @@ impl KvConfig {
             }
         }
         if let Some(res) = &cfg.default_resources {
-            for (phase, r) in [("build", &res.build), ("test", &res.test), ("publish", &res.publish)] {
+            for (phase, r) in [
+                ("build", &res.build),
+                ("test", &res.test),
+                ("publish", &res.publish),
+            ] {
                 let Some(r) = r else { continue };
                 for (field, v) in [("cpu", &r.cpu), ("memory", &r.memory), ("disk", &r.disk)] {
-                    if let Some(v) = v {
-                        if !matches!(v.parse::<u64>(), Ok(n) if n > 0) {
-                            return Err(err(
-                                format!("default_resources.{phase}.{field}"),
-                                format!("{v:?} is not a positive decimal integer (MHz for cpu, MB otherwise)"),
-                            ));
-                        }
+                    if let Some(v) = v
+                        && !matches!(v.parse::<u64>(), Ok(n) if n > 0)
+                    {
+                        return Err(err(
+                            format!("default_resources.{phase}.{field}"),
+                            format!(
+                                "{v:?} is not a positive decimal integer (MHz for cpu, MB otherwise)"
+                            ),
+                        ));
                     }
                 }
             }
@@ -212,14 +227,16 @@ impl KvConfig {
             let ok = !p.is_empty()
                 && p.split('/').all(|seg| {
                     !seg.is_empty()
-                        && seg
-                            .chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                        && seg.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)
+                        })
                 });
             if !ok {
                 return Err(err(
                     "registry_temp_prefix".to_string(),
-                    format!("{p:?} is not a repository path: lowercase [a-z0-9._-] segments separated by /"),
+                    format!(
+                        "{p:?} is not a repository path: lowercase [a-z0-9._-] segments separated by /"
+                    ),
                 ));
             }
         }
@@ -228,17 +245,23 @@ impl KvConfig {
 
     /// `build_timeout` parsed (validated by [`KvConfig::parse`]).
     pub fn build_timeout(&self) -> Option<Duration> {
-        self.build_timeout.as_deref().and_then(|s| humantime::parse_duration(s).ok())
+        self.build_timeout
+            .as_deref()
+            .and_then(|s| humantime::parse_duration(s).ok())
     }
 
     /// `test_timeout` parsed.
     pub fn test_timeout(&self) -> Option<Duration> {
-        self.test_timeout.as_deref().and_then(|s| humantime::parse_duration(s).ok())
+        self.test_timeout
+            .as_deref()
+            .and_then(|s| humantime::parse_duration(s).ok())
     }
 
     /// `ttl_after_finished` parsed.
     pub fn ttl_after_finished(&self) -> Option<Duration> {
-        self.ttl_after_finished.as_deref().and_then(|s| humantime::parse_duration(s).ok())
+        self.ttl_after_finished
+            .as_deref()
+            .and_then(|s| humantime::parse_duration(s).ok())
     }
 }
 
@@ -263,13 +286,19 @@ mod tests {
         let cfg = KvConfig::parse("jobforge/config", doc).expect("valid");
         assert_eq!(cfg.build_timeout(), Some(Duration::from_secs(1800)));
         assert_eq!(cfg.profile, Some(ProfileArg::RawExec));
-        assert_eq!(cfg.ttl_after_finished(), Some(Duration::from_secs(168 * 3600)));
+        assert_eq!(
+            cfg.ttl_after_finished(),
+            Some(Duration::from_secs(168 * 3600))
+        );
     }
 
     #[test]
     fn kv_config_unknown_field_is_reported_with_its_path() {
-        let e = KvConfig::parse("jobforge/config", br#"{"default_resources":{"build":{"gpu":"1"}}}"#)
-            .expect_err("invalid");
+        let e = KvConfig::parse(
+            "jobforge/config",
+            br#"{"default_resources":{"build":{"gpu":"1"}}}"#,
+        )
+        .expect_err("invalid");
         assert_eq!(e.path, "default_resources.build");
         assert!(e.message.contains("gpu"), "{e}");
     }
@@ -278,7 +307,8 @@ mod tests {
     fn kv_config_bad_duration_and_resource_name_the_field() {
         let e = KvConfig::parse("k", br#"{"build_timeout":"soon"}"#).expect_err("invalid");
         assert_eq!(e.path, "build_timeout");
-        let e = KvConfig::parse("k", br#"{"default_resources":{"test":{"memory":"-1"}}}"#).expect_err("invalid");
+        let e = KvConfig::parse("k", br#"{"default_resources":{"test":{"memory":"-1"}}}"#)
+            .expect_err("invalid");
         assert_eq!(e.path, "default_resources.test.memory");
         let e = KvConfig::parse("k", br#"{"registry_temp_prefix":"Tmp/"}"#).expect_err("invalid");
         assert_eq!(e.path, "registry_temp_prefix");

@@ -139,7 +139,10 @@ pub fn router(health: Arc<HealthState>, metrics: Option<PrometheusHandle>) -> Ro
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     match s.health.readiness() {
         Ok(why) => (StatusCode::OK, format!("ready: {why}\n")),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -194,21 +197,57 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("jobforge_reconcile_total", "Reconciles by result (ok, error, requeue).");
-    describe_histogram!("jobforge_reconcile_duration_seconds", "Duration of one reconcile.");
+    describe_counter!(
+        "jobforge_reconcile_total",
+        "Reconciles by result (ok, error, requeue)."
+    );
+    describe_histogram!(
+        "jobforge_reconcile_duration_seconds",
+        "Duration of one reconcile."
+    );
     describe_gauge!("jobforge_queue_depth", "Keys waiting in the work queue.");
     describe_gauge!("jobforge_reconciles_in_flight", "Reconciles running now.");
-    describe_gauge!("jobforge_requests", "Requests by phase, as seen by the leader.");
-    describe_histogram!("jobforge_phase_duration_seconds", "Pipeline phase durations by phase and outcome.");
-    describe_counter!("jobforge_builds_finished_total", "Finished requests by outcome and reason.");
+    describe_gauge!(
+        "jobforge_requests",
+        "Requests by phase, as seen by the leader."
+    );
+    describe_histogram!(
+        "jobforge_phase_duration_seconds",
+        "Pipeline phase durations by phase and outcome."
+    );
+    describe_counter!(
+        "jobforge_builds_finished_total",
+        "Finished requests by outcome and reason."
+    );
     describe_gauge!("jobforge_leader", "1 while this replica is the leader.");
-    describe_counter!("jobforge_leadership_transitions_total", "Times this replica became or stopped being leader.");
-    describe_histogram!("jobforge_consul_request_duration_seconds", "Consul HTTP request duration by endpoint.");
-    describe_counter!("jobforge_consul_request_errors_total", "Consul HTTP request errors by endpoint.");
-    describe_histogram!("jobforge_nomad_request_duration_seconds", "Nomad HTTP request duration by endpoint.");
-    describe_counter!("jobforge_nomad_request_errors_total", "Nomad HTTP request errors by endpoint.");
-    describe_counter!("jobforge_watch_restarts_total", "Blocking-query watch restarts after errors, by watch.");
-    describe_counter!("jobforge_webhook_deliveries_total", "Webhook delivery attempts by outcome.");
+    describe_counter!(
+        "jobforge_leadership_transitions_total",
+        "Times this replica became or stopped being leader."
+    );
+    describe_histogram!(
+        "jobforge_consul_request_duration_seconds",
+        "Consul HTTP request duration by endpoint."
+    );
+    describe_counter!(
+        "jobforge_consul_request_errors_total",
+        "Consul HTTP request errors by endpoint."
+    );
+    describe_histogram!(
+        "jobforge_nomad_request_duration_seconds",
+        "Nomad HTTP request duration by endpoint."
+    );
+    describe_counter!(
+        "jobforge_nomad_request_errors_total",
+        "Nomad HTTP request errors by endpoint."
+    );
+    describe_counter!(
+        "jobforge_watch_restarts_total",
+        "Blocking-query watch restarts after errors, by watch."
+    );
+    describe_counter!(
+        "jobforge_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome."
+    );
 }
 
 /// Serves the endpoints on `addr` until `cancel` fires. Returns the bound address.

@@ -74,10 +74,10 @@ impl JobWatches {
 
     /// Stops watching `job_id` (the job was stopped or purged).
     pub fn stop(&self, job_id: &str) {
-        if let Ok(mut w) = self.watches.lock() {
-            if let Some(t) = w.remove(job_id) {
-                t.cancel();
-            }
+        if let Ok(mut w) = self.watches.lock()
+            && let Some(t) = w.remove(job_id)
+        {
+            t.cancel();
         }
     }
 

@@ -10,7 +10,9 @@ async fn main() -> std::process::ExitCode {
     let args = ControllerArgs::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBFORGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -13,14 +13,18 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jobforge_client::consul::leader::{Fence, FencedTxn, FencedWrite};
-use jobforge_client::consul::{Client as ConsulClient, ConsulError, QueryOptions as KvQuery, TxnOp};
+use jobforge_client::consul::{
+    Client as ConsulClient, ConsulError, QueryOptions as KvQuery, TxnOp,
+};
 use jobforge_schema::parse::{Format, parse_request};
 use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, PipelinePhase};
 use tokio::sync::watch;
 
 use crate::jobspec::{self, RenderConfig, RenderError};
 use crate::jobwatch::JobWatches;
-use crate::machine::{self, Action, JobObservation, JobTarget, MachineConfig, Observation, StepInput};
+use crate::machine::{
+    self, Action, JobObservation, JobTarget, MachineConfig, Observation, StepInput,
+};
 use crate::nomad::{self, Client as NomadClient, QueryOptions};
 use crate::queue::{self, RequestKey};
 use crate::vault::{VaultChecker, VaultError};
@@ -71,7 +75,7 @@ pub struct Reconciler {
     /// Nomad.
     pub nomad: NomadClient,
     /// Vault secret checks; `None` when `VAULT_ADDR` is not configured (paths are then not checked).
-    pub vault: Option<VaultChecker>,
+    pub vault: Option<Arc<VaultChecker>>,
     /// KV layout.
     pub keys: KeyLayout,
     /// Fenced writes of this term.
@@ -94,7 +98,7 @@ impl Reconciler {
     pub fn new(
         consul: ConsulClient,
         nomad: NomadClient,
-        vault: Option<VaultChecker>,
+        vault: Option<Arc<VaultChecker>>,
         keys: KeyLayout,
         fence: Fence,
         config: watch::Receiver<Arc<EffectiveConfig>>,
@@ -209,7 +213,8 @@ impl Reconciler {
                     job_id,
                 } => {
                     let Ok(req) = &parsed else { continue };
-                    self.register(req, generation, *phase, *attempt, job_id, &cfg.render).await?;
+                    self.register(req, generation, *phase, *attempt, job_id, &cfg.render)
+                        .await?;
                     self.job_watches.ensure(job_id, &key);
                     registered = true;
                 }
@@ -230,7 +235,11 @@ impl Reconciler {
 
         if decision.status_changed(stored.as_ref()) {
             let bytes = serde_json::to_vec(&decision.status)?;
-            match self.fence.cas_put(&status_key, &bytes, status_index).await? {
+            match self
+                .fence
+                .cas_put(&status_key, &bytes, status_index)
+                .await?
+            {
                 FencedWrite::Committed { modify_index } => {
                     if let Ok(mut m) = self.written_status.lock() {
                         m.insert(status_key.clone(), modify_index);
@@ -243,11 +252,13 @@ impl Reconciler {
         }
         if let Ok(req) = &parsed {
             for (event, id) in webhooks {
-                self.webhooks.deliver(req, generation, &decision.status, event, id);
+                self.webhooks
+                    .deliver(req, generation, &decision.status, event, id);
             }
         }
         if delete {
-            self.delete_request(&key, Some(&decision.status), Some(generation)).await?;
+            self.delete_request(&key, Some(&decision.status), Some(generation))
+                .await?;
             return Ok(queue::Action::AwaitChange);
         }
 
@@ -260,15 +271,23 @@ impl Reconciler {
                     if let Some(b) = &tail {
                         self.write_logs(ns, name, t.phase, b).await?;
                     }
-                    requeue = Some(requeue.map_or(RUNNING_LOG_REFRESH, |r| r.min(RUNNING_LOG_REFRESH)));
+                    requeue =
+                        Some(requeue.map_or(RUNNING_LOG_REFRESH, |r| r.min(RUNNING_LOG_REFRESH)));
                 }
                 JobObservation::Pending {
                     placement_failure: Some(_),
                 } => {}
-                _ if registered || matches!(observation.job, JobObservation::Pending { .. } | JobObservation::NotFound) => {
+                _ if registered
+                    || matches!(
+                        observation.job,
+                        JobObservation::Pending { .. } | JobObservation::NotFound
+                    ) =>
+                {
                     // Placement is decided by an evaluation, which the allocations watch does not
                     // see when nothing is placed: look once more shortly.
-                    requeue = Some(requeue.map_or(Duration::from_secs(1), |r| r.min(Duration::from_secs(1))));
+                    requeue = Some(
+                        requeue.map_or(Duration::from_secs(1), |r| r.min(Duration::from_secs(1))),
+                    );
                 }
                 _ => {}
             }
@@ -344,7 +363,10 @@ impl Reconciler {
                     finished_at: Utc::now(),
                     exit_code: None,
                     failed: true,
-                    event_message: Some(format!("allocation {}: {}", alloc.client_status, alloc.client_description)),
+                    event_message: Some(format!(
+                        "allocation {}: {}",
+                        alloc.client_status, alloc.client_description
+                    )),
                 }
             } else {
                 JobObservation::Pending {
@@ -355,21 +377,34 @@ impl Reconciler {
         };
         match task.state.as_str() {
             "dead" => {
-                let started_at = task.started_at.or(task.finished_at).unwrap_or_else(Utc::now);
+                let started_at = task
+                    .started_at
+                    .or(task.finished_at)
+                    .unwrap_or_else(Utc::now);
                 let finished_at = task.finished_at.unwrap_or_else(Utc::now);
                 let event_message = task
                     .events
                     .iter()
                     .rev()
-                    .find(|e| matches!(e.type_.as_str(), "Driver Failure" | "Task Setup" | "Setup Failure" | "Killed"))
-                    .map(|e| e.describe());
+                    .find(|e| {
+                        matches!(
+                            e.type_.as_str(),
+                            "Driver Failure" | "Task Setup" | "Setup Failure" | "Killed"
+                        )
+                    })
+                    .map(describe_event);
                 let bytes = self
                     .nomad
                     .log_tail(&alloc.id, target.phase.as_str(), LOG_TAIL_BYTES)
                     .await?;
                 let stdout = self
                     .nomad
-                    .log_tail_of(&alloc.id, target.phase.as_str(), nomad::LogStream::Stdout, LOG_TAIL_BYTES)
+                    .log_tail_of(
+                        &alloc.id,
+                        target.phase.as_str(),
+                        nomad::LogStream::Stdout,
+                        LOG_TAIL_BYTES,
+                    )
                     .await?;
                 obs.markers = machine::parse_markers(&stdout);
                 *tail = Some(bytes);
@@ -423,13 +458,17 @@ impl Reconciler {
         render: &RenderConfig,
     ) -> Result<(), ReconcileError> {
         // A deposed leader must not start work: ask Consul (not local state) right before.
-        match self.fence.txn(&[TxnOp::Get {
-            key: self.keys.leader_key(),
-        }])
-        .await?
+        match self
+            .fence
+            .txn(&[TxnOp::Get {
+                key: self.keys.leader_key(),
+            }])
+            .await?
         {
             FencedTxn::Committed(_) => {}
-            FencedTxn::NotLeader | FencedTxn::RolledBack(_) => return Err(ReconcileError::NotLeader),
+            FencedTxn::NotLeader | FencedTxn::RolledBack(_) => {
+                return Err(ReconcileError::NotLeader);
+            }
         }
         let mut job = jobspec::render(req, generation, attempt, phase, render)?;
         job.id = job_id.to_string();
@@ -439,18 +478,40 @@ impl Reconciler {
         }
     }
 
-    async fn read_tail(&self, job_id: &str, phase: PipelinePhase) -> Result<Option<Vec<u8>>, ReconcileError> {
-        let (_, allocs) = self.nomad.job_allocations(job_id, QueryOptions::default()).await?;
+    async fn read_tail(
+        &self,
+        job_id: &str,
+        phase: PipelinePhase,
+    ) -> Result<Option<Vec<u8>>, ReconcileError> {
+        let (_, allocs) = self
+            .nomad
+            .job_allocations(job_id, QueryOptions::default())
+            .await?;
         let Some(latest) = allocs.iter().max_by_key(|a| a.create_index) else {
             return Ok(None);
         };
-        Ok(Some(self.nomad.log_tail(&latest.id, phase.as_str(), LOG_TAIL_BYTES).await?))
+        Ok(Some(
+            self.nomad
+                .log_tail(&latest.id, phase.as_str(), LOG_TAIL_BYTES)
+                .await?,
+        ))
     }
 
-    async fn write_logs(&self, ns: &str, name: &str, phase: PipelinePhase, bytes: &[u8]) -> Result<(), ReconcileError> {
+    async fn write_logs(
+        &self,
+        ns: &str,
+        name: &str,
+        phase: PipelinePhase,
+        bytes: &[u8],
+    ) -> Result<(), ReconcileError> {
         let key = self.keys.logs_key(ns, name, phase);
         let hash = fxhash(bytes);
-        if self.written_logs.lock().map(|m| m.get(&key) == Some(&hash)).unwrap_or(false) {
+        if self
+            .written_logs
+            .lock()
+            .map(|m| m.get(&key) == Some(&hash))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         match self
@@ -478,7 +539,12 @@ impl Reconciler {
 
     /// Stops every job of an older generation: the recorded IDs, and any other job of that
     /// generation found by prefix (a crash may have registered one without recording it).
-    async fn stop_generation(&self, key: &RequestKey, generation: u64, job_ids: &[String]) -> Result<(), ReconcileError> {
+    async fn stop_generation(
+        &self,
+        key: &RequestKey,
+        generation: u64,
+        job_ids: &[String],
+    ) -> Result<(), ReconcileError> {
         let prefix = format!("jobforge-{}-{}-{generation}-", key.namespace, key.name);
         let mut ids: Vec<String> = job_ids.to_vec();
         for stub in self.nomad.list_jobs(&prefix).await? {
@@ -511,15 +577,19 @@ impl Reconciler {
                     .collect()
             })
             .unwrap_or_default();
-        for stub in self.nomad.list_jobs(&format!("jobforge-{ns}-{name}-")).await? {
+        for stub in self
+            .nomad
+            .list_jobs(&format!("jobforge-{ns}-{name}-"))
+            .await?
+        {
             if ids.contains(&stub.id) {
                 continue;
             }
             // `jobforge-a-b-c-…` could be namespace "a-b" or name "b-c": trust only the job's Meta.
-            if let Some(job) = self.nomad.get_job(&stub.id).await? {
-                if job.meta.get("jobforge.request") == Some(&request) {
-                    ids.push(stub.id);
-                }
+            if let Some(job) = self.nomad.get_job(&stub.id).await?
+                && job.meta.get("jobforge.request") == Some(&request)
+            {
+                ids.push(stub.id);
             }
         }
         for id in ids {
@@ -575,7 +645,11 @@ fn parse_spec(bytes: &[u8], ns: &str, name: &str) -> Result<BuildRequest, Vec<St
             req.metadata.name
         ));
     }
-    if problems.is_empty() { Ok(req) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(req)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Metrics of a status transition: phase durations and finished builds.
@@ -596,20 +670,41 @@ fn record_transition(old: Option<&BuildStatus>, new: &BuildStatus) {
             .increment(1);
     }
     for phase in PipelinePhase::ALL {
-        let (Some(rec), was) = (new.phases.get(phase), old.and_then(|o| o.phases.get(phase))) else {
+        let (Some(rec), was) = (new.phases.get(phase), old.and_then(|o| o.phases.get(phase)))
+        else {
             continue;
         };
-        if let (Some(s), Some(f)) = (rec.started_at, rec.finished_at) {
-            if was.and_then(|w| w.finished_at).is_none() {
-                let outcome = match rec.exit_code {
-                    Some(0) => "success",
-                    _ => "failure",
-                };
-                let secs = (f - s).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::histogram!("jobforge_phase_duration_seconds", "phase" => phase.as_str(), "outcome" => outcome)
+        if let (Some(s), Some(f)) = (rec.started_at, rec.finished_at)
+            && was.and_then(|w| w.finished_at).is_none()
+        {
+            let outcome = match rec.exit_code {
+                Some(0) => "success",
+                _ => "failure",
+            };
+            let secs = (f - s).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("jobforge_phase_duration_seconds", "phase" => phase.as_str(), "outcome" => outcome)
                     .record(secs);
-            }
         }
+    }
+}
+
+/// One line for a task event: its type and the most specific message Nomad gave.
+fn describe_event(e: &nomad::TaskEvent) -> String {
+    let detail = [
+        &e.display_message,
+        &e.driver_error,
+        &e.setup_error,
+        &e.message,
+        &e.kill_reason,
+    ]
+    .into_iter()
+    .find(|s| !s.is_empty())
+    .cloned()
+    .unwrap_or_default();
+    if detail.is_empty() {
+        e.type_.clone()
+    } else {
+        format!("{}: {detail}", e.type_)
     }
 }
 

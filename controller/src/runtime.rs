@@ -57,7 +57,10 @@ pub fn effective_config(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig
             ProfileArg::RawExec => Profile::RawExec,
             ProfileArg::Docker => Profile::Docker,
         },
-        datacenters: kv.datacenters.clone().unwrap_or_else(|| args.datacenters.clone()),
+        datacenters: kv
+            .datacenters
+            .clone()
+            .unwrap_or_else(|| args.datacenters.clone()),
         registry_temp_prefix: kv
             .registry_temp_prefix
             .clone()
@@ -74,7 +77,7 @@ pub fn effective_config(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig
     if let Some(res) = &kv.default_resources {
         let apply = |d: &mut PhaseDefaults, r: &Option<crate::config::KvPhaseResources>| {
             let Some(r) = r else { return };
-            let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+            let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
             if let Some(v) = num(&r.cpu) {
                 d.cpu_mhz = v;
             }
@@ -95,27 +98,51 @@ pub fn effective_config(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig
 /// Runs the controller until `cancel` fires. Errors only on start-up problems (bad configuration,
 /// the HTTP address in use); Consul and Nomad outages are retried forever.
 pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let consul = ConsulClient::from_env().context("Consul configuration (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN)")?;
+    let consul = ConsulClient::from_env()
+        .context("Consul configuration (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN)")?;
     let nomad = NomadClient::from_env().context("Nomad configuration (NOMAD_ADDR, NOMAD_TOKEN)")?;
     let vault = if std::env::var_os("VAULT_ADDR").is_some() {
-        Some(VaultChecker::from_env().context("Vault configuration (VAULT_ADDR, VAULT_TOKEN)")?)
+        Some(Arc::new(
+            VaultChecker::from_env().context("Vault configuration (VAULT_ADDR, VAULT_TOKEN)")?,
+        ))
     } else {
-        tracing::warn!("VAULT_ADDR is not set: secret paths are not checked before jobs are created");
+        tracing::warn!(
+            "VAULT_ADDR is not set: secret paths are not checked before jobs are created"
+        );
         None
     };
     let keys = KeyLayout::new(&args.prefix);
-    let identity = args.identity.clone().unwrap_or_else(crate::config::default_identity);
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(crate::config::default_identity);
     let health = HealthState::new(identity.clone());
     let metrics = health::install_metrics();
-    let (http_addr, http_task) = health::serve(args.http_addr, health::router(health.clone(), metrics), cancel.clone()).await?;
+    let (http_addr, http_task) = health::serve(
+        args.http_addr,
+        health::router(health.clone(), metrics),
+        cancel.clone(),
+    )
+    .await?;
     tracing::info!(%http_addr, identity, prefix = keys.prefix(), "jobforge-controller started");
 
     // Configuration: flags, overridden by <prefix>/config, re-read on change.
     let initial = effective_config(&args, &KvConfig::default());
     let (config_tx, config_rx) = watch::channel(Arc::new(initial));
-    let config_task = tokio::spawn(watch_config(consul.clone(), keys.clone(), args.clone(), config_tx, cancel.clone()));
+    let config_task = tokio::spawn(watch_config(
+        consul.clone(),
+        keys.clone(),
+        args.clone(),
+        config_tx,
+        cancel.clone(),
+    ));
     // Reachability and leader identity, from a blocking watch of the leader key.
-    let leader_watch_task = tokio::spawn(watch_leader_key(consul.clone(), keys.leader_key(), health.clone(), cancel.clone()));
+    let leader_watch_task = tokio::spawn(watch_leader_key(
+        consul.clone(),
+        keys.leader_key(),
+        health.clone(),
+        cancel.clone(),
+    ));
 
     let identity_doc = serde_json::json!({"identity": identity, "http": http_addr.to_string(), "pid": std::process::id()});
     let mut leader_cfg = LeaderConfig::new(keys.leader_key(), serde_json::to_vec(&identity_doc)?);
@@ -138,7 +165,9 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         }
         match (&state, term.is_some()) {
             (LeaderState::Leader { .. }, false) => {
-                let Some(fence) = leadership.fence() else { continue };
+                let Some(fence) = leadership.fence() else {
+                    continue;
+                };
                 tracing::info!("became leader: listing every request");
                 health.first_list_done.store(false, Ordering::SeqCst);
                 let token = cancel.child_token();
@@ -154,7 +183,10 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
                     shutdown_grace: args.shutdown_timeout,
                 };
                 let t = token.clone();
-                term = Some((token, tokio::spawn(async move { leader_term(reconciler, t).await })));
+                term = Some((
+                    token,
+                    tokio::spawn(async move { leader_term(reconciler, t).await }),
+                ));
             }
             (LeaderState::Leader { .. }, true) => {}
             (_, true) => {
@@ -190,7 +222,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
 struct TermDeps {
     consul: ConsulClient,
     nomad: NomadClient,
-    vault: Option<VaultChecker>,
+    vault: Option<Arc<VaultChecker>>,
     keys: KeyLayout,
     fence: jobforge_client::consul::leader::Fence,
     config: watch::Receiver<Arc<EffectiveConfig>>,
@@ -208,7 +240,12 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
         ..QueueConfig::default()
     });
     let job_watches = JobWatches::new(d.nomad.clone(), queue.clone(), cancel.child_token());
-    let webhooks = Webhooks::new(d.vault.clone(), d.consul.clone(), d.fence.clone(), d.keys.clone());
+    let webhooks = Webhooks::new(
+        d.vault.clone(),
+        d.consul.clone(),
+        d.fence.clone(),
+        d.keys.clone(),
+    );
     let reconciler = Arc::new(Reconciler::new(
         d.consul.clone(),
         d.nomad.clone(),
@@ -292,14 +329,17 @@ async fn watch_requests(
             }
             WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p) => {
                 health.consul_reachable.store(true, Ordering::Relaxed);
-                health.last_watch_index.fetch_max(p.modify_index, Ordering::Relaxed);
+                health
+                    .last_watch_index
+                    .fetch_max(p.modify_index, Ordering::Relaxed);
                 if let Some(k) = key_of(&keys, &p, false) {
                     queue.enqueue(k);
                 }
             }
             WatchEvent::Restarting { error, .. } => {
                 health.consul_reachable.store(false, Ordering::Relaxed);
-                metrics::counter!("jobforge_watch_restarts_total", "watch" => "requests").increment(1);
+                metrics::counter!("jobforge_watch_restarts_total", "watch" => "requests")
+                    .increment(1);
                 tracing::warn!(%error, "requests watch restarting");
             }
         }
@@ -326,7 +366,11 @@ async fn watch_statuses(
     let phase_of = |p: &KvPair| -> Option<Phase> {
         serde_json::from_slice::<serde_json::Value>(&p.value)
             .ok()
-            .and_then(|v| v.get("phase").and_then(|x| x.as_str()).and_then(Phase::parse))
+            .and_then(|v| {
+                v.get("phase")
+                    .and_then(|x| x.as_str())
+                    .and_then(Phase::parse)
+            })
     };
     while let Some(ev) = stream.next().await {
         match ev {
@@ -344,10 +388,10 @@ async fn watch_statuses(
                 if let Some(ph) = phase_of(&p) {
                     phases.insert(p.key.clone(), ph);
                 }
-                if !reconciler.is_own_status_write(&p.key, p.modify_index) {
-                    if let Some(k) = key_of(&keys, &p, true) {
-                        queue.enqueue(k);
-                    }
+                if !reconciler.is_own_status_write(&p.key, p.modify_index)
+                    && let Some(k) = key_of(&keys, &p, true)
+                {
+                    queue.enqueue(k);
                 }
             }
             WatchEvent::Deleted(p) => {
@@ -357,7 +401,8 @@ async fn watch_statuses(
                 }
             }
             WatchEvent::Restarting { .. } => {
-                metrics::counter!("jobforge_watch_restarts_total", "watch" => "status").increment(1);
+                metrics::counter!("jobforge_watch_restarts_total", "watch" => "status")
+                    .increment(1);
                 continue;
             }
         }
@@ -406,7 +451,12 @@ async fn watch_config(
 }
 
 /// Blocking watch of the leader key: tells `/readyz` whether Consul answers and `/status` who leads.
-async fn watch_leader_key(consul: ConsulClient, key: String, health: Arc<HealthState>, cancel: CancellationToken) {
+async fn watch_leader_key(
+    consul: ConsulClient,
+    key: String,
+    health: Arc<HealthState>,
+    cancel: CancellationToken,
+) {
     let opts = WatchOptions {
         cancel: cancel.clone(),
         min_backoff: std::time::Duration::from_millis(100),
@@ -415,9 +465,7 @@ async fn watch_leader_key(consul: ConsulClient, key: String, health: Arc<HealthS
     };
     let mut stream = Box::pin(watch_key(consul, key, opts));
     let identity = |p: &KvPair| -> Option<String> {
-        if p.session.is_none() {
-            return None;
-        }
+        p.session.as_ref()?;
         serde_json::from_slice::<serde_json::Value>(&p.value)
             .ok()
             .and_then(|v| v.get("identity").and_then(|i| i.as_str()).map(String::from))
@@ -439,7 +487,8 @@ async fn watch_leader_key(consul: ConsulClient, key: String, health: Arc<HealthS
             }
             WatchEvent::Restarting { .. } => {
                 health.consul_reachable.store(false, Ordering::Relaxed);
-                metrics::counter!("jobforge_watch_restarts_total", "watch" => "leader").increment(1);
+                metrics::counter!("jobforge_watch_restarts_total", "watch" => "leader")
+                    .increment(1);
             }
         }
     }

@@ -32,7 +32,7 @@ use crate::vault::VaultChecker;
 /// Delivers webhook events for one leadership term.
 pub struct Webhooks {
     http: reqwest::Client,
-    vault: Option<VaultChecker>,
+    vault: Option<Arc<VaultChecker>>,
     consul: ConsulClient,
     fence: Fence,
     keys: KeyLayout,
@@ -49,7 +49,12 @@ enum AttemptError {
 
 impl Webhooks {
     /// A deliverer using `vault` for HMAC keys and `fence` to record outcomes.
-    pub fn new(vault: Option<VaultChecker>, consul: ConsulClient, fence: Fence, keys: KeyLayout) -> Arc<Webhooks> {
+    pub fn new(
+        vault: Option<Arc<VaultChecker>>,
+        consul: ConsulClient,
+        fence: Fence,
+        keys: KeyLayout,
+    ) -> Arc<Webhooks> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -64,7 +69,13 @@ impl Webhooks {
     }
 
     /// The JSON body of an event.
-    pub fn payload(req: &BuildRequest, generation: u64, status: &BuildStatus, event: WebhookEvent, id: &str) -> serde_json::Value {
+    pub fn payload(
+        req: &BuildRequest,
+        generation: u64,
+        status: &BuildStatus,
+        event: WebhookEvent,
+        id: &str,
+    ) -> serde_json::Value {
         json!({
             "event": webhook_event_name(event),
             "id": id,
@@ -95,8 +106,17 @@ impl Webhooks {
 
     /// Starts delivering `event` on its own task. No-op when the request has no webhook or does
     /// not subscribe to the event (the machine already filters; this is defence in depth).
-    pub fn deliver(self: &Arc<Self>, req: &BuildRequest, generation: u64, status: &BuildStatus, event: WebhookEvent, id: String) {
-        let Some(hook) = req.spec.webhook.clone() else { return };
+    pub fn deliver(
+        self: &Arc<Self>,
+        req: &BuildRequest,
+        generation: u64,
+        status: &BuildStatus,
+        event: WebhookEvent,
+        id: String,
+    ) {
+        let Some(hook) = req.spec.webhook.clone() else {
+            return;
+        };
         let on = if hook.on.is_empty() {
             vec![WebhookEvent::Succeeded, WebhookEvent::Failed]
         } else {
@@ -110,7 +130,11 @@ impl Webhooks {
         let (ns, name) = (req.metadata.namespace.clone(), req.metadata.name.clone());
         tokio::spawn(async move {
             let outcome = this.send(&hook, event, &id, &body).await;
-            let label = if outcome.is_ok() { "delivered" } else { "failed" };
+            let label = if outcome.is_ok() {
+                "delivered"
+            } else {
+                "failed"
+            };
             metrics::counter!("jobforge_webhook_deliveries_total", "outcome" => label).increment(1);
             if let Err(e) = &outcome {
                 tracing::warn!(request = %format!("{ns}/{name}"), event = %id, error = %e, "webhook delivery failed");
@@ -119,7 +143,13 @@ impl Webhooks {
         });
     }
 
-    async fn send(&self, hook: &jobforge_schema::WebhookSpec, event: WebhookEvent, id: &str, body: &serde_json::Value) -> Result<(), String> {
+    async fn send(
+        &self,
+        hook: &jobforge_schema::WebhookSpec,
+        event: WebhookEvent,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), String> {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let signature = match (&hook.secret_path, &self.vault) {
             (Some(path), Some(vault)) => {
@@ -131,7 +161,11 @@ impl Webhooks {
                     .ok_or_else(|| format!("webhook secret {path} has no `secret` field"))?;
                 Some(sign(secret.as_bytes(), &bytes))
             }
-            (Some(path), None) => return Err(format!("webhook secret {path} set but VAULT_ADDR is not configured")),
+            (Some(path), None) => {
+                return Err(format!(
+                    "webhook secret {path} set but VAULT_ADDR is not configured"
+                ));
+            }
             _ => None,
         };
         let attempt = || async {
@@ -148,7 +182,10 @@ impl Webhooks {
             for (k, v) in &hook.headers {
                 rb = rb.header(k.as_str(), v.as_str());
             }
-            let resp = rb.send().await.map_err(|e| AttemptError::Retryable(format!("POST {}: {e}", hook.url)))?;
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| AttemptError::Retryable(format!("POST {}: {e}", hook.url)))?;
             let st = resp.status();
             if st.is_success() {
                 Ok(())
@@ -175,13 +212,16 @@ impl Webhooks {
     async fn record(&self, ns: &str, name: &str, id: &str, error: Option<String>) {
         let key = self.keys.status_key(ns, name);
         for _ in 0..5 {
-            let Ok((_, Some(pair))) = self.consul.kv_get(&key, QueryOptions::default()).await else {
+            let Ok((_, Some(pair))) = self.consul.kv_get(&key, QueryOptions::default()).await
+            else {
                 return;
             };
             let Ok(mut status) = serde_json::from_slice::<BuildStatus>(&pair.value) else {
                 return;
             };
-            let Some(w) = status.webhook.as_mut() else { return };
+            let Some(w) = status.webhook.as_mut() else {
+                return;
+            };
             if w.last_event.as_deref() != Some(id) {
                 return;
             }
@@ -192,7 +232,9 @@ impl Webhooks {
                 }
                 Some(e) => w.last_error = Some(e.clone()),
             }
-            let Ok(bytes) = serde_json::to_vec(&status) else { return };
+            let Ok(bytes) = serde_json::to_vec(&status) else {
+                return;
+            };
             match self.fence.cas_put(&key, &bytes, pair.modify_index).await {
                 Ok(FencedWrite::Conflict) => continue,
                 _ => return,

@@ -61,7 +61,8 @@ impl GitHttpServer {
 }
 
 fn authorized(headers: &HeaderMap, cfg: &Cfg) -> bool {
-    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cfg.user, cfg.password));
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cfg.user, cfg.password));
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -73,8 +74,10 @@ async fn handle(State(cfg): State<Cfg>, req: Request) -> Response {
     if !authorized(req.headers(), &cfg) {
         let mut r = Response::new(Body::from("authentication required\n"));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
-        r.headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Basic realm=\"git\""));
+        r.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"git\""),
+        );
         return r;
     }
     match cgi(&cfg, req).await {
@@ -136,10 +139,16 @@ async fn cgi(cfg: &Cfg, req: Request) -> anyhow::Result<Response> {
     let (head, rest) = (&raw[..split.0], &raw[split.0 + split.1..]);
     let mut resp = Response::new(Body::from(rest.to_vec()));
     for line in String::from_utf8_lossy(head).lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         if k.eq_ignore_ascii_case("status") {
-            let code = v.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(200);
+            let code = v
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(200);
             *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
         } else if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::from_bytes(k.as_bytes()),

@@ -171,7 +171,10 @@ impl Registry {
             ),
         )?;
         let mut cmd = Command::new("docker-registry");
-        cmd.arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let proc = ProcessGuard::spawn("docker-registry", cmd)
             .context("docker-registry is not installed: run hack/prereqs.sh")?;
         let client = reqwest::Client::new();
@@ -179,7 +182,14 @@ impl Registry {
         wait_until(Duration::from_secs(10), "the registry answers /v2/", || {
             let client = client.clone();
             let url = url.clone();
-            async move { Ok(client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)) }
+            async move {
+                Ok(client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false))
+            }
         })
         .await?;
         Ok(Registry {
@@ -191,13 +201,18 @@ impl Registry {
 
     /// Tags of `repo` (`/v2/<repo>/tags/list`); empty when the repository has none.
     pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
-        let v: serde_json::Value = reqwest::get(format!("http://{}/v2/{repo}/tags/list", self.addr))
-            .await?
-            .json()
-            .await?;
+        let v: serde_json::Value =
+            reqwest::get(format!("http://{}/v2/{repo}/tags/list", self.addr))
+                .await?
+                .json()
+                .await?;
         Ok(v["tags"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -236,7 +251,8 @@ impl GitRepo {
     /// Errors: git or busybox missing (hack/prereqs.sh installs them).
     pub fn hello_world() -> anyhow::Result<GitRepo> {
         GitRepo::from_dir(&workspace_root().join("examples/hello-world"), |work| {
-            let busybox = which("busybox").context("busybox is not installed: run hack/prereqs.sh")?;
+            let busybox =
+                which("busybox").context("busybox is not installed: run hack/prereqs.sh")?;
             std::fs::copy(&busybox, work.join("busybox")).context("copying busybox")?;
             Ok(())
         })
@@ -255,7 +271,16 @@ impl GitRepo {
         git(&work, &["add", "-A"])?;
         git(
             &work,
-            &["-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "-m", "fixture"],
+            &[
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@localhost",
+                "commit",
+                "-q",
+                "-m",
+                "fixture",
+            ],
         )?;
         let bare = dir.path().join("repo.git");
         git(dir.path(), &["clone", "-q", "--bare", "work", "repo.git"])?;
@@ -283,7 +308,16 @@ impl GitRepo {
         git(&work, &["add", "-A"])?;
         git(
             &work,
-            &["-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "-m", message],
+            &[
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@localhost",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
         )?;
         git(&work, &["push", "-q", "../repo.git", "main"])?;
         self.head = git(&work, &["rev-parse", "main"])?;
@@ -298,7 +332,10 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("running git {args:?}"))?;
     if !out.status.success() {
-        bail!("git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -404,7 +441,10 @@ impl Kv {
         let r = self
             .http
             .get(format!("{}/v1/kv/{key}", self.base))
-            .query(&[("index", index.to_string()), ("wait", format!("{}ms", wait.as_millis()))])
+            .query(&[
+                ("index", index.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ])
             .send()
             .await?;
         let idx = r
@@ -459,14 +499,16 @@ impl Kv {
             if left.is_zero() {
                 bail!("timed out after {timeout:?} waiting on {key}; last value: {last}");
             }
-            let (idx, v) = self.get(key, index, left.min(Duration::from_secs(5))).await?;
-            if let Some((bytes, _)) = v {
-                if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                    if pred(&doc) {
-                        return Ok(doc);
-                    }
-                    last = doc;
+            let (idx, v) = self
+                .get(key, index, left.min(Duration::from_secs(5)))
+                .await?;
+            if let Some((bytes, _)) = v
+                && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                if pred(&doc) {
+                    return Ok(doc);
                 }
+                last = doc;
             }
             index = if idx < index { 0 } else { idx.max(1) };
         }
@@ -512,13 +554,9 @@ impl DevStackProcess {
     pub fn start(opts: DevStackOptions) -> anyhow::Result<DevStackProcess> {
         use std::io::BufRead;
         let mut cmd = Command::new(bin("jobforge-devstack")?);
-        cmd.arg("--consul-addr").arg(format!("127.0.0.1:{}", opts.consul_port));
-        cmd.args([
-            "--nomad-addr",
-            "127.0.0.1:0",
-            "--vault-addr",
-            "127.0.0.1:0",
-        ]);
+        cmd.arg("--consul-addr")
+            .arg(format!("127.0.0.1:{}", opts.consul_port));
+        cmd.args(["--nomad-addr", "127.0.0.1:0", "--vault-addr", "127.0.0.1:0"]);
         if let Some(s) = &opts.services {
             cmd.arg("--services").arg(s);
         }
@@ -589,7 +627,10 @@ impl DevStackProcess {
     /// Environment a jobforge process needs to reach this stack (HashiCorp's variable names).
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("CONSUL_HTTP_ADDR".into(), self.consul.trim_start_matches("http://").to_string()),
+            (
+                "CONSUL_HTTP_ADDR".into(),
+                self.consul.trim_start_matches("http://").to_string(),
+            ),
             ("NOMAD_ADDR".into(), self.nomad.clone()),
             ("VAULT_ADDR".into(), self.vault.clone()),
             ("VAULT_TOKEN".into(), "root".into()),
@@ -625,30 +666,56 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Starts a controller with the `raw_exec` profile and a plain-HTTP registry, plus `extra` flags,
     /// and waits until `/healthz` answers (20 s).
-    pub async fn start(stack: &DevStackProcess, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
+    pub async fn start(
+        stack: &DevStackProcess,
+        extra: &[&str],
+    ) -> anyhow::Result<ControllerProcess> {
         ControllerProcess::start_env(stack.env(), extra).await
     }
 
     /// Like [`ControllerProcess::start`] with an explicit environment (Consul, Nomad and Vault in
     /// separate processes).
-    pub async fn start_env(env: Vec<(String, String)>, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
+    pub async fn start_env(
+        env: Vec<(String, String)>,
+        extra: &[&str],
+    ) -> anyhow::Result<ControllerProcess> {
         let port = free_port()?;
         let http = format!("http://127.0.0.1:{port}");
         let mut cmd = Command::new(bin("jobforge-controller")?);
-        cmd.args(["--http-addr", &format!("127.0.0.1:{port}"), "--profile", "raw-exec", "--registry-tls-verify=false"])
-            .args(extra)
-            .envs(env)
-            .env("JOBFORGE_LOG", std::env::var("JOBFORGE_LOG").unwrap_or_else(|_| "info".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--profile",
+            "raw-exec",
+            "--registry-tls-verify=false",
+        ])
+        .args(extra)
+        .envs(env)
+        .env(
+            "JOBFORGE_LOG",
+            std::env::var("JOBFORGE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         let proc = ProcessGuard::spawn("jobforge-controller", cmd)?;
         let client = reqwest::Client::new();
         let url = format!("{http}/healthz");
-        wait_until(Duration::from_secs(20), "the controller answers /healthz", || {
-            let client = client.clone();
-            let url = url.clone();
-            async move { Ok(client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)) }
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "the controller answers /healthz",
+            || {
+                let client = client.clone();
+                let url = url.clone();
+                async move {
+                    Ok(client
+                        .get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false))
+                }
+            },
+        )
         .await?;
         Ok(ControllerProcess { http, proc })
     }
@@ -660,22 +727,29 @@ impl ControllerProcess {
 
     /// `GET /status` as JSON.
     pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(reqwest::get(format!("{}/status", self.http)).await?.json().await?)
+        Ok(reqwest::get(format!("{}/status", self.http))
+            .await?
+            .json()
+            .await?)
     }
 
     /// Waits until this replica reports itself leader with its first list done.
     pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<()> {
         let url = format!("{}/status", self.http);
-        wait_until(timeout, "the controller leads with its watch caught up", || {
-            let url = url.clone();
-            async move {
-                let v: serde_json::Value = match reqwest::get(&url).await {
-                    Ok(r) => r.json().await.unwrap_or_default(),
-                    Err(_) => return Ok(false),
-                };
-                Ok(v["role"] == "leader" && v["ready"] == true)
-            }
-        })
+        wait_until(
+            timeout,
+            "the controller leads with its watch caught up",
+            || {
+                let url = url.clone();
+                async move {
+                    let v: serde_json::Value = match reqwest::get(&url).await {
+                        Ok(r) => r.json().await.unwrap_or_default(),
+                        Err(_) => return Ok(false),
+                    };
+                    Ok(v["role"] == "leader" && v["ready"] == true)
+                }
+            },
+        )
         .await
     }
 }

@@ -1,12 +1,16 @@
 //! Leadership and fencing under failure, with real controller processes: a deposed leader writes
 //! nothing, and killing leaders loses, duplicates and regresses nothing.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jobforge_tests::{ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until};
+use jobforge_tests::{
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until,
+};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -32,7 +36,11 @@ struct History {
     writes: u64,
 }
 
-async fn watch_statuses(consul: String, history: Arc<Mutex<History>>, stop: tokio_util::sync::CancellationToken) {
+async fn watch_statuses(
+    consul: String,
+    history: Arc<Mutex<History>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let client = reqwest::Client::new();
     let mut index = 0u64;
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -68,17 +76,20 @@ async fn watch_statuses(consul: String, history: Arc<Mutex<History>>, stop: toki
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(e["Value"].as_str().unwrap_or(""))
                 .unwrap_or_default();
-            let Ok(doc) = serde_json::from_slice::<Value>(&raw) else { continue };
+            let Ok(doc) = serde_json::from_slice::<Value>(&raw) else {
+                continue;
+            };
             let cur = (
                 doc["observedGeneration"].as_u64().unwrap_or(0),
                 doc["attempt"].as_u64().unwrap_or(0) as u32,
                 rank(doc["phase"].as_str().unwrap_or("")),
             );
-            if let Some(prev) = h.last.get(&key) {
-                if prev.0 == cur.0 && (cur.1, cur.2) < (prev.1, prev.2) {
-                    let msg = format!("{key}: {prev:?} -> {cur:?}");
-                    h.regressions.push(msg);
-                }
+            if let Some(prev) = h.last.get(&key)
+                && prev.0 == cur.0
+                && (cur.1, cur.2) < (prev.1, prev.2)
+            {
+                let msg = format!("{key}: {prev:?} -> {cur:?}");
+                h.regressions.push(msg);
             }
             h.last.insert(key, cur);
         }
@@ -88,12 +99,12 @@ async fn watch_statuses(consul: String, history: Arc<Mutex<History>>, stop: toki
 
 async fn leader_of(ctls: &mut [Option<ControllerProcess>]) -> Option<usize> {
     for (i, c) in ctls.iter().enumerate() {
-        if let Some(c) = c {
-            if let Ok(s) = c.status().await {
-                if s["role"] == "leader" && s["ready"] == true {
-                    return Some(i);
-                }
-            }
+        if let Some(c) = c
+            && let Ok(s) = c.status().await
+            && s["role"] == "leader"
+            && s["ready"] == true
+        {
+            return Some(i);
         }
     }
     None
@@ -109,18 +120,33 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
     let repo = GitRepo::hello_world().expect("repo");
     let mut ctls: Vec<Option<ControllerProcess>> = Vec::new();
     for _ in 0..3 {
-        ctls.push(Some(ControllerProcess::start(&stack, FAST).await.expect("controller")));
+        ctls.push(Some(
+            ControllerProcess::start(&stack, FAST)
+                .await
+                .expect("controller"),
+        ));
     }
     let history = Arc::new(Mutex::new(History::default()));
     let stop = tokio_util::sync::CancellationToken::new();
-    let watcher = tokio::spawn(watch_statuses(stack.consul.clone(), history.clone(), stop.clone()));
+    let watcher = tokio::spawn(watch_statuses(
+        stack.consul.clone(),
+        history.clone(),
+        stop.clone(),
+    ));
 
     let kv = stack.kv();
     let spec = json!({"repo_url": repo.url, "test": {"commands": ["true"]}});
     let names: Vec<String> = (0..200).map(|i| format!("r{i:03}")).collect();
     let mut kills = 0;
     for (i, name) in names.iter().enumerate() {
-        assert!(kv.put(&format!("jobforge/requests/default/{name}"), &request_json("default", name, spec.clone())).await.unwrap());
+        assert!(
+            kv.put(
+                &format!("jobforge/requests/default/{name}"),
+                &request_json("default", name, spec.clone())
+            )
+            .await
+            .unwrap()
+        );
         if i % 60 == 30 && kills < 3 {
             // SIGKILL whoever leads now (no release: the session must expire).
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -134,28 +160,38 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
             if let Some(mut c) = ctls[leader].take() {
                 c.process().kill();
             }
-            ctls[leader] = Some(ControllerProcess::start(&stack, FAST).await.expect("restart"));
+            ctls[leader] = Some(
+                ControllerProcess::start(&stack, FAST)
+                    .await
+                    .expect("restart"),
+            );
             kills += 1;
         }
     }
     assert_eq!(kills, 3);
 
-    wait_until(Duration::from_secs(240), "every request is terminal", || {
-        let kv = kv.clone();
-        let names = names.clone();
-        async move {
-            for n in &names {
-                let (_, v) = kv.get(&format!("jobforge/status/default/{n}"), 0, Duration::ZERO).await?;
-                let done = v
-                    .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
-                    .is_some_and(|d| d["phase"] == "Succeeded");
-                if !done {
-                    return Ok(false);
+    wait_until(
+        Duration::from_secs(240),
+        "every request is terminal",
+        || {
+            let kv = kv.clone();
+            let names = names.clone();
+            async move {
+                for n in &names {
+                    let (_, v) = kv
+                        .get(&format!("jobforge/status/default/{n}"), 0, Duration::ZERO)
+                        .await?;
+                    let done = v
+                        .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
+                        .is_some_and(|d| d["phase"] == "Succeeded");
+                    if !done {
+                        return Ok(false);
+                    }
                 }
+                Ok(true)
             }
-            Ok(true)
-        }
-    })
+        },
+    )
     .await
     .expect("all succeeded");
     stop.cancel();
@@ -163,16 +199,21 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
 
     // Each (request, generation, phase) ran at most once: one registration (Version 0) and one
     // allocation per job in the emulator's registry.
-    let jobs: Vec<Value> = reqwest::get(format!("{}/v1/jobs?prefix=jobforge-default-r", stack.nomad))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Vec<Value> =
+        reqwest::get(format!("{}/v1/jobs?prefix=jobforge-default-r", stack.nomad))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(jobs.len(), 200 * 3, "build, test and publish per request");
     for j in &jobs {
         let id = j["ID"].as_str().unwrap_or("");
-        assert_eq!(j["Version"].as_u64(), Some(0), "{id} was registered more than once");
+        assert_eq!(
+            j["Version"].as_u64(),
+            Some(0),
+            "{id} was registered more than once"
+        );
         let allocs: Vec<Value> = reqwest::get(format!("{}/v1/job/{id}/allocations", stack.nomad))
             .await
             .unwrap()
@@ -182,7 +223,11 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
         assert_eq!(allocs.len(), 1, "{id} ran {} times", allocs.len());
     }
     let h = history.lock().unwrap_or_else(|p| p.into_inner());
-    assert!(h.regressions.is_empty(), "status went backwards: {:?}", h.regressions);
+    assert!(
+        h.regressions.is_empty(),
+        "status went backwards: {:?}",
+        h.regressions
+    );
     assert_eq!(h.last.len(), 200);
 }
 
@@ -195,22 +240,37 @@ async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
     let mut a = ControllerProcess::start(&stack, FAST).await.expect("a");
-    a.wait_leader(Duration::from_secs(30)).await.expect("a leads");
+    a.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("a leads");
     let b = ControllerProcess::start(&stack, FAST).await.expect("b");
     let kv = stack.kv();
     let spec = json!({"repo_url": repo.url});
     for i in 0..20 {
         let n = format!("p{i:02}");
-        kv.put(&format!("jobforge/requests/default/{n}"), &request_json("default", &n, spec.clone())).await.unwrap();
+        kv.put(
+            &format!("jobforge/requests/default/{n}"),
+            &request_json("default", &n, spec.clone()),
+        )
+        .await
+        .unwrap();
     }
     // Freeze A in the middle of its work, past its session TTL (expiry between TTL and 2×TTL).
     a.process().signal(Signal::SIGSTOP).expect("stop");
-    b.wait_leader(Duration::from_secs(60)).await.expect("b takes over");
+    b.wait_leader(Duration::from_secs(60))
+        .await
+        .expect("b takes over");
     wait_until(Duration::from_secs(120), "B finishes every request", || {
         let kv = kv.clone();
         async move {
             for i in 0..20 {
-                let (_, v) = kv.get(&format!("jobforge/status/default/p{i:02}"), 0, Duration::ZERO).await?;
+                let (_, v) = kv
+                    .get(
+                        &format!("jobforge/status/default/p{i:02}"),
+                        0,
+                        Duration::ZERO,
+                    )
+                    .await?;
                 if !v
                     .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok())
                     .is_some_and(|d| d["phase"] == "Succeeded")
@@ -229,7 +289,11 @@ async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
         .send()
         .await
         .unwrap();
-    let index: u64 = listing.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+    let index: u64 = listing.headers()["x-consul-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     // Resume A: whatever it was about to write is fenced off. A blocking query on status/ from the
     // last index must see no write at all while A wakes up and steps down.
     a.process().signal(Signal::SIGCONT).expect("cont");
@@ -240,8 +304,15 @@ async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
         .send()
         .await
         .unwrap();
-    let after: u64 = r.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
-    assert!(started.elapsed() >= Duration::from_secs(7), "a write woke the status watch");
+    let after: u64 = r.headers()["x-consul-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "a write woke the status watch"
+    );
     assert_eq!(after, index, "a deposed leader's write reached status/");
     let s = a.status().await.expect("a answers");
     assert_eq!(s["role"], "standby", "{s}");

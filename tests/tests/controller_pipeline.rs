@@ -2,9 +2,13 @@
 //! no-op tool stand-ins of `tests/fakes` (the control plane is under test, not buildah; the
 //! end-to-end tests run real buildah). Every process is stopped by its guard, even on failure.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
-use jobforge_tests::{ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until};
+use jobforge_tests::{
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until,
+};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
@@ -44,29 +48,67 @@ async fn nomad_jobs(stack: &DevStackProcess, prefix: &str) -> Vec<Value> {
 async fn valid_request_succeeds_with_all_three_phases_recorded() {
     let stack = fake_stack();
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
-    let spec = spec_with_repo(&repo, json!({"test": {"entry_point": true, "commands": ["echo selftest ok"]}}));
-    assert!(kv.put("jobforge/requests/default/ok", &request_json("default", "ok", spec)).await.unwrap());
+    let spec = spec_with_repo(
+        &repo,
+        json!({"test": {"entry_point": true, "commands": ["echo selftest ok"]}}),
+    );
+    assert!(
+        kv.put(
+            "jobforge/requests/default/ok",
+            &request_json("default", "ok", spec)
+        )
+        .await
+        .unwrap()
+    );
     let st = kv
-        .wait_json(&status_key("default", "ok"), T, |v| v["phase"] == "Succeeded" || v["phase"] == "Failed")
+        .wait_json(&status_key("default", "ok"), T, |v| {
+            v["phase"] == "Succeeded" || v["phase"] == "Failed"
+        })
         .await
         .expect("terminal");
     assert_eq!(st["phase"], "Succeeded", "{st:#}");
     for phase in ["build", "test", "publish"] {
         let rec = &st["phases"][phase];
         assert_eq!(rec["exitCode"], 0, "{phase}: {st:#}");
-        assert!(rec["nomadJobId"].as_str().unwrap_or("").ends_with(phase), "{st:#}");
-        assert!(rec["allocId"].is_string() && rec["finishedAt"].is_string(), "{st:#}");
+        assert!(
+            rec["nomadJobId"].as_str().unwrap_or("").ends_with(phase),
+            "{st:#}"
+        );
+        assert!(
+            rec["allocId"].is_string() && rec["finishedAt"].is_string(),
+            "{st:#}"
+        );
     }
     assert_eq!(st["source"]["commitSha"], repo.head.as_str(), "{st:#}");
-    assert!(st["image"]["digest"].as_str().unwrap_or("").starts_with("sha256:"), "{st:#}");
+    assert!(
+        st["image"]["digest"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("sha256:"),
+        "{st:#}"
+    );
     let cond = &st["conditions"][0];
-    assert_eq!((cond["type"].as_str(), cond["status"].as_str()), (Some("Succeeded"), Some("True")));
-    let (_, spec_meta) = kv.get("jobforge/requests/default/ok", 0, Duration::ZERO).await.unwrap();
-    assert_eq!(st["observedGeneration"].as_u64(), spec_meta.map(|(_, mi)| mi));
-    let (_, logs) = kv.get("jobforge/logs/default/ok/test", 0, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        (cond["type"].as_str(), cond["status"].as_str()),
+        (Some("Succeeded"), Some("True"))
+    );
+    let (_, spec_meta) = kv
+        .get("jobforge/requests/default/ok", 0, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        st["observedGeneration"].as_u64(),
+        spec_meta.map(|(_, mi)| mi)
+    );
+    let (_, logs) = kv
+        .get("jobforge/logs/default/ok/test", 0, Duration::ZERO)
+        .await
+        .unwrap();
     let logs = String::from_utf8_lossy(&logs.expect("test log tail").0).into_owned();
     assert!(logs.contains("selftest ok"), "{logs}");
 }
@@ -75,21 +117,45 @@ async fn valid_request_succeeds_with_all_three_phases_recorded() {
 async fn failing_test_command_fails_with_exit_code_and_output_in_log_tail() {
     let stack = fake_stack();
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
-    let spec = spec_with_repo(&repo, json!({"test": {"commands": ["echo about to fail; exit 3"]}}));
-    kv.put("jobforge/requests/default/bad", &request_json("default", "bad", spec)).await.unwrap();
+    let spec = spec_with_repo(
+        &repo,
+        json!({"test": {"commands": ["echo about to fail; exit 3"]}}),
+    );
+    kv.put(
+        "jobforge/requests/default/bad",
+        &request_json("default", "bad", spec),
+    )
+    .await
+    .unwrap();
     let st = kv
-        .wait_json(&status_key("default", "bad"), T, |v| v["phase"] == "Failed" || v["phase"] == "Succeeded")
+        .wait_json(&status_key("default", "bad"), T, |v| {
+            v["phase"] == "Failed" || v["phase"] == "Succeeded"
+        })
         .await
         .expect("terminal");
     assert_eq!(st["phase"], "Failed", "{st:#}");
     assert_eq!(st["failure"]["reason"], "TestFailed", "{st:#}");
     assert_eq!(st["phases"]["test"]["exitCode"], 3, "{st:#}");
-    assert!(st["failure"]["message"].as_str().unwrap_or("").contains("jobforge logs"), "{st:#}");
-    assert!(st["phases"]["publish"].is_null(), "publish must not run: {st:#}");
-    let (_, logs) = kv.get("jobforge/logs/default/bad/test", 0, Duration::ZERO).await.unwrap();
+    assert!(
+        st["failure"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("jobforge logs"),
+        "{st:#}"
+    );
+    assert!(
+        st["phases"]["publish"].is_null(),
+        "publish must not run: {st:#}"
+    );
+    let (_, logs) = kv
+        .get("jobforge/logs/default/bad/test", 0, Duration::ZERO)
+        .await
+        .unwrap();
     let logs = String::from_utf8_lossy(&logs.expect("log tail").0).into_owned();
     assert!(logs.contains("about to fail"), "{logs}");
 }
@@ -98,13 +164,25 @@ async fn failing_test_command_fails_with_exit_code_and_output_in_log_tail() {
 async fn retries_rerun_a_failed_pipeline_with_the_next_attempt() {
     let stack = fake_stack();
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
-    let spec = spec_with_repo(&repo, json!({"retries": 1, "test": {"commands": ["exit 1"]}}));
-    kv.put("jobforge/requests/default/retry", &request_json("default", "retry", spec)).await.unwrap();
+    let spec = spec_with_repo(
+        &repo,
+        json!({"retries": 1, "test": {"commands": ["exit 1"]}}),
+    );
+    kv.put(
+        "jobforge/requests/default/retry",
+        &request_json("default", "retry", spec),
+    )
+    .await
+    .unwrap();
     let st = kv
-        .wait_json(&status_key("default", "retry"), T, |v| v["phase"] == "Failed" || v["phase"] == "Succeeded")
+        .wait_json(&status_key("default", "retry"), T, |v| {
+            v["phase"] == "Failed" || v["phase"] == "Succeeded"
+        })
         .await
         .expect("terminal");
     assert_eq!(st["phase"], "Failed", "{st:#}");
@@ -127,17 +205,29 @@ async fn build_past_its_timeout_fails_timeout_and_its_job_is_stopped() {
     })
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
     let spec = spec_with_repo(&repo, json!({"build_timeout": "2s"}));
-    kv.put("jobforge/requests/default/slow", &request_json("default", "slow", spec)).await.unwrap();
+    kv.put(
+        "jobforge/requests/default/slow",
+        &request_json("default", "slow", spec),
+    )
+    .await
+    .unwrap();
     let st = kv
-        .wait_json(&status_key("default", "slow"), T, |v| v["phase"] == "Failed")
+        .wait_json(&status_key("default", "slow"), T, |v| {
+            v["phase"] == "Failed"
+        })
         .await
         .expect("failed");
     assert_eq!(st["failure"]["reason"], "Timeout", "{st:#}");
-    let job_id = st["phases"]["build"]["nomadJobId"].as_str().expect("job id").to_string();
+    let job_id = st["phases"]["build"]["nomadJobId"]
+        .as_str()
+        .expect("job id")
+        .to_string();
     let nomad = stack.nomad.clone();
     wait_until(Duration::from_secs(20), "the build job is stopped", || {
         let url = format!("{nomad}/v1/job/{job_id}");
@@ -163,27 +253,49 @@ async fn cancel_mid_build_stops_the_job_and_ends_cancelled() {
     })
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
     let spec = spec_with_repo(&repo, json!({}));
-    kv.put("jobforge/requests/default/c", &request_json("default", "c", spec.clone())).await.unwrap();
-    kv.wait_json(&status_key("default", "c"), T, |v| v["phase"] == "Building" && v["phases"]["build"]["allocId"].is_string())
-        .await
-        .expect("building");
+    kv.put(
+        "jobforge/requests/default/c",
+        &request_json("default", "c", spec.clone()),
+    )
+    .await
+    .unwrap();
+    kv.wait_json(&status_key("default", "c"), T, |v| {
+        v["phase"] == "Building" && v["phases"]["build"]["allocId"].is_string()
+    })
+    .await
+    .expect("building");
     let mut cancelled = spec;
     cancelled["cancel"] = json!(true);
-    kv.put("jobforge/requests/default/c", &request_json("default", "c", cancelled)).await.unwrap();
+    kv.put(
+        "jobforge/requests/default/c",
+        &request_json("default", "c", cancelled),
+    )
+    .await
+    .unwrap();
     let st = kv
-        .wait_json(&status_key("default", "c"), T, |v| v["phase"] == "Cancelled")
+        .wait_json(&status_key("default", "c"), T, |v| {
+            v["phase"] == "Cancelled"
+        })
         .await
         .expect("cancelled");
     assert_eq!(st["conditions"][0]["status"], "False", "{st:#}");
     // The sleeping fake build is gone: no process of the dev stack still sleeps 600.
-    wait_until(Duration::from_secs(20), "the build process is gone", || async {
-        let out = std::process::Command::new("pgrep").args(["-f", "sleep 612"]).output()?;
-        Ok(out.stdout.is_empty())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the build process is gone",
+        || async {
+            let out = std::process::Command::new("pgrep")
+                .args(["-f", "sleep 612"])
+                .output()?;
+            Ok(out.stdout.is_empty())
+        },
+    )
     .await
     .expect("process gone");
 }
@@ -197,21 +309,34 @@ async fn deleting_a_running_request_purges_its_jobs_status_and_logs() {
     })
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
-    kv.put("jobforge/requests/default/d", &request_json("default", "d", spec_with_repo(&repo, json!({}))))
+    kv.put(
+        "jobforge/requests/default/d",
+        &request_json("default", "d", spec_with_repo(&repo, json!({}))),
+    )
+    .await
+    .unwrap();
+    kv.wait_json(&status_key("default", "d"), T, |v| v["phase"] == "Building")
+        .await
+        .expect("building");
+    kv.delete("jobforge/requests/default/d", false)
         .await
         .unwrap();
-    kv.wait_json(&status_key("default", "d"), T, |v| v["phase"] == "Building").await.expect("building");
-    kv.delete("jobforge/requests/default/d", false).await.unwrap();
     let nomad = stack.nomad.clone();
     let kv2 = kv.clone();
     wait_until(T, "jobs, status and logs are gone", || {
         let nomad = nomad.clone();
         let kv = kv2.clone();
         async move {
-            let jobs: Vec<Value> = reqwest::get(format!("{nomad}/v1/jobs?prefix=jobforge-default-d-")).await?.json().await?;
+            let jobs: Vec<Value> =
+                reqwest::get(format!("{nomad}/v1/jobs?prefix=jobforge-default-d-"))
+                    .await?
+                    .json()
+                    .await?;
             let status = kv.keys("jobforge/status/default/d").await?;
             let logs = kv.keys("jobforge/logs/default/d/").await?;
             Ok(jobs.is_empty() && status.is_empty() && logs.is_empty())
@@ -219,6 +344,18 @@ async fn deleting_a_running_request_purges_its_jobs_status_and_logs() {
     })
     .await
     .expect("purged");
+    wait_until(
+        Duration::from_secs(20),
+        "the build process is gone",
+        || async {
+            let out = std::process::Command::new("pgrep")
+                .args(["-f", "sleep 613"])
+                .output()?;
+            Ok(out.stdout.is_empty())
+        },
+    )
+    .await
+    .expect("process gone");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,20 +367,32 @@ async fn editing_the_spec_mid_build_starts_the_new_generation_and_stops_the_old_
     })
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
-    kv.put("jobforge/requests/default/e", &request_json("default", "e", spec_with_repo(&repo, json!({}))))
-        .await
-        .unwrap();
+    kv.put(
+        "jobforge/requests/default/e",
+        &request_json("default", "e", spec_with_repo(&repo, json!({}))),
+    )
+    .await
+    .unwrap();
     let first = kv
         .wait_json(&status_key("default", "e"), T, |v| v["phase"] == "Building")
         .await
         .expect("building");
-    let old_job = first["phases"]["build"]["nomadJobId"].as_str().expect("job").to_string();
+    let old_job = first["phases"]["build"]["nomadJobId"]
+        .as_str()
+        .expect("job")
+        .to_string();
     kv.put(
         "jobforge/requests/default/e",
-        &request_json("default", "e", spec_with_repo(&repo, json!({"image_tags": ["v2"]}))),
+        &request_json(
+            "default",
+            "e",
+            spec_with_repo(&repo, json!({"image_tags": ["v2"]})),
+        ),
     )
     .await
     .unwrap();
@@ -254,19 +403,26 @@ async fn editing_the_spec_mid_build_starts_the_new_generation_and_stops_the_old_
         })
         .await
         .expect("new generation building");
-    assert_ne!(second["phases"]["build"]["nomadJobId"].as_str(), Some(old_job.as_str()));
+    assert_ne!(
+        second["phases"]["build"]["nomadJobId"].as_str(),
+        Some(old_job.as_str())
+    );
     let nomad = stack.nomad.clone();
-    wait_until(Duration::from_secs(20), "the old generation's job is stopped", || {
-        let url = format!("{nomad}/v1/job/{old_job}");
-        async move {
-            let r = reqwest::get(&url).await?;
-            if r.status() == 404 {
-                return Ok(true);
+    wait_until(
+        Duration::from_secs(20),
+        "the old generation's job is stopped",
+        || {
+            let url = format!("{nomad}/v1/job/{old_job}");
+            async move {
+                let r = reqwest::get(&url).await?;
+                if r.status() == 404 {
+                    return Ok(true);
+                }
+                let j: Value = r.json().await?;
+                Ok(j["Stop"] == true || j["Status"] == "dead")
             }
-            let j: Value = r.json().await?;
-            Ok(j["Stop"] == true || j["Status"] == "dead")
-        }
-    })
+        },
+    )
     .await
     .expect("old job stopped");
 }
@@ -275,20 +431,29 @@ async fn editing_the_spec_mid_build_starts_the_new_generation_and_stops_the_old_
 async fn malformed_requests_get_invalid_spec_and_others_keep_being_served() {
     let stack = fake_stack();
     let repo = GitRepo::hello_world().expect("repo");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let kv = stack.kv();
-    kv.put("jobforge/requests/default/notjson", b"this is { not json").await.unwrap();
+    kv.put("jobforge/requests/default/notjson", b"this is { not json")
+        .await
+        .unwrap();
     kv.put(
         "jobforge/requests/default/types",
         br#"{"apiVersion":"jobforge/v1alpha1","kind":"BuildRequest","metadata":{"name":"types"},"spec":{"owner":3,"retries":"many"}}"#,
     )
     .await
     .unwrap();
-    kv.put("jobforge/requests/default/junk", &vec![b'#'; 500 * 1024]).await.unwrap();
-    kv.put("jobforge/requests/default/good", &request_json("default", "good", spec_with_repo(&repo, json!({}))))
+    kv.put("jobforge/requests/default/junk", &vec![b'#'; 500 * 1024])
         .await
         .unwrap();
+    kv.put(
+        "jobforge/requests/default/good",
+        &request_json("default", "good", spec_with_repo(&repo, json!({}))),
+    )
+    .await
+    .unwrap();
     for name in ["notjson", "types", "junk"] {
         let st = kv
             .wait_json(&status_key("default", name), T, |v| v["phase"] == "Failed")
@@ -297,11 +462,19 @@ async fn malformed_requests_get_invalid_spec_and_others_keep_being_served() {
         assert_eq!(st["failure"]["reason"], "InvalidSpec", "{name}: {st:#}");
         assert!(st["phases"]["build"].is_null(), "no job for {name}");
     }
-    let types = kv.wait_json(&status_key("default", "types"), T, |_| true).await.expect("types");
+    let types = kv
+        .wait_json(&status_key("default", "types"), T, |_| true)
+        .await
+        .expect("types");
     let msg = types["failure"]["message"].as_str().unwrap_or("");
-    assert!(msg.contains("spec.owner") && msg.contains("spec.retries"), "every problem is listed: {msg}");
+    assert!(
+        msg.contains("spec.owner") && msg.contains("spec.retries"),
+        "every problem is listed: {msg}"
+    );
     let good = kv
-        .wait_json(&status_key("default", "good"), T, |v| v["phase"] == "Succeeded" || v["phase"] == "Failed")
+        .wait_json(&status_key("default", "good"), T, |v| {
+            v["phase"] == "Succeeded" || v["phase"] == "Failed"
+        })
         .await
         .expect("good terminal");
     assert_eq!(good["phase"], "Succeeded", "{good:#}");

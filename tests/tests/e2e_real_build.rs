@@ -2,11 +2,14 @@
 //! (Debian's docker-registry), driven by the controller through the dev stack. KV is the API: every
 //! request here is written with a plain HTTP PUT, as `curl` or `consul kv put` would.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 use std::time::Duration;
 
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, bin, request_json, wait_until, workspace_root,
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, bin, request_json,
+    wait_until, workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -21,8 +24,12 @@ struct Env {
 async fn env() -> Env {
     let stack = DevStackProcess::start(DevStackOptions::default()).expect("dev stack");
     let registry = Registry::start().await.expect("registry");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
-    ctl.wait_leader(Duration::from_secs(60)).await.expect("leader");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
+    ctl.wait_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
     Env {
         stack,
         registry,
@@ -52,7 +59,10 @@ async fn wait_terminal(e: &Env, name: &str) -> Value {
     e.stack
         .kv()
         .wait_json(&format!("jobforge/status/default/{name}"), T, |v| {
-            matches!(v["phase"].as_str(), Some("Succeeded" | "Failed" | "Cancelled"))
+            matches!(
+                v["phase"].as_str(),
+                Some("Succeeded" | "Failed" | "Cancelled")
+            )
         })
         .await
         .expect("terminal status")
@@ -65,7 +75,11 @@ fn cli_logs(e: &Env, name: &str, phase: &str) -> String {
         .envs(e.stack.env())
         .output()
         .expect("jobforge logs");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,13 +93,25 @@ async fn hello_world_builds_tests_and_publishes_with_curl_put() {
     let out = Command::new("curl")
         .args(["-fsS", "-X", "PUT", "--data-binary"])
         .arg(format!("@{}", file.path().display()))
-        .arg(format!("{}/v1/kv/jobforge/requests/default/hello", e.stack.consul))
+        .arg(format!(
+            "{}/v1/kv/jobforge/requests/default/hello",
+            e.stack.consul
+        ))
         .output()
         .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "true", "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "true",
+        "{out:?}"
+    );
 
     let st = wait_terminal(&e, "hello").await;
-    assert_eq!(st["phase"], "Succeeded", "{st:#}\nbuild log:\n{}", cli_logs(&e, "hello", "build"));
+    assert_eq!(
+        st["phase"],
+        "Succeeded",
+        "{st:#}\nbuild log:\n{}",
+        cli_logs(&e, "hello", "build")
+    );
     assert_eq!(st["source"]["commitSha"], repo.head.as_str());
     let digest = st["image"]["digest"].as_str().expect("digest").to_string();
     let mut tags = e.registry.tags("e2e/hello-world").await.expect("tags");
@@ -93,16 +119,27 @@ async fn hello_world_builds_tests_and_publishes_with_curl_put() {
     assert_eq!(tags, vec!["latest".to_string(), "v1.0.0".to_string()]);
     for tag in ["v1.0.0", "latest"] {
         assert_eq!(
-            e.registry.digest("e2e/hello-world", tag).await.expect("digest").as_deref(),
+            e.registry
+                .digest("e2e/hello-world", tag)
+                .await
+                .expect("digest")
+                .as_deref(),
             Some(digest.as_str()),
             "tag {tag} has the reported digest"
         );
     }
     // The temporary tag is gone.
-    let temp_tags = e.registry.tags("e2e/jobforge-tmp/hello-world").await.unwrap_or_default();
+    let temp_tags = e
+        .registry
+        .tags("e2e/jobforge-tmp/hello-world")
+        .await
+        .unwrap_or_default();
     assert!(temp_tags.is_empty(), "temporary tags left: {temp_tags:?}");
     let test_log = cli_logs(&e, "hello", "test");
-    assert!(test_log.contains("selftest: passed") && test_log.contains("Hello from jobforge"), "{test_log}");
+    assert!(
+        test_log.contains("selftest: passed") && test_log.contains("Hello from jobforge"),
+        "{test_log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,7 +153,10 @@ async fn failing_test_command_is_test_failed_with_its_output_in_jobforge_logs() 
     );
     e.stack
         .kv()
-        .put("jobforge/requests/default/tf", &request_json("default", "tf", spec))
+        .put(
+            "jobforge/requests/default/tf",
+            &request_json("default", "tf", spec),
+        )
         .await
         .expect("put");
     let st = wait_terminal(&e, "tf").await;
@@ -124,7 +164,14 @@ async fn failing_test_command_is_test_failed_with_its_output_in_jobforge_logs() 
     assert_eq!(st["failure"]["reason"], "TestFailed", "{st:#}");
     let logs = cli_logs(&e, "tf", "test");
     assert!(logs.contains("checking the greeting"), "{logs}");
-    assert!(e.registry.tags("e2e/hello-world").await.unwrap_or_default().is_empty(), "nothing published");
+    assert!(
+        e.registry
+            .tags("e2e/hello-world")
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing published"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,53 +181,87 @@ async fn missing_git_ref_fails_git_revision_not_found_naming_the_ref() {
     let spec = hello_spec(&e, &repo, json!({"git_ref": "no-such-branch"}));
     e.stack
         .kv()
-        .put("jobforge/requests/default/ref", &request_json("default", "ref", spec))
+        .put(
+            "jobforge/requests/default/ref",
+            &request_json("default", "ref", spec),
+        )
         .await
         .expect("put");
     let st = wait_terminal(&e, "ref").await;
     assert_eq!(st["failure"]["reason"], "GitRevisionNotFound", "{st:#}");
-    assert!(st["failure"]["message"].as_str().unwrap_or("").contains("no-such-branch"), "{st:#}");
+    assert!(
+        st["failure"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no-such-branch"),
+        "{st:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containerfile_error_is_build_failed_with_buildahs_error_in_the_log_tail() {
     let e = env().await;
     let repo = GitRepo::from_dir(&workspace_root().join("examples/hello-world"), |work| {
-        std::fs::write(work.join("Broken"), "FROM scratch\nCOPY does-not-exist /x\n")?;
+        std::fs::write(
+            work.join("Broken"),
+            "FROM scratch\nCOPY does-not-exist /x\n",
+        )?;
         Ok(())
     })
     .expect("repo");
     let spec = hello_spec(&e, &repo, json!({"dockerfile_path": "Broken"}));
     e.stack
         .kv()
-        .put("jobforge/requests/default/broken", &request_json("default", "broken", spec))
+        .put(
+            "jobforge/requests/default/broken",
+            &request_json("default", "broken", spec),
+        )
         .await
         .expect("put");
     let st = wait_terminal(&e, "broken").await;
     assert_eq!(st["failure"]["reason"], "BuildFailed", "{st:#}");
     let logs = cli_logs(&e, "broken", "build");
-    assert!(logs.contains("does-not-exist"), "buildah's error line: {logs}");
+    assert!(
+        logs.contains("does-not-exist"),
+        "buildah's error line: {logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_vault_secret_fails_secret_not_found_before_any_job() {
     let e = env().await;
     let repo = GitRepo::hello_world().expect("repo");
-    let spec = hello_spec(&e, &repo, json!({"git_credentials_path": "secret/data/jobforge/absent"}));
+    let spec = hello_spec(
+        &e,
+        &repo,
+        json!({"git_credentials_path": "secret/data/jobforge/absent"}),
+    );
     e.stack
         .kv()
-        .put("jobforge/requests/default/nosecret", &request_json("default", "nosecret", spec))
+        .put(
+            "jobforge/requests/default/nosecret",
+            &request_json("default", "nosecret", spec),
+        )
         .await
         .expect("put");
     let st = wait_terminal(&e, "nosecret").await;
     assert_eq!(st["failure"]["reason"], "SecretNotFound", "{st:#}");
-    assert!(st["failure"]["message"].as_str().unwrap_or("").contains("secret/data/jobforge/absent"), "{st:#}");
-    let jobs: Vec<Value> = reqwest::get(format!("{}/v1/jobs?prefix=jobforge-default-nosecret", e.stack.nomad))
-        .await
-        .expect("nomad")
-        .json()
-        .await
-        .expect("json");
+    assert!(
+        st["failure"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("secret/data/jobforge/absent"),
+        "{st:#}"
+    );
+    let jobs: Vec<Value> = reqwest::get(format!(
+        "{}/v1/jobs?prefix=jobforge-default-nosecret",
+        e.stack.nomad
+    ))
+    .await
+    .expect("nomad")
+    .json()
+    .await
+    .expect("json");
     assert!(jobs.is_empty(), "no job was created: {jobs:?}");
 }
 
@@ -199,27 +280,41 @@ async fn cancel_during_a_real_build_stops_buildah() {
     .expect("repo");
     let spec = hello_spec(&e, &repo, json!({"dockerfile_path": "Slow"}));
     let kv = e.stack.kv();
-    kv.put("jobforge/requests/default/cx", &request_json("default", "cx", spec.clone()))
-        .await
-        .expect("put");
+    kv.put(
+        "jobforge/requests/default/cx",
+        &request_json("default", "cx", spec.clone()),
+    )
+    .await
+    .expect("put");
     // Wait until buildah really runs the slow step.
     wait_until(T, "buildah runs the slow RUN step", || async {
-        let out = Command::new("pgrep").args(["-f", "busybox sleep 777"]).output()?;
+        let out = Command::new("pgrep")
+            .args(["-f", "busybox sleep 777"])
+            .output()?;
         Ok(!out.stdout.is_empty())
     })
     .await
     .expect("slow step running");
     let mut cancelled = spec;
     cancelled["cancel"] = json!(true);
-    kv.put("jobforge/requests/default/cx", &request_json("default", "cx", cancelled))
-        .await
-        .expect("cancel");
+    kv.put(
+        "jobforge/requests/default/cx",
+        &request_json("default", "cx", cancelled),
+    )
+    .await
+    .expect("cancel");
     let st = wait_terminal(&e, "cx").await;
     assert_eq!(st["phase"], "Cancelled", "{st:#}");
-    wait_until(Duration::from_secs(30), "the build process is gone", || async {
-        let out = Command::new("pgrep").args(["-f", "busybox sleep 777"]).output()?;
-        Ok(out.stdout.is_empty())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the build process is gone",
+        || async {
+            let out = Command::new("pgrep")
+                .args(["-f", "busybox sleep 777"])
+                .output()?;
+            Ok(out.stdout.is_empty())
+        },
+    )
     .await
     .expect("buildah stopped");
 }
@@ -228,9 +323,10 @@ async fn cancel_during_a_real_build_stops_buildah() {
 async fn private_repository_clones_with_credentials_from_vault() {
     let e = env().await;
     let repo = GitRepo::hello_world().expect("repo");
-    let server = jobforge_tests::githttp::GitHttpServer::start(repo.root(), "builder", "s3cret-token")
-        .await
-        .expect("git server");
+    let server =
+        jobforge_tests::githttp::GitHttpServer::start(repo.root(), "builder", "s3cret-token")
+            .await
+            .expect("git server");
     let url = format!("{}repo.git", server.base);
     // Without credentials the repository is private.
     let anon = Command::new("git")
@@ -238,9 +334,15 @@ async fn private_repository_clones_with_credentials_from_vault() {
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .expect("git");
-    assert!(!anon.status.success(), "the repository must refuse anonymous clones");
+    assert!(
+        !anon.status.success(),
+        "the repository must refuse anonymous clones"
+    );
     e.stack
-        .put_secret("secret/data/jobforge/git", json!({"username": "builder", "password": "s3cret-token"}))
+        .put_secret(
+            "secret/data/jobforge/git",
+            json!({"username": "builder", "password": "s3cret-token"}),
+        )
         .await
         .expect("secret");
     let spec = hello_spec(
@@ -250,12 +352,23 @@ async fn private_repository_clones_with_credentials_from_vault() {
     );
     e.stack
         .kv()
-        .put("jobforge/requests/default/private", &request_json("default", "private", spec))
+        .put(
+            "jobforge/requests/default/private",
+            &request_json("default", "private", spec),
+        )
         .await
         .expect("put");
     let st = wait_terminal(&e, "private").await;
-    assert_eq!(st["phase"], "Succeeded", "{st:#}\n{}", cli_logs(&e, "private", "build"));
+    assert_eq!(
+        st["phase"],
+        "Succeeded",
+        "{st:#}\n{}",
+        cli_logs(&e, "private", "build")
+    );
     assert_eq!(st["source"]["commitSha"], repo.head.as_str());
     let build_log = cli_logs(&e, "private", "build");
-    assert!(!build_log.contains("s3cret-token"), "the token never reaches the logs: {build_log}");
+    assert!(
+        !build_log.contains("s3cret-token"),
+        "the token never reaches the logs: {build_log}"
+    );
 }

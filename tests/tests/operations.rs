@@ -1,6 +1,8 @@
 //! Operating jobforge: readiness through a Consul outage, signed webhooks delivered once across
 //! failures and failover, retention (`ttl_after_finished`), and metrics that really move.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +10,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
-use jobforge_tests::{ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, free_port, request_json, wait_until};
+use jobforge_tests::{
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, free_port, request_json,
+    wait_until,
+};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -39,7 +44,10 @@ async fn readyz_follows_a_consul_outage_and_no_reconcile_is_lost() {
     })
     .expect("nomad and vault");
     let env = vec![
-        ("CONSUL_HTTP_ADDR".to_string(), format!("127.0.0.1:{consul_port}")),
+        (
+            "CONSUL_HTTP_ADDR".to_string(),
+            format!("127.0.0.1:{consul_port}"),
+        ),
         ("NOMAD_ADDR".to_string(), rest.nomad.clone()),
         ("VAULT_ADDR".to_string(), rest.vault.clone()),
         ("VAULT_TOKEN".to_string(), "root".to_string()),
@@ -54,51 +62,82 @@ async fn readyz_follows_a_consul_outage_and_no_reconcile_is_lost() {
     let kv = consul.kv();
     for i in 0..5 {
         let n = format!("o{i}");
-        kv.put(&format!("jobforge/requests/default/{n}"), &request_json("default", &n, json!({"repo_url": repo.url})))
-            .await
-            .unwrap();
+        kv.put(
+            &format!("jobforge/requests/default/{n}"),
+            &request_json("default", &n, json!({"repo_url": repo.url})),
+        )
+        .await
+        .unwrap();
     }
     // Consul goes away right after the submissions.
     consul.process().kill();
-    wait_until(Duration::from_secs(10), "/readyz answers 503", || async { Ok(readyz(&ctl).await == 503) })
-        .await
-        .expect("not ready while consul is down");
+    wait_until(Duration::from_secs(10), "/readyz answers 503", || async {
+        Ok(readyz(&ctl).await == 503)
+    })
+    .await
+    .expect("not ready while consul is down");
     consul = DevStackProcess::start(consul_opts).expect("consul again");
-    wait_until(T, "/readyz answers 200 again", || async { Ok(readyz(&ctl).await == 200) })
-        .await
-        .expect("ready again");
+    wait_until(T, "/readyz answers 200 again", || async {
+        Ok(readyz(&ctl).await == 200)
+    })
+    .await
+    .expect("ready again");
     let kv = consul.kv();
     for i in 0..5 {
         let st = kv
-            .wait_json(&format!("jobforge/status/default/o{i}"), T, |v| v["phase"] == "Succeeded")
+            .wait_json(&format!("jobforge/status/default/o{i}"), T, |v| {
+                v["phase"] == "Succeeded"
+            })
             .await
             .expect("request submitted before the outage completes");
         assert_eq!(st["phase"], "Succeeded");
     }
-    let metrics = reqwest::get(format!("{}/metrics", ctl.http)).await.unwrap().text().await.unwrap();
-    assert!(sum(&metrics, "jobforge_watch_restarts_total") > 0.0, "{metrics}");
-    assert!(sum(&metrics, "jobforge_consul_request_errors_total") > 0.0, "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", ctl.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sum(&metrics, "jobforge_watch_restarts_total") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        sum(&metrics, "jobforge_consul_request_errors_total") > 0.0,
+        "{metrics}"
+    );
 }
 
 /// Sum of every sample of `name` (all label sets) in a Prometheus text page.
 fn sum(page: &str, name: &str) -> f64 {
     page.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
 }
 
+/// One accepted delivery: (event header, delivery id, body, signature header).
+type Delivery = (String, String, Vec<u8>, String);
+
 #[derive(Clone, Default)]
 struct Receiver {
     /// Accepted deliveries: (event header, delivery id, body, signature header).
-    accepted: Arc<Mutex<Vec<(String, String, Vec<u8>, String)>>>,
+    accepted: Arc<Mutex<Vec<Delivery>>>,
     /// Attempts per delivery id, to fail the first two of each.
     attempts: Arc<Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let id = h("x-jobforge-delivery");
     let n = {
         let mut a = r.attempts.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,10 +148,12 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     if n <= 2 {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
-    r.accepted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((h("x-jobforge-event"), id, body.to_vec(), h("x-jobforge-signature")));
+    r.accepted.lock().unwrap_or_else(|p| p.into_inner()).push((
+        h("x-jobforge-event"),
+        id,
+        body.to_vec(),
+        h("x-jobforge-signature"),
+    ));
     StatusCode::OK
 }
 
@@ -125,14 +166,19 @@ async fn webhooks_are_signed_ordered_and_delivered_once_across_retries_and_failo
     })
     .expect("dev stack");
     let receiver = Receiver::default();
-    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(receiver.clone());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     stack
-        .put_secret("secret/data/jobforge/webhook", json!({"secret": "hmac-key-123"}))
+        .put_secret(
+            "secret/data/jobforge/webhook",
+            json!({"secret": "hmac-key-123"}),
+        )
         .await
         .expect("secret");
     let fast = ["--session-ttl", "10s", "--lock-delay", "1s"];
@@ -146,24 +192,43 @@ async fn webhooks_are_signed_ordered_and_delivered_once_across_retries_and_failo
                     "headers": {"X-Team": "a"}, "on": ["started", "succeeded", "failed"]},
     });
     let kv = stack.kv();
-    kv.put("jobforge/requests/default/wh", &request_json("default", "wh", spec)).await.unwrap();
+    kv.put(
+        "jobforge/requests/default/wh",
+        &request_json("default", "wh", spec),
+    )
+    .await
+    .unwrap();
     // Fail over in the middle: once `started` is delivered (after two 500s), kill the leader.
     let r = receiver.clone();
     wait_until(T, "the started event is accepted", || {
         let r = r.clone();
-        async move { Ok(r.accepted.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|d| d.0 == "started")) }
+        async move {
+            Ok(r.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|d| d.0 == "started"))
+        }
     })
     .await
     .expect("started delivered");
     a.process().kill();
     b.wait_leader(T).await.expect("b takes over");
-    kv.wait_json("jobforge/status/default/wh", T, |v| v["phase"] == "Succeeded")
-        .await
-        .expect("succeeded");
+    kv.wait_json("jobforge/status/default/wh", T, |v| {
+        v["phase"] == "Succeeded"
+    })
+    .await
+    .expect("succeeded");
     let r = receiver.clone();
     wait_until(T, "the succeeded event is accepted", || {
         let r = r.clone();
-        async move { Ok(r.accepted.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|d| d.0 == "succeeded")) }
+        async move {
+            Ok(r.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|d| d.0 == "succeeded"))
+        }
     })
     .await
     .expect("succeeded delivered");
@@ -177,19 +242,38 @@ async fn webhooks_are_signed_ordered_and_delivered_once_across_retries_and_failo
         .json()
         .await
         .unwrap();
-    let key = secret["data"]["data"]["secret"].as_str().expect("secret").to_string();
-    let accepted = receiver.accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let key = secret["data"]["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let accepted = receiver
+        .accepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let events: Vec<&str> = accepted.iter().map(|d| d.0.as_str()).collect();
-    assert_eq!(events, vec!["started", "succeeded"], "in order, each exactly once");
+    assert_eq!(
+        events,
+        vec!["started", "succeeded"],
+        "in order, each exactly once"
+    );
     for (event, _, body, sig) in &accepted {
         let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
         mac.update(body);
-        assert_eq!(sig, &format!("sha256={}", hex::encode(mac.finalize().into_bytes())), "{event}");
+        assert_eq!(
+            sig,
+            &format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            "{event}"
+        );
         let doc: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(doc["event"], event.as_str());
         assert_eq!(doc["request"]["name"], "wh");
     }
-    let status = kv.wait_json("jobforge/status/default/wh", T, |v| v["webhook"]["lastDeliveredAt"].is_string()).await;
+    let status = kv
+        .wait_json("jobforge/status/default/wh", T, |v| {
+            v["webhook"]["lastDeliveredAt"].is_string()
+        })
+        .await;
     assert!(status.is_ok(), "delivery is recorded in status");
 }
 
@@ -200,39 +284,63 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
         ..DevStackOptions::default()
     })
     .expect("dev stack");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let repo = GitRepo::hello_world().expect("repo");
     let kv = stack.kv();
     kv.put(
         "jobforge/requests/default/short",
-        &request_json("default", "short", json!({"repo_url": repo.url, "ttl_after_finished": "2s"})),
+        &request_json(
+            "default",
+            "short",
+            json!({"repo_url": repo.url, "ttl_after_finished": "2s"}),
+        ),
     )
     .await
     .unwrap();
     let st = kv
-        .wait_json("jobforge/status/default/short", T, |v| v["phase"] == "Succeeded")
+        .wait_json("jobforge/status/default/short", T, |v| {
+            v["phase"] == "Succeeded"
+        })
         .await
         .expect("succeeded");
     let finished = std::time::Instant::now();
     assert!(st["completionTime"].is_string());
     let nomad = stack.nomad.clone();
     let kv2 = kv.clone();
-    wait_until(Duration::from_secs(10), "spec, status, logs and jobs are gone", || {
-        let kv = kv2.clone();
-        let nomad = nomad.clone();
-        async move {
-            let gone = kv.keys("jobforge/requests/default/short").await?.is_empty()
-                && kv.keys("jobforge/status/default/short").await?.is_empty()
-                && kv.keys("jobforge/logs/default/short/").await?.is_empty();
-            let jobs: Vec<Value> = reqwest::get(format!("{nomad}/v1/jobs?prefix=jobforge-default-short-")).await?.json().await?;
-            Ok(gone && jobs.is_empty())
-        }
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "spec, status, logs and jobs are gone",
+        || {
+            let kv = kv2.clone();
+            let nomad = nomad.clone();
+            async move {
+                let gone = kv.keys("jobforge/requests/default/short").await?.is_empty()
+                    && kv.keys("jobforge/status/default/short").await?.is_empty()
+                    && kv.keys("jobforge/logs/default/short/").await?.is_empty();
+                let jobs: Vec<Value> =
+                    reqwest::get(format!("{nomad}/v1/jobs?prefix=jobforge-default-short-"))
+                        .await?
+                        .json()
+                        .await?;
+                Ok(gone && jobs.is_empty())
+            }
+        },
+    )
     .await
     .expect("collected");
-    assert!(finished.elapsed() >= Duration::from_millis(1500), "not collected before its TTL");
-    let metrics = reqwest::get(format!("{}/metrics", ctl.http)).await.unwrap().text().await.unwrap();
+    assert!(
+        finished.elapsed() >= Duration::from_millis(1500),
+        "not collected before its TTL"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", ctl.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "jobforge_reconcile_total",
         "jobforge_reconcile_duration_seconds_count",
@@ -243,10 +351,20 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
         "jobforge_consul_request_duration_seconds_count",
         "jobforge_nomad_request_duration_seconds_count",
     ] {
-        assert!(sum(&metrics, name) > 0.0, "{name} is zero or missing:\n{metrics}");
+        assert!(
+            sum(&metrics, name) > 0.0,
+            "{name} is zero or missing:\n{metrics}"
+        );
     }
-    for name in ["jobforge_queue_depth", "jobforge_reconciles_in_flight", "jobforge_requests"] {
-        assert!(metrics.lines().any(|l| l.starts_with(name)), "{name} missing:\n{metrics}");
+    for name in [
+        "jobforge_queue_depth",
+        "jobforge_reconciles_in_flight",
+        "jobforge_requests",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{metrics}"
+        );
     }
 }
 
@@ -258,24 +376,42 @@ async fn unfinished_request_with_a_short_ttl_is_never_collected() {
         ..DevStackOptions::default()
     })
     .expect("dev stack");
-    let ctl = ControllerProcess::start(&stack, &[]).await.expect("controller");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
     ctl.wait_leader(T).await.expect("leader");
     let repo = GitRepo::hello_world().expect("repo");
     let kv = stack.kv();
     kv.put(
         "jobforge/requests/default/running",
-        &request_json("default", "running", json!({"repo_url": repo.url, "ttl_after_finished": "1s"})),
+        &request_json(
+            "default",
+            "running",
+            json!({"repo_url": repo.url, "ttl_after_finished": "1s"}),
+        ),
     )
     .await
     .unwrap();
     let st = kv
-        .wait_json("jobforge/status/default/running", T, |v| v["phase"] == "Building")
+        .wait_json("jobforge/status/default/running", T, |v| {
+            v["phase"] == "Building"
+        })
         .await
         .expect("building");
     // Several TTLs pass while it runs: a blocking query on the spec sees no deletion.
-    let (_, spec) = kv.get("jobforge/requests/default/running", 0, Duration::ZERO).await.unwrap();
+    let (_, spec) = kv
+        .get("jobforge/requests/default/running", 0, Duration::ZERO)
+        .await
+        .unwrap();
     let (_, mi) = spec.expect("spec");
-    let (_, after) = kv.get("jobforge/requests/default/running", mi, Duration::from_secs(4)).await.unwrap();
+    let (_, after) = kv
+        .get(
+            "jobforge/requests/default/running",
+            mi,
+            Duration::from_secs(4),
+        )
+        .await
+        .unwrap();
     assert!(after.is_some(), "an unfinished request was collected");
     assert_eq!(st["phase"], "Building");
 }

@@ -46,14 +46,26 @@ pub struct EnvInput<'a> {
     pub node: &'a Node,
 }
 
-/// The task's environment: inherited `PATH`/`HOME`, `NOMAD_*`, then the task `Env` (interpolated).
+/// Variables of the agent's environment never passed to tasks: Nomad's default
+/// `client.options["env.denylist"]` (client configuration docs, "env.denylist").
+pub const ENV_DENYLIST: &[&str] = &[
+    "CONSUL_TOKEN",
+    "CONSUL_HTTP_TOKEN",
+    "VAULT_TOKEN",
+    "NOMAD_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+];
+
+/// The task's environment, as a Nomad client builds it for `raw_exec`/`exec`: the agent's own
+/// environment minus [`ENV_DENYLIST`] (and minus `NOMAD_*`, which Nomad sets itself), then
+/// `NOMAD_*`, then the task `Env` (interpolated).
 pub fn task_env(i: &EnvInput<'_>) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for k in ["PATH", "HOME", "TMPDIR", "LANG"] {
-        if let Ok(v) = std::env::var(k) {
-            env.insert(k.to_string(), v);
-        }
-    }
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| !ENV_DENYLIST.contains(&k.as_str()) && !k.starts_with("NOMAD_"))
+        .collect();
     let td = i.alloc_dir.join(&i.task.name);
     let ns = if i.job.namespace.is_empty() {
         "default"
