@@ -651,3 +651,30 @@ impl Campaign {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_outside_consul_limits_is_refused_naming_the_field() {
+        let mut c = LeaderConfig::new("jobforge/leader", b"me".to_vec());
+        assert!(c.validate().is_ok());
+        c.ttl = Duration::from_secs(5);
+        assert!(c.validate().unwrap_err().to_string().contains("ttl"));
+        let mut c = LeaderConfig::new("jobforge/leader", b"me".to_vec());
+        c.lock_delay = Duration::from_secs(61);
+        assert!(c.validate().unwrap_err().to_string().contains("lock_delay"));
+        let c = LeaderConfig::new("", b"me".to_vec());
+        assert!(c.validate().unwrap_err().to_string().contains("key"));
+    }
+
+    #[test]
+    fn acquire_retry_is_just_past_the_lock_delay_capped_at_lock_retry() {
+        let mut c = LeaderConfig::new("k", b"me".to_vec());
+        assert_eq!(c.acquire_retry(), Duration::from_secs(5));
+        c.lock_delay = Duration::from_secs(1);
+        assert_eq!(c.acquire_retry(), Duration::from_millis(1050));
+    }
+}
