@@ -1,1 +1,3 @@
 //! jobforge's clients.
+
+pub mod store;
