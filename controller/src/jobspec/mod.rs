@@ -1,1 +1,366 @@
-//! jobspec (being written).
+//! Nomad job rendering: pure functions from `(request, generation, attempt, phase, config)` to the
+//! Nomad batch job of that phase ([`render`], [`render_all`]).
+//!
+//! Every job is `batch` with one group and one task, both named after the phase; restart and
+//! reschedule attempts are 0 (the controller owns retries); Meta carries `jobforge.request`
+//! (`<ns>/<name>`), `jobforge.generation`, `jobforge.phase` and `jobforge.attempt`. The job ID is
+//! [`job_id`].
+//!
+//! Each task runs a FIXED shell script (a `const`, reviewed as code: [`build::BUILD_SCRIPT`],
+//! [`test::TEST_SCRIPT`], [`test::IMAGE_TEST_SCRIPT`], [`publish::PUBLISH_SCRIPT`]) as
+//! `/bin/sh -c <script> jobforge-<phase> [args]`. User input reaches a task only as an environment
+//! value (`JF_*`) or an argv element after the script name, and reaches template text only as an
+//! escaped Go string literal ([`escaping`]). Markers on stdout for the controller:
+//! `::jobforge::commit=<sha>` (build, printed before any user code runs: take the first),
+//! `::jobforge::digest=<digest>` (build and publish, printed last: take the last),
+//! `::jobforge::reason=<Reason>` (for example `GitRevisionNotFound`), and
+//! `::jobforge::failed-command=<n>` (test, 1-based).
+//!
+//! Known Nomad behaviour: Nomad interpolates `${...}` in env values and driver args, so a value
+//! such as `${node.unique.name}` in a test command or env value is replaced by Nomad. This is not
+//! shell evaluation (nothing is executed), and the scripts never use `${NAME}` without an operator.
+
+use std::collections::BTreeMap;
+
+use jobforge_schema::{BuildRequest, PhaseResources, PipelinePhase};
+
+use crate::nomad::job::{
+    EphemeralDisk, Job, LogConfig, ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
+    NS_PER_SEC,
+};
+
+/// The shell prelude shared by every script: strict mode, task directories, the `bh` buildah
+/// wrapper (storage driver and optional root), `jf_fail` and `jf_login`.
+macro_rules! sh_prelude {
+    () => {
+        r#"set -eu
+umask 077
+jf_secrets=${NOMAD_SECRETS_DIR:-$PWD/secrets}
+jf_task=${NOMAD_TASK_DIR:-$PWD/local}
+jf_auth=$jf_secrets/jobforge-auth.json
+bh() {
+  if [ -n "${JF_WORK_ROOT:-}" ]; then
+    buildah --storage-driver "$JF_STORAGE_DRIVER" --root "$JF_WORK_ROOT/storage" --runroot "$JF_WORK_ROOT/run" "$@"
+  else
+    buildah --storage-driver "$JF_STORAGE_DRIVER" "$@"
+  fi
+}
+jf_fail() {
+  printf '::jobforge::reason=%s\n' "$1"
+  shift
+  printf 'jobforge: %s\n' "$*"
+  exit 1
+}
+jf_login() {
+  if [ "${JF_REGISTRY_AUTH:-0}" = 1 ]; then
+    printf '%s' "$JF_REGISTRY_PASSWORD" | "$1" login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$JF_REGISTRY_USERNAME" --password-stdin -- "$JF_REGISTRY_HOST" >/dev/null
+    unset JF_REGISTRY_PASSWORD
+  else
+    printf '{"auths":{}}\n' >"$jf_auth"
+  fi
+}
+"#
+    };
+}
+
+pub mod build;
+pub mod config;
+pub mod escaping;
+pub mod profiles;
+pub mod publish;
+pub mod test;
+
+pub use config::{PhaseDefaults, Profile, RenderConfig};
+pub use escaping::escape_template_string;
+
+/// Why a request could not be rendered. Each variant names the spec field and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A field holds a value the renderer cannot use.
+    #[error("{field}: invalid value {value:?}; expected {allowed}")]
+    InvalidField {
+        /// JSON path of the field, for example `spec.resource_limits.build.cpu`.
+        field: String,
+        /// The offending value.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// The request asks for something the configured profile cannot do.
+    #[error("{field}: not supported by the {profile} profile: {why}")]
+    Unsupported {
+        /// JSON path of the field.
+        field: String,
+        /// `raw_exec` or `docker`.
+        profile: &'static str,
+        /// What to change.
+        why: &'static str,
+    },
+    /// The test phase was requested for a request without tests (it is skipped).
+    #[error("spec.test: the request has no entry point and no commands; the test phase is skipped")]
+    NoTests,
+}
+
+/// Deterministic Nomad job ID: `jobforge-<namespace>-<name>-<generation>-<phase>` for attempt 1
+/// (and 0), `...-<phase>-a<attempt>` after. Deterministic so a re-registration after a crash or
+/// failover is idempotent (DESIGN.md § Controller, Fencing).
+pub fn job_id(
+    namespace: &str,
+    name: &str,
+    generation: u64,
+    phase: PipelinePhase,
+    attempt: u32,
+) -> String {
+    if attempt <= 1 {
+        format!("jobforge-{namespace}-{name}-{generation}-{phase}")
+    } else {
+        format!("jobforge-{namespace}-{name}-{generation}-{phase}-a{attempt}")
+    }
+}
+
+/// The temporary image of an attempt:
+/// `<registry_url>/<temp prefix>/<image_name>:<name>-<generation>-a<attempt>`.
+/// Its repository differs from the final one so deleting it never deletes a final tag.
+pub fn temp_image(req: &BuildRequest, generation: u64, attempt: u32, cfg: &RenderConfig) -> String {
+    format!(
+        "{}/{}/{}:{}-{}-a{}",
+        req.spec.registry_url.trim_end_matches('/'),
+        cfg.registry_temp_prefix.trim_matches('/'),
+        req.spec.image_name,
+        req.metadata.name,
+        generation,
+        attempt.max(1)
+    )
+}
+
+/// The final repository `<registry_url>/<image_name>` (tags are appended by the publish task).
+pub fn final_repository(req: &BuildRequest) -> String {
+    format!(
+        "{}/{}",
+        req.spec.registry_url.trim_end_matches('/'),
+        req.spec.image_name
+    )
+}
+
+/// Whether the request has a test phase (an entry point or at least one command).
+pub fn has_test_phase(req: &BuildRequest) -> bool {
+    req.spec.test.as_ref().is_some_and(|t| t.has_tests())
+}
+
+/// Renders the Nomad job of `phase` for `attempt` (1-based) of `generation` of `req`.
+///
+/// Errors: [`RenderError::InvalidField`] for a value the renderer cannot use (resources that are
+/// not positive integers, env names that are not identifiers, paths with `..`),
+/// [`RenderError::Unsupported`] for a profile limitation, [`RenderError::NoTests`] for
+/// [`PipelinePhase::Test`] on a request without tests.
+pub fn render(
+    req: &BuildRequest,
+    generation: u64,
+    attempt: u32,
+    phase: PipelinePhase,
+    cfg: &RenderConfig,
+) -> Result<Job, RenderError> {
+    let rendered = match phase {
+        PipelinePhase::Build => build::build_task(req, generation, attempt, cfg)?,
+        PipelinePhase::Test => test::test_task(req, generation, attempt, cfg)?,
+        PipelinePhase::Publish => publish::publish_task(req, generation, attempt, cfg)?,
+    };
+    let res = resolve_resources(req, phase, cfg)?;
+    let mut task = rendered.task;
+    task.name = phase.as_str().to_string();
+    let devices = task
+        .resources
+        .take()
+        .map(|r| r.devices)
+        .unwrap_or_default();
+    task.resources = Some(Resources {
+        cpu: res.cpu_mhz,
+        memory_mb: res.memory_mb,
+        devices,
+    });
+    task.kill_timeout = Some(duration_ns(cfg.kill_timeout));
+    task.log_config = Some(LogConfig {
+        max_files: cfg.log_max_files,
+        max_file_size_mb: cfg.log_max_file_size_mb,
+    });
+    let id = job_id(
+        &req.metadata.namespace,
+        &req.metadata.name,
+        generation,
+        phase,
+        attempt,
+    );
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "jobforge.request".to_string(),
+        format!("{}/{}", req.metadata.namespace, req.metadata.name),
+    );
+    meta.insert("jobforge.generation".to_string(), generation.to_string());
+    meta.insert("jobforge.phase".to_string(), phase.as_str().to_string());
+    meta.insert("jobforge.attempt".to_string(), attempt.max(1).to_string());
+    Ok(Job {
+        id: id.clone(),
+        name: id,
+        type_: "batch".to_string(),
+        namespace: cfg.namespace.clone(),
+        region: cfg.region.clone(),
+        datacenters: cfg.datacenters.clone(),
+        priority: cfg.priority,
+        constraints: Vec::new(),
+        task_groups: vec![TaskGroup {
+            name: phase.as_str().to_string(),
+            count: 1,
+            constraints: rendered.group_constraints,
+            restart_policy: Some(RestartPolicy {
+                attempts: 0,
+                interval: 24 * 3600 * NS_PER_SEC,
+                delay: 15 * NS_PER_SEC,
+                mode: "fail".to_string(),
+            }),
+            reschedule_policy: Some(ReschedulePolicy {
+                attempts: 0,
+                interval: 0,
+                unlimited: false,
+            }),
+            ephemeral_disk: Some(EphemeralDisk {
+                size_mb: res.disk_mb,
+            }),
+            tasks: vec![task],
+            meta: BTreeMap::new(),
+        }],
+        meta,
+    })
+}
+
+/// The jobs of every phase the request runs, in order (build, test when the request has tests,
+/// publish), for `jobforge render`. Errors as [`render`].
+pub fn render_all(
+    req: &BuildRequest,
+    generation: u64,
+    attempt: u32,
+    cfg: &RenderConfig,
+) -> Result<Vec<Job>, RenderError> {
+    PipelinePhase::ALL
+        .into_iter()
+        .filter(|p| *p != PipelinePhase::Test || has_test_phase(req))
+        .map(|p| render(req, generation, attempt, p, cfg))
+        .collect()
+}
+
+/// A phase's task before the common fields (name, resources, kill timeout, logs) are set.
+pub(crate) struct RenderedTask {
+    pub(crate) task: Task,
+    pub(crate) group_constraints: Vec<crate::nomad::job::Constraint>,
+}
+
+/// Resolves the resources of `phase`: per field, the phase value (for test,
+/// `spec.test.resource_limits` first, then `spec.resource_limits.test`), then the global value of
+/// `spec.resource_limits`, then the configured default.
+///
+/// Errors: [`RenderError::InvalidField`] when a value is not a positive decimal integer.
+pub fn resolve_resources(
+    req: &BuildRequest,
+    phase: PipelinePhase,
+    cfg: &RenderConfig,
+) -> Result<PhaseDefaults, RenderError> {
+    let limits = req.spec.resource_limits.as_ref();
+    let phase_limits: Option<&PhaseResources> = limits.and_then(|l| match phase {
+        PipelinePhase::Build => l.build.as_ref(),
+        PipelinePhase::Test => l.test.as_ref(),
+        PipelinePhase::Publish => l.publish.as_ref(),
+    });
+    let test_limits = match phase {
+        PipelinePhase::Test => req
+            .spec
+            .test
+            .as_ref()
+            .and_then(|t| t.resource_limits.as_ref()),
+        _ => None,
+    };
+    let defaults = cfg.defaults_for(phase);
+    let pick = |key: &str,
+                get: fn(&PhaseResources) -> Option<&String>,
+                global: Option<&String>,
+                default: i64|
+     -> Result<i64, RenderError> {
+        let candidates = [
+            test_limits
+                .and_then(get)
+                .map(|v| (format!("spec.test.resource_limits.{key}"), v)),
+            phase_limits
+                .and_then(get)
+                .map(|v| (format!("spec.resource_limits.{phase}.{key}"), v)),
+            global.map(|v| (format!("spec.resource_limits.{key}"), v)),
+        ];
+        match candidates.into_iter().flatten().next() {
+            Some((field, v)) => parse_positive(&field, v),
+            None => Ok(default),
+        }
+    };
+    Ok(PhaseDefaults {
+        cpu_mhz: pick(
+            "cpu",
+            |p| p.cpu.as_ref(),
+            limits.and_then(|l| l.cpu.as_ref()),
+            defaults.cpu_mhz,
+        )?,
+        memory_mb: pick(
+            "memory",
+            |p| p.memory.as_ref(),
+            limits.and_then(|l| l.memory.as_ref()),
+            defaults.memory_mb,
+        )?,
+        disk_mb: pick(
+            "disk",
+            |p| p.disk.as_ref(),
+            limits.and_then(|l| l.disk.as_ref()),
+            defaults.disk_mb,
+        )?,
+    })
+}
+
+fn parse_positive(field: &str, v: &str) -> Result<i64, RenderError> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(RenderError::InvalidField {
+            field: field.to_string(),
+            value: v.to_string(),
+            allowed: "a positive decimal integer (MHz for cpu, MB for memory and disk)",
+        }),
+    }
+}
+
+fn duration_ns(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Checks that a repository-relative path (Dockerfile or context) is relative and has no `..`
+/// component. Errors: [`RenderError::InvalidField`].
+pub(crate) fn check_relative_path(field: &str, p: &str) -> Result<(), RenderError> {
+    let bad = p.is_empty()
+        || p.starts_with('/')
+        || p.split('/').any(|c| c == "..")
+        || p.contains('\0');
+    if bad {
+        Err(RenderError::InvalidField {
+            field: field.to_string(),
+            value: p.to_string(),
+            allowed: "a non-empty path relative to the repository root without `..` components",
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// The registry host (`host[:port]`) of a `registry_url` (`host[:port][/path]`), for `login`.
+pub(crate) fn registry_host(registry_url: &str) -> &str {
+    registry_url.split('/').next().unwrap_or(registry_url)
+}
+
+/// `true`/`false` text of a flag for `--tls-verify=`.
+pub(crate) fn bool_text(b: bool) -> String {
+    if b { "true" } else { "false" }.to_string()
+}
+
+#[cfg(test)]
+mod snapshot_tests;

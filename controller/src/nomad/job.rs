@@ -165,6 +165,19 @@ pub struct Resources {
     /// Memory in MB.
     #[serde(rename = "MemoryMB")]
     pub memory_mb: i64,
+    /// Requested devices (for example `nvidia/gpu`).
+    #[serde(rename = "Devices", default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<RequestedDevice>,
+}
+
+/// A device request of a task (`Resources.Devices[]`), for example `nvidia/gpu` × 1.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RequestedDevice {
+    /// Device name: `<vendor>/<type>/<name>`, `<vendor>/<type>` or `<type>`.
+    pub name: String,
+    /// Number of instances.
+    pub count: u64,
 }
 
 /// A Nomad template (consul-template syntax).

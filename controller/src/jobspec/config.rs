@@ -1,0 +1,116 @@
+//! Rendering configuration: task profile, placement, registry temp prefix, default resources per
+//! phase and the buildah/skopeo settings. Built from the controller's flags and `<prefix>/config`;
+//! [`RenderConfig::default`] gives the values of the seed system.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jobforge_schema::PipelinePhase;
+
+/// How a phase's task runs on the Nomad client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// `raw_exec` driver: `git`, `buildah` and `skopeo` installed on the client (the dev stack).
+    #[default]
+    RawExec,
+    /// `docker` driver: build and test run in [`RenderConfig::buildah_image`], publish in
+    /// [`RenderConfig::skopeo_image`]; vfs storage, chroot isolation, never privileged.
+    Docker,
+}
+
+/// Default resources of one phase, used when the request names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseDefaults {
+    /// CPU in MHz.
+    pub cpu_mhz: i64,
+    /// Memory in MB.
+    pub memory_mb: i64,
+    /// Ephemeral disk in MB.
+    pub disk_mb: i64,
+}
+
+/// Everything the renderer needs besides the request. Pure data; no I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderConfig {
+    /// Task profile of every phase.
+    pub profile: Profile,
+    /// Nomad datacenters (`["*"]` = any).
+    pub datacenters: Vec<String>,
+    /// Nomad namespace of the jobs; `None` = the client's namespace.
+    pub namespace: Option<String>,
+    /// Nomad region of the jobs; `None` = the agent's region.
+    pub region: Option<String>,
+    /// Repository path component of temporary images:
+    /// `<registry_url>/<registry_temp_prefix>/<image_name>:<name>-<generation>-a<attempt>`.
+    /// Must differ from the final repository, because deleting a manifest by digest deletes every
+    /// tag of that digest in the repository.
+    pub registry_temp_prefix: String,
+    /// Default resources of the build phase (seed: 1000 MHz, 2048 MB, 10240 MB disk).
+    pub build_defaults: PhaseDefaults,
+    /// Default resources of the test phase (seed: 500 MHz, 1024 MB, 2048 MB disk).
+    pub test_defaults: PhaseDefaults,
+    /// Default resources of the publish phase (seed: 500 MHz, 1024 MB, 2048 MB disk).
+    pub publish_defaults: PhaseDefaults,
+    /// Docker profile: image with `buildah`, `git` and `/bin/sh` for the build and test phases.
+    pub buildah_image: String,
+    /// Docker profile: image with `skopeo` and `/bin/sh` for the publish phase.
+    pub skopeo_image: String,
+    /// Docker profile: capabilities added to the buildah container (never `privileged`).
+    pub docker_cap_add: Vec<String>,
+    /// Verify registry TLS (`--tls-verify`); `false` only for a loopback development registry.
+    pub tls_verify: bool,
+    /// buildah storage driver (`vfs`: works unprivileged and inside containers).
+    pub storage_driver: String,
+    /// raw_exec: root of buildah storage (`<root>/storage`, `<root>/run`), for example
+    /// `${NOMAD_ALLOC_DIR}/buildah` (Nomad interpolates it) or a shared directory that keeps the
+    /// layer cache between builds. `None` = buildah's default for the agent's user.
+    pub work_root: Option<PathBuf>,
+    /// Vault policies of every task that reads a secret (Nomad `vault` block); test adds
+    /// `spec.test.vault_policies`.
+    pub vault_policies: Vec<String>,
+    /// Time between the kill signal and SIGKILL.
+    pub kill_timeout: Duration,
+    /// Log files kept per stream by Nomad.
+    pub log_max_files: i32,
+    /// Size of each log file in MB.
+    pub log_max_file_size_mb: i32,
+    /// Nomad job priority (1..=100); `None` = Nomad's default (50).
+    pub priority: Option<i32>,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            profile: Profile::RawExec,
+            datacenters: vec!["*".to_string()],
+            namespace: None,
+            region: None,
+            registry_temp_prefix: "jobforge-tmp".to_string(),
+            build_defaults: PhaseDefaults { cpu_mhz: 1000, memory_mb: 2048, disk_mb: 10240 },
+            test_defaults: PhaseDefaults { cpu_mhz: 500, memory_mb: 1024, disk_mb: 2048 },
+            publish_defaults: PhaseDefaults { cpu_mhz: 500, memory_mb: 1024, disk_mb: 2048 },
+            buildah_image: "quay.io/buildah/stable:v1.37".to_string(),
+            skopeo_image: "quay.io/skopeo/stable:v1.16".to_string(),
+            docker_cap_add: vec!["SETUID".into(), "SETGID".into(), "SETFCAP".into()],
+            tls_verify: true,
+            storage_driver: "vfs".to_string(),
+            work_root: None,
+            vault_policies: vec!["jobforge".to_string()],
+            kill_timeout: Duration::from_secs(30),
+            log_max_files: 2,
+            log_max_file_size_mb: 10,
+            priority: None,
+        }
+    }
+}
+
+impl RenderConfig {
+    /// The default resources of `phase`.
+    pub fn defaults_for(&self, phase: PipelinePhase) -> PhaseDefaults {
+        match phase {
+            PipelinePhase::Build => self.build_defaults,
+            PipelinePhase::Test => self.test_defaults,
+            PipelinePhase::Publish => self.publish_defaults,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The publish phase: copy the temporary image to every final tag, record the digest, delete the
+//! temporary tag.
+//!
+//! Environment of [`PUBLISH_SCRIPT`]: `JF_TEMP_IMAGE`, `JF_FINAL_REPO`
+//! (`<registry_url>/<image_name>`), `JF_IMAGE_TAGS` (one tag per line; `latest` when the request
+//! names none) plus the prelude's. Credentials: `skopeo login --password-stdin` into an authfile
+//! in `secrets/`, then `--authfile` for every skopeo command (never `--creds` in argv).
+//! A failed delete of the temporary tag (a registry with deletes disabled) is a warning, not a
+//! failure: the final tags are already published.
+
+use std::collections::BTreeMap;
+
+use jobforge_schema::BuildRequest;
+
+use super::profiles::{add_registry_credentials, tool_task, Tool};
+use super::{final_repository, temp_image, RenderConfig, RenderError, RenderedTask};
+
+/// The publish task's fixed script (run as `/bin/sh -c PUBLISH_SCRIPT jobforge-publish`).
+/// The `{{.Digest}}` Go template passed to `skopeo inspect` is this constant's text, never input.
+pub const PUBLISH_SCRIPT: &str = concat!(
+    sh_prelude!(),
+    r#"jf_login skopeo
+jf_n=0
+while IFS= read -r jf_tag; do
+  if [ -n "$jf_tag" ]; then
+    printf 'jobforge: publishing %s:%s\n' "$JF_FINAL_REPO" "$jf_tag"
+    skopeo copy --authfile "$jf_auth" --src-tls-verify="$JF_TLS_VERIFY" --dest-tls-verify="$JF_TLS_VERIFY" --preserve-digests -- "docker://$JF_TEMP_IMAGE" "docker://$JF_FINAL_REPO:$jf_tag"
+    jf_n=$((jf_n + 1))
+  fi
+done <<JF_EOF
+$JF_IMAGE_TAGS
+JF_EOF
+if [ "$jf_n" -eq 0 ]; then
+  jf_fail PublishFailed "no image tags to publish"
+fi
+jf_digest=$(skopeo inspect --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --format '{{.Digest}}' -- "docker://$JF_TEMP_IMAGE")
+if ! skopeo delete --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$JF_TEMP_IMAGE"; then
+  echo "jobforge: warning: could not delete the temporary image; the registry may not allow deletes"
+fi
+printf '::jobforge::digest=%s\n' "$jf_digest"
+"#
+);
+
+/// OCI distribution tag syntax: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn is_valid_tag(t: &str) -> bool {
+    let mut chars = t.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    first_ok && t.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+pub(crate) fn publish_task(
+    req: &BuildRequest,
+    generation: u64,
+    attempt: u32,
+    cfg: &RenderConfig,
+) -> Result<RenderedTask, RenderError> {
+    let tags: Vec<&str> = if req.spec.image_tags.is_empty() {
+        vec!["latest"]
+    } else {
+        req.spec.image_tags.iter().map(String::as_str).collect()
+    };
+    for t in &tags {
+        if !is_valid_tag(t) {
+            return Err(RenderError::InvalidField {
+                field: "spec.image_tags".into(),
+                value: (*t).to_string(),
+                allowed: "tags matching [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
+            });
+        }
+    }
+    let mut env = BTreeMap::new();
+    env.insert(
+        "JF_TEMP_IMAGE".to_string(),
+        temp_image(req, generation, attempt, cfg),
+    );
+    env.insert("JF_FINAL_REPO".to_string(), final_repository(req));
+    env.insert("JF_IMAGE_TAGS".to_string(), tags.join("\n"));
+    let mut task = tool_task(cfg, Tool::Skopeo, "publish", PUBLISH_SCRIPT, env);
+    add_registry_credentials(&mut task, req, cfg)?;
+    Ok(RenderedTask {
+        task,
+        group_constraints: Vec::new(),
+    })
+}

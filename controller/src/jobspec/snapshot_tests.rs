@@ -1,0 +1,255 @@
+//! Snapshot tests (insta, JSON) of rendered jobs for representative requests. The fixed scripts
+//! are replaced by `<BUILD_SCRIPT>`-style placeholders in the snapshots so a script change shows
+//! up once (in its own snapshot) instead of in every job.
+
+use std::collections::BTreeMap;
+
+use jobforge_schema::{
+    BuildRequest, BuildSpec, Constraint, PhaseResources, PipelinePhase, ResourceLimits, TestSpec,
+    VaultSecret,
+};
+use serde_json::Value;
+
+use super::*;
+
+fn minimal() -> BuildRequest {
+    BuildRequest::new(
+        "team-a",
+        "myapp-42",
+        BuildSpec {
+            owner: "team-a".into(),
+            repo_url: "https://git.example.com/team-a/myapp.git".into(),
+            git_ref: "main".into(),
+            image_name: "myapp".into(),
+            registry_url: "registry.internal:5000/team-a".into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn with_tests() -> BuildRequest {
+    let mut r = minimal();
+    r.spec.image_tags = vec!["v1.4.2".into(), "latest".into()];
+    r.spec.test = Some(TestSpec {
+        commands: vec!["/app/selftest".into(), "test -f /etc/os-release".into()],
+        entry_point: true,
+        env: BTreeMap::from([("A".into(), "b".into())]),
+        vault_secrets: vec![VaultSecret {
+            path: "secret/data/aws/transcription".into(),
+            fields: BTreeMap::from([("access_key".into(), "AWS_ACCESS_KEY_ID".into())]),
+        }],
+        vault_policies: vec!["aws-read".into()],
+        constraints: vec![Constraint {
+            attribute: "${meta.pool}".into(),
+            value: "builders".into(),
+            operand: String::new(),
+        }],
+        ..Default::default()
+    });
+    r
+}
+
+fn with_credentials() -> BuildRequest {
+    let mut r = minimal();
+    r.spec.git_credentials_path = Some("secret/data/jobforge/git".into());
+    r.spec.registry_credentials_path = Some("secret/data/jobforge/registry".into());
+    r.spec.clear_cache = true;
+    r.spec.dockerfile_path = Some("build/Containerfile".into());
+    r.spec.dockerfile_context = Some("app".into());
+    r
+}
+
+/// Serializes jobs with the scripts replaced by their names.
+fn snapshot_value(jobs: &[crate::nomad::job::Job]) -> Value {
+    let mut v = serde_json::to_value(jobs).unwrap();
+    replace_scripts(&mut v);
+    v
+}
+
+fn replace_scripts(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            for (name, text) in [
+                ("<BUILD_SCRIPT>", build::BUILD_SCRIPT),
+                ("<TEST_SCRIPT>", test::TEST_SCRIPT),
+                ("<IMAGE_TEST_SCRIPT>", test::IMAGE_TEST_SCRIPT),
+                ("<PUBLISH_SCRIPT>", publish::PUBLISH_SCRIPT),
+            ] {
+                if s == text {
+                    *s = name.to_string();
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(replace_scripts),
+        Value::Object(o) => o.values_mut().for_each(replace_scripts),
+        _ => {}
+    }
+}
+
+#[test]
+fn minimal_request_renders_build_and_publish_only() {
+    let jobs = render_all(&minimal(), 1234, 1, &RenderConfig::default()).unwrap();
+    assert_eq!(jobs.len(), 2);
+    insta::assert_json_snapshot!(snapshot_value(&jobs));
+}
+
+#[test]
+fn request_with_tests_and_entry_point_renders_three_phases() {
+    let jobs = render_all(&with_tests(), 1234, 1, &RenderConfig::default()).unwrap();
+    assert_eq!(jobs.len(), 3);
+    insta::assert_json_snapshot!(snapshot_value(&jobs));
+}
+
+#[test]
+fn git_and_registry_credentials_become_vault_templates() {
+    let jobs = render_all(&with_credentials(), 7, 1, &RenderConfig::default()).unwrap();
+    insta::assert_json_snapshot!(snapshot_value(&jobs));
+}
+
+#[test]
+fn ssh_git_credentials_write_a_key_file_template() {
+    let mut r = with_credentials();
+    r.spec.repo_url = "git@git.example.com:team-a/myapp.git".into();
+    let job = render(&r, 7, 1, PipelinePhase::Build, &RenderConfig::default()).unwrap();
+    insta::assert_json_snapshot!(snapshot_value(&[job]));
+}
+
+#[test]
+fn per_phase_resources_override_global_and_defaults() {
+    let mut r = with_tests();
+    r.spec.resource_limits = Some(ResourceLimits {
+        cpu: Some("1500".into()),
+        memory: Some("3000".into()),
+        disk: None,
+        build: Some(PhaseResources {
+            cpu: Some("4000".into()),
+            memory: None,
+            disk: Some("20480".into()),
+        }),
+        test: Some(PhaseResources {
+            cpu: Some("700".into()),
+            memory: None,
+            disk: None,
+        }),
+        publish: None,
+    });
+    if let Some(t) = r.spec.test.as_mut() {
+        t.resource_limits = Some(PhaseResources {
+            cpu: None,
+            memory: Some("512".into()),
+            disk: None,
+        });
+    }
+    let cfg = RenderConfig::default();
+    let res = |p| resolve_resources(&r, p, &cfg).unwrap();
+    assert_eq!(
+        res(PipelinePhase::Build),
+        PhaseDefaults { cpu_mhz: 4000, memory_mb: 3000, disk_mb: 20480 }
+    );
+    assert_eq!(
+        res(PipelinePhase::Test),
+        PhaseDefaults { cpu_mhz: 700, memory_mb: 512, disk_mb: 2048 }
+    );
+    assert_eq!(
+        res(PipelinePhase::Publish),
+        PhaseDefaults { cpu_mhz: 1500, memory_mb: 3000, disk_mb: 2048 }
+    );
+    let jobs = render_all(&r, 1234, 1, &cfg).unwrap();
+    let summary: Vec<Value> = jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "ID": j.id,
+                "Resources": j.task_groups[0].tasks[0].resources,
+                "EphemeralDisk": j.task_groups[0].ephemeral_disk,
+            })
+        })
+        .collect();
+    insta::assert_json_snapshot!(summary);
+}
+
+#[test]
+fn resource_that_is_not_a_positive_integer_is_rejected_with_its_field() {
+    let mut r = minimal();
+    r.spec.resource_limits = Some(ResourceLimits {
+        build: Some(PhaseResources { cpu: Some("4k".into()), memory: None, disk: None }),
+        ..Default::default()
+    });
+    let err = render(&r, 1, 1, PipelinePhase::Build, &RenderConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("spec.resource_limits.build.cpu"), "{err}");
+}
+
+#[test]
+fn docker_profile_runs_tools_in_images_without_privileged() {
+    let cfg = RenderConfig {
+        profile: Profile::Docker,
+        namespace: Some("builds".into()),
+        region: Some("eu".into()),
+        datacenters: vec!["dc1".into()],
+        ..Default::default()
+    };
+    let jobs = render_all(&with_tests(), 1234, 1, &cfg).unwrap();
+    let text = serde_json::to_string(&jobs).unwrap();
+    assert!(!text.contains("privileged"));
+    insta::assert_json_snapshot!(snapshot_value(&jobs));
+}
+
+#[test]
+fn docker_profile_gpu_tests_run_the_image_with_the_nvidia_runtime() {
+    let cfg = RenderConfig { profile: Profile::Docker, ..Default::default() };
+    let mut r = with_tests();
+    if let Some(t) = r.spec.test.as_mut() {
+        t.entry_point = false;
+        t.gpu_required = true;
+        t.gpu_count = 1;
+    }
+    let job = render(&r, 1234, 1, PipelinePhase::Test, &cfg).unwrap();
+    insta::assert_json_snapshot!(snapshot_value(&[job]));
+}
+
+#[test]
+fn gpu_tests_are_unsupported_on_raw_exec() {
+    let mut r = with_tests();
+    if let Some(t) = r.spec.test.as_mut() {
+        t.gpu_required = true;
+    }
+    let err = render(&r, 1, 1, PipelinePhase::Test, &RenderConfig::default()).unwrap_err();
+    assert!(matches!(err, RenderError::Unsupported { .. }), "{err}");
+}
+
+#[test]
+fn second_attempt_gets_its_own_job_ids_and_temp_tag() {
+    let jobs = render_all(&with_tests(), 1234, 2, &RenderConfig::default()).unwrap();
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "jobforge-team-a-myapp-42-1234-build-a2",
+            "jobforge-team-a-myapp-42-1234-test-a2",
+            "jobforge-team-a-myapp-42-1234-publish-a2"
+        ]
+    );
+    insta::assert_json_snapshot!(snapshot_value(&jobs));
+}
+
+#[test]
+fn test_phase_of_a_request_without_tests_is_an_error() {
+    let err = render(&minimal(), 1, 1, PipelinePhase::Test, &RenderConfig::default()).unwrap_err();
+    assert_eq!(err, RenderError::NoTests);
+}
+
+#[test]
+fn dockerfile_path_escaping_the_repository_is_rejected() {
+    let mut r = minimal();
+    r.spec.dockerfile_path = Some("../etc/passwd".into());
+    let err = render(&r, 1, 1, PipelinePhase::Build, &RenderConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("spec.dockerfile_path"), "{err}");
+}
+
+#[test]
+fn every_script_is_snapshotted() {
+    insta::assert_snapshot!("build_script", build::BUILD_SCRIPT);
+    insta::assert_snapshot!("test_script", test::TEST_SCRIPT);
+    insta::assert_snapshot!("image_test_script", test::IMAGE_TEST_SCRIPT);
+    insta::assert_snapshot!("publish_script", publish::PUBLISH_SCRIPT);
+}
