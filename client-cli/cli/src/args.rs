@@ -147,6 +147,14 @@ transition. Driven by Consul blocking queries, never by polling.")]
 A second run over the same files writes nothing (every request reported unchanged).
 --prune deletes requests that match the selector but are not in the files.")]
     Apply(ApplyArgs),
+    /// Print the Nomad jobs the controller would create for a request (for review; no Nomad access).
+    #[command(after_help = "Examples:
+  jobforge render request.yaml
+  jobforge render myapp-1x2y3z --profile docker
+
+Prints a JSON array of Nomad jobs (build, test when the request has tests, publish), rendered with
+the controller's default configuration, overridable with the flags below.")]
+    Render(RenderArgs),
     /// Show the version in deploy/version.yaml and the branch-aware tag.
     #[command(
         after_help = "Example:\n  jobforge version-info\n  Version: 0.1.5\n  Tag: v0.1.5\n  Branch: feature-auth\n  Branch Tag: feature-auth-v0.1.5"
@@ -309,6 +317,22 @@ pub struct ApplyArgs {
     /// Label selector limiting --prune (`key=value[,key=value]`).
     #[arg(short = 'l', long = "selector")]
     pub selector: Option<String>,
+}
+
+/// `render` options.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Request name (in --namespace) or a request file.
+    pub target: String,
+    /// Task profile: raw_exec or docker.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Nomad datacenters (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub datacenters: Vec<String>,
+    /// Generation to render with (default: the stored one, or 1 for a file).
+    #[arg(long)]
+    pub generation: Option<u64>,
 }
 
 /// Version file location.

@@ -11,6 +11,7 @@ mod error;
 mod mcp;
 mod output;
 mod query;
+mod render;
 mod submit;
 mod version;
 mod watch;
@@ -74,5 +75,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Delete(a) => query::delete(&Ctx::new(&g)?, &a.name, a.purge).await,
         Command::Watch(a) => watch::run(&Ctx::new(&g)?, a).await,
         Command::Apply(a) => apply::run(&Ctx::new(&g)?, a).await,
+        Command::Render(a) => render::run(&Ctx::new(&g)?, a).await,
     }
 }
