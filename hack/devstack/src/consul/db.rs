@@ -1,0 +1,389 @@
+//! The emulator's replicated state machine: KV table, sessions, lock-delays, the raft index and
+//! the blocking-query waiters, all behind one mutex (never held across an await).
+//!
+//! Every committed change takes the next raft index (`raft_index + 1`); operations that change
+//! nothing (a failed CAS, an identical write, deleting a missing key) consume no index, so the
+//! indexes clients see are exactly the KV / session table indexes Consul would report.
+
+use std::collections::{BTreeMap, HashMap};
+use tokio::time::Instant;
+
+use super::sessions::{Behavior, CreateRequest, LockDelays, Session};
+use super::store::{DirEntry, KvStore};
+use super::watch::Watchers;
+
+/// Errors of KV writes that Consul reports as errors rather than `false`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// `acquire`/`lock` named a session that does not exist (kvs.go `kvsLockTxn`).
+    #[error("invalid session {0:?}")]
+    InvalidSession(String),
+}
+
+/// How a PUT writes (`?cas`, `?acquire`, `?release` are mutually exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Plain set (keeps any lock holder).
+    Set,
+    /// Check-and-set against `ModifyIndex` (0 = create only).
+    Cas(u64),
+    /// Acquire the lock for the session.
+    Acquire(String),
+    /// Release the lock held by the session.
+    Release(String),
+}
+
+/// How a DELETE deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// One key.
+    Key,
+    /// Every key under the prefix (`?recurse`).
+    Tree,
+    /// One key if its `ModifyIndex` equals the value (`?cas`; 0 never deletes an existing key).
+    Cas(u64),
+}
+
+/// The state behind the mutex.
+#[derive(Debug, Default)]
+pub struct Db {
+    /// KV table.
+    pub kv: KvStore,
+    /// Live sessions by ID.
+    pub sessions: BTreeMap<String, Session>,
+    /// Invalidation deadline per TTL session (2×TTL after the last renewal).
+    pub deadlines: HashMap<String, Instant>,
+    /// Sessions table index.
+    pub sessions_index: u64,
+    /// Last committed raft index.
+    pub raft_index: u64,
+    /// Lock-delays per key.
+    pub lock_delays: LockDelays,
+    /// Blocking-query waiters.
+    pub watchers: Watchers,
+}
+
+impl Db {
+    /// The index the next commit will use.
+    pub fn next_index(&self) -> u64 {
+        self.raft_index + 1
+    }
+
+    /// Marks `idx` committed for the KV table and wakes the watchers of `keys`.
+    pub fn commit_kv<'a>(&mut self, idx: u64, keys: impl IntoIterator<Item = &'a str>) {
+        self.raft_index = self.raft_index.max(idx);
+        for k in keys {
+            self.watchers.key_changed(k);
+        }
+    }
+
+    /// Builds the entry a PUT stores.
+    pub fn new_entry(key: &str, value: Vec<u8>, flags: u64) -> DirEntry {
+        DirEntry {
+            lock_index: 0,
+            key: key.to_string(),
+            flags,
+            value,
+            session: None,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    /// Applies one KV write at `idx` without committing (txn building block). Returns the stored
+    /// entry on success, `None` when the condition failed (Consul answers `false`).
+    ///
+    /// Errors: [`KvError::InvalidSession`] for `Acquire` with an unknown session.
+    pub fn apply_put(
+        &mut self,
+        idx: u64,
+        entry: DirEntry,
+        mode: &PutMode,
+        now: Instant,
+    ) -> Result<Option<(DirEntry, bool)>, KvError> {
+        let existing = self.kv.entry(&entry.key);
+        match mode {
+            PutMode::Set => Ok(Some(self.kv.set(idx, entry, false))),
+            PutMode::Cas(cas) => {
+                let ok = match existing {
+                    None => *cas == 0,
+                    Some(e) => *cas != 0 && e.modify_index == *cas,
+                };
+                Ok(ok.then(|| self.kv.set(idx, entry, false)))
+            }
+            PutMode::Acquire(session) => {
+                // agent/consul/kvs_endpoint.go kvsPreApply: lock-delay first, then the state store.
+                if self.lock_delays.active(&entry.key, now) {
+                    return Ok(None);
+                }
+                if !self.sessions.contains_key(session) {
+                    return Err(KvError::InvalidSession(session.clone()));
+                }
+                let lock_index = match existing {
+                    None => 1,
+                    Some(e) => match &e.session {
+                        Some(holder) if holder != session => return Ok(None),
+                        Some(_) => e.lock_index,
+                        None => e.lock_index + 1,
+                    },
+                };
+                let entry = DirEntry {
+                    lock_index,
+                    session: Some(session.clone()),
+                    ..entry
+                };
+                Ok(Some(self.kv.set(idx, entry, true)))
+            }
+            PutMode::Release(session) => match existing {
+                Some(e) if e.session.as_deref() == Some(session.as_str()) => {
+                    let entry = DirEntry {
+                        lock_index: e.lock_index,
+                        session: None,
+                        ..entry
+                    };
+                    Ok(Some(self.kv.set(idx, entry, true)))
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// A committed KV PUT: returns Consul's boolean answer.
+    ///
+    /// Errors: [`KvError::InvalidSession`].
+    pub fn put(&mut self, entry: DirEntry, mode: &PutMode, now: Instant) -> Result<bool, KvError> {
+        let idx = self.next_index();
+        let key = entry.key.clone();
+        match self.apply_put(idx, entry, mode, now)? {
+            Some((_, changed)) => {
+                if changed {
+                    self.commit_kv(idx, [key.as_str()]);
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// A committed KV DELETE: returns Consul's boolean answer (`true` for a missing key; for
+    /// `Cas`, `true` only when the key is missing or its `ModifyIndex` matched).
+    pub fn delete(&mut self, key: &str, mode: &DeleteMode) -> bool {
+        let idx = self.next_index();
+        let (ok, keys) = self.apply_delete(idx, key, mode);
+        if !keys.is_empty() {
+            self.commit_kv(idx, keys.iter().map(String::as_str));
+        }
+        ok
+    }
+
+    /// Applies a delete at `idx` without committing: `(answer, deleted keys)`.
+    pub fn apply_delete(&mut self, idx: u64, key: &str, mode: &DeleteMode) -> (bool, Vec<String>) {
+        match mode {
+            DeleteMode::Key => {
+                let deleted = self.kv.delete(idx, key);
+                (
+                    true,
+                    if deleted {
+                        vec![key.to_string()]
+                    } else {
+                        vec![]
+                    },
+                )
+            }
+            DeleteMode::Tree => (true, self.kv.delete_tree(idx, key)),
+            DeleteMode::Cas(cas) => match self.kv.entry(key) {
+                // kvs.go kvsDeleteCASTxn: a missing key is already "deleted".
+                None => (true, vec![]),
+                Some(e) if e.modify_index == *cas => {
+                    self.kv.delete(idx, key);
+                    (true, vec![key.to_string()])
+                }
+                Some(_) => (false, vec![]),
+            },
+        }
+    }
+
+    /// Creates a session; returns it.
+    pub fn create_session(&mut self, req: CreateRequest, now: Instant) -> Session {
+        let idx = self.next_index();
+        let s = Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: req.name,
+            node: req.node,
+            lock_delay: req.lock_delay,
+            behavior: req.behavior,
+            ttl: req.ttl,
+            create_index: idx,
+            modify_index: idx,
+        };
+        if let Some(d) = s.deadline(now) {
+            self.deadlines.insert(s.id.clone(), d);
+        }
+        self.sessions.insert(s.id.clone(), s.clone());
+        self.sessions_index = idx;
+        self.raft_index = idx;
+        self.watchers.sessions_changed();
+        s
+    }
+
+    /// Renews a session's TTL timer; `None` when unknown.
+    pub fn renew_session(&mut self, id: &str, now: Instant) -> Option<Session> {
+        let s = self.sessions.get(id)?.clone();
+        if let Some(d) = s.deadline(now) {
+            self.deadlines.insert(s.id.clone(), d);
+        }
+        Some(s)
+    }
+
+    /// Invalidates a session (destroy or TTL expiry): releases or deletes every key it holds,
+    /// per its Behavior, and sets its lock-delay on each (`state/session.go deleteSessionTxn`).
+    /// Returns whether it existed.
+    pub fn invalidate_session(&mut self, id: &str, now: Instant) -> bool {
+        let Some(s) = self.sessions.remove(id) else {
+            return false;
+        };
+        self.deadlines.remove(id);
+        let idx = self.next_index();
+        let held: Vec<DirEntry> = self
+            .kv
+            .list("")
+            .1
+            .into_iter()
+            .filter(|e| e.session.as_deref() == Some(id))
+            .collect();
+        for e in &held {
+            match s.behavior {
+                Behavior::Release => {
+                    let released = DirEntry {
+                        session: None,
+                        ..e.clone()
+                    };
+                    self.kv.set(idx, released, true);
+                }
+                Behavior::Delete => {
+                    self.kv.delete(idx, &e.key);
+                }
+            }
+            self.lock_delays.set(&e.key, now, s.lock_delay);
+        }
+        self.sessions_index = idx;
+        self.commit_kv(idx, held.iter().map(|e| e.key.as_str()));
+        self.watchers.sessions_changed();
+        true
+    }
+
+    /// Invalidates every session whose deadline passed; returns the earliest remaining deadline.
+    pub fn expire_sessions(&mut self, now: Instant) -> Option<Instant> {
+        let due: Vec<String> = self
+            .deadlines
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            tracing::debug!(session = %id, "consul emulator: session TTL expired");
+            self.invalidate_session(&id, now);
+        }
+        self.deadlines.values().min().copied()
+    }
+
+    /// Restarts every TTL timer from `now` (after loading a snapshot, as a new Consul leader does).
+    pub fn restart_timers(&mut self, now: Instant) {
+        self.deadlines = self
+            .sessions
+            .values()
+            .filter_map(|s| s.deadline(now).map(|d| (s.id.clone(), d)))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::sessions::parse_create;
+
+    fn put(db: &mut Db, key: &str, v: &[u8], mode: PutMode) -> Result<bool, KvError> {
+        db.put(Db::new_entry(key, v.to_vec(), 0), &mode, Instant::now())
+    }
+
+    #[test]
+    fn cas_zero_creates_only_once() {
+        let mut db = Db::default();
+        assert_eq!(put(&mut db, "k", b"1", PutMode::Cas(0)), Ok(true));
+        assert_eq!(put(&mut db, "k", b"2", PutMode::Cas(0)), Ok(false));
+        let mi = db.kv.entry("k").map(|e| e.modify_index).unwrap_or(0);
+        assert_eq!(put(&mut db, "k", b"3", PutMode::Cas(mi)), Ok(true));
+        assert_eq!(put(&mut db, "k", b"4", PutMode::Cas(mi)), Ok(false));
+        assert_eq!(put(&mut db, "missing", b"4", PutMode::Cas(7)), Ok(false));
+    }
+
+    #[test]
+    fn acquire_rules_and_lock_delay_after_invalidation() {
+        let mut db = Db::default();
+        let now = Instant::now();
+        let a = db
+            .create_session(parse_create(br#"{"LockDelay":"10s"}"#).unwrap(), now)
+            .id;
+        let b = db.create_session(parse_create(b"").unwrap(), now).id;
+        assert_eq!(
+            put(&mut db, "l", b"x", PutMode::Acquire("nope".into())),
+            Err(KvError::InvalidSession("nope".into()))
+        );
+        assert_eq!(
+            put(&mut db, "l", b"a", PutMode::Acquire(a.clone())),
+            Ok(true)
+        );
+        assert_eq!(db.kv.entry("l").map(|e| e.lock_index), Some(1));
+        assert_eq!(
+            put(&mut db, "l", b"b", PutMode::Acquire(b.clone())),
+            Ok(false)
+        );
+        assert_eq!(
+            put(&mut db, "l", b"a2", PutMode::Acquire(a.clone())),
+            Ok(true)
+        );
+        assert_eq!(db.kv.entry("l").map(|e| e.lock_index), Some(1));
+        assert_eq!(
+            put(&mut db, "l", b"", PutMode::Release(b.clone())),
+            Ok(false)
+        );
+        assert_eq!(
+            put(&mut db, "l", b"r", PutMode::Release(a.clone())),
+            Ok(true)
+        );
+        // Release sets no lock-delay.
+        assert_eq!(
+            put(&mut db, "l", b"b", PutMode::Acquire(b.clone())),
+            Ok(true)
+        );
+        assert_eq!(db.kv.entry("l").map(|e| e.lock_index), Some(2));
+        db.invalidate_session(&b, now);
+        assert_eq!(db.kv.entry("l").and_then(|e| e.session.clone()), None);
+        // b's lock-delay is the default 15s.
+        assert_eq!(put(&mut db, "l", b"a", PutMode::Acquire(a)), Ok(false));
+    }
+
+    #[test]
+    fn delete_behavior_deletes_held_keys() {
+        let mut db = Db::default();
+        let now = Instant::now();
+        let s = db
+            .create_session(parse_create(br#"{"Behavior":"delete"}"#).unwrap(), now)
+            .id;
+        put(&mut db, "d", b"x", PutMode::Acquire(s.clone())).unwrap();
+        db.invalidate_session(&s, now);
+        assert!(db.kv.entry("d").is_none());
+    }
+
+    #[test]
+    fn failed_writes_consume_no_index() {
+        let mut db = Db::default();
+        put(&mut db, "k", b"1", PutMode::Set).unwrap();
+        let before = db.raft_index;
+        put(&mut db, "k", b"1", PutMode::Set).unwrap();
+        put(&mut db, "k", b"2", PutMode::Cas(0)).unwrap();
+        assert!(!db.delete("k", &DeleteMode::Cas(0)));
+        assert!(db.delete("missing", &DeleteMode::Key));
+        assert_eq!(db.raft_index, before);
+    }
+}

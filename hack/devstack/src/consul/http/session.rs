@@ -1,0 +1,201 @@
+//! `/v1/session/*` (`api-docs/session.mdx`), `/v1/txn` (`api-docs/txn.mdx`), `/v1/status/*` and
+//! a minimal `/v1/agent/self`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::kv::{entry_json, wait_durable};
+use super::{DATACENTER, LEADER_ADDR, MAX_TXN_BODY, MAX_VALUE_SIZE};
+use super::{Query, json, parse_blocking, parse_consistency, text, with_consistency, with_index};
+use crate::consul::ConsulState;
+use crate::consul::sessions::{NODE_NAME, SessionError, parse_create};
+use crate::consul::txn::{TxnOutcome, TxnParseError, execute, parse_ops};
+use crate::consul::watch::WatchTarget;
+
+/// PUT `/v1/session/create`: body keys case-insensitive; answers `{"ID": "<uuid>"}`.
+pub async fn create(State(state): State<Arc<ConsulState>>, body: Bytes) -> Response {
+    let req = match parse_create(&body) {
+        Ok(r) => r,
+        Err(e @ SessionError::Node(_)) => {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (id, before, after) = {
+        let mut db = state.lock();
+        let before = db.raft_index;
+        let s = db.create_session(req, Instant::now());
+        (s.id, before, db.raft_index)
+    };
+    state.sessions_touched();
+    if let Err(r) = wait_durable(&state, before, after).await {
+        return r;
+    }
+    json(StatusCode::OK, &json!({ "ID": id }))
+}
+
+/// PUT `/v1/session/renew/<id>`: restarts the TTL timer; answers `[session]`, 404 if unknown.
+pub async fn renew(State(state): State<Arc<ConsulState>>, Path(id): Path<String>) -> Response {
+    let (found, index) = {
+        let mut db = state.lock();
+        (db.renew_session(&id, Instant::now()), db.sessions_index)
+    };
+    state.sessions_touched();
+    match found {
+        Some(s) => with_index(json(StatusCode::OK, &json!([s.to_json()])), index),
+        None => with_index(
+            text(
+                StatusCode::NOT_FOUND,
+                format!("Session id '{id}' not found"),
+            ),
+            index,
+        ),
+    }
+}
+
+/// PUT `/v1/session/destroy/<id>`: invalidates (releasing or deleting held keys, with
+/// lock-delay); always `true`.
+pub async fn destroy(State(state): State<Arc<ConsulState>>, Path(id): Path<String>) -> Response {
+    let (before, after) = {
+        let mut db = state.lock();
+        let before = db.raft_index;
+        db.invalidate_session(&id, Instant::now());
+        (before, db.raft_index)
+    };
+    if let Err(r) = wait_durable(&state, before, after).await {
+        return r;
+    }
+    json(StatusCode::OK, &Value::Bool(true))
+}
+
+async fn session_read(state: &ConsulState, uri: &Uri, id: Option<&str>) -> Response {
+    let q = Query::parse(uri.query());
+    let consistency = match parse_consistency(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let b = match parse_blocking(&q) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (index, list) = state
+        .blocking(WatchTarget::Sessions, b.index, b.wait, |db| {
+            let list: Vec<Value> = db
+                .sessions
+                .values()
+                .filter(|s| id.is_none_or(|id| s.id == id))
+                .map(|s| s.to_json())
+                .collect();
+            (db.sessions_index, list)
+        })
+        .await;
+    with_consistency(
+        with_index(json(StatusCode::OK, &Value::Array(list)), index),
+        consistency,
+    )
+}
+
+/// GET `/v1/session/info/<id>`: `[session]`, or `[]` when unknown (blocking supported).
+pub async fn info(
+    State(state): State<Arc<ConsulState>>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
+    session_read(&state, &uri, Some(&id)).await
+}
+
+/// GET `/v1/session/list`: every session (blocking supported).
+pub async fn list(State(state): State<Arc<ConsulState>>, uri: Uri) -> Response {
+    session_read(&state, &uri, None).await
+}
+
+/// PUT `/v1/txn`: atomic KV operations; 200 on commit, 409 with `Errors` on rollback, 413 for
+/// more than 64 ops or an oversized value/body.
+pub async fn txn(State(state): State<Arc<ConsulState>>, body: Bytes) -> Response {
+    if body.len() > MAX_TXN_BODY {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request body({} bytes) too large, max size: {MAX_TXN_BODY} bytes.",
+                body.len()
+            ),
+        );
+    }
+    let ops = match parse_ops(&body, MAX_VALUE_SIZE) {
+        Ok(o) => o,
+        Err(e @ (TxnParseError::TooManyOps(_) | TxnParseError::ValueTooLarge(..))) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (outcome, before, after) = {
+        let mut db = state.lock();
+        let before = db.raft_index;
+        let out = execute(&mut db, ops, Instant::now());
+        (out, before, db.raft_index)
+    };
+    if let Err(r) = wait_durable(&state, before, after).await {
+        return r;
+    }
+    match outcome {
+        TxnOutcome::Committed(results) => json(
+            StatusCode::OK,
+            &json!({
+                "Results": results.iter().map(|e| json!({ "KV": entry_json(e) })).collect::<Vec<_>>(),
+                "Errors": null,
+            }),
+        ),
+        TxnOutcome::RolledBack(errors) => json(
+            StatusCode::CONFLICT,
+            &json!({
+                "Results": null,
+                "Errors": errors
+                    .iter()
+                    .map(|(i, what)| json!({ "OpIndex": i, "What": what }))
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+    }
+}
+
+/// GET `/v1/status/leader`: `"127.0.0.1:8300"`.
+pub async fn leader() -> Response {
+    json(StatusCode::OK, &json!(LEADER_ADDR))
+}
+
+/// GET `/v1/status/peers`: `["127.0.0.1:8300"]`.
+pub async fn peers() -> Response {
+    json(StatusCode::OK, &json!([LEADER_ADDR]))
+}
+
+/// GET `/v1/agent/self`: `Config` (Datacenter, NodeName, Server, Version) and `Member`.
+pub async fn agent_self() -> Response {
+    json(
+        StatusCode::OK,
+        &json!({
+            "Config": {
+                "Datacenter": DATACENTER,
+                "PrimaryDatacenter": DATACENTER,
+                "NodeName": NODE_NAME,
+                "NodeID": "00000000-0000-4000-8000-000000000001",
+                "Server": true,
+                "Version": "1.21.0",
+                "Revision": "jobforge-devstack",
+            },
+            "Member": {
+                "Name": NODE_NAME,
+                "Addr": "127.0.0.1",
+                "Port": 8301,
+                "Tags": { "role": "consul", "dc": DATACENTER, "port": "8300", "build": "1.21.0" },
+                "Status": 1,
+            },
+            "Meta": {},
+        }),
+    )
+}
