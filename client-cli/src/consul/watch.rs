@@ -1,0 +1,366 @@
+//! A `Stream` of KV changes for a key or a prefix, driven by blocking queries.
+//!
+//! The loop follows Consul's client rules for blocking queries (`features/blocking`):
+//! - the index returned by a read is the next request's `index`; if it goes backwards (snapshot
+//!   restore, tombstone reaping) it is reset to 0 (one non-blocking read, then blocking again);
+//!   it is kept ≥ 1 so a read always blocks after the first;
+//! - requests are rate-limited by a token bucket (burst 2, refill [`WatchOptions::rate_per_sec`]),
+//!   so a key that changes constantly degrades to polling at that rate instead of a hot loop;
+//! - errors are retried with exponential backoff with jitter (backon), each announced as
+//!   [`WatchEvent::Restarting`] so callers can count restarts;
+//! - only real changes are yielded: each key's ModifyIndex is compared with the last one seen.
+//!
+//! There is no fixed-interval polling: an idle watch makes one request per `wait` period.
+//! The stream ends when the [`CancellationToken`] is cancelled; dropping it cancels too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::client::Client;
+use super::error::Result;
+use super::kv::{KvPair, QueryOptions};
+
+/// Tuning of a watch.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Blocking `wait` of each request (default 5 min, Consul's default).
+    pub wait: Duration,
+    /// Token-bucket refill rate, requests per second (default 10).
+    pub rate_per_sec: f64,
+    /// Token-bucket capacity (default 2).
+    pub burst: u32,
+    /// Use `consistent` reads.
+    pub consistent: bool,
+    /// First delay after an error (default 250 ms); doubles up to `max_backoff`, with jitter.
+    pub min_backoff: Duration,
+    /// Longest delay after repeated errors (default 30 s).
+    pub max_backoff: Duration,
+    /// Ends the stream when cancelled.
+    pub cancel: CancellationToken,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            wait: Duration::from_secs(300),
+            rate_per_sec: 10.0,
+            burst: 2,
+            consistent: false,
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The first complete listing (possibly empty), sorted by key, and its index. Always the
+    /// first item of a stream; change events follow.
+    Initial {
+        /// `X-Consul-Index` of the listing.
+        index: u64,
+        /// Every key present.
+        pairs: Vec<KvPair>,
+    },
+    /// A key that did not exist before.
+    Added(KvPair),
+    /// A key whose ModifyIndex changed (value, flags or lock holder).
+    Modified(KvPair),
+    /// A key that disappeared; the last version seen.
+    Deleted(KvPair),
+    /// A request failed; the watch retries after `retry_in` keeping its state.
+    Restarting {
+        /// The error, rendered.
+        error: String,
+        /// Whether the error is transient ([`super::ConsulError::is_transient`]).
+        transient: bool,
+        /// Delay before the next request.
+        retry_in: Duration,
+    },
+}
+
+/// Next `index` after a read answered `got` when the previous request used `prev`
+/// (Consul `features/blocking`, "Implementation details"): backwards → 0, otherwise `got`
+/// kept ≥ 1.
+pub fn next_index(prev: u64, got: u64) -> u64 {
+    if got < prev { 0 } else { got.max(1) }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. A `rate` ≤ 0 is treated as 1 per second; `burst` 0 as 1.
+    pub fn new(burst: u32, rate: f64, now: Instant) -> TokenBucket {
+        let capacity = f64::from(burst.max(1));
+        TokenBucket {
+            capacity,
+            tokens: capacity,
+            rate: if rate > 0.0 { rate } else { 1.0 },
+            last: now,
+        }
+    }
+
+    /// Takes one token at `now`; returns how long the caller must wait before proceeding
+    /// (zero when a token was available).
+    pub fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// Compares a new listing with the known state and returns the change events, updating `known`.
+pub fn diff(known: &mut HashMap<String, KvPair>, listing: Vec<KvPair>) -> Vec<WatchEvent> {
+    let mut events = Vec::new();
+    let mut seen: BTreeMap<String, KvPair> = BTreeMap::new();
+    for p in listing {
+        seen.insert(p.key.clone(), p);
+    }
+    let mut gone: Vec<String> = known
+        .keys()
+        .filter(|k| !seen.contains_key(*k))
+        .cloned()
+        .collect();
+    gone.sort();
+    for k in gone {
+        if let Some(p) = known.remove(&k) {
+            events.push(WatchEvent::Deleted(p));
+        }
+    }
+    for (k, p) in seen {
+        match known.get(&k) {
+            None => {
+                known.insert(k, p.clone());
+                events.push(WatchEvent::Added(p));
+            }
+            Some(old) if old.modify_index != p.modify_index => {
+                known.insert(k, p.clone());
+                events.push(WatchEvent::Modified(p));
+            }
+            Some(_) => {}
+        }
+    }
+    events
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Key(String),
+    Prefix(String),
+}
+
+struct State {
+    client: Client,
+    target: Target,
+    opts: WatchOptions,
+    index: u64,
+    known: HashMap<String, KvPair>,
+    synced: bool,
+    bucket: TokenBucket,
+    backoff: Option<backon::ExponentialBackoff>,
+    delay: Duration,
+}
+
+impl State {
+    async fn fetch(&self, q: QueryOptions) -> Result<(u64, Vec<KvPair>)> {
+        match &self.target {
+            Target::Key(k) => {
+                let (i, p) = self.client.kv_get(k, q).await?;
+                Ok((i, p.into_iter().collect()))
+            }
+            Target::Prefix(p) => self.client.kv_list(p, q).await,
+        }
+    }
+
+    fn backoff_builder(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.opts.min_backoff)
+            .with_max_delay(self.opts.max_backoff)
+            .without_max_times()
+    }
+
+    /// One step: wait (backoff, rate limit), one request, its events. `None` = cancelled.
+    async fn step(&mut self) -> Option<Vec<WatchEvent>> {
+        let cancel = self.opts.cancel.clone();
+        let pause = std::mem::take(&mut self.delay);
+        let limit = self.bucket.take(Instant::now());
+        let until = Instant::now() + pause.max(limit);
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep_until(until) => {}
+        }
+        let q = QueryOptions {
+            index: self.index,
+            wait: Some(self.opts.wait),
+            consistent: self.opts.consistent,
+            stale: false,
+        };
+        let r = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = self.fetch(q) => r,
+        };
+        match r {
+            Ok((got, listing)) => {
+                self.backoff = None;
+                let prev = self.index;
+                self.index = next_index(prev, got);
+                if self.index == 0 {
+                    tracing::debug!(prev, got, "consul watch index went backwards; resetting");
+                }
+                if !self.synced {
+                    self.synced = true;
+                    let mut pairs = listing;
+                    pairs.sort_by(|a, b| a.key.cmp(&b.key));
+                    for p in &pairs {
+                        self.known.insert(p.key.clone(), p.clone());
+                    }
+                    return Some(vec![WatchEvent::Initial { index: got, pairs }]);
+                }
+                Some(diff(&mut self.known, listing))
+            }
+            Err(e) => {
+                let builder = self.backoff_builder();
+                let b = self.backoff.get_or_insert_with(|| builder.build());
+                let retry_in = b.next().unwrap_or(self.opts.max_backoff);
+                self.delay = retry_in;
+                tracing::warn!(error = %e, ?retry_in, "consul watch request failed; retrying");
+                Some(vec![WatchEvent::Restarting {
+                    error: e.to_string(),
+                    transient: e.is_transient(),
+                    retry_in,
+                }])
+            }
+        }
+    }
+}
+
+fn watch(client: Client, target: Target, opts: WatchOptions) -> impl Stream<Item = WatchEvent> {
+    let bucket = TokenBucket::new(opts.burst, opts.rate_per_sec, Instant::now());
+    let state = State {
+        client,
+        target,
+        opts,
+        index: 0,
+        known: HashMap::new(),
+        synced: false,
+        bucket,
+        backoff: None,
+        delay: Duration::ZERO,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let events = s.step().await?;
+        Some((futures::stream::iter(events), s))
+    })
+    .flatten()
+}
+
+/// Watches every key under `prefix` (`recurse` blocking reads). First item:
+/// [`WatchEvent::Initial`]; then `Added`/`Modified`/`Deleted` per changed key and `Restarting`
+/// on errors. Ends when `opts.cancel` is cancelled.
+pub fn watch_prefix(
+    client: Client,
+    prefix: impl Into<String>,
+    opts: WatchOptions,
+) -> impl Stream<Item = WatchEvent> {
+    watch(client, Target::Prefix(prefix.into()), opts)
+}
+
+/// Watches one key; same events as [`watch_prefix`] (the initial listing has 0 or 1 entry).
+pub fn watch_key(
+    client: Client,
+    key: impl Into<String>,
+    opts: WatchOptions,
+) -> impl Stream<Item = WatchEvent> {
+    watch(client, Target::Key(key.into()), opts)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pair(k: &str, m: u64) -> KvPair {
+        KvPair {
+            key: k.into(),
+            value: vec![],
+            flags: 0,
+            create_index: 1,
+            modify_index: m,
+            lock_index: 0,
+            session: None,
+        }
+    }
+
+    #[test]
+    fn index_going_backwards_resets_to_zero_and_zero_becomes_one() {
+        assert_eq!(next_index(0, 0), 1);
+        assert_eq!(next_index(0, 7), 7);
+        assert_eq!(next_index(7, 7), 7);
+        assert_eq!(next_index(7, 9), 9);
+        assert_eq!(next_index(9, 3), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn next_index_is_zero_only_when_going_backwards(prev in 0u64..1000, got in 0u64..1000) {
+            let n = next_index(prev, got);
+            prop_assert_eq!(n == 0, got < prev);
+            if got >= prev { prop_assert!(n >= 1 && n >= got); }
+        }
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_of_two_then_paces_at_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2, 10.0, t0);
+        assert_eq!(b.take(t0), Duration::ZERO);
+        assert_eq!(b.take(t0), Duration::ZERO);
+        let w = b.take(t0);
+        assert!((w.as_secs_f64() - 0.1).abs() < 1e-6, "{w:?}");
+        // After a long idle period the bucket is full again, but never above its capacity.
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(b.take(t1), Duration::ZERO);
+        assert_eq!(b.take(t1), Duration::ZERO);
+        assert!(b.take(t1) > Duration::ZERO);
+    }
+
+    #[test]
+    fn diff_reports_only_real_changes() {
+        let mut known = HashMap::new();
+        let ev = diff(&mut known, vec![pair("a", 1), pair("b", 2)]);
+        assert_eq!(ev.len(), 2);
+        // Same indexes: nothing.
+        assert!(diff(&mut known, vec![pair("a", 1), pair("b", 2)]).is_empty());
+        let ev = diff(&mut known, vec![pair("a", 5), pair("c", 6)]);
+        assert_eq!(
+            ev,
+            vec![
+                WatchEvent::Deleted(pair("b", 2)),
+                WatchEvent::Modified(pair("a", 5)),
+                WatchEvent::Added(pair("c", 6)),
+            ]
+        );
+    }
+}
