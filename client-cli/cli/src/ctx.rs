@@ -1,14 +1,15 @@
 //! What every KV command needs: the store, the namespace and the output format.
 
+use jobforge_client::consul::Client;
 use jobforge_client::store::RequestStore;
-use jobforge_client::store::consul_kv::{ConsulKv, ConsulKvConfig};
+use jobforge_client::store::consul_kv;
 use jobforge_schema::KeyLayout;
 
 use crate::args::{Global, Output};
 use crate::error::CliResult;
 
 /// The store type the CLI and the MCP facade use.
-pub type Store = RequestStore<ConsulKv>;
+pub type Store = RequestStore<Client>;
 
 /// Per-invocation context.
 #[derive(Debug, Clone)]
@@ -24,11 +25,7 @@ pub struct Ctx {
 impl Ctx {
     /// Builds the context from global options (no network access yet).
     pub fn new(g: &Global) -> CliResult<Self> {
-        let kv = ConsulKv::new(ConsulKvConfig::new(
-            &g.consul_addr,
-            g.token.clone(),
-            g.consul_ssl,
-        ))?;
+        let kv = consul_kv::client(&g.consul_addr, g.token.as_deref(), g.consul_ssl)?;
         Ok(Ctx {
             store: RequestStore::new(kv, KeyLayout::new(&g.prefix)),
             namespace: g.namespace.clone(),

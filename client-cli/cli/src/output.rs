@@ -201,6 +201,7 @@ pub fn print_requests(out: Output, items: &[StoredRequest]) -> CliResult<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

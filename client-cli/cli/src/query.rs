@@ -169,24 +169,20 @@ async fn follow_logs(ctx: &Ctx, name: &str, phases: &[PipelinePhase]) -> CliResu
     }
 }
 
-/// The part of `new` not already printed from `old` (see [`follow_logs`]): `new` minus the longest
-/// prefix of it that is a suffix of `old`; all of `new` when they do not overlap.
+/// The part of `new` not already printed from `old` (see [`follow_logs`]): `new` minus its
+/// longest prefix that is a suffix of `old`; all of `new` when they do not overlap.
 pub fn appended<'a>(old: &str, new: &'a str) -> &'a str {
     if let Some(rest) = new.strip_prefix(old) {
         return rest;
     }
-    let mut start = old.len().saturating_sub(64);
-    while !old.is_char_boundary(start) {
-        start += 1;
-    }
-    let probe = &old[start..];
-    if probe.is_empty() {
+    let Some(first) = new.chars().next() else {
         return new;
-    }
-    for (pos, _) in new.rmatch_indices(probe) {
-        let end = pos + probe.len();
-        if old.ends_with(&new[..end]) {
-            return &new[end..];
+    };
+    // Candidates start where `old` holds `new`'s first character; the earliest match is the
+    // longest overlap. Each check is a memcmp, so even a pathological 64 KiB tail stays cheap.
+    for (p, _) in old.match_indices(first) {
+        if let Some(rest) = new.strip_prefix(&old[p..]) {
+            return rest;
         }
     }
     new
@@ -282,6 +278,7 @@ fn report(ctx: &Ctx, name: &str, what: &str, generation: u64) -> CliResult<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::appended;
 

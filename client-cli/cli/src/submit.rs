@@ -176,6 +176,7 @@ fn source_label(a: &SubmitArgs) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

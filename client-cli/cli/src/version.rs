@@ -157,6 +157,7 @@ pub fn set_minor(path: &Path, n: u64, out: Output) -> CliResult<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -133,10 +133,10 @@ fn finish(r: &StoredRequest, ctx: &Ctx) -> CliResult<()> {
     let quiet = matches!(ctx.output, Output::Json | Output::Yaml);
     match r.phase() {
         Phase::Succeeded => {
-            if !quiet {
-                if let Some(img) = r.status.as_ref().and_then(|s| s.image.as_ref()) {
-                    println!("published {}", img.reference);
-                }
+            if let Some(img) = r.status.as_ref().and_then(|s| s.image.as_ref())
+                && !quiet
+            {
+                println!("published {}", img.reference);
             }
             Ok(())
         }

@@ -2,6 +2,8 @@
 //! the interpreter in `JOBFORGE_TEST_PYTHON`) over streamable HTTP and stdio, plus the HTTP
 //! guards: Host/Origin validation, the bearer token on non-loopback binds, `/healthz`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -60,6 +60,9 @@ pub enum KvError {
     /// The server answered with an error (ACL denied, bad request, 5xx).
     #[error("Consul error: {0}")]
     Server(String),
+    /// The connection settings are unusable (an address that does not parse).
+    #[error("Consul settings: {0} (check CONSUL_HTTP_ADDR or --consul-addr)")]
+    Config(String),
 }
 
 /// The KV operations the store needs. Implemented for our Consul client and for an in-memory map.
@@ -567,4 +570,5 @@ fn stored(ns: &str, name: &str, spec: &KvEntry, status: Option<&KvEntry>) -> Sto
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

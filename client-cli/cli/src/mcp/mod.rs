@@ -153,6 +153,7 @@ async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliRe
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::ct_eq;
 

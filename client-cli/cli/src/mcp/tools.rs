@@ -564,6 +564,7 @@ impl ServerHandler for JobforgeMcp {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

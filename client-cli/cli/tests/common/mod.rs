@@ -1,13 +1,14 @@
 //! Test harness: a dev stack with only Consul (port 0), the `jobforge` binary pointed at it, and
 //! direct KV access for driving statuses and logs the way the controller would.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use jobforge_client::store::consul_kv::{ConsulKv, ConsulKvConfig};
+use jobforge_client::consul::Client as ConsulKv;
+use jobforge_client::store::consul_kv;
 use jobforge_client::store::{Blocking, Kv, KvEntry};
 use jobforge_devstack::{DevStack, DevStackConfig};
 use jobforge_schema::{BuildStatus, KeyLayout, Phase};
@@ -35,7 +36,7 @@ impl Consul {
         };
         let stack = rt.block_on(DevStack::start(cfg)).unwrap();
         let addr = stack.consul_addr.unwrap().to_string();
-        let kv = ConsulKv::new(ConsulKvConfig::new(&addr, None, false)).unwrap();
+        let kv = consul_kv::client(&addr, None, false).unwrap();
         Consul {
             rt,
             stack: Some(stack),
