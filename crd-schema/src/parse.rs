@@ -111,6 +111,10 @@ pub fn parse_value(bytes: &[u8], format: Format) -> Result<Value, Problems> {
 fn yaml_error_message(bytes: &[u8], e: &serde_yaml_ng::Error) -> String {
     let msg = e.to_string();
     let mut loc = e.location().map(|l| (l.line(), l.column()));
+    let tab_hint = e
+        .location()
+        .and_then(|l| bytes.get(l.index()))
+        .is_some_and(|b| *b == b'\t');
     if let Some(key) = duplicate_key(&msg) {
         let text = String::from_utf8_lossy(bytes);
         if let Some(found) = locate_duplicate(&text, &key, loc.map_or(1, |l| l.0)) {
@@ -122,7 +126,12 @@ fn yaml_error_message(bytes: &[u8], e: &serde_yaml_ng::Error) -> String {
         .unwrap_or_default();
     // serde_yaml_ng appends its own (mapping-start) position; keep only the message part.
     let core = msg.split(" at line ").next().unwrap_or(&msg);
-    format!("YAML syntax error{at}: {core}")
+    let hint = if tab_hint {
+        " (a tab: YAML indentation must use spaces)"
+    } else {
+        ""
+    };
+    format!("YAML syntax error{at}: {core}{hint}")
 }
 
 /// The key of a serde_yaml_ng `duplicate entry with key "k"` message.

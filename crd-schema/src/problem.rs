@@ -2,12 +2,15 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// One thing wrong with a document.
 ///
 /// `path` is a JSON path from the document root in dotted/indexed form (`spec.image_tags[2]`,
 /// `metadata.labels["app"]`); the empty string (`""`) means the document as a whole (size,
 /// syntax). `message` says what is wrong and what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serializes as `{"path": "...", "message": "..."}` (for JSON output and the MCP facade).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Problem {
     /// JSON path of the offending field, for example `spec.image_tags[2]`; `""` for the whole document.
     pub path: String,
@@ -37,8 +40,10 @@ impl fmt::Display for Problem {
 
 /// Every problem found in one document; never empty when returned as an error.
 ///
-/// `Display` writes one `path: message` per line (no trailing newline).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `Display` writes one `path: message` per line (no trailing newline); serializes as a JSON list
+/// of [`Problem`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {

@@ -184,7 +184,10 @@ fn every_problem_of_a_document_is_reported_at_once() {
 fn yaml_tab_and_duplicate_key_report_line_and_column() {
     let tab = b"apiVersion: jobforge/v1alpha1\nkind: BuildRequest\nmetadata:\n\tname: x\n";
     let err = parse_request(tab, Format::Yaml).unwrap_err();
-    assert!(err.to_string().contains("line 4 column"), "{err}");
+    assert!(
+        err.to_string().contains("line 4 column") && err.to_string().contains("tab"),
+        "{err}"
+    );
     let dup = b"apiVersion: jobforge/v1alpha1\nkind: BuildRequest\nkind: BuildRequest\n";
     let err = parse_request(dup, Format::Yaml).unwrap_err();
     let msg = err.to_string();

@@ -175,6 +175,14 @@ the controller's default configuration, overridable with the flags below.")]
 Streamable HTTP is served at /mcp (health at /healthz). Binding a non-loopback address requires a
 bearer token (--token-file or JOBFORGE_MCP_TOKEN).")]
     Mcp(McpArgs),
+    /// Check BuildRequest files (YAML or JSON) or seed job_config files; exit 1 listing every problem.
+    #[command(after_help = "Examples:
+  jobforge validate request.yaml
+  jobforge validate --global deploy/global.yaml build.yaml")]
+    Validate(crate::validate::Args),
+    /// Print the JSON Schema of the BuildRequest document.
+    #[command(after_help = "Example:\n  jobforge schema > buildrequest.schema.json")]
+    Schema(crate::schema::Args),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  jobforge completions bash > /etc/bash_completion.d/jobforge"

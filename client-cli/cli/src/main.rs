@@ -13,6 +13,7 @@ mod output;
 mod query;
 mod render;
 mod submit;
+mod validate;
 mod version;
 mod watch;
 
@@ -26,6 +27,13 @@ use crate::error::{CliError, EXIT_FAILURE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The offline document commands (owned by the schema crate's engineer) keep their own exit
+    // codes: 0 valid, 1 problems found, 2 when the command itself failed.
+    let cli = match cli.command {
+        Command::Validate(args) => return offline(validate::run(args)),
+        Command::Schema(args) => return offline(schema::run(args)),
+        command => Cli { command, ..cli },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("JOBFORGE_LOG")
@@ -46,6 +54,16 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn offline(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jobforge: {e:#}");
+            ExitCode::from(2)
         }
     }
 }
@@ -76,5 +94,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Watch(a) => watch::run(&Ctx::new(&g)?, a).await,
         Command::Apply(a) => apply::run(&Ctx::new(&g)?, a).await,
         Command::Render(a) => render::run(&Ctx::new(&g)?, a).await,
+        // Handled in `main` before the runtime starts.
+        Command::Validate(_) | Command::Schema(_) => Ok(()),
+    }
+}
+
+/// `jobforge schema`: prints the JSON Schema (the same as `crd-schema/buildrequest.schema.json`).
+mod schema {
+    use std::io::Write;
+    use std::process::ExitCode;
+
+    /// Arguments of `jobforge schema` (none yet).
+    #[derive(Debug, clap::Args)]
+    pub struct Args {}
+
+    /// Writes the pretty-printed schema to stdout.
+    pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(jobforge_schema::schema::request_schema_pretty().as_bytes())?;
+        Ok(ExitCode::SUCCESS)
     }
 }
