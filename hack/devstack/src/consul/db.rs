@@ -244,30 +244,26 @@ impl Db {
         };
         self.deadlines.remove(id);
         let idx = self.next_index();
-        let held: Vec<DirEntry> = self
-            .kv
-            .list("")
-            .1
-            .into_iter()
-            .filter(|e| e.session.as_deref() == Some(id))
-            .collect();
-        for e in &held {
+        let held = self.kv.held_by(id);
+        for key in &held {
             match s.behavior {
                 Behavior::Release => {
-                    let released = DirEntry {
-                        session: None,
-                        ..e.clone()
-                    };
-                    self.kv.set(idx, released, true);
+                    if let Some(e) = self.kv.entry(key) {
+                        let released = DirEntry {
+                            session: None,
+                            ..e.clone()
+                        };
+                        self.kv.set(idx, released, true);
+                    }
                 }
                 Behavior::Delete => {
-                    self.kv.delete(idx, &e.key);
+                    self.kv.delete(idx, key);
                 }
             }
-            self.lock_delays.set(&e.key, now, s.lock_delay);
+            self.lock_delays.set(key, now, s.lock_delay);
         }
         self.sessions_index = idx;
-        self.commit_kv(idx, held.iter().map(|e| e.key.as_str()));
+        self.commit_kv(idx, held.iter().map(String::as_str));
         self.watchers.sessions_changed();
         true
     }
@@ -322,9 +318,14 @@ mod tests {
         let mut db = Db::default();
         let now = Instant::now();
         let a = db
-            .create_session(parse_create(br#"{"LockDelay":"10s"}"#).unwrap(), now)
+            .create_session(
+                parse_create(br#"{"LockDelay":"10s"}"#).expect("test input"),
+                now,
+            )
             .id;
-        let b = db.create_session(parse_create(b"").unwrap(), now).id;
+        let b = db
+            .create_session(parse_create(b"").expect("test input"), now)
+            .id;
         assert_eq!(
             put(&mut db, "l", b"x", PutMode::Acquire("nope".into())),
             Err(KvError::InvalidSession("nope".into()))
@@ -368,9 +369,12 @@ mod tests {
         let mut db = Db::default();
         let now = Instant::now();
         let s = db
-            .create_session(parse_create(br#"{"Behavior":"delete"}"#).unwrap(), now)
+            .create_session(
+                parse_create(br#"{"Behavior":"delete"}"#).expect("test input"),
+                now,
+            )
             .id;
-        put(&mut db, "d", b"x", PutMode::Acquire(s.clone())).unwrap();
+        put(&mut db, "d", b"x", PutMode::Acquire(s.clone())).expect("test input");
         db.invalidate_session(&s, now);
         assert!(db.kv.entry("d").is_none());
     }
@@ -378,12 +382,112 @@ mod tests {
     #[test]
     fn failed_writes_consume_no_index() {
         let mut db = Db::default();
-        put(&mut db, "k", b"1", PutMode::Set).unwrap();
+        put(&mut db, "k", b"1", PutMode::Set).expect("test input");
         let before = db.raft_index;
-        put(&mut db, "k", b"1", PutMode::Set).unwrap();
-        put(&mut db, "k", b"2", PutMode::Cas(0)).unwrap();
+        put(&mut db, "k", b"1", PutMode::Set).expect("test input");
+        put(&mut db, "k", b"2", PutMode::Cas(0)).expect("test input");
         assert!(!db.delete("k", &DeleteMode::Cas(0)));
         assert!(db.delete("missing", &DeleteMode::Key));
         assert_eq!(db.raft_index, before);
+    }
+
+    mod props {
+        use super::*;
+        use crate::consul::txn::{KvOp, Verb, execute};
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Put(u8, u8, Option<u64>),
+            Delete(u8, Option<u64>),
+            DeleteTree(u8),
+            Acquire(u8, bool),
+            Release(u8, bool),
+            Invalidate(bool),
+            FailingTxn(u8, u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..6, any::<u8>(), proptest::option::of(0u64..40))
+                    .prop_map(|(k, v, c)| Op::Put(k, v, c)),
+                (0u8..6, proptest::option::of(0u64..40)).prop_map(|(k, c)| Op::Delete(k, c)),
+                (0u8..3).prop_map(Op::DeleteTree),
+                (0u8..6, any::<bool>()).prop_map(|(k, s)| Op::Acquire(k, s)),
+                (0u8..6, any::<bool>()).prop_map(|(k, s)| Op::Release(k, s)),
+                any::<bool>().prop_map(Op::Invalidate),
+                (0u8..6, any::<u8>()).prop_map(|(k, v)| Op::FailingTxn(k, v)),
+            ]
+        }
+
+        fn key(k: u8) -> String {
+            format!("{}/{}", k % 3, k)
+        }
+
+        proptest! {
+            /// Indexes never go backwards, every entry's indexes are within the raft index, a
+            /// holder's session exists, and a failing txn changes nothing.
+            #[test]
+            fn indexes_stay_monotonic_and_consistent(ops in proptest::collection::vec(op(), 1..60)) {
+                let mut db = Db::default();
+                let now = Instant::now();
+                let mut sessions = [String::new(), String::new()];
+                for (i, s) in sessions.iter_mut().enumerate() {
+                    let body = format!(r#"{{"LockDelay":"{}s"}}"#, i);
+                    *s = db.create_session(parse_create(body.as_bytes()).expect("valid"), now).id;
+                }
+                for op in ops {
+                    let before = db.raft_index;
+                    let sid = |b: bool| sessions[usize::from(b)].clone();
+                    match op {
+                        Op::Put(k, v, cas) => {
+                            let mode = cas.map_or(PutMode::Set, PutMode::Cas);
+                            let _ = db.put(Db::new_entry(&key(k), vec![v], 0), &mode, now);
+                        }
+                        Op::Delete(k, cas) => {
+                            db.delete(&key(k), &cas.map_or(DeleteMode::Key, DeleteMode::Cas));
+                        }
+                        Op::DeleteTree(p) => {
+                            db.delete(&format!("{p}/"), &DeleteMode::Tree);
+                        }
+                        Op::Acquire(k, s) => {
+                            let _ = db.put(Db::new_entry(&key(k), vec![1], 0), &PutMode::Acquire(sid(s)), now);
+                        }
+                        Op::Release(k, s) => {
+                            let _ = db.put(Db::new_entry(&key(k), vec![], 0), &PutMode::Release(sid(s)), now);
+                        }
+                        Op::Invalidate(s) => {
+                            let id = sid(s);
+                            db.invalidate_session(&id, now);
+                            let body = format!(r#"{{"LockDelay":"{}s"}}"#, usize::from(s));
+                            sessions[usize::from(s)] =
+                                db.create_session(parse_create(body.as_bytes()).expect("valid"), now).id;
+                        }
+                        Op::FailingTxn(k, v) => {
+                            let snapshot = db.kv.list("");
+                            let out = execute(&mut db, vec![
+                                KvOp { verb: Verb::Put(PutMode::Set), key: key(k), value: vec![v, 1], flags: 0 },
+                                KvOp { verb: Verb::Delete(DeleteMode::Tree), key: String::new(), value: vec![], flags: 0 },
+                                KvOp { verb: Verb::Get, key: "never/exists".into(), value: vec![], flags: 0 },
+                            ], now);
+                            prop_assert!(!out.committed());
+                            prop_assert_eq!(db.kv.list(""), snapshot);
+                            prop_assert_eq!(db.raft_index, before);
+                        }
+                    }
+                    prop_assert!(db.raft_index >= before);
+                    prop_assert!(db.kv.table_index() <= db.raft_index);
+                    for e in db.kv.list("").1 {
+                        prop_assert!(e.create_index <= e.modify_index);
+                        prop_assert!(e.modify_index <= db.kv.table_index());
+                        if let Some(s) = &e.session {
+                            prop_assert!(db.sessions.contains_key(s), "holder {} is gone", s);
+                            // No LockIndex invariant: as kvs.go kvsSetTxn, a plain PUT keeps the
+                            // holder but stores the request's LockIndex (0).
+                        }
+                    }
+                }
+            }
+        }
     }
 }

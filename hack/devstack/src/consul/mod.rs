@@ -4,13 +4,13 @@
 //! `features/blocking.mdx`).
 //!
 //! Concepts, one file each:
-//! - [`store`]: the KV table, tombstones and the indexes Consul reports;
-//! - [`db`]: the state machine (KV writes with CAS / acquire / release, sessions, lock-delay, raft index);
-//! - [`watch`]: blocking-query waiters woken per key / prefix;
-//! - [`sessions`]: session create parsing, TTL and lock-delay rules;
-//! - [`txn`]: `/v1/txn`;
-//! - [`persist`]: `--data-dir` snapshots;
-//! - [`http`]: the axum handlers.
+//! - `store`: the KV table, tombstones and the indexes Consul reports;
+//! - `db`: the state machine (KV writes with CAS / acquire / release, sessions, lock-delay, raft index);
+//! - `watch`: blocking-query waiters woken per key / prefix;
+//! - `sessions`: session create parsing, TTL and lock-delay rules;
+//! - `txn`: `/v1/txn`;
+//! - `persist`: `--data-dir` snapshots;
+//! - `http`: the axum handlers.
 //!
 //! One [`std::sync::Mutex`] guards the state; it is never held across an await. A background
 //! reaper task sleeps until the earliest session deadline (2×TTL after the last renewal) and
@@ -226,10 +226,10 @@ async fn reaper(state: std::sync::Weak<ConsulState>, wake: Arc<Notify>, cancel: 
                 let next = db.expire_sessions(Instant::now());
                 (next, (db.raft_index > before).then_some(db.raft_index))
             };
-            if let Some(index) = index {
-                if let Err(e) = s.durable(index).await {
-                    tracing::error!(error = %e, "consul emulator: persisting session expiry failed");
-                }
+            if let Some(index) = index
+                && let Err(e) = s.durable(index).await
+            {
+                tracing::error!(error = %e, "consul emulator: persisting session expiry failed");
             }
             next
         };

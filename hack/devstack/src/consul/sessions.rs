@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn lowercase_keys_as_py_consul_sends_them() {
         let r = parse_create(br#"{"name":"n","lockdelay":"1s","ttl":"10s","behavior":"delete"}"#)
-            .unwrap();
+            .expect("test input");
         assert_eq!(r.name, "n");
         assert_eq!(r.lock_delay, Duration::from_secs(1));
         assert_eq!(r.ttl, Some(Duration::from_secs(10)));
@@ -265,14 +265,14 @@ mod tests {
 
     #[test]
     fn defaults_and_caps() {
-        let r = parse_create(b"").unwrap();
+        let r = parse_create(b"").expect("test input");
         assert_eq!(r.lock_delay, DEFAULT_LOCK_DELAY);
         assert_eq!(r.ttl, None);
-        let r = parse_create(br#"{"LockDelay":"5m"}"#).unwrap();
+        let r = parse_create(br#"{"LockDelay":"5m"}"#).expect("test input");
         assert_eq!(r.lock_delay, MAX_LOCK_DELAY);
-        let r = parse_create(br#"{"LockDelay":7}"#).unwrap();
+        let r = parse_create(br#"{"LockDelay":7}"#).expect("test input");
         assert_eq!(r.lock_delay, Duration::from_secs(7));
-        let r = parse_create(br#"{"LockDelay":2000000000}"#).unwrap();
+        let r = parse_create(br#"{"LockDelay":2000000000}"#).expect("test input");
         assert_eq!(r.lock_delay, Duration::from_secs(2));
     }
 

@@ -109,6 +109,15 @@ impl KvStore {
         self.entries.get(key)
     }
 
+    /// Keys whose lock `session` holds (a scan without cloning values; invalidation is rare).
+    pub fn held_by(&self, session: &str) -> Vec<String> {
+        self.entries
+            .values()
+            .filter(|e| e.session.as_deref() == Some(session))
+            .map(|e| e.key.clone())
+            .collect()
+    }
+
     /// Single get: `(index, entry)` with the index rule of the module docs.
     pub fn get(&self, key: &str) -> (u64, Option<&DirEntry>) {
         match self.entries.get(key) {
@@ -204,10 +213,10 @@ impl KvStore {
         if !update_session {
             entry.session = existing.and_then(|e| e.session.clone());
         }
-        if let Some(e) = existing {
-            if e.same_content(&entry) {
-                return (e.clone(), false);
-            }
+        if let Some(e) = existing
+            && e.same_content(&entry)
+        {
+            return (e.clone(), false);
         }
         entry.modify_index = idx;
         self.record(&entry.key);

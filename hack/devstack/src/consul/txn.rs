@@ -300,7 +300,7 @@ mod tests {
     use super::*;
 
     fn ops(json: &str) -> Vec<KvOp> {
-        parse_ops(json.as_bytes(), 512 * 1024).unwrap()
+        parse_ops(json.as_bytes(), 512 * 1024).expect("test input")
     }
 
     #[test]

@@ -95,6 +95,11 @@ impl Watchers {
         self.sessions.iter().for_each(|(_, n)| n.notify_one());
     }
 
+    /// True when no query waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Number of registered waiters (for tests).
     pub fn len(&self) -> usize {
         self.keys.values().map(Vec::len).sum::<usize>()

@@ -84,7 +84,12 @@ pub async fn get(State(state): State<Arc<ConsulState>>, uri: Uri, headers: Heade
     if !keys && !recurse && key.is_empty() {
         return missing_key();
     }
-    let separator = q.get("separator").unwrap_or_default().to_string();
+    // kvs_endpoint.go also accepts the historic spelling "seperator".
+    let separator = q
+        .get("separator")
+        .or_else(|| q.get("seperator"))
+        .unwrap_or_default()
+        .to_string();
     let target = if keys || recurse {
         WatchTarget::Prefix(key.clone())
     } else {
@@ -117,11 +122,9 @@ pub async fn get(State(state): State<Arc<ConsulState>>, uri: Uri, headers: Heade
         Read::One(Some(e)) if q.has("raw") => (
             StatusCode::OK,
             [
-                (
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; charset=utf-8",
-                ),
+                (axum::http::header::CONTENT_TYPE, "text/plain"),
                 (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (axum::http::header::CONTENT_SECURITY_POLICY, "sandbox"),
             ],
             e.value,
         )
@@ -141,14 +144,14 @@ pub(super) async fn wait_durable(
     before: u64,
     after: u64,
 ) -> Result<(), Response> {
-    if after > before {
-        if let Err(e) = state.durable(after).await {
-            tracing::error!(error = %e, "consul emulator: persisting failed");
-            return Err(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to persist the write: {e}"),
-            ));
-        }
+    if after > before
+        && let Err(e) = state.durable(after).await
+    {
+        tracing::error!(error = %e, "consul emulator: persisting failed");
+        return Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to persist the write: {e}"),
+        ));
     }
     Ok(())
 }
