@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use jobforge_schema::BuildRequest;
 
 use super::escaping::{env_template, file_template};
-use super::profiles::{add_registry_credentials, ensure_vault, tool_task, Tool};
-use super::{check_relative_path, temp_image, RenderConfig, RenderError, RenderedTask};
+use super::profiles::{Tool, add_registry_credentials, ensure_vault, tool_task};
+use super::{RenderConfig, RenderError, RenderedTask, check_relative_path, temp_image};
 
 /// The build task's fixed script (run as `/bin/sh -c BUILD_SCRIPT jobforge-build`).
 pub const BUILD_SCRIPT: &str = concat!(
@@ -141,7 +141,10 @@ pub(crate) fn build_task(
                 "spec.git_credentials_path",
                 "git",
                 path,
-                &[("username", "JF_GIT_USERNAME"), ("password", "JF_GIT_PASSWORD")],
+                &[
+                    ("username", "JF_GIT_USERNAME"),
+                    ("password", "JF_GIT_PASSWORD"),
+                ],
             )?
         };
         task.templates.push(t);
@@ -155,6 +158,7 @@ pub(crate) fn build_task(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

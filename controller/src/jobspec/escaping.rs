@@ -106,6 +106,7 @@ pub fn file_template(file_name: &str, path: &str, vault_field: &str) -> Template
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -152,9 +153,17 @@ mod tests {
 
     #[test]
     fn env_template_rejects_a_variable_name_that_is_not_an_identifier() {
-        let err = env_template("spec.test.vault_secrets[0].fields", "t", "p", &[("f", "A=B")])
-            .unwrap_err();
-        assert!(err.to_string().contains("spec.test.vault_secrets[0].fields"));
+        let err = env_template(
+            "spec.test.vault_secrets[0].fields",
+            "t",
+            "p",
+            &[("f", "A=B")],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("spec.test.vault_secrets[0].fields")
+        );
     }
 
     proptest! {
@@ -163,7 +172,7 @@ mod tests {
             let lit = escape_template_string(&s);
             prop_assert!(lit.starts_with('"') && lit.ends_with('"'));
             let inner = &lit[1..lit.len() - 1];
-            prop_assert!(!inner.contains('{') && !inner.contains('}'));
+            prop_assert!(!inner.contains(['{', '}']), "brace in {}", inner);
             prop_assert!(!inner.contains('"'));
             prop_assert!(inner.chars().all(|c| c.is_ascii() && !c.is_ascii_control()));
             prop_assert_eq!(go_unquote(&lit), s);

@@ -25,16 +25,18 @@ use std::collections::BTreeMap;
 use jobforge_schema::{BuildRequest, PhaseResources, PipelinePhase};
 
 use crate::nomad::job::{
-    EphemeralDisk, Job, LogConfig, ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
-    NS_PER_SEC,
+    EphemeralDisk, Job, LogConfig, NS_PER_SEC, ReschedulePolicy, Resources, RestartPolicy, Task,
+    TaskGroup,
 };
 
 /// The shell prelude shared by every script: strict mode, task directories, the `bh` buildah
-/// wrapper (storage driver and optional root), `jf_fail` and `jf_login`.
+/// wrapper (storage driver and optional root), `jf_fail` and `jf_login`. `umask 022` keeps the
+/// checkout's file modes as git records them (a stricter umask would leak into image layers);
+/// the authfile is created under `umask 077` (buildah/skopeo `login` write it 0600 themselves).
 macro_rules! sh_prelude {
     () => {
         r#"set -eu
-umask 077
+umask 022
 jf_secrets=${NOMAD_SECRETS_DIR:-$PWD/secrets}
 jf_task=${NOMAD_TASK_DIR:-$PWD/local}
 jf_auth=$jf_secrets/jobforge-auth.json
@@ -56,7 +58,7 @@ jf_login() {
     printf '%s' "$JF_REGISTRY_PASSWORD" | "$1" login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$JF_REGISTRY_USERNAME" --password-stdin -- "$JF_REGISTRY_HOST" >/dev/null
     unset JF_REGISTRY_PASSWORD
   else
-    printf '{"auths":{}}\n' >"$jf_auth"
+    (umask 077 && printf '{"auths":{}}\n' >"$jf_auth")
   fi
 }
 "#
@@ -168,11 +170,7 @@ pub fn render(
     let res = resolve_resources(req, phase, cfg)?;
     let mut task = rendered.task;
     task.name = phase.as_str().to_string();
-    let devices = task
-        .resources
-        .take()
-        .map(|r| r.devices)
-        .unwrap_or_default();
+    let devices = task.resources.take().map(|r| r.devices).unwrap_or_default();
     task.resources = Some(Resources {
         cpu: res.cpu_mhz,
         memory_mb: res.memory_mb,
@@ -337,10 +335,8 @@ fn duration_ns(d: std::time::Duration) -> i64 {
 /// Checks that a repository-relative path (Dockerfile or context) is relative and has no `..`
 /// component. Errors: [`RenderError::InvalidField`].
 pub(crate) fn check_relative_path(field: &str, p: &str) -> Result<(), RenderError> {
-    let bad = p.is_empty()
-        || p.starts_with('/')
-        || p.split('/').any(|c| c == "..")
-        || p.contains('\0');
+    let bad =
+        p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains('\0');
     if bad {
         Err(RenderError::InvalidField {
             field: field.to_string(),
@@ -363,4 +359,5 @@ pub(crate) fn bool_text(b: bool) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod snapshot_tests;

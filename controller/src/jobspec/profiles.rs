@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 
 use jobforge_schema::BuildRequest;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
-use crate::nomad::job::{Task, Template, Vault};
+use crate::nomad::job::{Task, Vault};
 
 use super::escaping::env_template;
-use super::{bool_text, registry_host, Profile, RenderConfig, RenderError};
+use super::{Profile, RenderConfig, RenderError, bool_text, registry_host};
 
 /// Which tool image a docker-profile task needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +36,6 @@ pub fn driver(profile: Profile) -> &'static str {
         Profile::RawExec => "raw_exec",
         Profile::Docker => "docker",
     }
-}
-
-/// The profile's name in messages (`raw_exec`, `docker`).
-pub fn profile_name(profile: Profile) -> &'static str {
-    driver(profile)
 }
 
 /// The argv after `/bin/sh`: `["-c", script, "jobforge-<phase>", extra...]`.
@@ -78,8 +73,10 @@ pub fn tool_task(
             m
         }
         Profile::Docker => {
-            env.insert("STORAGE_DRIVER".into(), cfg.storage_driver.clone());
-            env.insert("BUILDAH_ISOLATION".into(), "chroot".into());
+            if tool == Tool::Buildah {
+                env.insert("STORAGE_DRIVER".into(), cfg.storage_driver.clone());
+                env.insert("BUILDAH_ISOLATION".into(), "chroot".into());
+            }
             let image = match tool {
                 Tool::Buildah => &cfg.buildah_image,
                 Tool::Skopeo => &cfg.skopeo_image,
@@ -147,9 +144,4 @@ pub fn ensure_vault(task: &mut Task, cfg: &RenderConfig, extra: &[String]) {
             vault.policies.push(p.clone());
         }
     }
-}
-
-/// Pushes a template (helper for phase modules).
-pub fn push_template(task: &mut Task, t: Template) {
-    task.templates.push(t);
 }

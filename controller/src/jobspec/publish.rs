@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use jobforge_schema::BuildRequest;
 
-use super::profiles::{add_registry_credentials, tool_task, Tool};
-use super::{final_repository, temp_image, RenderConfig, RenderError, RenderedTask};
+use super::profiles::{Tool, add_registry_credentials, tool_task};
+use super::{RenderConfig, RenderError, RenderedTask, final_repository, temp_image};
 
 /// The publish task's fixed script (run as `/bin/sh -c PUBLISH_SCRIPT jobforge-publish`).
 /// The `{{.Digest}}` Go template passed to `skopeo inspect` is this constant's text, never input.

@@ -144,15 +144,27 @@ fn per_phase_resources_override_global_and_defaults() {
     let res = |p| resolve_resources(&r, p, &cfg).unwrap();
     assert_eq!(
         res(PipelinePhase::Build),
-        PhaseDefaults { cpu_mhz: 4000, memory_mb: 3000, disk_mb: 20480 }
+        PhaseDefaults {
+            cpu_mhz: 4000,
+            memory_mb: 3000,
+            disk_mb: 20480
+        }
     );
     assert_eq!(
         res(PipelinePhase::Test),
-        PhaseDefaults { cpu_mhz: 700, memory_mb: 512, disk_mb: 2048 }
+        PhaseDefaults {
+            cpu_mhz: 700,
+            memory_mb: 512,
+            disk_mb: 2048
+        }
     );
     assert_eq!(
         res(PipelinePhase::Publish),
-        PhaseDefaults { cpu_mhz: 1500, memory_mb: 3000, disk_mb: 2048 }
+        PhaseDefaults {
+            cpu_mhz: 1500,
+            memory_mb: 3000,
+            disk_mb: 2048
+        }
     );
     let jobs = render_all(&r, 1234, 1, &cfg).unwrap();
     let summary: Vec<Value> = jobs
@@ -172,11 +184,18 @@ fn per_phase_resources_override_global_and_defaults() {
 fn resource_that_is_not_a_positive_integer_is_rejected_with_its_field() {
     let mut r = minimal();
     r.spec.resource_limits = Some(ResourceLimits {
-        build: Some(PhaseResources { cpu: Some("4k".into()), memory: None, disk: None }),
+        build: Some(PhaseResources {
+            cpu: Some("4k".into()),
+            memory: None,
+            disk: None,
+        }),
         ..Default::default()
     });
     let err = render(&r, 1, 1, PipelinePhase::Build, &RenderConfig::default()).unwrap_err();
-    assert!(err.to_string().contains("spec.resource_limits.build.cpu"), "{err}");
+    assert!(
+        err.to_string().contains("spec.resource_limits.build.cpu"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -196,7 +215,10 @@ fn docker_profile_runs_tools_in_images_without_privileged() {
 
 #[test]
 fn docker_profile_gpu_tests_run_the_image_with_the_nvidia_runtime() {
-    let cfg = RenderConfig { profile: Profile::Docker, ..Default::default() };
+    let cfg = RenderConfig {
+        profile: Profile::Docker,
+        ..Default::default()
+    };
     let mut r = with_tests();
     if let Some(t) = r.spec.test.as_mut() {
         t.entry_point = false;
@@ -234,7 +256,14 @@ fn second_attempt_gets_its_own_job_ids_and_temp_tag() {
 
 #[test]
 fn test_phase_of_a_request_without_tests_is_an_error() {
-    let err = render(&minimal(), 1, 1, PipelinePhase::Test, &RenderConfig::default()).unwrap_err();
+    let err = render(
+        &minimal(),
+        1,
+        1,
+        PipelinePhase::Test,
+        &RenderConfig::default(),
+    )
+    .unwrap_err();
     assert_eq!(err, RenderError::NoTests);
 }
 

@@ -25,13 +25,13 @@
 use std::collections::BTreeMap;
 
 use jobforge_schema::BuildRequest;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::nomad::job::{Constraint, RequestedDevice};
 
 use super::escaping::{env_template, validate_env_name};
-use super::profiles::{add_registry_credentials, ensure_vault, sh_args, tool_task, Tool};
-use super::{temp_image, Profile, RenderConfig, RenderError, RenderedTask};
+use super::profiles::{Tool, add_registry_credentials, ensure_vault, sh_args, tool_task};
+use super::{Profile, RenderConfig, RenderError, RenderedTask, temp_image};
 
 /// The buildah-mode test script (run as `/bin/sh -c TEST_SCRIPT jobforge-test`).
 pub const TEST_SCRIPT: &str = concat!(
@@ -154,7 +154,7 @@ pub(crate) fn test_task(
                 field: "spec.test.gpu_required".into(),
                 profile: "raw_exec",
                 why: "GPU tests need the docker profile (NVIDIA runtime)",
-            })
+            });
         }
         (Profile::Docker, true) => true,
         _ => false,

@@ -1,0 +1,230 @@
+//! The rendered build and publish jobs run for real: host `git`, `buildah` (vfs, chroot) and
+//! `skopeo` against a `docker-registry` started by the test on a free loopback port, with a local
+//! `file://` repository. Proves the flags of the fixed scripts exist in the installed tools
+//! (Debian bookworm: buildah 1.28, skopeo 1.9) and that the digest printed by build equals the
+//! digest published under every final tag, that test commands and the entry point run inside the
+//! image (`buildah from` + `buildah run`) with the test env, stopping at the first failure, and
+//! that the temporary tag is deleted.
+//! Needs `git`, `buildah`, `skopeo` and `docker-registry` in PATH (fails, never skips, otherwise).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jobforge_controller::jobspec::{self, RenderConfig};
+use jobforge_controller::nomad::job::Job;
+use std::collections::BTreeMap;
+
+use jobforge_schema::{BuildRequest, BuildSpec, PipelinePhase, TestSpec};
+
+/// Stops the registry even when the test fails.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Registry {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("registry.yml");
+    fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("regdata").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker-registry must be installed (Debian package docker-registry)");
+    let stderr = child.stderr.take().unwrap();
+    let reg = Registry { child, port };
+    // Wait for the registry's own "listening on" log line (no polling), with a deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("registry did not log `listening on` for port {port}"));
+    reg
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn run(job: &Job, root: &Path) -> (Option<i32>, String) {
+    let (code, stdout, stderr) = run_raw(job, root);
+    assert_eq!(code, Some(0), "{}: {stdout}\n{stderr}", job.id);
+    (code, stdout)
+}
+
+fn run_raw(job: &Job, root: &Path) -> (Option<i32>, String, String) {
+    let task = &job.task_groups[0].tasks[0];
+    let args: Vec<&str> = task.config["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let task_dir = root.join(format!("{}-task", task.name));
+    let secrets = root.join(format!("{}-secrets", task.name));
+    fs::create_dir_all(&task_dir).unwrap();
+    fs::create_dir_all(&secrets).unwrap();
+    let out = Command::new(task.config["command"].as_str().unwrap())
+        .args(&args)
+        .envs(&task.env)
+        .env("NOMAD_TASK_DIR", &task_dir)
+        .env("NOMAD_SECRETS_DIR", &secrets)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stdout, stderr)
+}
+
+fn marker<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(key))
+        .next_back()
+}
+
+#[test]
+fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_registry(dir.path());
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(repo.join("app")).unwrap();
+    // A static busybox as /bin/sh gives the scratch image a shell for the test phase.
+    fs::copy("/bin/busybox", repo.join("app/sh")).expect("static /bin/busybox (package busybox)");
+    fs::write(
+        repo.join("app/Containerfile"),
+        "FROM scratch\nCOPY sh /bin/sh\nCOPY hello.txt /hello.txt\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"test -f /hello.txt\"]\n",
+    )
+    .unwrap();
+    fs::write(repo.join("app/hello.txt"), "hello\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "one"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+
+    let registry = format!("127.0.0.1:{}/team-a", reg.port);
+    let req = BuildRequest::new(
+        "team-a",
+        "hello",
+        BuildSpec {
+            owner: "team-a".into(),
+            repo_url: format!("file://{}", repo.display()),
+            git_ref: "main".into(),
+            dockerfile_path: Some("app/Containerfile".into()),
+            dockerfile_context: Some("app".into()),
+            image_name: "hello".into(),
+            image_tags: vec!["v1".into(), "latest".into()],
+            registry_url: registry.clone(),
+            test: Some(TestSpec {
+                commands: vec![
+                    "test \"$GREETING\" = 'hi $(touch /pwned) `x`'".into(),
+                    "test -f /hello.txt && ! test -e /pwned".into(),
+                ],
+                entry_point: true,
+                env: BTreeMap::from([("GREETING".into(), "hi $(touch /pwned) `x`".into())]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let cfg = RenderConfig {
+        tls_verify: false,
+        work_root: Some(dir.path().join("buildah")),
+        ..Default::default()
+    };
+
+    let build = jobspec::render(&req, 3, 1, PipelinePhase::Build, &cfg).unwrap();
+    let (_, out) = run(&build, dir.path());
+    assert_eq!(
+        marker(&out, "::jobforge::commit="),
+        Some(sha.as_str()),
+        "{out}"
+    );
+    let digest = marker(&out, "::jobforge::digest=")
+        .expect("build digest")
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let test = jobspec::render(&req, 3, 1, PipelinePhase::Test, &cfg).unwrap();
+    let (_, out) = run(&test, dir.path());
+    assert!(out.contains("jobforge: all tests passed"), "{out}");
+
+    let mut failing = req.clone();
+    if let Some(t) = failing.spec.test.as_mut() {
+        t.commands = vec!["true".into(), "exit 5".into(), "touch /never".into()];
+    }
+    let test = jobspec::render(&failing, 3, 1, PipelinePhase::Test, &cfg).unwrap();
+    let (code, out, err) = run_raw(&test, dir.path());
+    assert_eq!(code, Some(5), "{out}\n{err}");
+    assert!(out.contains("::jobforge::failed-command=2\n"), "{out}");
+
+    let publish = jobspec::render(&req, 3, 1, PipelinePhase::Publish, &cfg).unwrap();
+    let (_, out) = run(&publish, dir.path());
+    assert_eq!(
+        marker(&out, "::jobforge::digest="),
+        Some(digest.as_str()),
+        "{out}"
+    );
+
+    let inspect = |reference: &str| {
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap()
+    };
+    for tag in ["v1", "latest"] {
+        let o = inspect(&format!("{registry}/hello:{tag}"));
+        assert!(
+            o.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), digest);
+    }
+    let temp = inspect(&format!("{registry}/jobforge-tmp/hello:hello-3-a1"));
+    assert!(!temp.status.success(), "the temporary tag must be deleted");
+}
