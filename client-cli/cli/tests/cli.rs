@@ -559,3 +559,55 @@ fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
         }
     }
 }
+
+#[test]
+fn watch_on_a_terminal_shows_a_spinner_with_phase_and_step() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "r.yaml", &request_yaml("app-tty", ""));
+    c.cmd()
+        .args(["submit", f.to_str().unwrap()])
+        .current_dir(dir.path())
+        .assert()
+        .success();
+    c.set_phase("default", "app-tty", Phase::Building);
+    // `script` gives the command a pseudo-terminal; the command line is test-controlled.
+    let bin = assert_cmd::cargo::cargo_bin("jobforge");
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qfec",
+            &format!("{} watch app-tty", bin.display()),
+            "/dev/null",
+        ])
+        .env("CONSUL_HTTP_ADDR", &c.addr)
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("`script` (util-linux) runs the command on a pseudo-terminal");
+    let mut guard = ChildGuard(Some(&mut child));
+    let mut out = guard.0.as_mut().unwrap().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + LINE_TIMEOUT;
+    // The spinner redraws its line (carriage return / ANSI erase) showing phase and step.
+    while !(seen.contains('\u{1b}') && seen.contains("build 1/3")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no spinner in {seen:?}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    c.set_phase("default", "app-tty", Phase::Succeeded);
+    let child = guard.0.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}

@@ -26,10 +26,12 @@ pub fn client(addr: &str, token: Option<&str>, ssl: bool) -> Result<Client, KvEr
 fn map_err(e: ConsulError) -> KvError {
     match e {
         ConsulError::Transport { addr, source, .. } => {
+            // The innermost cause ("Connection refused", "dns error: ...") is the useful part;
+            // the outer layers repeat the URL.
             let mut message = source.to_string();
             let mut src = std::error::Error::source(&source);
             while let Some(s) = src {
-                message = format!("{message}: {s}");
+                message = s.to_string();
                 src = s.source();
             }
             KvError::Unreachable { addr, message }
