@@ -611,3 +611,68 @@ fn watch_on_a_terminal_shows_a_spinner_with_phase_and_step() {
     let status = child.wait().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn watch_without_a_name_follows_every_request_of_the_namespace() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "a.yaml", &request_yaml("all-a", ""));
+    c.cmd()
+        .args(["submit", f.to_str().unwrap()])
+        .current_dir(dir.path())
+        .assert()
+        .success();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobforge"))
+        .env("CONSUL_HTTP_ADDR", &c.addr)
+        .args(["watch", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(&mut child));
+    let lines = line_reader(guard.0.as_mut().unwrap().stdout.take().unwrap());
+    let first: serde_json::Value = serde_json::from_str(&wait_line(&lines, "all-a")).unwrap();
+    assert_eq!(first["phase"], "Pending");
+    // A new request appears, and a status transition of the first one is reported.
+    let f = write(dir.path(), "b.yaml", &request_yaml("all-b", ""));
+    c.cmd()
+        .args(["submit", f.to_str().unwrap()])
+        .current_dir(dir.path())
+        .assert()
+        .success();
+    wait_line(&lines, "all-b");
+    c.set_phase("default", "all-a", Phase::Testing);
+    let l: serde_json::Value = serde_json::from_str(&wait_line(&lines, "Testing")).unwrap();
+    assert_eq!(l["name"], "all-a");
+    assert_eq!(l["step"], "test 2/3");
+}
+
+#[test]
+fn render_by_name_uses_the_stored_generation() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "r.yaml", &request_yaml("app-rn", ""));
+    c.cmd()
+        .args(["submit", f.to_str().unwrap()])
+        .current_dir(dir.path())
+        .assert()
+        .success();
+    let g = c.modify_index("default", "app-rn");
+    let out = c
+        .cmd()
+        .args(["render", "app-rn", "--profile", "docker"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_out(&out.stdout);
+    assert_eq!(v[0]["ID"], format!("jobforge-default-app-rn-{g}-build"));
+    c.cmd().args(["render", "missing"]).assert().code(1);
+    c.cmd()
+        .args(["render", "app-rn", "--profile", "podman"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("raw_exec or docker"));
+}
