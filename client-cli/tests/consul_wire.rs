@@ -347,3 +347,127 @@ async fn watch_resets_index_to_zero_when_it_goes_backwards() {
         "{indexes:?}"
     );
 }
+
+fn txn_mock(status: u16, body: serde_json::Value) -> Mock {
+    Mock::given(method("PUT"))
+        .and(path("/v1/txn"))
+        .respond_with(ResponseTemplate::new(status).set_body_json(body))
+}
+
+#[tokio::test]
+async fn fence_maps_a_failed_session_check_to_not_leader_and_a_failed_cas_to_conflict() {
+    use jobforge_client::consul::leader::{Fence, FencedDelete, FencedWrite};
+    let server = MockServer::start().await;
+    let fence = Fence::new(client(&server), "jobforge/leader", "s1");
+
+    txn_mock(
+        409,
+        json!({"Errors": [{"OpIndex": 0, "What": "failed session check"}]}),
+    )
+    .up_to_n_times(1)
+    .mount(&server)
+    .await;
+    assert_eq!(
+        fence.cas_put("st/k", b"v", 4).await.unwrap(),
+        FencedWrite::NotLeader
+    );
+
+    txn_mock(
+        409,
+        json!({"Errors": [{"OpIndex": 1, "What": "index is stale"}]}),
+    )
+    .up_to_n_times(1)
+    .mount(&server)
+    .await;
+    assert_eq!(
+        fence.cas_put("st/k", b"v", 4).await.unwrap(),
+        FencedWrite::Conflict
+    );
+
+    txn_mock(
+        200,
+        json!({"Results": [
+            {"KV": {"Key": "jobforge/leader", "Value": null, "Flags": 0, "Session": "s1", "LockIndex": 1, "CreateIndex": 2, "ModifyIndex": 2}},
+            {"KV": {"Key": "st/k", "Value": null, "Flags": 0, "LockIndex": 0, "CreateIndex": 3, "ModifyIndex": 11}}
+        ], "Errors": null}),
+    )
+    .up_to_n_times(1)
+    .mount(&server)
+    .await;
+    assert_eq!(
+        fence.cas_put("st/k", b"v", 4).await.unwrap(),
+        FencedWrite::Committed { modify_index: 11 }
+    );
+
+    txn_mock(
+        409,
+        json!({"Errors": [{"OpIndex": 0, "What": "failed session check"}]}),
+    )
+    .up_to_n_times(1)
+    .mount(&server)
+    .await;
+    assert_eq!(
+        fence.delete("st/k", Some(11)).await.unwrap(),
+        FencedDelete::NotLeader
+    );
+
+    // Every request was one txn whose first op checks the session on the leader key.
+    for r in server.received_requests().await.unwrap() {
+        let ops: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            ops[0],
+            json!({"KV": {"Verb": "check-session", "Key": "jobforge/leader", "Session": "s1"}})
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_announces_restarts_and_recovers_after_errors() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/kv/p/"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("no leader"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/kv/p/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Consul-Index", "5")
+                .set_body_json(kv_body("p/a", "aGk=", 5))
+                .set_delay(Duration::from_millis(50)),
+        )
+        .mount(&server)
+        .await;
+    let opts = WatchOptions {
+        wait: Duration::from_millis(200),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let mut s = Box::pin(jobforge_client::consul::watch::watch_prefix(
+        client(&server),
+        "p/",
+        opts,
+    ));
+    let mut restarts = 0;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        match ev {
+            WatchEvent::Restarting { transient, .. } => {
+                assert!(transient);
+                restarts += 1;
+            }
+            WatchEvent::Initial { index, pairs } => {
+                assert_eq!((index, pairs.len()), (5, 1));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(restarts, 2);
+}

@@ -14,6 +14,7 @@ mod client;
 mod config;
 pub mod duration;
 mod error;
+pub mod fence;
 mod kv;
 pub mod leader;
 mod session;
