@@ -90,7 +90,8 @@ pub enum Command {
   cat request.json | jobforge submit - --wait  # follow until the build ends
 
 Without --name the request is named after the document, or <image_name>-<random>.
-When deploy/version.yaml exists (or --version-file is given) the patch version is incremented
+When deploy/version.yaml (or <deploy_dir>/version.yaml of a seed job_config, or --version-file)
+exists the patch version is incremented
 and a branch-aware tag such as feature-auth-v0.1.5 is added to image_tags.
 With --wait the exit code is 0 on Succeeded and 1 on Failed or Cancelled.")]
     Submit(SubmitArgs),
@@ -224,7 +225,7 @@ pub struct SubmitArgs {
     /// Follow the request until it ends; exit 1 unless it Succeeded.
     #[arg(long)]
     pub wait: bool,
-    /// Version file to bump (default: deploy/version.yaml when it exists).
+    /// Version file to bump (default: `<deploy_dir or deploy>/version.yaml` when it exists).
     #[arg(long)]
     pub version_file: Option<PathBuf>,
     /// Do not bump the version or add the branch tag.

@@ -36,6 +36,14 @@ fn invalid(source: &Path, problems: Problems) -> CliError {
 
 /// Parses a document file into a request (seed documents get `namespace` and an empty name).
 pub fn load_document(path: &Path, namespace: &str) -> CliResult<BuildRequest> {
+    load_with_deploy_dir(path, namespace).map(|(r, _)| r)
+}
+
+/// [`load_document`], also returning a seed document's `deploy_dir` (where its version file lives).
+pub fn load_with_deploy_dir(
+    path: &Path,
+    namespace: &str,
+) -> CliResult<(BuildRequest, Option<String>)> {
     let bytes = read_input(path)?;
     let format = if path == Path::new("-") {
         Format::detect(&bytes)
@@ -47,9 +55,9 @@ pub fn load_document(path: &Path, namespace: &str) -> CliResult<BuildRequest> {
             if r.metadata.namespace == jobforge_schema::request::DEFAULT_NAMESPACE {
                 r.metadata.namespace = namespace.to_string();
             }
-            Ok(r)
+            Ok((r, None))
         }
-        Document::Seed(job) => Ok(BuildRequest::new(namespace, "", job.spec)),
+        Document::Seed(job) => Ok((BuildRequest::new(namespace, "", job.spec), job.deploy_dir)),
     }
 }
 
@@ -81,10 +89,11 @@ pub fn add_tags(spec: &mut BuildSpec, tags: impl IntoIterator<Item = String>) {
     }
 }
 
-/// Builds the request `submit` would write (no version bump, no KV access).
-pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<BuildRequest> {
-    let mut req = match (&a.file, &a.global_file, &a.config) {
-        (Some(f), _, _) => load_document(f, ctx_ns)?,
+/// Builds the request `submit` would write (no version bump, no KV access), with the seed
+/// document's `deploy_dir` when it has one.
+pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<(BuildRequest, Option<String>)> {
+    let (mut req, deploy_dir) = match (&a.file, &a.global_file, &a.config) {
+        (Some(f), _, _) => load_with_deploy_dir(f, ctx_ns)?,
         (None, Some(g), Some(c)) => {
             let gb = read_input(g)?;
             let cb = read_input(c)?;
@@ -94,9 +103,9 @@ pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<BuildRequest> {
                 source_name: format!("{gname} + {cname}"),
                 problems: p,
             })?;
-            BuildRequest::new(ctx_ns, "", job.spec)
+            (BuildRequest::new(ctx_ns, "", job.spec), job.deploy_dir)
         }
-        (None, None, Some(c)) => load_document(c, ctx_ns)?,
+        (None, None, Some(c)) => load_with_deploy_dir(c, ctx_ns)?,
         _ => {
             return Err(CliError::Input(
                 "nothing to submit: give a FILE (or - for stdin), or --config (with optional --global)"
@@ -111,20 +120,21 @@ pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<BuildRequest> {
         req.metadata.name = generated_name(&req.spec);
     }
     add_tags(&mut req.spec, a.image_tags.iter().cloned());
-    Ok(req)
+    Ok((req, deploy_dir))
 }
 
 /// `jobforge submit`.
 pub async fn run(ctx: &Ctx, a: SubmitArgs) -> CliResult<()> {
-    let mut req = build_request(&ctx.namespace, &a)?;
+    let (mut req, deploy_dir) = build_request(&ctx.namespace, &a)?;
     // Validate before touching the version file, so a bad document does not bump it.
     validate(&req).map_err(|p| invalid(Path::new(&source_label(&a)), p))?;
     let version_file = match (&a.version_file, a.no_version) {
         (_, true) => None,
         (Some(f), false) => Some(f.clone()),
         (None, false) => {
-            let d = Path::new("deploy/version.yaml");
-            d.exists().then(|| d.to_path_buf())
+            // The seed CLI kept version.yaml in `deploy_dir` (default `deploy`).
+            let d = Path::new(deploy_dir.as_deref().unwrap_or("deploy")).join("version.yaml");
+            d.exists().then_some(d)
         }
     };
     let mut version_tag = None;

@@ -676,3 +676,45 @@ fn render_by_name_uses_the_stored_generation() {
         .code(1)
         .stderr(predicate::str::contains("raw_exec or docker"));
 }
+
+#[test]
+fn a_seed_deploy_dir_locates_the_version_file() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ops/version.yaml",
+        "version: {major: 2, minor: 0, patch: 0}\n",
+    );
+    let f = write(
+        dir.path(),
+        "job.json",
+        r#"{"owner": "o", "repo_url": "https://h/r.git", "git_ref": "main", "image_name": "svc",
+            "registry_url": "r:5000", "deploy_dir": "ops"}"#,
+    );
+    let out = c
+        .cmd()
+        .args([
+            "submit",
+            f.to_str().unwrap(),
+            "--name",
+            "svc-1",
+            "-o",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tag = json_out(&out.stdout)["versionTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tag.ends_with("v2.0.1"), "{tag}");
+    let text = std::fs::read_to_string(dir.path().join("ops/version.yaml")).unwrap();
+    assert!(text.contains("patch: 1"), "{text}");
+}
