@@ -4,7 +4,8 @@ Usage:
   mcp_client.py http URL [--token T]      # a running `jobforge mcp --http` at URL (…/mcp)
   mcp_client.py stdio JOBFORGE_BIN CONSUL_ADDR
 
-Checks: initialize; tools/list with input and output schemas; submitJob, getStatus, getLogs,
+Checks: initialize; tools/list with input and output schemas; resource templates and a
+request status resource; submitJob, getStatus, getLogs,
 killJob, getHistory, listRequests, cleanup; an invalid submitJob returns isError naming the field
 path. Prints "OK" on success; any failed check raises (non-zero exit).
 """
@@ -60,6 +61,14 @@ async def exercise(session: ClientSession) -> None:
     res = await session.call_tool("getLogs", {"name": name, "phase": "build"})
     check(not res.is_error, f"getLogs failed: {res.content}")
     check(res.structured_content["logs"] == {}, f"logs {res.structured_content}")
+
+    # Resources: status JSON and log tails by URI.
+    templates = {t.uri_template for t in (await session.list_resource_templates()).resource_templates}
+    check("jobforge://requests/{namespace}/{name}" in templates, f"templates {templates}")
+    check("jobforge://logs/{namespace}/{name}/{phase}" in templates, f"templates {templates}")
+    read = await session.read_resource(f"jobforge://requests/default/{name}")
+    data = json.loads(read.contents[0].text)
+    check(data["name"] == name and data["phase"] == "Pending", f"resource {data}")
 
     res = await session.call_tool("killJob", {"name": name})
     check(not res.is_error, f"killJob failed: {res.content}")

@@ -14,7 +14,13 @@ use jobforge_schema::{BuildRequest, BuildStatus, Phase, PipelinePhase, ResourceL
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
-use rmcp::model::{JsonObject, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    JsonObject, ListResourceTemplatesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -550,7 +556,12 @@ impl JobforgeMcp {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for JobforgeMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(rmcp::model::Implementation::new(
                 "jobforge",
                 env!("CARGO_PKG_VERSION"),
@@ -558,10 +569,82 @@ impl ServerHandler for JobforgeMcp {
             .with_instructions(
                 "jobforge builds container images from git repositories (build, test, publish). \
                  Submit with submitJob, follow with getStatus until finished, read getLogs on failure, \
-                 cancel with killJob, remove with cleanup.",
+                 cancel with killJob, remove with cleanup. Resources: \
+                 jobforge://requests/{namespace}/{name} (status JSON) and \
+                 jobforge://logs/{namespace}/{name}/{phase} (log tail).",
             )
     }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(
+                format!("{RESOURCE_SCHEME}requests/{{namespace}}/{{name}}"),
+                "request-status",
+            )
+            .with_description(
+                "Phase, step and full status of one build request (JSON, as getStatus returns).",
+            )
+            .with_mime_type("application/json"),
+            ResourceTemplate::new(
+                format!("{RESOURCE_SCHEME}logs/{{namespace}}/{{name}}/{{phase}}"),
+                "request-logs",
+            )
+            .with_description(
+                "Captured log tail of one phase (build, test or publish) of a build request.",
+            )
+            .with_mime_type("text/plain"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let uri = request.uri;
+        let not_found = |why: String| McpError::resource_not_found(why, None);
+        let rest = uri
+            .strip_prefix(RESOURCE_SCHEME)
+            .ok_or_else(|| not_found(format!("{uri}: not a {RESOURCE_SCHEME} URI")))?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let store = &self.shared.store;
+        let text = match parts.as_slice() {
+            ["requests", ns, name] => {
+                let r = store
+                    .get(ns, name)
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?
+                    .ok_or_else(|| not_found(format!("request {ns}/{name} not found")))?;
+                serde_json::to_string_pretty(&StatusResult {
+                    summary: summary(&r),
+                    status: r.status.clone(),
+                })
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?
+            }
+            ["logs", ns, name, phase] => {
+                let p = PipelinePhase::parse(phase).ok_or_else(|| {
+                    not_found(format!(
+                        "{phase} is not a phase; use build, test or publish"
+                    ))
+                })?;
+                let (_, t) = store
+                    .logs(ns, name, p, Blocking::default())
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+                t.ok_or_else(|| not_found(format!("no {phase} logs for {ns}/{name} yet")))?
+            }
+            _ => return Err(not_found(format!("{uri}: unknown jobforge resource"))),
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri.clone())]).into())
+    }
 }
+
+/// Scheme and authority of jobforge's MCP resources.
+pub const RESOURCE_SCHEME: &str = "jobforge://";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
