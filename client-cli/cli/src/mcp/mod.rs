@@ -7,6 +7,7 @@
 //! with a token every `/mcp` request must carry `Authorization: Bearer <token>` or gets 401.
 
 pub mod tools;
+pub mod types;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
