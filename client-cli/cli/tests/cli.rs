@@ -718,3 +718,66 @@ fn a_seed_deploy_dir_locates_the_version_file() {
     let text = std::fs::read_to_string(dir.path().join("ops/version.yaml")).unwrap();
     assert!(text.contains("patch: 1"), "{text}");
 }
+
+#[test]
+fn logs_follow_prints_only_new_output_and_stops_when_the_request_ends() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "r.yaml", &request_yaml("app-f", ""));
+    c.cmd()
+        .args(["submit", f.to_str().unwrap()])
+        .current_dir(dir.path())
+        .assert()
+        .success();
+    c.set_phase("default", "app-f", Phase::Building);
+    let key = c.keys.logs_key("default", "app-f", PipelinePhase::Build);
+    c.put(&key, b"line one\n");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobforge"))
+        .env("CONSUL_HTTP_ADDR", &c.addr)
+        .args(["logs", "app-f", "--phase", "build", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(&mut child));
+    let lines = line_reader(guard.0.as_mut().unwrap().stdout.take().unwrap());
+    wait_line(&lines, "line one");
+    // The controller rewrites the tail with more output; only the new line is printed.
+    c.put(&key, b"line one\nline two\n");
+    wait_line(&lines, "line two");
+    c.set_phase("default", "app-f", Phase::Succeeded);
+    let child = guard.0.take().unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(
+        rest.iter().all(|l| !l.contains("line one")),
+        "repeated output: {rest:?}"
+    );
+}
+
+#[test]
+fn submit_wait_exits_0_when_the_request_succeeds() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "r.yaml", &request_yaml("app-ok", ""));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("jobforge"))
+        .env("CONSUL_HTTP_ADDR", &c.addr)
+        .args(["submit", f.to_str().unwrap(), "--wait"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(&mut child));
+    let lines = line_reader(guard.0.as_mut().unwrap().stdout.take().unwrap());
+    wait_line(&lines, "Pending");
+    c.set_status("default", "app-ok", |s| {
+        s.phase = Phase::Succeeded;
+        s.image = Some(jobforge_schema::ImageStatus {
+            reference: "registry.local:5000/app:v1".into(),
+            digest: None,
+            tags: vec!["v1".into()],
+        });
+    });
+    wait_line(&lines, "published registry.local:5000/app:v1");
+    let child = guard.0.take().unwrap();
+    assert!(child.wait().unwrap().success());
+}
