@@ -1,3 +1,4 @@
 //! jobforge's clients.
 
 pub mod consul;
+pub mod store;

@@ -1,0 +1,167 @@
+//! `jobforge mcp`: the MCP facade over the request store (KV only), on stdio or streamable HTTP.
+//!
+//! HTTP: `POST/GET/DELETE /mcp` (rmcp's streamable HTTP service) and `GET /healthz`. The service
+//! validates `Host` (loopback names plus `--allowed-host`) and `Origin` (loopback origins plus
+//! `--allowed-origin`; requests without `Origin` pass, as in rmcp). Bound to a non-loopback
+//! address it refuses to start without a bearer token (`--token-file` or `JOBFORGE_MCP_TOKEN`);
+//! with a token every `/mcp` request must carry `Authorization: Bearer <token>` or gets 401.
+
+pub mod tools;
+pub mod types;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::McpArgs;
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+use tools::{JobforgeMcp, Shared};
+
+/// Environment variable holding the bearer token.
+pub const TOKEN_ENV: &str = "JOBFORGE_MCP_TOKEN";
+
+/// `jobforge mcp`.
+pub async fn serve(ctx: Ctx, a: McpArgs) -> CliResult<()> {
+    let shared = Arc::new(Shared {
+        store: ctx.store,
+        default_namespace: ctx.namespace,
+    });
+    match (a.stdio, a.http) {
+        (_, Some(addr)) => serve_http(shared, addr, &a).await,
+        _ => serve_stdio(shared).await,
+    }
+}
+
+async fn serve_stdio(shared: Arc<Shared>) -> CliResult<()> {
+    let running = JobforgeMcp::new(shared)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| CliError::Input(format!("MCP stdio session failed to start: {e}")))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| CliError::Input(format!("MCP stdio session ended with an error: {e}")))?;
+    Ok(())
+}
+
+/// Reads the token from `--token-file` (trimmed) or `JOBFORGE_MCP_TOKEN`.
+fn load_token(a: &McpArgs) -> CliResult<Option<String>> {
+    if let Some(f) = &a.token_file {
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| CliError::Input(format!("--token-file {}: {e}", f.display())))?;
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            return Err(CliError::Input(format!(
+                "--token-file {} is empty",
+                f.display()
+            )));
+        }
+        return Ok(Some(t));
+    }
+    Ok(std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
+/// Constant-time comparison of two byte strings (length may leak, content does not).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_bearer(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| ct_eq(t.trim().as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response()
+    }
+}
+
+async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliResult<()> {
+    let token = load_token(a)?;
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(CliError::Input(format!(
+            "refusing to serve MCP on non-loopback address {addr} without a bearer token; \
+             set {TOKEN_ENV} or --token-file"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Input(format!("cannot bind {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Input(format!("cannot read the bound address: {e}")))?;
+    let cancel = CancellationToken::new();
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    hosts.extend(a.allowed_hosts.iter().cloned());
+    let mut origins: Vec<String> = vec![
+        "http://localhost:*".into(),
+        "http://127.0.0.1:*".into(),
+        "http://[::1]:*".into(),
+    ];
+    origins.extend(a.allowed_origins.iter().cloned());
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .enforce_origin_validation()
+        .with_cancellation_token(cancel.child_token());
+    let factory_shared = shared.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(JobforgeMcp::new(factory_shared.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    if let Some(t) = token {
+        mcp = mcp.layer(middleware::from_fn_with_state(Arc::new(t), require_bearer));
+    }
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(mcp);
+    eprintln!("jobforge mcp listening on http://{local}/mcp");
+    let shutdown = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .map_err(|e| CliError::Input(format!("MCP HTTP server failed: {e}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::ct_eq;
+
+    #[test]
+    fn token_comparison_needs_equal_bytes() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+    }
+}

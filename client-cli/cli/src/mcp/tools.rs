@@ -1,0 +1,489 @@
+//! The MCP tools: the seed's names (`submitJob`, `getStatus`, `getLogs`, `killJob`, `cleanup`,
+//! `getHistory`) plus `listRequests`, each a thin call into the [`RequestStore`]. Arguments are
+//! taken as a raw JSON object and decoded here (with the field path of any problem), so that bad
+//! input becomes a tool result with `isError: true` an agent can read and fix, never a protocol
+//! error. Input schemas come from the argument structs below; outputs are structured.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jobforge_client::store::{Blocking, StoreError, StoredRequest};
+use jobforge_schema::seed::seed_job_from_value;
+use jobforge_schema::validate::validate;
+use jobforge_schema::{BuildRequest, Phase, PipelinePhase};
+use rmcp::handler::server::common::schema_for_type;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{
+    JsonObject, ListResourceTemplatesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use serde::de::DeserializeOwned;
+
+use serde_json::Value;
+
+use super::types::*;
+use crate::ctx::Store;
+use crate::output::{elapsed, step};
+use crate::submit::generated_name;
+
+/// State shared by every MCP session (the service factory runs once per session).
+#[derive(Debug)]
+pub struct Shared {
+    /// The request store.
+    pub store: Store,
+    /// Namespace used when a tool call names none.
+    pub default_namespace: String,
+}
+
+fn summary(r: &StoredRequest) -> RequestSummary {
+    let st = r.status.as_ref();
+    RequestSummary {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+        generation: r.generation,
+        phase: r.phase(),
+        step: step(r.phase(), st),
+        elapsed: elapsed(st),
+        owner: r.owner().to_string(),
+        finished: r.phase().is_terminal(),
+        message: st.and_then(|s| {
+            s.failure
+                .as_ref()
+                .map(|f| format!("{}: {}", f.reason, f.message))
+        }),
+        invalid: r.request.as_ref().err().cloned(),
+    }
+}
+
+/// Decodes tool arguments, naming the offending field on error.
+pub fn decode<T: DeserializeOwned>(args: JsonObject) -> Result<T, String> {
+    serde_path_to_error::deserialize(Value::Object(args)).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            format!("invalid arguments: {}", e.inner())
+        } else {
+            format!("invalid argument `{path}`: {}", e.inner())
+        }
+    })
+}
+
+fn store_err(e: StoreError) -> String {
+    match e {
+        StoreError::NotFound { namespace, name } => format!(
+            "request {namespace}/{name} not found; call listRequests to see existing requests"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Converts submitJob arguments into a validated request (pure; errors name the field path).
+pub fn submit_request(mut args: JsonObject, default_ns: &str) -> Result<BuildRequest, String> {
+    let take_str = |args: &mut JsonObject, k: &str| -> Result<Option<String>, String> {
+        match args.remove(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(format!(
+                "invalid argument `{k}`: expected a string, got {other}"
+            )),
+        }
+    };
+    let name = take_str(&mut args, "name")?;
+    let namespace = take_str(&mut args, "namespace")?.unwrap_or_else(|| default_ns.to_string());
+    args.entry("git_ref")
+        .or_insert_with(|| Value::String("main".into()));
+    args.entry("owner")
+        .or_insert_with(|| Value::String(namespace.clone()));
+    let job = seed_job_from_value(&Value::Object(args)).map_err(|p| {
+        let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        format!("invalid job_config:\n{}", lines.join("\n"))
+    })?;
+    let spec = job.spec;
+    let name = name.unwrap_or_else(|| generated_name(&spec));
+    let req = BuildRequest::new(namespace, name, spec);
+    validate(&req).map_err(|p| {
+        let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        format!("invalid request:\n{}", lines.join("\n"))
+    })?;
+    Ok(req)
+}
+
+/// The MCP server; one per session, all sharing [`Shared`].
+#[derive(Debug, Clone)]
+pub struct JobforgeMcp {
+    shared: Arc<Shared>,
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router(router = tool_router)]
+impl JobforgeMcp {
+    /// A session's server over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        JobforgeMcp {
+            shared,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    fn ns(&self, ns: Option<String>) -> String {
+        ns.unwrap_or_else(|| self.shared.default_namespace.clone())
+    }
+
+    /// submitJob.
+    #[tool(
+        name = "submitJob",
+        description = "Submit a container image build (build -> test -> publish). Arguments are the jobforge job_config fields (repo_url, image_name, registry_url required; git_ref defaults to main, owner to the namespace). Returns the request name; then call getStatus with it until finished is true, and getLogs if it failed. Fails if a request with the same name exists.",
+        input_schema = schema_for_type::<SubmitJobArgs>()
+    )]
+    pub async fn submit_job(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<Submitted>, String> {
+        let req = submit_request(args, &self.shared.default_namespace)?;
+        let generation = self.shared.store.create(&req).await.map_err(store_err)?;
+        Ok(Json(Submitted {
+            namespace: req.metadata.namespace.clone(),
+            name: req.metadata.name.clone(),
+            generation,
+            image_tags: req.spec.image_tags.clone(),
+            next: format!(
+                "call getStatus with name={} namespace={}",
+                req.metadata.name, req.metadata.namespace
+            ),
+        }))
+    }
+
+    /// getStatus.
+    #[tool(
+        name = "getStatus",
+        description = "Get the phase (Pending, Building, Testing, Publishing, Succeeded, Failed, Cancelled), pipeline step, elapsed time and full status of a build request. finished=true means the phase is final; on Failed, message says why and what to do next.",
+        input_schema = schema_for_type::<RequestRef>()
+    )]
+    pub async fn get_status(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<StatusResult>, String> {
+        let a: RequestRef = decode(args)?;
+        let ns = self.ns(a.namespace);
+        let r = self
+            .shared
+            .store
+            .require(&ns, &a.name)
+            .await
+            .map_err(store_err)?;
+        Ok(Json(StatusResult {
+            summary: summary(&r),
+            status: r.status.clone(),
+        }))
+    }
+
+    /// getLogs.
+    #[tool(
+        name = "getLogs",
+        description = "Get the captured log tail (last 64 KiB) of a build request's phases: build, test, publish. Give phase to get only one. Logs appear while phases run.",
+        input_schema = schema_for_type::<LogsArgs>()
+    )]
+    pub async fn get_logs(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<LogsResult>, String> {
+        let a: LogsArgs = decode(args)?;
+        let ns = self.ns(a.namespace);
+        let phases = match a.phase.as_deref() {
+            Some(p) => vec![PipelinePhase::parse(p).ok_or_else(|| {
+                format!(
+                    "invalid argument `phase`: `{p}` is not a phase; use build, test or publish"
+                )
+            })?],
+            None => PipelinePhase::ALL.to_vec(),
+        };
+        let r = self
+            .shared
+            .store
+            .require(&ns, &a.name)
+            .await
+            .map_err(store_err)?;
+        let mut logs = BTreeMap::new();
+        for p in phases {
+            let (_, text) = self
+                .shared
+                .store
+                .logs(&ns, &a.name, p, Blocking::default())
+                .await
+                .map_err(store_err)?;
+            if let Some(t) = text {
+                logs.insert(p.as_str().to_string(), t);
+            }
+        }
+        Ok(Json(LogsResult {
+            namespace: ns,
+            name: a.name,
+            logs,
+            phase: r.phase(),
+        }))
+    }
+
+    /// killJob.
+    #[tool(
+        name = "killJob",
+        description = "Cancel a build request: sets spec.cancel so the controller stops its Nomad jobs; the phase becomes Cancelled. Idempotent.",
+        input_schema = schema_for_type::<RequestRef>()
+    )]
+    pub async fn kill_job(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<Done>, String> {
+        let a: RequestRef = decode(args)?;
+        let ns = self.ns(a.namespace);
+        self.shared
+            .store
+            .cancel(&ns, &a.name)
+            .await
+            .map_err(store_err)?;
+        Ok(Json(Done {
+            namespace: ns,
+            name: a.name,
+            result: "cancel requested".into(),
+        }))
+    }
+
+    /// cleanup.
+    #[tool(
+        name = "cleanup",
+        description = "Delete a build request. The controller then stops its jobs and removes its status and logs; purge=true removes status and logs immediately.",
+        input_schema = schema_for_type::<CleanupArgs>()
+    )]
+    pub async fn cleanup(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<Done>, String> {
+        let a: CleanupArgs = decode(args)?;
+        let ns = self.ns(a.namespace);
+        self.shared
+            .store
+            .delete(&ns, &a.name, a.purge)
+            .await
+            .map_err(store_err)?;
+        Ok(Json(Done {
+            namespace: ns,
+            name: a.name,
+            result: "deleted".into(),
+        }))
+    }
+
+    /// getHistory.
+    #[tool(
+        name = "getHistory",
+        description = "List finished build requests (Succeeded, Failed, Cancelled), newest completion first, with paging (limit, offset) and an optional owner filter.",
+        input_schema = schema_for_type::<HistoryArgs>()
+    )]
+    pub async fn get_history(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<RequestList>, String> {
+        let a: HistoryArgs = decode(args)?;
+        let limit = a.limit.unwrap_or(20);
+        if !(1..=500).contains(&limit) {
+            return Err(format!(
+                "invalid argument `limit`: {limit} is outside 1..=500"
+            ));
+        }
+        let page = self
+            .shared
+            .store
+            .history(
+                a.namespace.as_deref(),
+                a.owner.as_deref(),
+                limit,
+                a.offset.unwrap_or(0),
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(Json(RequestList {
+            total: page.total,
+            items: page.items.iter().map(summary).collect(),
+        }))
+    }
+
+    /// listRequests.
+    #[tool(
+        name = "listRequests",
+        description = "List build requests (running and finished) with their phase, optionally filtered by namespace, phase and owner; sorted by namespace and name.",
+        input_schema = schema_for_type::<ListArgs>()
+    )]
+    pub async fn list_requests(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+    ) -> Result<Json<RequestList>, String> {
+        let a: ListArgs = decode(args)?;
+        let phase = match a.phase.as_deref() {
+            Some(p) => Some(Phase::parse(p).ok_or_else(|| {
+                format!("invalid argument `phase`: `{p}` is not one of Pending, Building, Testing, Publishing, Succeeded, Failed, Cancelled")
+            })?),
+            None => None,
+        };
+        let items: Vec<RequestSummary> = self
+            .shared
+            .store
+            .list(a.namespace.as_deref())
+            .await
+            .map_err(store_err)?
+            .iter()
+            .filter(|r| phase.is_none_or(|p| r.phase() == p))
+            .filter(|r| a.owner.as_deref().is_none_or(|o| r.owner() == o))
+            .map(summary)
+            .collect();
+        Ok(Json(RequestList {
+            total: items.len(),
+            items,
+        }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for JobforgeMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+            .with_server_info(rmcp::model::Implementation::new(
+                "jobforge",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "jobforge builds container images from git repositories (build, test, publish). \
+                 Submit with submitJob, follow with getStatus until finished, read getLogs on failure, \
+                 cancel with killJob, remove with cleanup. Resources: \
+                 jobforge://requests/{namespace}/{name} (status JSON) and \
+                 jobforge://logs/{namespace}/{name}/{phase} (log tail).",
+            )
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(
+                format!("{RESOURCE_SCHEME}requests/{{namespace}}/{{name}}"),
+                "request-status",
+            )
+            .with_description(
+                "Phase, step and full status of one build request (JSON, as getStatus returns).",
+            )
+            .with_mime_type("application/json"),
+            ResourceTemplate::new(
+                format!("{RESOURCE_SCHEME}logs/{{namespace}}/{{name}}/{{phase}}"),
+                "request-logs",
+            )
+            .with_description(
+                "Captured log tail of one phase (build, test or publish) of a build request.",
+            )
+            .with_mime_type("text/plain"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let uri = request.uri;
+        let not_found = |why: String| McpError::resource_not_found(why, None);
+        let rest = uri
+            .strip_prefix(RESOURCE_SCHEME)
+            .ok_or_else(|| not_found(format!("{uri}: not a {RESOURCE_SCHEME} URI")))?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let store = &self.shared.store;
+        let text = match parts.as_slice() {
+            ["requests", ns, name] => {
+                let r = store
+                    .get(ns, name)
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?
+                    .ok_or_else(|| not_found(format!("request {ns}/{name} not found")))?;
+                serde_json::to_string_pretty(&StatusResult {
+                    summary: summary(&r),
+                    status: r.status.clone(),
+                })
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?
+            }
+            ["logs", ns, name, phase] => {
+                let p = PipelinePhase::parse(phase).ok_or_else(|| {
+                    not_found(format!(
+                        "{phase} is not a phase; use build, test or publish"
+                    ))
+                })?;
+                let (_, t) = store
+                    .logs(ns, name, p, Blocking::default())
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+                t.ok_or_else(|| not_found(format!("no {phase} logs for {ns}/{name} yet")))?
+            }
+            _ => return Err(not_found(format!("{uri}: unknown jobforge resource"))),
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, uri.clone())]).into())
+    }
+}
+
+/// Scheme and authority of jobforge's MCP resources.
+pub const RESOURCE_SCHEME: &str = "jobforge://";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> JsonObject {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn submit_accepts_the_seed_mcp_example_and_defaults_ref_and_owner() {
+        let r = submit_request(
+            obj(
+                json!({"repo_url": "https://github.com/example/repo.git", "image_name": "myapp",
+                "registry_url": "registry.example.com", "image_tags": ["latest", "v1.0.0"],
+                "test_commands": ["npm test"], "name": "app-1"}),
+            ),
+            "default",
+        )
+        .unwrap();
+        assert_eq!(r.metadata.name, "app-1");
+        assert_eq!(r.spec.git_ref, "main");
+        assert_eq!(r.spec.owner, "default");
+        assert_eq!(r.spec.test.unwrap().commands, ["npm test"]);
+    }
+
+    #[test]
+    fn submit_errors_name_the_field_path() {
+        let e = submit_request(
+            obj(
+                json!({"repo_url": "https://h/r.git", "image_name": "app", "registry_url": "r:5000",
+                "image_tags": ["ok", "Bad Tag!"]}),
+            ),
+            "default",
+        )
+        .unwrap_err();
+        assert!(e.contains("image_tags[1]"), "{e}");
+        let e = submit_request(obj(json!({"name": 3})), "default").unwrap_err();
+        assert!(e.contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn decode_names_unknown_and_mistyped_fields() {
+        let e = decode::<RequestRef>(obj(json!({"name": "a", "nmespace": "x"}))).unwrap_err();
+        assert!(e.contains("nmespace"), "{e}");
+        let e = decode::<HistoryArgs>(obj(json!({"limit": "ten"}))).unwrap_err();
+        assert!(e.contains("`limit`"), "{e}");
+    }
+}

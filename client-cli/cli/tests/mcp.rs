@@ -1,0 +1,187 @@
+//! `jobforge mcp` checked with the official MCP Python SDK (`tests/python/mcp_client.py`, run by
+//! the interpreter in `JOBFORGE_TEST_PYTHON`) over streamable HTTP and stdio, plus the HTTP
+//! guards: Host/Origin validation, the bearer token on non-loopback binds, `/healthz`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Consul;
+
+fn python() -> String {
+    std::env::var("JOBFORGE_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "set JOBFORGE_TEST_PYTHON to a Python with the `mcp` package \
+             (hack/test.sh sets it to /work/main/target/pyvenv/bin/python)"
+        )
+    })
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/mcp_client.py")
+}
+
+/// A running `jobforge mcp --http`; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(consul: &str, bind: &str, token: Option<&str>) -> Server {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobforge"));
+    cmd.env_clear()
+        .env("CONSUL_HTTP_ADDR", consul)
+        .args(["mcp", "--http", bind])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("JOBFORGE_MCP_TOKEN", t);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut server = Server {
+        child,
+        addr: String::new(),
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("mcp server did not report its address");
+        if let Some(rest) = line.strip_prefix("jobforge mcp listening on http://") {
+            let hostport = rest.trim_end_matches("/mcp");
+            let port = hostport.rsplit(':').next().unwrap();
+            server.addr = format!("127.0.0.1:{port}");
+            return server;
+        }
+    }
+}
+
+/// One raw HTTP/1.1 request; returns the status code.
+fn http_status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[9..12]).parse().unwrap()
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+const MCP_HEADERS: [(&str, &str); 2] = [
+    ("Content-Type", "application/json"),
+    ("Accept", "application/json, text/event-stream"),
+];
+
+fn run_python(args: &[&str]) {
+    let out = Command::new(python())
+        .arg(script())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "python MCP client failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn python_sdk_drives_every_tool_over_streamable_http() {
+    let c = Consul::start();
+    let s = start_server(&c.addr, "127.0.0.1:0", None);
+    run_python(&["http", &format!("http://{}/mcp", s.addr)]);
+}
+
+#[test]
+fn python_sdk_drives_every_tool_over_stdio() {
+    let c = Consul::start();
+    let bin = assert_cmd::cargo::cargo_bin("jobforge");
+    run_python(&["stdio", bin.to_str().unwrap(), &c.addr]);
+}
+
+#[test]
+fn foreign_origin_and_host_are_refused_and_healthz_answers() {
+    let c = Consul::start();
+    let s = start_server(&c.addr, "127.0.0.1:0", None);
+    assert_eq!(http_status(&s.addr, "GET", "/healthz", &[], ""), 200);
+    assert_eq!(
+        http_status(&s.addr, "POST", "/mcp", &MCP_HEADERS, INIT),
+        200
+    );
+    let mut h = MCP_HEADERS.to_vec();
+    h.push(("Origin", "https://evil.example"));
+    let code = http_status(&s.addr, "POST", "/mcp", &h, INIT);
+    assert_eq!(code, 403, "foreign Origin must be refused");
+    let mut h = MCP_HEADERS.to_vec();
+    h.push(("Host", "evil.example"));
+    let code = http_status(&s.addr, "POST", "/mcp", &h, INIT);
+    assert!(
+        (400..500).contains(&code),
+        "foreign Host must be refused, got {code}"
+    );
+}
+
+#[test]
+fn non_loopback_bind_requires_a_token_and_answers_401_without_it() {
+    let c = Consul::start();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("jobforge"))
+        .env_clear()
+        .env("CONSUL_HTTP_ADDR", &c.addr)
+        .args(["mcp", "--http", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JOBFORGE_MCP_TOKEN"));
+
+    let s = start_server(&c.addr, "0.0.0.0:0", Some("s3cret-token"));
+    assert_eq!(
+        http_status(&s.addr, "POST", "/mcp", &MCP_HEADERS, INIT),
+        401
+    );
+    let mut h = MCP_HEADERS.to_vec();
+    h.push(("Authorization", "Bearer wrong"));
+    assert_eq!(http_status(&s.addr, "POST", "/mcp", &h, INIT), 401);
+    let mut h = MCP_HEADERS.to_vec();
+    h.push(("Authorization", "Bearer s3cret-token"));
+    assert_eq!(http_status(&s.addr, "POST", "/mcp", &h, INIT), 200);
+    run_python(&[
+        "http",
+        &format!("http://{}/mcp", s.addr),
+        "--token",
+        "s3cret-token",
+    ]);
+}

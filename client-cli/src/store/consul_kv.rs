@@ -1,0 +1,92 @@
+//! [`Kv`] over our Consul client ([`crate::consul::Client`], Consul's `/v1/kv` endpoint with
+//! blocking queries and CAS). Transport failures become [`KvError::Unreachable`] naming the
+//! address; every other client error becomes [`KvError::Server`].
+
+use crate::consul::{Client, Config, ConsulError, DeleteOptions, KvPair, PutOptions, QueryOptions};
+
+use super::{Blocking, Kv, KvEntry, KvError};
+
+/// Builds a Consul client the way HashiCorp's tools do: `addr` is `CONSUL_HTTP_ADDR`'s value
+/// (`host:port` or a URL), `token` is `CONSUL_HTTP_TOKEN`'s, `ssl` is `CONSUL_HTTP_SSL`; the other
+/// `CONSUL_*` variables the client understands (for example `CONSUL_HTTP_SSL_VERIFY`) come from
+/// the environment.
+///
+/// Errors: [`KvError::Config`] for an address the client cannot parse.
+pub fn client(addr: &str, token: Option<&str>, ssl: bool) -> Result<Client, KvError> {
+    let cfg = Config::from_lookup(|name| match name {
+        "CONSUL_HTTP_ADDR" => Some(addr.to_string()),
+        "CONSUL_HTTP_TOKEN" => token.map(str::to_string),
+        "CONSUL_HTTP_SSL" => ssl.then(|| "true".to_string()),
+        other => std::env::var(other).ok(),
+    })
+    .map_err(|e| KvError::Config(e.to_string()))?;
+    Client::new(cfg).map_err(|e| KvError::Config(e.to_string()))
+}
+
+fn map_err(e: ConsulError) -> KvError {
+    match e {
+        ConsulError::Transport { addr, source, .. } => {
+            // The innermost cause ("Connection refused", "dns error: ...") is the useful part;
+            // the outer layers repeat the URL.
+            let mut message = source.to_string();
+            let mut src = std::error::Error::source(&source);
+            while let Some(s) = src {
+                message = s.to_string();
+                src = s.source();
+            }
+            KvError::Unreachable { addr, message }
+        }
+        other => KvError::Server(other.to_string()),
+    }
+}
+
+fn entry(p: KvPair) -> KvEntry {
+    KvEntry {
+        key: p.key,
+        value: p.value,
+        modify_index: p.modify_index,
+    }
+}
+
+fn query(b: Blocking) -> QueryOptions {
+    QueryOptions {
+        index: b.index,
+        wait: if b.index > 0 { b.wait } else { None },
+        ..QueryOptions::default()
+    }
+}
+
+impl Kv for Client {
+    async fn get(&self, key: &str, blocking: Blocking) -> Result<(u64, Option<KvEntry>), KvError> {
+        let (i, p) = self.kv_get(key, query(blocking)).await.map_err(map_err)?;
+        Ok((i, p.map(entry)))
+    }
+
+    async fn list(&self, prefix: &str, blocking: Blocking) -> Result<(u64, Vec<KvEntry>), KvError> {
+        let (i, ps) = self
+            .kv_list(prefix, query(blocking))
+            .await
+            .map_err(map_err)?;
+        let mut v: Vec<KvEntry> = ps
+            .into_iter()
+            .map(entry)
+            .filter(|e| e.key.starts_with(prefix))
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((i, v))
+    }
+
+    async fn put(&self, key: &str, value: &[u8], cas: Option<u64>) -> Result<bool, KvError> {
+        let opts = PutOptions {
+            cas,
+            ..PutOptions::default()
+        };
+        self.kv_put(key, value, opts).await.map_err(map_err)
+    }
+
+    async fn delete(&self, key: &str, cas: Option<u64>, recurse: bool) -> Result<bool, KvError> {
+        self.kv_delete(key, DeleteOptions { cas, recurse })
+            .await
+            .map_err(map_err)
+    }
+}
