@@ -7,6 +7,8 @@ hack/prereqs.sh
 export JOBFORGE_TEST_PYTHON="$PWD/target/pyvenv/bin/python"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Integration tests start the binaries (dev stack, controller, CLI) as processes.
+cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
   cargo test --workspace --locked --doc

@@ -299,7 +299,7 @@ mod tests {
             br#"{"default_resources":{"build":{"gpu":"1"}}}"#,
         )
         .expect_err("invalid");
-        assert_eq!(e.path, "default_resources.build");
+        assert!(e.path.starts_with("default_resources.build"), "{e}");
         assert!(e.message.contains("gpu"), "{e}");
     }
 

@@ -209,8 +209,14 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
     assert_eq!(jobs.len(), 200 * 3, "build, test and publish per request");
     for j in &jobs {
         let id = j["ID"].as_str().unwrap_or("");
+        let job: Value = reqwest::get(format!("{}/v1/job/{id}", stack.nomad))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(
-            j["Version"].as_u64(),
+            job["Version"].as_u64(),
             Some(0),
             "{id} was registered more than once"
         );

@@ -103,6 +103,28 @@ fn parse(text: &str, left: &str, right: &str) -> Result<Vec<Node>, TemplateError
                 stack.push((path, Vec::new()));
                 continue;
             }
+            // `index .Data.data "key"` (Go's text/template builtin, used for keys that are not
+            // identifiers): the field path plus one string key.
+            ["index", arg] => {
+                let arg = arg.trim();
+                let (field, key) = arg.split_once(char::is_whitespace).ok_or_else(|| {
+                    TemplateError::Parse(format!("index needs a field and a key, got {arg:?}"))
+                })?;
+                let key = parse_string(key.trim()).ok_or_else(|| {
+                    TemplateError::Parse(format!("index key must be a string literal, got {key:?}"))
+                })?;
+                let mut path: Vec<String> = field
+                    .strip_prefix('.')
+                    .ok_or_else(|| {
+                        TemplateError::Parse(format!("index needs a .Field, got {field:?}"))
+                    })?
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                path.push(key);
+                Node::Field(path)
+            }
             ["env", arg] => Node::Env(parse_string(arg).ok_or_else(|| {
                 TemplateError::Parse(format!("env needs a string argument, got {arg:?}"))
             })?),
@@ -117,7 +139,7 @@ fn parse(text: &str, left: &str, right: &str) -> Result<Vec<Node>, TemplateError
                 Some(lit) => Node::Literal(lit),
                 None => {
                     return Err(TemplateError::Parse(format!(
-                        "unsupported action {action:?}; allowed: with secret, end, .Field, env, \"literal\""
+                        "unsupported action {action:?}; allowed: with secret, end, .Field, index .Field \"key\", env, \"literal\""
                     )));
                 }
             },
@@ -342,6 +364,12 @@ mod tests {
     fn secret_fields_env_and_escaped_braces_render() {
         let t = "{{ with secret \"secret/data/git\" }}TOKEN={{ .Data.data.token }}{{ end }}\nH={{ env \"HOME\" }} {{ \"{{\" }}x}}";
         assert_eq!(r(t, "", "").unwrap(), "TOKEN=s3cr3t\nH=/h {{x}}");
+    }
+
+    #[test]
+    fn index_reads_a_key_of_the_secret_data() {
+        let t = "{{ with secret \"secret/data/git\" }}T={{ index .Data.data \"token\" }}{{ end }}";
+        assert_eq!(r(t, "{{", "}}").expect("render"), "T=s3cr3t");
     }
 
     #[test]
