@@ -12,7 +12,8 @@
 #
 # Ports (override with the environment): CONSUL_PORT=8500 NOMAD_PORT=4646 VAULT_PORT=8200
 # CONTROLLER_PORT=9090 REGISTRY_PORT=5000 GIT_PORT=9418. State lives in JOBFORGE_STATE
-# (default .state/quickstart), wiped at each start.
+# (default .state/quickstart), wiped at each start. JOBFORGE_BIN_DIR=<dir> uses binaries already
+# built there instead of running cargo (the test suite does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -64,9 +65,11 @@ say "installing missing prerequisites"
 hack/prereqs.sh --no-python || die "prerequisites could not be installed (see above)"
 command -v cargo >/dev/null || die "cargo is not installed: install Rust from your distribution or rustup"
 
-say "building jobforge"
-cargo build --locked -q -p jobforge-devstack -p jobforge-controller -p jobforge-cli
-BIN=$ROOT/target/debug
+BIN=${JOBFORGE_BIN_DIR:-$ROOT/target/debug}
+if [ -z "${JOBFORGE_BIN_DIR:-}" ]; then
+  say "building jobforge"
+  cargo build --locked -q -p jobforge-devstack -p jobforge-controller -p jobforge-cli
+fi
 
 rm -rf "$STATE" && mkdir -p "$STATE"/{registry,git,devstack,logs}
 

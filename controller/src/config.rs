@@ -25,6 +25,7 @@ use serde::Deserialize;
 #[serde(rename_all = "snake_case")]
 pub enum ProfileArg {
     /// buildah/skopeo/git installed on the client, `raw_exec` driver (the dev stack).
+    #[value(name = "raw_exec", alias = "raw-exec")]
     RawExec,
     /// A buildah image with the `docker` driver, unprivileged (vfs storage, chroot isolation).
     Docker,
@@ -50,7 +51,7 @@ pub enum LogFormat {
     after_help = "Connections use HashiCorp's variables: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, NOMAD_ADDR, \
 NOMAD_TOKEN, NOMAD_REGION, NOMAD_NAMESPACE, VAULT_ADDR, VAULT_TOKEN.\n\nExample (dev stack):\n  \
 CONSUL_HTTP_ADDR=127.0.0.1:8500 NOMAD_ADDR=http://127.0.0.1:4646 VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root \\\n  \
-jobforge-controller --profile raw-exec --registry-tls-verify=false"
+jobforge-controller --profile raw_exec --registry-tls-verify=false"
 )]
 pub struct ControllerArgs {
     /// KV prefix of every jobforge key.

@@ -686,7 +686,7 @@ impl ControllerProcess {
             "--http-addr",
             &format!("127.0.0.1:{port}"),
             "--profile",
-            "raw-exec",
+            "raw_exec",
             "--registry-tls-verify=false",
         ])
         .args(extra)

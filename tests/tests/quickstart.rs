@@ -1,0 +1,66 @@
+//! The README's first command, `./hack/quickstart.sh --once`, run as a user would (on free ports,
+//! with the binaries the test suite already built): it must end with `Succeeded`, and the registry
+//! must hold the requested tags and no temporary tag.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use jobforge_tests::{bin, free_port, workspace_root};
+
+#[test]
+fn quickstart_once_builds_tests_and_publishes_hello_world() {
+    let state = tempfile::tempdir().unwrap();
+    let bin_dir = bin("jobforge-controller")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let ports: Vec<(String, u16)> = [
+        "CONSUL_PORT",
+        "NOMAD_PORT",
+        "VAULT_PORT",
+        "CONTROLLER_PORT",
+        "REGISTRY_PORT",
+        "GIT_PORT",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), free_port().unwrap()))
+    .collect();
+    let registry_port = ports
+        .iter()
+        .find(|(k, _)| k == "REGISTRY_PORT")
+        .map(|(_, p)| *p)
+        .unwrap();
+    let out = Command::new(workspace_root().join("hack/quickstart.sh"))
+        .arg("--once")
+        .envs(ports.iter().map(|(k, v)| (k.clone(), v.to_string())))
+        .env("JOBFORGE_STATE", state.path())
+        .env("JOBFORGE_BIN_DIR", &bin_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quickstart failed\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Succeeded: 127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains(r#"{"name":"demo/hello-world","tags":["latest","v1.0.0"]}"#),
+        "tags in the registry: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "127.0.0.1:{registry_port}/demo/hello-world@sha256:"
+        )),
+        "{stdout}"
+    );
+    // Everything it started is stopped: nothing listens on its ports any more.
+    for (k, p) in &ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *p)).is_err(),
+            "{k} {p} still open"
+        );
+    }
+}
