@@ -37,6 +37,8 @@ pub struct HealthState {
     pub queue: Mutex<Option<WorkQueue>>,
     /// `X-Consul-Index` of the last requests-watch answer.
     pub last_watch_index: AtomicU64,
+    /// ModifyIndex of the `<prefix>/config` document in effect (0 = none, defaults only).
+    pub config_index: AtomicU64,
     /// Session ID of this replica, if any.
     pub session_id: Mutex<Option<String>>,
     /// Identity of the current leader (from the leader key), if known.
@@ -117,6 +119,7 @@ struct StatusPage {
     queue_depth: usize,
     in_flight: usize,
     last_watch_index: u64,
+    config_index: u64,
     version: &'static str,
 }
 
@@ -165,6 +168,7 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
         queue_depth,
         in_flight,
         last_watch_index: h.last_watch_index.load(Ordering::Relaxed),
+        config_index: h.config_index.load(Ordering::Relaxed),
         version: env!("CARGO_PKG_VERSION"),
     })
 }

@@ -134,6 +134,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         keys.clone(),
         args.clone(),
         config_tx,
+        health.clone(),
         cancel.clone(),
     ));
     // Reachability and leader identity, from a blocking watch of the leader key.
@@ -419,6 +420,7 @@ async fn watch_config(
     keys: KeyLayout,
     args: ControllerArgs,
     tx: watch::Sender<Arc<EffectiveConfig>>,
+    health: Arc<HealthState>,
     cancel: CancellationToken,
 ) {
     let key = keys.config_key();
@@ -428,10 +430,13 @@ async fn watch_config(
     };
     let mut stream = Box::pin(watch_key(consul, key.clone(), opts));
     while let Some(ev) = stream.next().await {
-        let doc = match ev {
-            WatchEvent::Initial { pairs, .. } => pairs.into_iter().next().map(|p| p.value),
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => Some(p.value),
-            WatchEvent::Deleted(_) => None,
+        let (doc, index) = match ev {
+            WatchEvent::Initial { pairs, .. } => match pairs.into_iter().next() {
+                Some(p) => (Some(p.value), p.modify_index),
+                None => (None, 0),
+            },
+            WatchEvent::Added(p) | WatchEvent::Modified(p) => (Some(p.value), p.modify_index),
+            WatchEvent::Deleted(_) => (None, 0),
             WatchEvent::Restarting { .. } => continue,
         };
         let kv = match doc {
@@ -447,6 +452,7 @@ async fn watch_config(
         let eff = effective_config(&args, &kv);
         tracing::info!(?kv, "configuration loaded");
         tx.send_replace(Arc::new(eff));
+        health.config_index.store(index, Ordering::SeqCst);
     }
 }
 

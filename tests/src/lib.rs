@@ -685,18 +685,19 @@ impl ControllerProcess {
         cmd.args([
             "--http-addr",
             &format!("127.0.0.1:{port}"),
-            "--profile",
-            "raw_exec",
             "--registry-tls-verify=false",
-        ])
-        .args(extra)
-        .envs(env)
-        .env(
-            "JOBFORGE_LOG",
-            std::env::var("JOBFORGE_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        ]);
+        if !extra.contains(&"--profile") {
+            cmd.args(["--profile", "raw_exec"]);
+        }
+        cmd.args(extra)
+            .envs(env)
+            .env(
+                "JOBFORGE_LOG",
+                std::env::var("JOBFORGE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         let proc = ProcessGuard::spawn("jobforge-controller", cmd)?;
         let client = reqwest::Client::new();
         let url = format!("{http}/healthz");

@@ -323,3 +323,45 @@ async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
     let s = a.status().await.expect("a answers");
     assert_eq!(s["role"], "standby", "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_leadership_over_to_the_standby_at_once() {
+    let stack = DevStackProcess::start(DevStackOptions {
+        fake_tools: true,
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let repo = GitRepo::hello_world().expect("repo");
+    // Default TTL and lock-delay (15 s each): only a release makes the handover fast.
+    let mut a = ControllerProcess::start(&stack, &[]).await.expect("a");
+    a.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("a leads");
+    let b = ControllerProcess::start(&stack, &[]).await.expect("b");
+    let started = Instant::now();
+    let status = a.process().terminate(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "graceful exit: {status:?}"
+    );
+    b.wait_leader(Duration::from_secs(5))
+        .await
+        .expect("b leads at once");
+    let kv = stack.kv();
+    kv.put(
+        "jobforge/requests/default/h",
+        &request_json("default", "h", json!({"repo_url": repo.url})),
+    )
+    .await
+    .unwrap();
+    kv.wait_json("jobforge/status/default/h", Duration::from_secs(30), |v| {
+        v["phase"] == "Succeeded"
+    })
+    .await
+    .expect("b serves");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "handover took {:?}",
+        started.elapsed()
+    );
+}

@@ -479,3 +479,77 @@ async fn malformed_requests_get_invalid_spec_and_others_keep_being_served() {
         .expect("good terminal");
     assert_eq!(good["phase"], "Succeeded", "{good:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unplaceable_job_waits_pending_unschedulable_with_the_evaluations_reason() {
+    // The dev stack's node has only raw_exec and exec; the docker profile cannot be placed.
+    let stack = fake_stack();
+    let repo = GitRepo::hello_world().expect("repo");
+    let ctl = ControllerProcess::start(&stack, &["--profile", "docker"])
+        .await
+        .expect("controller");
+    ctl.wait_leader(T).await.expect("leader");
+    let kv = stack.kv();
+    kv.put(
+        "jobforge/requests/default/nowhere",
+        &request_json("default", "nowhere", spec_with_repo(&repo, json!({}))),
+    )
+    .await
+    .unwrap();
+    let st = kv
+        .wait_json(&status_key("default", "nowhere"), T, |v| {
+            v["conditions"][0]["reason"] == "Unschedulable"
+        })
+        .await
+        .expect("unschedulable");
+    assert_eq!(st["phase"], "Pending", "the job waits: {st:#}");
+    assert_eq!(st["conditions"][0]["status"], "Unknown", "{st:#}");
+    let msg = st["conditions"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("missing drivers"),
+        "the evaluation's reason: {msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_in_kv_is_reread_when_it_changes() {
+    let stack = DevStackProcess::start(DevStackOptions {
+        fake_tools: true,
+        env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), "615".into())],
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let repo = GitRepo::hello_world().expect("repo");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
+    ctl.wait_leader(T).await.expect("leader");
+    let kv = stack.kv();
+    // The controller is already running: a new default build deadline must apply to the next request.
+    kv.put("jobforge/config", br#"{"build_timeout": "2s"}"#)
+        .await
+        .unwrap();
+    let (_, cfg) = kv.get("jobforge/config", 0, Duration::ZERO).await.unwrap();
+    let cfg_index = cfg.expect("config").1;
+    let status_url = format!("{}/status", ctl.http);
+    wait_until(T, "the controller loaded the new configuration", || {
+        let url = status_url.clone();
+        async move {
+            let s: Value = reqwest::get(&url).await?.json().await?;
+            Ok(s["config_index"].as_u64() == Some(cfg_index))
+        }
+    })
+    .await
+    .expect("config loaded");
+    kv.put(
+        "jobforge/requests/default/cfg",
+        &request_json("default", "cfg", spec_with_repo(&repo, json!({}))),
+    )
+    .await
+    .unwrap();
+    let st = kv
+        .wait_json(&status_key("default", "cfg"), T, |v| v["phase"] == "Failed")
+        .await
+        .expect("failed by the configured deadline");
+    assert_eq!(st["failure"]["reason"], "Timeout", "{st:#}");
+}
