@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use futures::StreamExt;
-use jobforge_client::consul::leader::{LeaderConfig, LeaderState, Leadership};
+use jobforge_client::consul::leader::{Fence, LeaderConfig, LeaderState, Leadership};
 use jobforge_client::consul::watch::{WatchEvent, WatchOptions, watch_key, watch_prefix};
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
 use jobforge_schema::{KeyLayout, Phase};
@@ -165,10 +165,11 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
             metrics::counter!("jobforge_leadership_transitions_total").increment(1);
         }
         match (&state, term.is_some()) {
-            (LeaderState::Leader { .. }, false) => {
-                let Some(fence) = leadership.fence() else {
-                    continue;
-                };
+            (LeaderState::Leader { session }, false) => {
+                // The fence is built from the state we just read, so it always exists here.
+                let fence = leadership.fence().unwrap_or_else(|| {
+                    Fence::new(consul.clone(), keys.leader_key(), session.clone())
+                });
                 tracing::info!("became leader: listing every request");
                 health.first_list_done.store(false, Ordering::SeqCst);
                 let token = cancel.child_token();
@@ -225,7 +226,7 @@ struct TermDeps {
     nomad: NomadClient,
     vault: Option<Arc<VaultChecker>>,
     keys: KeyLayout,
-    fence: jobforge_client::consul::leader::Fence,
+    fence: Fence,
     config: watch::Receiver<Arc<EffectiveConfig>>,
     health: Arc<HealthState>,
     max_concurrent: usize,
