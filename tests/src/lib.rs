@@ -777,3 +777,49 @@ pub fn request_json(namespace: &str, name: &str, spec: serde_json::Value) -> Vec
     }))
     .unwrap_or_default()
 }
+
+/// Waits until a process whose command line contains `pattern` is running (`running = true`) or
+/// until none is (`false`), as `pgrep -f` sees it.
+///
+/// Errors: the timeout, naming the pattern.
+pub async fn wait_process(pattern: &str, running: bool, timeout: Duration) -> anyhow::Result<()> {
+    let what = if running {
+        format!("a process matching {pattern:?} runs")
+    } else {
+        format!("no process matches {pattern:?}")
+    };
+    wait_until(timeout, &what, || async {
+        let out = Command::new("pgrep").args(["-f", pattern]).output()?;
+        Ok(out.stdout.is_empty() != running)
+    })
+    .await
+}
+
+impl DevStackProcess {
+    /// A dev stack whose no-op builds sleep `seconds` (the fakes read `JOBFORGE_FAKE_BUILD_SLEEP`);
+    /// use a distinct value per test so `pgrep -f "sleep <seconds>"` finds only that test's build.
+    pub fn with_slow_builds(seconds: u32) -> anyhow::Result<DevStackProcess> {
+        DevStackProcess::start(DevStackOptions {
+            fake_tools: true,
+            env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), seconds.to_string())],
+            ..DevStackOptions::default()
+        })
+    }
+
+    /// Waits until Nomad reports `job_id` stopped, dead or purged.
+    pub async fn wait_job_stopped(&self, job_id: &str, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/v1/job/{job_id}", self.nomad);
+        wait_until(timeout, &format!("job {job_id} is stopped"), || {
+            let url = url.clone();
+            async move {
+                let r = reqwest::get(&url).await?;
+                if r.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(true);
+                }
+                let j: serde_json::Value = r.json().await?;
+                Ok(j["Stop"] == true || j["Status"] == "dead")
+            }
+        })
+        .await
+    }
+}

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until,
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_process,
+    wait_until,
 };
 use serde_json::{Value, json};
 
@@ -198,12 +199,7 @@ async fn retries_rerun_a_failed_pipeline_with_the_next_attempt() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn build_past_its_timeout_fails_timeout_and_its_job_is_stopped() {
-    let stack = DevStackProcess::start(DevStackOptions {
-        fake_tools: true,
-        env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), "611".into())],
-        ..DevStackOptions::default()
-    })
-    .expect("dev stack");
+    let stack = DevStackProcess::with_slow_builds(611).expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
@@ -228,30 +224,15 @@ async fn build_past_its_timeout_fails_timeout_and_its_job_is_stopped() {
         .as_str()
         .expect("job id")
         .to_string();
-    let nomad = stack.nomad.clone();
-    wait_until(Duration::from_secs(20), "the build job is stopped", || {
-        let url = format!("{nomad}/v1/job/{job_id}");
-        async move {
-            let r = reqwest::get(&url).await?;
-            if r.status() == 404 {
-                return Ok(true);
-            }
-            let j: Value = r.json().await?;
-            Ok(j["Stop"] == true || j["Status"] == "dead")
-        }
-    })
-    .await
-    .expect("job stopped");
+    stack
+        .wait_job_stopped(&job_id, Duration::from_secs(20))
+        .await
+        .expect("job stopped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_mid_build_stops_the_job_and_ends_cancelled() {
-    let stack = DevStackProcess::start(DevStackOptions {
-        fake_tools: true,
-        env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), "612".into())],
-        ..DevStackOptions::default()
-    })
-    .expect("dev stack");
+    let stack = DevStackProcess::with_slow_builds(612).expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
@@ -270,6 +251,9 @@ async fn cancel_mid_build_stops_the_job_and_ends_cancelled() {
     })
     .await
     .expect("building");
+    wait_process("sleep 612", true, Duration::from_secs(20))
+        .await
+        .expect("the slow build runs");
     let mut cancelled = spec;
     cancelled["cancel"] = json!(true);
     kv.put(
@@ -286,28 +270,14 @@ async fn cancel_mid_build_stops_the_job_and_ends_cancelled() {
         .expect("cancelled");
     assert_eq!(st["conditions"][0]["status"], "False", "{st:#}");
     // The sleeping fake build is gone: no process of the dev stack still sleeps 600.
-    wait_until(
-        Duration::from_secs(20),
-        "the build process is gone",
-        || async {
-            let out = std::process::Command::new("pgrep")
-                .args(["-f", "sleep 612"])
-                .output()?;
-            Ok(out.stdout.is_empty())
-        },
-    )
-    .await
-    .expect("process gone");
+    wait_process("sleep 612", false, Duration::from_secs(20))
+        .await
+        .expect("process gone");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_running_request_purges_its_jobs_status_and_logs() {
-    let stack = DevStackProcess::start(DevStackOptions {
-        fake_tools: true,
-        env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), "613".into())],
-        ..DevStackOptions::default()
-    })
-    .expect("dev stack");
+    let stack = DevStackProcess::with_slow_builds(613).expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
@@ -323,6 +293,9 @@ async fn deleting_a_running_request_purges_its_jobs_status_and_logs() {
     kv.wait_json(&status_key("default", "d"), T, |v| v["phase"] == "Building")
         .await
         .expect("building");
+    wait_process("sleep 613", true, Duration::from_secs(20))
+        .await
+        .expect("the slow build runs");
     kv.delete("jobforge/requests/default/d", false)
         .await
         .unwrap();
@@ -344,28 +317,14 @@ async fn deleting_a_running_request_purges_its_jobs_status_and_logs() {
     })
     .await
     .expect("purged");
-    wait_until(
-        Duration::from_secs(20),
-        "the build process is gone",
-        || async {
-            let out = std::process::Command::new("pgrep")
-                .args(["-f", "sleep 613"])
-                .output()?;
-            Ok(out.stdout.is_empty())
-        },
-    )
-    .await
-    .expect("process gone");
+    wait_process("sleep 613", false, Duration::from_secs(20))
+        .await
+        .expect("process gone");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn editing_the_spec_mid_build_starts_the_new_generation_and_stops_the_old_job() {
-    let stack = DevStackProcess::start(DevStackOptions {
-        fake_tools: true,
-        env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), "614".into())],
-        ..DevStackOptions::default()
-    })
-    .expect("dev stack");
+    let stack = DevStackProcess::with_slow_builds(614).expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
@@ -407,24 +366,10 @@ async fn editing_the_spec_mid_build_starts_the_new_generation_and_stops_the_old_
         second["phases"]["build"]["nomadJobId"].as_str(),
         Some(old_job.as_str())
     );
-    let nomad = stack.nomad.clone();
-    wait_until(
-        Duration::from_secs(20),
-        "the old generation's job is stopped",
-        || {
-            let url = format!("{nomad}/v1/job/{old_job}");
-            async move {
-                let r = reqwest::get(&url).await?;
-                if r.status() == 404 {
-                    return Ok(true);
-                }
-                let j: Value = r.json().await?;
-                Ok(j["Stop"] == true || j["Status"] == "dead")
-            }
-        },
-    )
-    .await
-    .expect("old job stopped");
+    stack
+        .wait_job_stopped(&old_job, Duration::from_secs(20))
+        .await
+        .expect("old job stopped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,12 +458,7 @@ async fn unplaceable_job_waits_pending_unschedulable_with_the_evaluations_reason
 
 #[tokio::test(flavor = "multi_thread")]
 async fn configuration_in_kv_is_reread_when_it_changes() {
-    let stack = DevStackProcess::start(DevStackOptions {
-        fake_tools: true,
-        env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), "615".into())],
-        ..DevStackOptions::default()
-    })
-    .expect("dev stack");
+    let stack = DevStackProcess::with_slow_builds(615).expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
