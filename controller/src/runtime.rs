@@ -149,6 +149,10 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     let mut leader_cfg = LeaderConfig::new(keys.leader_key(), serde_json::to_vec(&identity_doc)?);
     leader_cfg.ttl = args.session_ttl;
     leader_cfg.lock_delay = args.lock_delay;
+    // The leader key is watched with consistent blocking reads, which answer at once on any
+    // change, so a long wait costs no reaction time; it keeps an idle replica to a few requests a
+    // minute (mostly the TTL/2 session renewals).
+    leader_cfg.monitor_wait = std::time::Duration::from_secs(300);
     leader_cfg.session_name = format!("jobforge-controller {identity}");
     let leadership = Leadership::start(consul.clone(), leader_cfg, cancel.child_token())
         .context("starting leader election")?;
