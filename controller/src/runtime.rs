@@ -342,6 +342,11 @@ async fn watch_requests(
                     .increment(1);
                 tracing::warn!(%error, "requests watch restarting");
             }
+            WatchEvent::Resumed { index } => {
+                health.consul_reachable.store(true, Ordering::Relaxed);
+                health.last_watch_index.store(index, Ordering::Relaxed);
+                tracing::info!(index, "requests watch resumed");
+            }
         }
     }
 }
@@ -405,6 +410,7 @@ async fn watch_statuses(
                     .increment(1);
                 continue;
             }
+            WatchEvent::Resumed { .. } => continue,
         }
         for phase in Phase::ALL {
             let n = phases.values().filter(|p| **p == phase).count();
@@ -432,7 +438,7 @@ async fn watch_config(
             WatchEvent::Initial { pairs, .. } => pairs.into_iter().next().map(|p| p.value),
             WatchEvent::Added(p) | WatchEvent::Modified(p) => Some(p.value),
             WatchEvent::Deleted(_) => None,
-            WatchEvent::Restarting { .. } => continue,
+            WatchEvent::Restarting { .. } | WatchEvent::Resumed { .. } => continue,
         };
         let kv = match doc {
             None => KvConfig::default(),
@@ -489,6 +495,9 @@ async fn watch_leader_key(
                 health.consul_reachable.store(false, Ordering::Relaxed);
                 metrics::counter!("jobforge_watch_restarts_total", "watch" => "leader")
                     .increment(1);
+            }
+            WatchEvent::Resumed { .. } => {
+                health.consul_reachable.store(true, Ordering::Relaxed);
             }
         }
     }
