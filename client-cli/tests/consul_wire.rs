@@ -471,3 +471,63 @@ async fn watch_announces_restarts_and_recovers_after_errors() {
     }
     assert_eq!(restarts, 2);
 }
+
+/// After an error the watch must not block from its old index: Consul may come back unchanged
+/// and a blocking read would then say nothing for a whole `wait`. The request after the error
+/// carries no `index`, and `Resumed` follows its answer at once, with no spurious change events.
+#[tokio::test]
+async fn watch_reads_without_index_after_an_error_and_announces_resumed_at_once() {
+    let server = MockServer::start().await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c2 = calls.clone();
+    Mock::given(method("GET"))
+        .and(path("/v1/kv/p/"))
+        .respond_with(move |r: &Request| {
+            let n = c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ok = ResponseTemplate::new(200)
+                .insert_header("X-Consul-Index", "5")
+                .set_body_json(kv_body("p/a", "aGk=", 5));
+            match n {
+                0 => ok,
+                1 => ResponseTemplate::new(500).set_body_string("No cluster leader"),
+                // Unchanged Consul: a blocking read from index 5 would hold for the whole wait.
+                _ if r.url.query_pairs().any(|(k, _)| k == "index") => {
+                    ok.set_delay(Duration::from_secs(60))
+                }
+                _ => ok,
+            }
+        })
+        .mount(&server)
+        .await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = WatchOptions {
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let mut s = Box::pin(jobforge_client::consul::watch::watch_prefix(
+        client(&server),
+        "p/",
+        opts,
+    ));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("the watch reported within 5 s")
+            .expect("stream open")
+    };
+    assert!(matches!(next().await, WatchEvent::Initial { index: 5, .. }));
+    assert!(matches!(next().await, WatchEvent::Restarting { .. }));
+    let ev = next().await;
+    assert_eq!(ev, WatchEvent::Resumed { index: 5 }, "no change events");
+    cancel.cancel();
+    let requests = server.received_requests().await.unwrap();
+    let has_index = |i: usize| requests[i].url.query_pairs().any(|(k, _)| k == "index");
+    assert!(has_index(1), "the read before the error blocked from 5");
+    assert!(
+        !has_index(2),
+        "the read after the error must not block: {}",
+        requests[2].url
+    );
+}

@@ -348,6 +348,11 @@ async fn watch_requests(
                     .increment(1);
                 tracing::warn!(%error, "requests watch restarting");
             }
+            WatchEvent::Resumed { index } => {
+                health.consul_reachable.store(true, Ordering::Relaxed);
+                health.last_watch_index.store(index, Ordering::Relaxed);
+                tracing::info!(index, "requests watch resumed");
+            }
         }
     }
 }
@@ -411,6 +416,7 @@ async fn watch_statuses(
                     .increment(1);
                 continue;
             }
+            WatchEvent::Resumed { .. } => continue,
         }
         for phase in Phase::ALL {
             let n = phases.values().filter(|p| **p == phase).count();
@@ -442,7 +448,7 @@ async fn watch_config(
             },
             WatchEvent::Added(p) | WatchEvent::Modified(p) => (Some(p.value), p.modify_index),
             WatchEvent::Deleted(_) => (None, 0),
-            WatchEvent::Restarting { .. } => continue,
+            WatchEvent::Restarting { .. } | WatchEvent::Resumed { .. } => continue,
         };
         let kv = match doc {
             None => KvConfig::default(),
@@ -500,6 +506,9 @@ async fn watch_leader_key(
                 health.consul_reachable.store(false, Ordering::Relaxed);
                 metrics::counter!("jobforge_watch_restarts_total", "watch" => "leader")
                     .increment(1);
+            }
+            WatchEvent::Resumed { .. } => {
+                health.consul_reachable.store(true, Ordering::Relaxed);
             }
         }
     }

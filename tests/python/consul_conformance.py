@@ -34,17 +34,18 @@ def main() -> int:
             print(f"FAIL {fn.__name__}: {e!r}")
             failures.append(fn.__name__)
 
-    for fn in (
+    scenarios = (
         kv_put_get_and_404_index,
         blocking_get_returns_after_write_not_before,
         blocking_get_times_out_with_same_index,
         cas_races_one_winner_per_round,
         session_lowercase_keys_acquire_release_lock_delay,
-        session_ttl_expiry_releases_lock,
+        session_ttl_expiry_releases_or_deletes_lock,
         txn_commit_and_rollback,
-    ):
+    )
+    for fn in scenarios:
         scenario(fn)
-    print(f"{7 - len(failures)}/7 scenarios passed")
+    print(f"{len(scenarios) - len(failures)}/{len(scenarios)} scenarios passed")
     return 1 if failures else 0
 
 
@@ -143,22 +144,29 @@ def session_lowercase_keys_acquire_release_lock_delay(c, p):
     c.session.destroy(a)
 
 
-def session_ttl_expiry_releases_lock(c, p):
-    key = p + "ttl"
-    s = c.session.create(ttl=10, lock_delay=0)
-    renewed = c.session.renew(s)
-    assert renewed["ID"] == s and renewed["TTL"] == "10s", renewed
-    assert c.kv.put(key, "held", acquire=s) is True
-    index, _ = c.kv.get(key)
+def session_ttl_expiry_releases_or_deletes_lock(c, p):
+    # Two sessions expire together: Behavior release keeps the key unlocked, delete removes it.
+    rel = c.session.create(ttl=10, lock_delay=0)
+    dele = c.session.create(ttl=10, lock_delay=0, behavior="delete")
+    renewed = c.session.renew(rel)
+    assert renewed["ID"] == rel and renewed["TTL"] == "10s", renewed
+    assert c.kv.put(p + "ttl-rel", "held", acquire=rel) is True
+    assert c.kv.put(p + "ttl-del", "held", acquire=dele) is True
     start = time.monotonic()
-    while True:
-        index, value = c.kv.get(key, index=index, wait="25s")
-        if value is not None and "Session" not in value:
-            break
-        assert time.monotonic() - start < 25, "lock never released"
-    took = time.monotonic() - start
+
+    def block_until(key, done):
+        index, value = c.kv.get(key)
+        while not done(value):
+            assert time.monotonic() - start < 25, f"{key}: lock never freed"
+            index, value = c.kv.get(key, index=index, wait="25s")
+        return time.monotonic() - start
+
+    took = block_until(p + "ttl-rel", lambda v: v is not None and "Session" not in v)
     assert 10 <= took <= 21, f"released after {took:.1f}s (TTL 10s)"
-    assert c.session.info(s)[1] is None
+    took = block_until(p + "ttl-del", lambda v: v is None)
+    assert 10 <= took <= 21, f"deleted after {took:.1f}s (TTL 10s)"
+    assert c.session.info(rel)[1] is None
+    assert c.session.info(dele)[1] is None
 
 
 def txn_commit_and_rollback(c, p):

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jobforge_client::consul::watch::{WatchEvent, WatchOptions, watch_prefix};
 use jobforge_client::consul::{
-    Client, Config, DeleteOptions, PutOptions, QueryOptions, SessionRequest, TxnOp, TxnResult,
+    Client, Config, DeleteOptions, KvPair, PutOptions, QueryOptions, SessionBehavior,
+    SessionRequest, TxnOp, TxnResult,
 };
 use jobforge_devstack::{DevStack, DevStackConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,11 +132,10 @@ async fn blocking_get_on_missing_key_wakes_on_create() {
     stack.shutdown().await;
 }
 
-/// In a store with no write yet, the emulator answers a 404 with `X-Consul-Index: 1` (0 clamped)
-/// and then gives the first write index 1 too, so a blocking read from 1 never sees the change.
-/// Real Consul never has raft index <= 1 when KV is usable.
+/// In a store with no write yet, a 404 carries `X-Consul-Index: 1` (0 raised to 1); the first
+/// write must take a higher index (as in real Consul, whose raft index is past 1 before KV is
+/// used) or a blocking read from 1 would never see it.
 #[tokio::test]
-#[ignore = "emulator bug (consul-emu 6070a67): first write in a fresh store gets index 1, equal to the clamped 404 index"]
 async fn blocking_get_on_missing_key_in_a_fresh_store_wakes_on_the_first_write() {
     let stack = consul_only().await;
     let c = client_for(&stack.consul_url());
@@ -304,6 +304,101 @@ async fn acquire_is_exclusive_and_release_frees_without_lock_delay() {
     let renewed = c.session_renew(&s1).await.unwrap().unwrap();
     assert!(renewed.ttl.unwrap() >= Duration::from_secs(10));
     assert!(c.session_renew(&s2).await.unwrap().is_none());
+    stack.shutdown().await;
+}
+
+/// Blocks on `key` (from its current index) until `done` holds for the read; returns the last
+/// read. Bounded by `within`.
+async fn block_until(
+    c: &Client,
+    key: &str,
+    within: Duration,
+    done: impl Fn(Option<&KvPair>) -> bool,
+) -> Option<KvPair> {
+    let (mut index, mut pair) = c.kv_get(key, QueryOptions::default()).await.unwrap();
+    tokio::time::timeout(within, async {
+        while !done(pair.as_ref()) {
+            (index, pair) = c
+                .kv_get(key, QueryOptions::blocking(index, Duration::from_secs(30)))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{key}: condition not reached within {within:?}"));
+    pair
+}
+
+/// A TTL session that is not renewed is invalidated between TTL and 2×TTL (Consul's
+/// `session_ttl.go`); its locks are released (Behavior release) or deleted (Behavior delete),
+/// and the session's lock-delay then refuses acquires until it ends.
+#[tokio::test]
+async fn session_ttl_expiry_releases_or_deletes_the_lock_and_lock_delay_then_ends() {
+    let stack = consul_only().await;
+    let c = client_for(&stack.consul_url());
+    let ttl = Duration::from_secs(10);
+    let lock_delay = Duration::from_secs(1);
+    let session = |behavior| SessionRequest {
+        ttl: Some(ttl),
+        lock_delay: Some(lock_delay),
+        behavior,
+        ..Default::default()
+    };
+    let releasing = c
+        .session_create(&session(SessionBehavior::Release))
+        .await
+        .unwrap();
+    let deleting = c
+        .session_create(&session(SessionBehavior::Delete))
+        .await
+        .unwrap();
+    let other = c
+        .session_create(&SessionRequest {
+            ttl: Some(Duration::from_secs(60)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let acquire = |s: &str| PutOptions {
+        acquire: Some(s.to_string()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    assert!(
+        c.kv_put("ttl/rel", b"r", acquire(&releasing))
+            .await
+            .unwrap()
+    );
+    assert!(c.kv_put("ttl/del", b"d", acquire(&deleting)).await.unwrap());
+
+    let released = block_until(&c, "ttl/rel", 2 * ttl + Duration::from_secs(5), |p| {
+        p.is_some_and(|p| p.session.is_none())
+    })
+    .await;
+    let released_at = started.elapsed();
+    assert_eq!(released.unwrap().value, b"r", "release keeps the value");
+    assert!(
+        !c.kv_put("ttl/rel", b"o", acquire(&other)).await.unwrap(),
+        "the expired session's lock-delay refuses an acquire"
+    );
+    let deleted = block_until(&c, "ttl/del", 2 * ttl + Duration::from_secs(5), |p| {
+        p.is_none()
+    })
+    .await;
+    assert!(deleted.is_none());
+    let deleted_at = started.elapsed();
+    for (what, at) in [("release", released_at), ("delete", deleted_at)] {
+        assert!(
+            at >= ttl && at <= 2 * ttl + Duration::from_secs(1),
+            "{what} after {at:?} (TTL {ttl:?})"
+        );
+    }
+    assert!(c.session_info(&releasing).await.unwrap().is_none());
+    assert!(c.session_info(&deleting).await.unwrap().is_none());
+    // The lock-delay is time-based: wait it out, then the key is free for another session.
+    tokio::time::sleep(lock_delay + Duration::from_millis(100)).await;
+    assert!(c.kv_put("ttl/rel", b"o", acquire(&other)).await.unwrap());
+    assert!(c.session_destroy(&other).await.unwrap());
     stack.shutdown().await;
 }
 

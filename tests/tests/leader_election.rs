@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jobforge_client::consul::leader::{FencedWrite, LeaderConfig, LeaderState, Leadership};
-use jobforge_client::consul::{Client, Config, QueryOptions};
+use jobforge_client::consul::{Client, Config, QueryOptions, TxnOp, TxnResult};
 use jobforge_devstack::{DevStack, DevStackConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -288,6 +288,102 @@ async fn one_leader_at_a_time_with_failover_and_fencing() {
         None,
         "shutdown must release the leader key"
     );
+    cancel.cancel();
+    stack.shutdown().await;
+}
+
+/// The holder must step down as soon as the key shows another session, not only when its own
+/// session is lost: here an operator, in one transaction, force-releases the key (unlock with the
+/// holder's session) and has another session acquire it, so no read can see the key free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_steps_down_when_the_key_shows_a_different_session() {
+    let stack = DevStack::start(DevStackConfig {
+        nomad_addr: None,
+        vault_addr: None,
+        ..DevStackConfig::ephemeral()
+    })
+    .await
+    .unwrap();
+    let client = Client::new(Config::new(&stack.consul_url()).unwrap()).unwrap();
+    let cancel = CancellationToken::new();
+    let holder = start(&client, 0, &cancel);
+    let mut state = holder.subscribe();
+    let session = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(LeaderState::is_leader),
+    )
+    .await
+    .expect("the only candidate leads within 5 s")
+    .unwrap()
+    .session()
+    .unwrap()
+    .to_string();
+    let fence = holder.fence().unwrap();
+
+    let operator = client
+        .session_create(&jobforge_client::consul::SessionRequest {
+            ttl: Some(TTL),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let takeover = [
+        TxnOp::Unlock {
+            key: KEY.into(),
+            value: b"forced".to_vec(),
+            session: session.clone(),
+        },
+        TxnOp::Lock {
+            key: KEY.into(),
+            value: b"operator".to_vec(),
+            session: operator.clone(),
+        },
+    ];
+    let forced = Instant::now();
+    match client.txn(&takeover).await.unwrap() {
+        TxnResult::Committed(_) => {}
+        other => panic!("force release + acquire refused: {other:?}"),
+    }
+    let (_, pair) = client.kv_get(KEY, QueryOptions::default()).await.unwrap();
+    assert_eq!(pair.unwrap().session.as_deref(), Some(operator.as_str()));
+
+    let seen = tokio::time::timeout(Duration::from_secs(3), state.wait_for(|s| !s.is_leader()))
+        .await
+        .expect("the holder stepped down within 3 s")
+        .unwrap()
+        .clone();
+    assert!(
+        forced.elapsed() < Duration::from_secs(2),
+        "stepping down took {:?}",
+        forced.elapsed()
+    );
+    match seen {
+        LeaderState::Standby {
+            session: own,
+            leader_identity,
+        } => {
+            assert_eq!(own, session, "its own session is still alive");
+            assert_eq!(leader_identity.as_deref(), Some(&b"operator"[..]));
+        }
+        other => panic!("expected standby, got {other:?}"),
+    }
+    assert!(!holder.is_leader());
+    assert_eq!(
+        fence
+            .cas_put("jobforge/status/ns/x", b"late", 0)
+            .await
+            .unwrap(),
+        FencedWrite::NotLeader,
+        "the deposed holder's fenced write must be refused"
+    );
+    holder.shutdown().await;
+    let (_, pair) = client.kv_get(KEY, QueryOptions::default()).await.unwrap();
+    assert_eq!(
+        pair.unwrap().session.as_deref(),
+        Some(operator.as_str()),
+        "the deposed holder's shutdown must not release someone else's lock"
+    );
+    assert!(client.session_destroy(&operator).await.unwrap());
     cancel.cancel();
     stack.shutdown().await;
 }

@@ -7,7 +7,10 @@
 //! - requests are rate-limited by a token bucket (burst 2, refill [`WatchOptions::rate_per_sec`]),
 //!   so a key that changes constantly degrades to polling at that rate instead of a hot loop;
 //! - errors are retried with exponential backoff with jitter (backon), each announced as
-//!   [`WatchEvent::Restarting`] so callers can count restarts;
+//!   [`WatchEvent::Restarting`] so callers can count restarts; the request after an error uses
+//!   index 0, so it answers at once instead of blocking a whole `wait` when Consul comes back
+//!   unchanged, and its success is announced as [`WatchEvent::Resumed`] (the per-key ModifyIndex
+//!   diff still yields only the keys that really changed meanwhile);
 //! - only real changes are yielded: each key's ModifyIndex is compared with the last one seen.
 //!
 //! There is no fixed-interval polling: an idle watch makes one request per `wait` period.
@@ -83,6 +86,13 @@ pub enum WatchEvent {
         transient: bool,
         /// Delay before the next request.
         retry_in: Duration,
+    },
+    /// The first successful read after one or more [`WatchEvent::Restarting`]: Consul answers
+    /// again. Comes after that read's own events (the `Initial` listing or the changes missed
+    /// while failing), at most once per outage.
+    Resumed {
+        /// `X-Consul-Index` of the read that succeeded.
+        index: u64,
     },
 }
 
@@ -179,6 +189,8 @@ struct State {
     bucket: TokenBucket,
     backoff: Option<backon::ExponentialBackoff>,
     delay: Duration,
+    /// A request failed since the last success: the next success emits `Resumed`.
+    failing: bool,
 }
 
 impl State {
@@ -228,18 +240,28 @@ impl State {
                 if self.index == 0 {
                     tracing::debug!(prev, got, "consul watch index went backwards; resetting");
                 }
-                if !self.synced {
+                let mut events = if self.synced {
+                    diff(&mut self.known, listing)
+                } else {
                     self.synced = true;
                     let mut pairs = listing;
                     pairs.sort_by(|a, b| a.key.cmp(&b.key));
                     for p in &pairs {
                         self.known.insert(p.key.clone(), p.clone());
                     }
-                    return Some(vec![WatchEvent::Initial { index: got, pairs }]);
+                    vec![WatchEvent::Initial { index: got, pairs }]
+                };
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(index = got, "consul watch resumed");
+                    events.push(WatchEvent::Resumed { index: got });
                 }
-                Some(diff(&mut self.known, listing))
+                Some(events)
             }
             Err(e) => {
+                // Consul may come back unchanged: a blocking read from the old index would then
+                // wait a whole `wait` before telling us it is back, so read once without blocking.
+                self.index = 0;
+                self.failing = true;
                 let builder = self.backoff_builder();
                 let b = self.backoff.get_or_insert_with(|| builder.build());
                 let retry_in = b.next().unwrap_or(self.opts.max_backoff);
@@ -267,6 +289,7 @@ fn watch(client: Client, target: Target, opts: WatchOptions) -> impl Stream<Item
         bucket,
         backoff: None,
         delay: Duration::ZERO,
+        failing: false,
     };
     futures::stream::unfold(state, |mut s| async move {
         let events = s.step().await?;
@@ -276,8 +299,9 @@ fn watch(client: Client, target: Target, opts: WatchOptions) -> impl Stream<Item
 }
 
 /// Watches every key under `prefix` (`recurse` blocking reads). First item:
-/// [`WatchEvent::Initial`]; then `Added`/`Modified`/`Deleted` per changed key and `Restarting`
-/// on errors. Ends when `opts.cancel` is cancelled.
+/// [`WatchEvent::Initial`]; then `Added`/`Modified`/`Deleted` per changed key, `Restarting`
+/// on errors and `Resumed` after the first success that follows them. Ends when `opts.cancel`
+/// is cancelled.
 pub fn watch_prefix(
     client: Client,
     prefix: impl Into<String>,

@@ -44,8 +44,17 @@ pub enum DeleteMode {
     Cas(u64),
 }
 
+/// The raft index of a fresh emulator, before any commit.
+///
+/// Real Consul's raft log already holds entries (leader election, node registration) when KV is
+/// first used, so its first KV write never gets index 1. An empty KV table answers
+/// `X-Consul-Index: 1` (0 raised to 1, `agent/consul/rpc.go` blockingQuery); if the first write
+/// also got 1, a blocking read from index 1 would never wake on it. Starting here makes the first
+/// commit take 2.
+pub const INITIAL_RAFT_INDEX: u64 = 1;
+
 /// The state behind the mutex.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Db {
     /// KV table.
     pub kv: KvStore,
@@ -61,6 +70,21 @@ pub struct Db {
     pub lock_delays: LockDelays,
     /// Blocking-query waiters.
     pub watchers: Watchers,
+}
+
+impl Default for Db {
+    /// An empty state whose raft index is [`INITIAL_RAFT_INDEX`], so the first commit takes 2.
+    fn default() -> Self {
+        Db {
+            kv: KvStore::default(),
+            sessions: BTreeMap::new(),
+            deadlines: HashMap::new(),
+            sessions_index: 0,
+            raft_index: INITIAL_RAFT_INDEX,
+            lock_delays: LockDelays::default(),
+            watchers: Watchers::default(),
+        }
+    }
 }
 
 impl Db {
@@ -377,6 +401,16 @@ mod tests {
         put(&mut db, "d", b"x", PutMode::Acquire(s.clone())).expect("test input");
         db.invalidate_session(&s, now);
         assert!(db.kv.entry("d").is_none());
+    }
+
+    #[test]
+    fn first_write_of_a_fresh_store_takes_an_index_above_the_empty_answer() {
+        let mut db = Db::default();
+        // The empty table answers 0, raised to 1 on the wire.
+        assert_eq!(db.kv.get("k").0.max(1), 1);
+        put(&mut db, "k", b"1", PutMode::Set).expect("test input");
+        assert_eq!(db.kv.entry("k").map(|e| e.modify_index), Some(2));
+        assert_eq!(db.raft_index, 2);
     }
 
     #[test]

@@ -72,7 +72,12 @@ impl ConsulState {
                     .with_context(|| format!("opening Consul data dir {}", dir.display()))?;
                 if let Some(snap) = snap {
                     db.kv = snap.kv;
-                    db.raft_index = snap.raft_index.max(db.kv.table_index());
+                    // Never below the fresh store's index, so a snapshot taken before any commit
+                    // still numbers the next commit 2 or more.
+                    db.raft_index = snap
+                        .raft_index
+                        .max(db.kv.table_index())
+                        .max(db::INITIAL_RAFT_INDEX);
                     db.sessions_index = snap.sessions_index;
                     db.sessions = snap
                         .sessions

@@ -334,7 +334,7 @@ mod tests {
         );
         assert!(matches!(out, TxnOutcome::RolledBack(ref e) if e[0].0 == 1));
         assert!(db.kv.entry("a").is_none());
-        assert_eq!(db.raft_index, 0);
+        assert_eq!(db.raft_index, crate::consul::db::INITIAL_RAFT_INDEX);
     }
 
     #[test]
