@@ -10,8 +10,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Integration tests start the binaries (dev stack, controller, CLI) as processes.
 cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  # Doc tests first: nextest's summary line is the run's closing line.
   cargo test --workspace --locked --doc
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
