@@ -5,7 +5,7 @@
 //!   healthy standby (its leader watch answers); 503 while Consul is unreachable or the first list
 //!   has not finished. The body says why.
 //! - `/status`: JSON: role, leader identity, session ID, queue depth, in-flight reconciles, last
-//!   watch index, versions.
+//!   watch index, versions, and `tokio_tasks` (tasks alive in the runtime, for leak checks).
 //! - `/metrics`: Prometheus text format (metrics-exporter-prometheus).
 
 use std::net::SocketAddr;
@@ -120,6 +120,9 @@ struct StatusPage {
     in_flight: usize,
     last_watch_index: u64,
     config_index: u64,
+    /// Tasks alive in the tokio runtime (`RuntimeMetrics::num_alive_tasks`); a count that keeps
+    /// growing across finished work is a task leak.
+    tokio_tasks: usize,
     version: &'static str,
 }
 
@@ -153,6 +156,7 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
     let h = &s.health;
     let readiness = h.readiness();
     let (queue_depth, in_flight) = h.queue_stats();
+    let tokio_tasks = alive_tasks();
     Json(StatusPage {
         role: if h.is_leader.load(Ordering::Relaxed) {
             "leader"
@@ -169,11 +173,22 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
         in_flight,
         last_watch_index: h.last_watch_index.load(Ordering::Relaxed),
         config_index: h.config_index.load(Ordering::Relaxed),
+        tokio_tasks,
         version: env!("CARGO_PKG_VERSION"),
     })
 }
 
+/// Tasks alive in the current tokio runtime, also published as the gauge `jobforge_tokio_alive_tasks`.
+fn alive_tasks() -> usize {
+    let n = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!("jobforge_tokio_alive_tasks").set(n as f64);
+    n
+}
+
 async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
+    alive_tasks();
     match &s.metrics {
         Some(h) => (
             StatusCode::OK,
@@ -224,6 +239,10 @@ fn describe_metrics() {
         "Finished requests by outcome and reason."
     );
     describe_gauge!("jobforge_leader", "1 while this replica is the leader.");
+    describe_gauge!(
+        "jobforge_tokio_alive_tasks",
+        "Tasks alive in the tokio runtime (sampled when /status or /metrics is served)."
+    );
     describe_counter!(
         "jobforge_leadership_transitions_total",
         "Times this replica became or stopped being leader."

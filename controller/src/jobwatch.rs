@@ -18,6 +18,10 @@ use crate::queue::{RequestKey, WorkQueue};
 /// Blocking `wait` of each allocations query.
 const WAIT: Duration = Duration::from_secs(300);
 
+/// Longest pause between retries while Nomad does not answer: short, so a job's state is seen
+/// within seconds of Nomad coming back (an outage costs one request per job per pause).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The set of running job watches of one leadership term.
 #[derive(Debug)]
 pub struct JobWatches {
@@ -85,7 +89,7 @@ impl JobWatches {
         let mut index = 0u64;
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
+            .with_max_delay(MAX_BACKOFF)
             .with_jitter()
             .without_max_times()
             .build();
@@ -102,7 +106,7 @@ impl JobWatches {
                 Ok((got, allocs)) => {
                     backoff = ExponentialBuilder::default()
                         .with_min_delay(Duration::from_millis(200))
-                        .with_max_delay(Duration::from_secs(30))
+                        .with_max_delay(MAX_BACKOFF)
                         .with_jitter()
                         .without_max_times()
                         .build();

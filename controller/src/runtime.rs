@@ -37,6 +37,10 @@ use crate::reconcile::{EffectiveConfig, Reconciler};
 use crate::vault::VaultChecker;
 use crate::webhook::Webhooks;
 
+/// Longest pause between retries of a failing Consul watch: a recovered Consul is seen within
+/// seconds (the watch then re-reads at once and reports what changed meanwhile).
+const WATCH_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds the effective configuration from the flags and the KV document.
 pub fn effective_config(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig {
     let mut machine = MachineConfig::default();
@@ -317,6 +321,7 @@ async fn watch_requests(
 ) {
     let opts = WatchOptions {
         cancel: cancel.clone(),
+        max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
     let mut stream = Box::pin(watch_prefix(consul, keys.requests_prefix(), opts));
@@ -370,6 +375,7 @@ async fn watch_statuses(
 ) {
     let opts = WatchOptions {
         cancel: cancel.clone(),
+        max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
     let mut phases: std::collections::HashMap<String, Phase> = std::collections::HashMap::new();
@@ -437,6 +443,7 @@ async fn watch_config(
     let key = keys.config_key();
     let opts = WatchOptions {
         cancel: cancel.clone(),
+        max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
     let mut stream = Box::pin(watch_key(consul, key.clone(), opts));

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 
 pub mod githttp;
+pub mod history;
+pub mod proxy;
 
 /// The Python interpreter with the third-party wire-check clients (py-consul, python-nomad, hvac, mcp).
 ///

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use jobforge_tests::history::{StatusWatch, assert_exactly_once};
 use jobforge_tests::{
     ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, request_json, wait_until,
 };
@@ -16,86 +14,6 @@ use serde_json::{Value, json};
 
 /// Short session TTL (Consul's minimum) and lock-delay so failover takes seconds, not minutes.
 const FAST: &[&str] = &["--session-ttl", "10s", "--lock-delay", "1s"];
-
-fn rank(phase: &str) -> u32 {
-    match phase {
-        "Pending" => 0,
-        "Building" => 1,
-        "Testing" => 2,
-        "Publishing" => 3,
-        _ => 4,
-    }
-}
-
-/// Every status value seen by a blocking watch of `status/`, checked for regressions as it goes:
-/// within a generation, `(attempt, phase)` never moves backwards.
-#[derive(Default)]
-struct History {
-    last: HashMap<String, (u64, u32, u32)>,
-    regressions: Vec<String>,
-    writes: u64,
-}
-
-async fn watch_statuses(
-    consul: String,
-    history: Arc<Mutex<History>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let client = reqwest::Client::new();
-    let mut index = 0u64;
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    loop {
-        let req = client
-            .get(format!("{consul}/v1/kv/jobforge/status/?recurse"))
-            .query(&[("index", index.to_string()), ("wait", "2s".to_string())])
-            .send();
-        let resp = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = req => r,
-        };
-        let Ok(resp) = resp else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let got: u64 = resp
-            .headers()
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let entries: Vec<Value> = resp.json().await.unwrap_or_default();
-        let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
-        for e in entries {
-            let key = e["Key"].as_str().unwrap_or("").to_string();
-            let mi = e["ModifyIndex"].as_u64().unwrap_or(0);
-            if seen.get(&key) == Some(&mi) {
-                continue;
-            }
-            seen.insert(key.clone(), mi);
-            h.writes += 1;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(e["Value"].as_str().unwrap_or(""))
-                .unwrap_or_default();
-            let Ok(doc) = serde_json::from_slice::<Value>(&raw) else {
-                continue;
-            };
-            let cur = (
-                doc["observedGeneration"].as_u64().unwrap_or(0),
-                doc["attempt"].as_u64().unwrap_or(0) as u32,
-                rank(doc["phase"].as_str().unwrap_or("")),
-            );
-            if let Some(prev) = h.last.get(&key)
-                && prev.0 == cur.0
-                && (cur.1, cur.2) < (prev.1, prev.2)
-            {
-                let msg = format!("{key}: {prev:?} -> {cur:?}");
-                h.regressions.push(msg);
-            }
-            h.last.insert(key, cur);
-        }
-        index = if got < index { 0 } else { got.max(1) };
-    }
-}
 
 async fn leader_of(ctls: &mut [Option<ControllerProcess>]) -> Option<usize> {
     for (i, c) in ctls.iter().enumerate() {
@@ -126,13 +44,7 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
                 .expect("controller"),
         ));
     }
-    let history = Arc::new(Mutex::new(History::default()));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let watcher = tokio::spawn(watch_statuses(
-        stack.consul.clone(),
-        history.clone(),
-        stop.clone(),
-    ));
+    let watch = StatusWatch::start(&stack.consul);
 
     let kv = stack.kv();
     let spec = json!({"repo_url": repo.url, "test": {"commands": ["true"]}});
@@ -194,41 +106,13 @@ async fn two_hundred_requests_survive_three_leader_kills_exactly_once() {
     )
     .await
     .expect("all succeeded");
-    stop.cancel();
-    let _ = watcher.await;
+    let h = watch.finish().await;
 
     // Each (request, generation, phase) ran at most once: one registration (Version 0) and one
     // allocation per job in the emulator's registry.
-    let jobs: Vec<Value> =
-        reqwest::get(format!("{}/v1/jobs?prefix=jobforge-default-r", stack.nomad))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    assert_eq!(jobs.len(), 200 * 3, "build, test and publish per request");
-    for j in &jobs {
-        let id = j["ID"].as_str().unwrap_or("");
-        let job: Value = reqwest::get(format!("{}/v1/job/{id}", stack.nomad))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            job["Version"].as_u64(),
-            Some(0),
-            "{id} was registered more than once"
-        );
-        let allocs: Vec<Value> = reqwest::get(format!("{}/v1/job/{id}/allocations", stack.nomad))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(allocs.len(), 1, "{id} ran {} times", allocs.len());
-    }
-    let h = history.lock().unwrap_or_else(|p| p.into_inner());
+    assert_exactly_once(&stack.nomad, "jobforge-default-r", 200 * 3)
+        .await
+        .expect("exactly once");
     assert!(
         h.regressions.is_empty(),
         "status went backwards: {:?}",
