@@ -9,6 +9,7 @@
 pub mod events;
 mod http;
 pub mod logs;
+mod metrics;
 pub mod model;
 pub mod placement;
 mod runner;
@@ -273,7 +274,7 @@ impl NomadState {
     }
 }
 
-/// The Nomad HTTP API router.
+/// The Nomad HTTP API router, with `GET /v1/metrics` request counters.
 pub fn router(state: Arc<NomadState>) -> axum::Router {
-    http::router(state)
+    metrics::instrument(http::router(state))
 }

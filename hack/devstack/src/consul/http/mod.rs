@@ -25,6 +25,7 @@ use super::ConsulState;
 use super::duration::parse_go_duration;
 
 mod kv;
+pub mod metrics;
 mod session;
 
 /// Largest KV value (`kv_max_value_size`, kv.mdx: 512 KiB); larger → 413.
@@ -41,9 +42,9 @@ pub const LEADER_ADDR: &str = "127.0.0.1:8300";
 pub const DATACENTER: &str = "dc1";
 
 /// The Consul HTTP API router: `/v1/kv/*`, `/v1/txn`, `/v1/session/*`, `/v1/status/{leader,peers}`,
-/// `/v1/agent/self`.
+/// `/v1/agent/self`, `/v1/agent/metrics` (request counters, see [`metrics`]).
 pub fn router(state: Arc<ConsulState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route(
@@ -65,7 +66,8 @@ pub fn router(state: Arc<ConsulState>) -> Router {
             state.clone(),
             consul_headers,
         ))
-        .with_state(state)
+        .with_state(state);
+    metrics::instrument(router, "consul", "/v1/agent/metrics")
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
