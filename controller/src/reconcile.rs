@@ -17,7 +17,7 @@ use jobforge_client::consul::{
     Client as ConsulClient, ConsulError, QueryOptions as KvQuery, TxnOp,
 };
 use jobforge_schema::parse::{Format, parse_request};
-use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, PipelinePhase};
+use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase};
 use tokio::sync::watch;
 
 use crate::jobspec::{self, RenderConfig, RenderError};
@@ -86,8 +86,8 @@ pub struct Reconciler {
     pub job_watches: Arc<JobWatches>,
     /// Webhook delivery.
     pub webhooks: Arc<Webhooks>,
-    /// Modify indexes of the status keys this term wrote, so the status watch can ignore our own writes.
-    pub written_status: Mutex<HashMap<String, u64>>,
+    /// Phase of every request this term has seen, for the `jobforge_requests{phase}` gauge.
+    phases: Mutex<PhaseCounts>,
     /// Hash of the last log tail written per logs key, to skip identical writes.
     written_logs: Mutex<HashMap<String, u64>>,
 }
@@ -114,17 +114,16 @@ impl Reconciler {
             config,
             job_watches,
             webhooks,
-            written_status: Mutex::new(HashMap::new()),
+            phases: Mutex::new(PhaseCounts::default()),
             written_logs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether a status-watch event for `key` at `modify_index` is our own write.
-    pub fn is_own_status_write(&self, key: &str, modify_index: u64) -> bool {
-        self.written_status
-            .lock()
-            .map(|m| m.get(key) == Some(&modify_index))
-            .unwrap_or(false)
+    /// Records the phase of `key` (or its removal) and updates the `jobforge_requests{phase}` gauge.
+    fn record_phase(&self, key: &str, phase: Option<Phase>) {
+        if let Ok(mut p) = self.phases.lock() {
+            p.set(key, phase);
+        }
     }
 
     /// Reconciles one request. See the module docs.
@@ -240,15 +239,15 @@ impl Reconciler {
                 .cas_put(&status_key, &bytes, status_index)
                 .await?
             {
-                FencedWrite::Committed { modify_index } => {
-                    if let Ok(mut m) = self.written_status.lock() {
-                        m.insert(status_key.clone(), modify_index);
-                    }
+                FencedWrite::Committed { .. } => {
                     record_transition(stored.as_ref(), &decision.status);
+                    self.record_phase(&status_key, Some(decision.status.phase));
                 }
                 FencedWrite::Conflict => return Ok(queue::Action::Requeue(Duration::ZERO)),
                 FencedWrite::NotLeader => return Err(ReconcileError::NotLeader),
             }
+        } else if let Some(s) = &stored {
+            self.record_phase(&status_key, Some(s.phase));
         }
         if let Ok(req) = &parsed {
             for (event, id) in webhooks {
@@ -610,6 +609,7 @@ impl Reconciler {
                 index: g,
             });
         }
+        self.record_phase(&self.keys.status_key(ns, name), None);
         match self.fence.txn(&ops).await? {
             FencedTxn::Committed(_) => Ok(()),
             FencedTxn::NotLeader => Err(ReconcileError::NotLeader),
@@ -624,6 +624,32 @@ impl Reconciler {
                 endpoint: "txn",
                 message: format!("delete rolled back: {e:?}"),
             })),
+        }
+    }
+}
+
+/// Phase of every request the leader has seen, kept as counts per phase for the
+/// `jobforge_requests{phase}` gauge (updated on each change, no scan).
+#[derive(Debug, Default)]
+struct PhaseCounts {
+    by_key: HashMap<String, Phase>,
+    counts: HashMap<Phase, usize>,
+}
+
+impl PhaseCounts {
+    fn set(&mut self, key: &str, phase: Option<Phase>) {
+        let old = match phase {
+            Some(p) => self.by_key.insert(key.to_string(), p),
+            None => self.by_key.remove(key),
+        };
+        if old == phase {
+            return;
+        }
+        for (p, delta) in [(old, -1i64), (phase, 1)] {
+            let Some(p) = p else { continue };
+            let c = self.counts.entry(p).or_insert(0);
+            *c = c.saturating_add_signed(delta as isize);
+            metrics::gauge!("jobforge_requests", "phase" => p.as_str()).set(*c as f64);
         }
     }
 }
@@ -737,6 +763,19 @@ mod tests {
         let e = parse_spec(&doc("team-a", "app"), "team-b", "other").expect_err("mismatch");
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("metadata.namespace:"), "{e:?}");
+    }
+
+    #[test]
+    fn phase_counts_follow_transitions_and_removals() {
+        let mut c = PhaseCounts::default();
+        c.set("a", Some(Phase::Building));
+        c.set("b", Some(Phase::Building));
+        c.set("a", Some(Phase::Succeeded));
+        c.set("b", None);
+        c.set("b", None);
+        assert_eq!(c.counts.get(&Phase::Building), Some(&0));
+        assert_eq!(c.counts.get(&Phase::Succeeded), Some(&1));
+        assert_eq!(c.by_key.len(), 1);
     }
 
     #[test]

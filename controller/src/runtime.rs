@@ -22,7 +22,7 @@ use futures::StreamExt;
 use jobforge_client::consul::leader::{Fence, LeaderConfig, LeaderState, Leadership};
 use jobforge_client::consul::watch::{WatchEvent, WatchOptions, watch_key, watch_prefix};
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
-use jobforge_schema::{KeyLayout, Phase};
+use jobforge_schema::KeyLayout;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -274,11 +274,10 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
         d.health.clone(),
         cancel.clone(),
     ));
-    let statuses = tokio::spawn(watch_statuses(
+    let statuses = tokio::spawn(watch_status_keys(
         d.consul.clone(),
         d.keys.clone(),
         queue.clone(),
-        reconciler.clone(),
         cancel.clone(),
     ));
     d.health.set_queue(Some(queue.clone()));
@@ -362,72 +361,77 @@ async fn watch_requests(
     }
 }
 
-/// Watches `status/`: a status changed or deleted by someone else (an operator, a deposed leader's
-/// late write cannot happen — fenced) enqueues its request; statuses without a request (deleted
-/// while no leader ran) are enqueued at start so their jobs and keys are cleaned up. Also keeps the
-/// `jobforge_requests{phase}` gauge.
-async fn watch_statuses(
+/// Watches the *keys* under `status/` (blocking `?keys` reads; the leader writes every status
+/// value itself, so it needs no copy of them, and a keys listing stays small when thousands of
+/// requests are stored). At the start of a term every status key is enqueued, so statuses whose
+/// request was deleted while no leader ran get their jobs and keys cleaned up; afterwards a status
+/// deleted by someone else enqueues its request, which then starts over from the spec. Follows
+/// Consul's blocking rules like [`watch_prefix`]: index reset when it goes backwards, kept ≥ 1,
+/// a token bucket (burst 2, 10/s) so churn degrades to polling, backoff with jitter on errors.
+async fn watch_status_keys(
     consul: ConsulClient,
     keys: KeyLayout,
     queue: WorkQueue,
-    reconciler: Arc<Reconciler>,
     cancel: CancellationToken,
 ) {
-    let opts = WatchOptions {
-        cancel: cancel.clone(),
-        max_backoff: WATCH_MAX_BACKOFF,
-        ..WatchOptions::default()
+    use backon::BackoffBuilder;
+    use jobforge_client::consul::QueryOptions as KvQuery;
+    use jobforge_client::consul::watch::{TokenBucket, next_index};
+
+    let prefix = keys.status_prefix();
+    let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut index = 0u64;
+    let mut first = true;
+    let mut bucket = TokenBucket::new(2, 10.0, tokio::time::Instant::now());
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(std::time::Duration::from_millis(250))
+            .with_max_delay(WATCH_MAX_BACKOFF)
+            .without_max_times()
+            .build()
     };
-    let mut phases: std::collections::HashMap<String, Phase> = std::collections::HashMap::new();
-    let mut stream = Box::pin(watch_prefix(consul, keys.status_prefix(), opts));
-    let phase_of = |p: &KvPair| -> Option<Phase> {
-        serde_json::from_slice::<serde_json::Value>(&p.value)
-            .ok()
-            .and_then(|v| {
-                v.get("phase")
-                    .and_then(|x| x.as_str())
-                    .and_then(Phase::parse)
-            })
-    };
-    while let Some(ev) = stream.next().await {
-        match ev {
-            WatchEvent::Initial { pairs, .. } => {
-                for p in &pairs {
-                    if let Some(ph) = phase_of(p) {
-                        phases.insert(p.key.clone(), ph);
-                    }
-                    if let Some(k) = key_of(&keys, p, true) {
-                        queue.enqueue(k);
-                    }
-                }
-            }
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                if let Some(ph) = phase_of(&p) {
-                    phases.insert(p.key.clone(), ph);
-                }
-                if !reconciler.is_own_status_write(&p.key, p.modify_index)
-                    && let Some(k) = key_of(&keys, &p, true)
-                {
-                    queue.enqueue(k);
-                }
-            }
-            WatchEvent::Deleted(p) => {
-                phases.remove(&p.key);
-                if let Some(k) = key_of(&keys, &p, true) {
-                    queue.enqueue(k);
-                }
-            }
-            WatchEvent::Restarting { .. } => {
+    let mut backoff = new_backoff();
+    loop {
+        let pause = bucket.take(tokio::time::Instant::now());
+        let q = KvQuery::blocking(index, std::time::Duration::from_secs(300));
+        let res = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = async {
+                tokio::time::sleep(pause).await;
+                consul.kv_keys(&prefix, None, q).await
+            } => r,
+        };
+        let (got, listing) = match res {
+            Ok(v) => v,
+            Err(e) => {
                 metrics::counter!("jobforge_watch_restarts_total", "watch" => "status")
                     .increment(1);
+                let d = backoff.next().unwrap_or(WATCH_MAX_BACKOFF);
+                tracing::warn!(error = %e, retry_in = ?d, "status keys watch failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(d) => {}
+                }
+                index = 0;
                 continue;
             }
-            WatchEvent::Resumed { .. } => continue,
+        };
+        backoff = new_backoff();
+        index = next_index(index, got);
+        let now: std::collections::HashSet<String> = listing.into_iter().collect();
+        let to_enqueue: Vec<&String> = if first {
+            now.iter().collect()
+        } else {
+            known.difference(&now).collect()
+        };
+        for k in to_enqueue {
+            if let Some((ns, name)) = keys.parse_status_key(k) {
+                queue.enqueue(RequestKey::new(ns, name));
+            }
         }
-        for phase in Phase::ALL {
-            let n = phases.values().filter(|p| **p == phase).count();
-            metrics::gauge!("jobforge_requests", "phase" => phase.as_str()).set(n as f64);
-        }
+        first = false;
+        known = now;
     }
 }
 
