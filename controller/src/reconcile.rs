@@ -128,6 +128,19 @@ impl Reconciler {
 
     /// Reconciles one request. See the module docs.
     pub async fn reconcile(&self, key: RequestKey) -> Result<queue::Action, ReconcileError> {
+        let started = std::time::Instant::now();
+        let res = self.reconcile_inner(&key).await;
+        tracing::debug!(
+            request = %key,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            outcome = ?res.as_ref().map_err(|e| e.to_string()),
+            "reconciled"
+        );
+        res
+    }
+
+    async fn reconcile_inner(&self, key: &RequestKey) -> Result<queue::Action, ReconcileError> {
+        let key = key.clone();
         let cfg = self.config.borrow().clone();
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let spec_key = self.keys.request_key(ns, name);
@@ -193,6 +206,7 @@ impl Reconciler {
             );
         }
 
+        tracing::debug!(request = %key, generation, phase = %decision.status.phase, actions = ?decision.actions, observed = ?observation.job, "decided");
         let mut registered = false;
         let mut delete = false;
         let mut webhooks = Vec::new();

@@ -48,6 +48,16 @@ pub async fn run(
         let li = leader_of(&ctls, Duration::from_secs(120)).await?;
         let name = format!("fo-{i}");
         let (index, _) = kv.get(&status_key(&name), 0, Duration::ZERO).await?;
+        if stop == Stop::Kill {
+            // A crash happens at any point of the leader's renewal cycle (one renewal every TTL/2):
+            // kill at a uniformly random moment of one cycle, not always right after the election's
+            // fresh session (the worst case, where Consul's 2×TTL expiry runs almost in full).
+            let renew_ms = (ttl_s * 500.0) as u64;
+            tokio::time::sleep(Duration::from_millis(rand::random_range(
+                0..renew_ms.max(1),
+            )))
+            .await;
+        }
         let mut old = ctls[li].take().context("leader slot is empty")?;
         let t0 = Instant::now();
         match stop {

@@ -194,6 +194,14 @@ async fn serve(
         .await
         .with_context(|| format!("binding the {what} emulator to {addr}"))?;
     let bound = listener.local_addr()?;
+    // Go's net/http, which Consul, Nomad and Vault are built on, sets TCP_NODELAY on every
+    // connection; without it, a streamed (chunked) answer's last chunk waits for the client's
+    // delayed ACK (~40 ms per response on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let h = tokio::spawn(async move {
         let res = axum::serve(listener, router)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
