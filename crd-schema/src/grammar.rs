@@ -374,26 +374,12 @@ pub fn vault_path(s: &str) -> Result<(), String> {
 
 /// An environment variable name.
 pub fn env_name(s: &str) -> Result<(), String> {
-    if ENV_NAME_RE.is_match(s) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid environment variable name: {ENV_NAME}",
-            quote(s)
-        ))
-    }
+    matching(&ENV_NAME_RE, s, "environment variable name", ENV_NAME)
 }
 
 /// A Vault field name or Vault policy name: `[A-Za-z0-9_.-]+`.
 pub fn vault_name(s: &str) -> Result<(), String> {
-    if VAULT_SEGMENT_RE.is_match(s) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid Vault name: {VAULT_SEGMENT}",
-            quote(s)
-        ))
-    }
+    matching(&VAULT_SEGMENT_RE, s, "Vault name", VAULT_SEGMENT)
 }
 
 /// A webhook URL: `http://` or `https://` with a host, no whitespace or control characters.
@@ -425,25 +411,30 @@ pub fn http_url(s: &str) -> Result<(), String> {
 
 /// An HTTP header name (RFC 9110 token).
 pub fn header_name(s: &str) -> Result<(), String> {
-    if HTTP_TOKEN_RE.is_match(s) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid header name: an RFC 9110 token of [!#$%&'*+.^_`|~0-9A-Za-z-]",
-            quote(s)
-        ))
-    }
+    matching(
+        &HTTP_TOKEN_RE,
+        s,
+        "header name",
+        "an RFC 9110 token of [!#$%&'*+.^_`|~0-9A-Za-z-]",
+    )
 }
 
 /// A Nomad constraint attribute: `${attr.*}`, `${meta.*}` or `${node.*}`.
 pub fn constraint_attribute(s: &str) -> Result<(), String> {
-    if CONSTRAINT_ATTR_RE.is_match(s) {
+    matching(
+        &CONSTRAINT_ATTR_RE,
+        s,
+        "constraint attribute",
+        "${attr.<name>}, ${meta.<name>} or ${node.<name>}",
+    )
+}
+
+/// `Ok` when `re` matches `s`, otherwise `"<s>" is not a valid <what>: <allowed>`.
+fn matching(re: &Regex, s: &str, what: &str, allowed: &str) -> Result<(), String> {
+    if re.is_match(s) {
         Ok(())
     } else {
-        Err(format!(
-            "{} is not a valid constraint attribute: ${{attr.<name>}}, ${{meta.<name>}} or ${{node.<name>}}",
-            quote(s)
-        ))
+        Err(format!("{} is not a valid {what}: {allowed}", quote(s)))
     }
 }
 
