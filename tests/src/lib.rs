@@ -65,7 +65,13 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A child process in its own process group, killed with its whole group when dropped.
+/// A child process leading its own session (and process group), killed with everything in that
+/// session when dropped.
+///
+/// The session, not only the group, is what gets cleaned up: the dev stack starts every Nomad
+/// task in a process group of its own (as Nomad's executor does), so a group kill of a SIGKILLed
+/// dev stack would leave its running tasks behind. Descendants keep the session ID unless they
+/// call setsid(2) themselves, which nothing under test does.
 #[derive(Debug)]
 pub struct ProcessGuard {
     child: Option<Child>,
@@ -73,12 +79,19 @@ pub struct ProcessGuard {
 }
 
 impl ProcessGuard {
-    /// Spawns `cmd` in a new process group.
+    /// A command that runs `program` as the leader of a new session, through util-linux
+    /// `setsid`: for a child that is not a group leader it calls setsid(2) and execs in place, so
+    /// the PID [`ProcessGuard::spawn`] records is the program's own.
+    pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("setsid");
+        cmd.arg(program);
+        cmd
+    }
+
+    /// Spawns `cmd`, built with [`ProcessGuard::command`].
     ///
     /// Errors: spawn failure, naming the program.
     pub fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<ProcessGuard> {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
         let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
         Ok(ProcessGuard {
             child: Some(child),
@@ -97,15 +110,14 @@ impl ProcessGuard {
         nix::sys::signal::killpg(pid, signal).with_context(|| format!("signalling {}", self.name))
     }
 
-    /// SIGKILLs the group and reaps the child.
+    /// SIGKILLs the session (every process in it, its tasks' own process groups included) and
+    /// reaps the child.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let sid = c.id() as i32;
             let _ = c.kill();
             let _ = c.wait();
+            kill_session(sid);
         }
     }
 
@@ -120,15 +132,14 @@ impl ProcessGuard {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = c.try_wait() {
+                kill_session(c.id() as i32);
                 return Some(st);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = c.kill();
         let _ = c.wait();
+        kill_session(c.id() as i32);
         None
     }
 
@@ -139,6 +150,46 @@ impl ProcessGuard {
             None => false,
         }
     }
+}
+
+/// SIGKILLs every process whose session ID is `sid` (read from `/proc/<pid>/stat`), repeating
+/// until none is left (a dying process may have forked) or 5 s pass.
+fn kill_session(sid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = session_members(sid);
+        if members.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in members {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// PIDs of the live (not zombie) processes in session `sid`.
+fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid pgrp session ...`; comm may hold spaces and parentheses.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(3).and_then(|s| s.parse().ok()) == Some(sid)
+        })
+        .collect()
 }
 
 impl Drop for ProcessGuard {
@@ -172,7 +223,7 @@ impl Registry {
                 dir.path().join("data").display()
             ),
         )?;
-        let mut cmd = Command::new("docker-registry");
+        let mut cmd = ProcessGuard::command("docker-registry");
         cmd.arg("serve")
             .arg(&cfg)
             .stdout(Stdio::null())
@@ -528,6 +579,8 @@ pub struct DevStackProcess {
     pub vault: String,
     proc: ProcessGuard,
     _dir: Option<tempfile::TempDir>,
+    // Declared after the process: removed once the process (and its tasks) are gone.
+    _tmp: tempfile::TempDir,
 }
 
 /// Options of [`DevStackProcess::start`].
@@ -555,7 +608,7 @@ impl DevStackProcess {
     /// Errors: the binary missing (see [`bin`]), or no readiness line.
     pub fn start(opts: DevStackOptions) -> anyhow::Result<DevStackProcess> {
         use std::io::BufRead;
-        let mut cmd = Command::new(bin("jobforge-devstack")?);
+        let mut cmd = ProcessGuard::command(bin("jobforge-devstack")?);
         cmd.arg("--consul-addr")
             .arg(format!("127.0.0.1:{}", opts.consul_port));
         cmd.args(["--nomad-addr", "127.0.0.1:0", "--vault-addr", "127.0.0.1:0"]);
@@ -580,6 +633,11 @@ impl DevStackProcess {
             let path = std::env::var("PATH").unwrap_or_default();
             cmd.env("PATH", format!("{}:{path}", fakes.display()));
         }
+        // The allocation directories (real buildah storage among them) and anything the tasks
+        // put in $TMPDIR live in a directory this guard removes, even when a test SIGKILLs the
+        // dev stack, which then cannot clean up after itself.
+        let tmp = tempfile::tempdir().context("creating the dev stack's TMPDIR")?;
+        cmd.env("TMPDIR", tmp.path());
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -618,6 +676,7 @@ impl DevStackProcess {
             vault: field("vault")?,
             proc,
             _dir: dir,
+            _tmp: tmp,
         })
     }
 
@@ -683,7 +742,7 @@ impl ControllerProcess {
     ) -> anyhow::Result<ControllerProcess> {
         let port = free_port()?;
         let http = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(bin("jobforge-controller")?);
+        let mut cmd = ProcessGuard::command(bin("jobforge-controller")?);
         cmd.args([
             "--http-addr",
             &format!("127.0.0.1:{port}"),

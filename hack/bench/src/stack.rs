@@ -63,6 +63,8 @@ pub struct Stack {
     /// `http://127.0.0.1:<port>` of Vault.
     pub vault: String,
     _proc: ProcessGuard,
+    // Declared after the process: removed once the process (and its tasks) are gone.
+    _tmp: tempfile::TempDir,
 }
 
 impl Stack {
@@ -72,7 +74,7 @@ impl Stack {
     /// Errors: spawn failure or no readiness line.
     pub fn start(bins: &Binaries, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
         use std::io::BufRead;
-        let mut cmd = Command::new(bins.path("jobforge-devstack"));
+        let mut cmd = ProcessGuard::command(bins.path("jobforge-devstack"));
         cmd.args([
             "--consul-addr",
             "127.0.0.1:0",
@@ -91,6 +93,10 @@ impl Stack {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // The allocation directories (and anything the tasks put in $TMPDIR) live in a directory
+        // this process removes, even when the dev stack is SIGKILLed and cannot clean up.
+        let tmp = tempfile::tempdir().context("creating the dev stack's TMPDIR")?;
+        cmd.env("TMPDIR", tmp.path());
         let (stdout, writer) = std::io::pipe().context("creating a pipe")?;
         cmd.stdout(writer).stderr(Stdio::inherit());
         // `cmd` (and with it the write end) is dropped once spawned, so EOF follows the child's exit.
@@ -117,6 +123,7 @@ impl Stack {
             nomad: field("nomad")?,
             vault: field("vault")?,
             _proc: proc,
+            _tmp: tmp,
         })
     }
 
@@ -159,7 +166,7 @@ impl Controller {
     pub async fn start(bins: &Binaries, stack: &Stack) -> anyhow::Result<Controller> {
         let port = free_port()?;
         let http = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(bins.path("jobforge-controller"));
+        let mut cmd = ProcessGuard::command(bins.path("jobforge-controller"));
         cmd.args([
             "--http-addr",
             &format!("127.0.0.1:{port}"),

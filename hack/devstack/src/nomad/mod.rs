@@ -274,6 +274,33 @@ impl NomadState {
     }
 }
 
+impl Drop for NomadState {
+    /// Without [`NomadState::shutdown`] (a test that panicked, a dropped runtime): SIGKILLs the
+    /// process group of every task still running and removes an allocation root this emulator
+    /// created, so that nothing outlives the emulator. After `shutdown` there is nothing left to do.
+    fn drop(&mut self) {
+        let store = self
+            .store
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for alloc in store.allocs.values() {
+            for ts in alloc.task_states.values() {
+                if let ("running", Some(pid)) = (ts.state, ts.pid)
+                    && let Ok(pid) = i32::try_from(pid)
+                {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        if self.remove_root_on_shutdown {
+            let _ = std::fs::remove_dir_all(&self.alloc_root);
+        }
+    }
+}
+
 /// The Nomad HTTP API router, with `GET /v1/metrics` request counters.
 pub fn router(state: Arc<NomadState>) -> axum::Router {
     metrics::instrument(http::router(state))
