@@ -207,7 +207,14 @@ pub async fn alloc_to_status(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     eprintln!("[status] {n} build allocations finishing → status update");
-    let stack = Stack::start(bins, &[("JOBFORGE_FAKE_BUILD_SLEEP", "1")])?;
+    // Builds that last 1 s: the mock driver's run_for, or the no-op buildah sleeping.
+    let stack = Stack::start(
+        bins,
+        &[
+            ("JOBFORGE_FAKE_BUILD_SLEEP", "1"),
+            (crate::stack::MOCK_DRIVER_ENV, "1s"),
+        ],
+    )?;
     stack.warm_up().await?;
     let ctl = Controller::start(bins, &stack).await?;
     ctl.wait_leader(Duration::from_secs(60)).await?;

@@ -53,6 +53,10 @@ struct Args {
     /// Controllers' `--lock-delay`, whole seconds with an `s` suffix (0s..=60s).
     #[arg(long, default_value = "1s")]
     lock_delay: String,
+    /// How tasks run: `mock` (the dev stack's mock driver: no process, the control plane alone)
+    /// or `process` (the phase scripts with no-op buildah/skopeo, competing for the same cores).
+    #[arg(long, value_enum, default_value = "mock")]
+    tasks: stack::Tasks,
     /// Scenarios to run: floor, reaction, status, throughput, failover, baseline (default: all).
     scenarios: Vec<String>,
 }
@@ -147,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => stack::default_bin_dir()?,
     };
-    let bins = stack::Binaries::new(bin_dir, &args.session_ttl, &args.lock_delay)?;
+    let bins = stack::Binaries::new(bin_dir, &args.session_ttl, &args.lock_delay, args.tasks)?;
     let repo = jobforge_tests::GitRepo::from_dir(
         &jobforge_tests::workspace_root().join("examples/hello-world"),
         |_| Ok(()),
@@ -162,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
             "session_ttl": args.session_ttl,
             "lock_delay": args.lock_delay,
             "bin_dir": bins.dir,
-            "tools": "tests/fakes (no-op buildah/skopeo); git clone of a local file:// repo per build",
+            "tasks": match args.tasks {
+                stack::Tasks::Mock => "dev stack mock driver (no task process)",
+                stack::Tasks::Process => "tests/fakes (no-op buildah/skopeo); git clone of a local file:// repo per build",
+            },
         }),
         ..Report::default()
     };

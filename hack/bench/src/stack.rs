@@ -19,13 +19,35 @@ pub struct Binaries {
     pub session_ttl: String,
     /// `--lock-delay` of every controller.
     pub lock_delay: String,
+    /// How the dev stack runs the pipeline's tasks.
+    pub tasks: Tasks,
 }
+
+/// How the dev stack runs the pipeline's tasks (`--tasks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tasks {
+    /// The dev stack's mock driver (`--mock-driver`): every task completes at once without a
+    /// process, so the figures are the control plane's alone.
+    Mock,
+    /// Real processes: the fixed phase scripts run, with `git clone` of a local repository and the
+    /// no-op `buildah`/`skopeo` of `tests/fakes`. On one machine the task processes compete with
+    /// the controller and the emulators for the CPU.
+    Process,
+}
+
+/// The dev stack's option for the mock driver's `run_for` (its `--mock-driver`).
+pub const MOCK_DRIVER_ENV: &str = "JOBFORGE_DEVSTACK_MOCK_DRIVER";
 
 impl Binaries {
     /// Checks that both binaries exist in `dir`.
     ///
     /// Errors: a binary is missing; the message says how to build it.
-    pub fn new(dir: PathBuf, session_ttl: &str, lock_delay: &str) -> anyhow::Result<Binaries> {
+    pub fn new(
+        dir: PathBuf,
+        session_ttl: &str,
+        lock_delay: &str,
+        tasks: Tasks,
+    ) -> anyhow::Result<Binaries> {
         for name in ["jobforge-devstack", "jobforge-controller"] {
             if !dir.join(name).is_file() {
                 bail!(
@@ -38,6 +60,7 @@ impl Binaries {
             dir,
             session_ttl: session_ttl.to_string(),
             lock_delay: lock_delay.to_string(),
+            tasks,
         })
     }
 
@@ -69,7 +92,9 @@ pub struct Stack {
 
 impl Stack {
     /// Starts the dev stack with the no-op tools and `env` added to its (and its tasks')
-    /// environment, and waits for its readiness line (30 s).
+    /// environment, and waits for its readiness line (30 s). With [`Tasks::Mock`] the mock driver
+    /// runs every task for 0 s unless `env` sets [`MOCK_DRIVER_ENV`]; with [`Tasks::Process`] that
+    /// entry is ignored.
     ///
     /// Errors: spawn failure or no readiness line.
     pub fn start(bins: &Binaries, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
@@ -90,8 +115,14 @@ impl Stack {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         );
+        cmd.env_remove(MOCK_DRIVER_ENV);
+        if bins.tasks == Tasks::Mock {
+            cmd.env(MOCK_DRIVER_ENV, "0s");
+        }
         for (k, v) in env {
-            cmd.env(k, v);
+            if *k != MOCK_DRIVER_ENV || bins.tasks == Tasks::Mock {
+                cmd.env(k, v);
+            }
         }
         // The allocation directories (and anything the tasks put in $TMPDIR) live in a directory
         // this process removes, even when the dev stack is SIGKILLed and cannot clean up.

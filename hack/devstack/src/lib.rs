@@ -36,6 +36,9 @@ pub struct DevStackConfig {
     pub vault_token: String,
     /// Vault address the Nomad emulator's templates read from when Vault runs elsewhere.
     pub external_vault_addr: Option<String>,
+    /// Tasks run under a mock driver for this long instead of as processes
+    /// (see [`nomad::NomadOptions::mock_run_for`]); `None` runs real processes.
+    pub mock_run_for: Option<std::time::Duration>,
 }
 
 impl DevStackConfig {
@@ -49,6 +52,7 @@ impl DevStackConfig {
             data_dir: None,
             vault_token: "root".to_string(),
             external_vault_addr: None,
+            mock_run_for: None,
         }
     }
 }
@@ -119,6 +123,7 @@ impl DevStack {
                 data_dir: cfg.data_dir.as_ref().map(|d| d.join("nomad")),
                 vault_addr,
                 vault_token: Some(cfg.vault_token.clone()),
+                mock_run_for: cfg.mock_run_for,
             })?;
             let (bound, h) =
                 serve(addr, nomad::router(state.clone()), cancel.clone(), "nomad").await?;

@@ -35,6 +35,12 @@ struct Args {
     /// Vault address the Nomad emulator's templates read secrets from, when Vault runs elsewhere.
     #[arg(long)]
     external_vault_addr: Option<String>,
+    /// Run every Nomad task under a mock driver that exits 0 after this long (`0s`, `1s`, `250ms`)
+    /// instead of starting its command: benchmarks of the control plane, where task processes
+    /// would only compete for the CPU. Allocations, task states, events and blocking queries are
+    /// those of a real run. Nomad's own tests use its `mock_driver` the same way.
+    #[arg(long, env = "JOBFORGE_DEVSTACK_MOCK_DRIVER", value_parser = humantime::parse_duration)]
+    mock_driver: Option<std::time::Duration>,
 }
 
 #[tokio::main]
@@ -60,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         vault_token: args.vault_token,
         external_vault_addr: args.external_vault_addr,
+        mock_run_for: args.mock_driver,
     };
     let stack = DevStack::start(cfg).await?;
     println!("{}", stack.readiness_line());

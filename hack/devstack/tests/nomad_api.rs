@@ -716,3 +716,76 @@ async fn max_run_duration_kills_and_fails_the_task() {
     assert!(ev.iter().any(|e| e["Type"] == "Killed"));
     s.shutdown().await;
 }
+
+fn event_types(a: &Value) -> Vec<String> {
+    a["TaskStates"]["t"]["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn mock_driver_completes_tasks_with_the_real_lifecycle_and_starts_no_process() {
+    let s = Stack::start_with(DevStackConfig {
+        consul_addr: None,
+        mock_run_for: Some(Duration::from_millis(200)),
+        ..DevStackConfig::ephemeral()
+    })
+    .await;
+    // The command would fail under raw_exec; the mock driver never runs it.
+    s.register(job("mocked", "/nonexistent/command", &[])).await;
+    let running = s
+        .wait_alloc("mocked", |a| a["TaskStates"]["t"]["State"] == "running")
+        .await;
+    assert_eq!(running["ClientStatus"], "running");
+    let done = s.wait_alloc("mocked", terminal).await;
+    assert_eq!(done["ClientStatus"], "complete");
+    let ts = &done["TaskStates"]["t"];
+    assert_eq!(ts["State"], "dead");
+    assert_eq!(ts["Failed"], false);
+    assert_eq!(
+        event_types(&done),
+        ["Received", "Task Setup", "Started", "Terminated"]
+    );
+    assert_eq!(ts["Events"][3]["ExitCode"], 0);
+    let nomad = s.stack().nomad.clone().unwrap();
+    assert!(nomad.task_pids().is_empty(), "a process was started");
+    assert!(!nomad.alloc_dir(done["ID"].as_str().unwrap()).exists());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn mock_driver_task_is_killed_by_a_stop() {
+    let s = Stack::start_with(DevStackConfig {
+        consul_addr: None,
+        mock_run_for: Some(Duration::from_secs(600)),
+        ..DevStackConfig::ephemeral()
+    })
+    .await;
+    s.register(job("mock-stop", "sleep", &["600"])).await;
+    s.wait_alloc("mock-stop", |a| a["TaskStates"]["t"]["State"] == "running")
+        .await;
+    let r = s
+        .http
+        .delete(format!("{}/v1/job/mock-stop", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let done = s.wait_alloc("mock-stop", terminal).await;
+    assert_eq!(done["ClientStatus"], "complete");
+    assert_eq!(
+        event_types(&done),
+        [
+            "Received",
+            "Task Setup",
+            "Started",
+            "Killing",
+            "Terminated",
+            "Killed"
+        ]
+    );
+    s.shutdown().await;
+}

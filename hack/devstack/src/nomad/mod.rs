@@ -41,6 +41,12 @@ pub struct NomadOptions {
     pub vault_addr: Option<String>,
     /// Token templates use to read Vault.
     pub vault_token: Option<String>,
+    /// Run every task as Nomad's `mock_driver` does (`run_for` this long, exit code 0) instead of
+    /// starting its command; `None` (the default) runs real processes. For benchmarks of the
+    /// control plane: the HTTP API, allocation and task-state lifecycle, events and blocking
+    /// queries are exactly those of a real run; only no process is started (no task or alloc
+    /// directory, no templates, no logs). Nomad's own tests use `mock_driver` the same way.
+    pub mock_run_for: Option<std::time::Duration>,
 }
 
 /// Shared state of the Nomad emulator.
@@ -51,6 +57,7 @@ pub struct NomadState {
     node: Node,
     alloc_root: PathBuf,
     remove_root_on_shutdown: bool,
+    mock_run_for: Option<std::time::Duration>,
     vault: VaultSource,
     runners: Mutex<HashMap<String, CancellationToken>>,
     sinks: Mutex<HashMap<(String, String), TaskSinks>>,
@@ -95,6 +102,7 @@ impl NomadState {
             node: Node::local(),
             alloc_root,
             remove_root_on_shutdown: remove,
+            mock_run_for: opts.mock_run_for,
             vault: VaultSource {
                 addr: opts.vault_addr,
                 token: opts.vault_token,
@@ -150,6 +158,11 @@ impl NomadState {
     /// The emulated node.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// `Some(run_for)` when tasks run under the mock driver ([`NomadOptions::mock_run_for`]).
+    pub(crate) fn mock_run_for(&self) -> Option<std::time::Duration> {
+        self.mock_run_for
     }
 
     pub(crate) fn vault(&self) -> &VaultSource {

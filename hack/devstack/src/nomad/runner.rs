@@ -29,7 +29,8 @@ use super::template::{parse_env_file, render};
 pub async fn run_alloc(state: Arc<NomadState>, launch: Launch, kill: CancellationToken) {
     let dir = state.alloc_dir(&launch.alloc_id);
     let group = &launch.job.task_groups[launch.group];
-    if let Err(e) = build_alloc_dir(&dir) {
+    let mock = state.mock_run_for().is_some();
+    if let Err(e) = if mock { Ok(()) } else { build_alloc_dir(&dir) } {
         for t in &group.tasks {
             let msg = format!("failed to build alloc dir: {e}");
             finish(
@@ -121,6 +122,9 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
         TaskEvent::new("Task Setup", "Building Task Directory"),
     )
     .await;
+    if let Some(run_for) = state.mock_run_for() {
+        return run_mock(&state, alloc, name, run_for, &kill).await;
+    }
     let alloc_dir = state.alloc_dir(alloc);
     let task_dir = match build_task_dir(&alloc_dir, name) {
         Ok(d) => d,
@@ -379,6 +383,45 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
             () = kill.cancelled() => {}
         }
     }
+}
+
+/// The mock driver (Nomad's `drivers/mock` with `run_for` and `exit_code = 0`): `Started`, then
+/// `Terminated` with exit code 0 after `run_for`; a stop before then is `Killing`, `Terminated`,
+/// `Killed` as for a process that honours its kill signal.
+async fn run_mock(
+    state: &NomadState,
+    alloc: &str,
+    name: &str,
+    run_for: Duration,
+    kill: &CancellationToken,
+) {
+    if kill.is_cancelled() {
+        let killed = TaskEvent::new("Killed", "Task successfully killed");
+        return finish(state, alloc, name, false, Some(killed)).await;
+    }
+    state.update_task(alloc, name, |ts: &mut TaskStateRecord| {
+        ts.push(TaskEvent::new("Started", "Task started by client"));
+        ts.state = "running";
+        if ts.started_at.is_none() {
+            ts.started_at = Some(Utc::now());
+        }
+    });
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(run_for) => false,
+        () = kill.cancelled() => true,
+    };
+    if stopped {
+        let ev = TaskEvent::new("Killing", "Sent interrupt. Waiting 0s before force killing");
+        event(state, alloc, name, ev).await;
+        let mut term = TaskEvent::new("Terminated", "Exit Code: 0");
+        term.exit_code = 0;
+        event(state, alloc, name, term).await;
+        let killed = TaskEvent::new("Killed", "Task successfully killed");
+        return finish(state, alloc, name, false, Some(killed)).await;
+    }
+    let mut term = TaskEvent::new("Terminated", "Exit Code: 0");
+    term.exit_code = 0;
+    finish(state, alloc, name, false, Some(term)).await;
 }
 
 fn humanize(d: Duration) -> String {
