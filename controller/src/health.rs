@@ -203,14 +203,61 @@ async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// How often recorded histogram samples are folded into their buckets when `/metrics` is not
+/// scraped.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Upper bounds (`le`, seconds) of every duration histogram: 1 ms (a loopback Consul answer) up
+/// to 1 h (a long build phase). Prometheus histograms, not summaries: they aggregate across
+/// replicas with `histogram_quantile(… rate(<name>_bucket[5m]))`, which the Grafana dashboard in
+/// `examples/deploy/` uses, and cost a fixed 20 counters per series.
+pub const DURATION_BUCKETS_S: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
 /// Installs the global Prometheus recorder (once per process) and returns its handle; `None` if
 /// another recorder is already installed (tests that run several controllers in one process).
-pub fn install_metrics() -> Option<PrometheusHandle> {
-    let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+///
+/// Histograms have the buckets of [`DURATION_BUCKETS_S`].
+///
+/// Must be called inside a tokio runtime: it spawns the recorder's upkeep, every 5 s until
+/// `cancel`. The recorder keeps every histogram sample until a render or an upkeep folds them
+/// into the buckets; without it a controller nobody scrapes grows by each request's samples
+/// (`metrics-exporter-prometheus` runs the same upkeep itself only when it owns the HTTP listener).
+pub fn install_metrics(cancel: CancellationToken) -> Option<PrometheusHandle> {
+    let builder = match metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&DURATION_BUCKETS_S)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics buckets rejected; /metrics disabled");
+            return None;
+        }
+    };
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).ok()?;
     describe_metrics();
+    // Counters of rare events exist at 0 from the start, so that `rate()` and alerts on them
+    // work before the first event (a series that does not exist yet is "no data", not 0).
+    for watch in ["requests", "status", "leader", "nomad_allocations"] {
+        metrics::counter!("jobforge_watch_restarts_total", "watch" => watch).increment(0);
+    }
+    for outcome in ["delivered", "failed"] {
+        metrics::counter!("jobforge_webhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => upkeep.run_upkeep(),
+                () = cancel.cancelled() => return,
+            }
+        }
+    });
     Some(handle)
 }
 

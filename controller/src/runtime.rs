@@ -121,7 +121,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         .clone()
         .unwrap_or_else(crate::config::default_identity);
     let health = HealthState::new(identity.clone());
-    let metrics = health::install_metrics();
+    let metrics = health::install_metrics(cancel.clone());
     let (http_addr, http_task) = health::serve(
         args.http_addr,
         health::router(health.clone(), metrics),

@@ -366,6 +366,47 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
             "{name} missing:\n{metrics}"
         );
     }
+    // Durations are Prometheus histograms (what `histogram_quantile` needs), and every series the
+    // shipped Grafana dashboard queries exists.
+    for h in [
+        "jobforge_reconcile_duration_seconds",
+        "jobforge_phase_duration_seconds",
+        "jobforge_consul_request_duration_seconds",
+        "jobforge_nomad_request_duration_seconds",
+    ] {
+        let inf: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{h}_bucket{{")) && l.contains("le=\"+Inf\""))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        assert!(inf > 0.0, "{h}: no +Inf bucket:\n{metrics}");
+        assert_eq!(
+            inf,
+            sum(&metrics, &format!("{h}_count")),
+            "{h}: no +Inf bucket matching its count:\n{metrics}"
+        );
+    }
+    let dashboard = std::fs::read_to_string(
+        jobforge_tests::workspace_root().join("examples/deploy/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let queried: std::collections::BTreeSet<&str> = dashboard
+        .match_indices("jobforge_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    assert!(queried.len() >= 5, "{queried:?}");
+    for name in queried {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "the dashboard queries {name}, which /metrics does not serve:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
