@@ -624,6 +624,11 @@ impl Reconciler {
             });
         }
         self.record_phase(&self.keys.status_key(ns, name), None);
+        if let Ok(mut m) = self.written_logs.lock() {
+            for p in PipelinePhase::ALL {
+                m.remove(&self.keys.logs_key(ns, name, p));
+            }
+        }
         match self.fence.txn(&ops).await? {
             FencedTxn::Committed(_) => Ok(()),
             FencedTxn::NotLeader => Err(ReconcileError::NotLeader),

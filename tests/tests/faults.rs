@@ -642,3 +642,109 @@ async fn controllers_sigkilled_at_random_points_lose_duplicate_and_regress_nothi
     // The leader at the end may be a restarted process; it is held to the first leader's level.
     rig.verify("sigkill", &all, watch, before).await;
 }
+
+/// RSS a leader may gain between the end of the first round and the end of the last one of
+/// [`repeated_rounds_of_work_leave_rss_and_tasks_on_a_plateau`] (allocator noise; the pools and
+/// caches are sized by the first round).
+const PLATEAU_TOLERANCE_KIB: u64 = 4 * 1024;
+
+/// No leak across rounds of work, with nothing but the work itself changing: each round submits N
+/// requests, runs them to `Succeeded` (tasks under the dev stack's mock driver, so rounds take
+/// seconds) and deletes them, which makes the controller purge their Nomad jobs and delete their
+/// status. After each round the idle leader's RSS and its tokio tasks beyond open sockets are
+/// read. The first round sizes the allocator's pools and the caches; every later round must end
+/// within [`PLATEAU_TOLERANCE_KIB`] of the first one's RSS and [`TASK_TOLERANCE`] of its tasks —
+/// a leak of a few hundred bytes per request would grow past that over the rounds.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_rounds_of_work_leave_rss_and_tasks_on_a_plateau() {
+    let mode = Mode::get("plateau");
+    let (rounds, n) = mode.pick((5, 200), (10, 1_000));
+    let stack = DevStackProcess::start(DevStackOptions {
+        env: vec![("JOBFORGE_DEVSTACK_MOCK_DRIVER".into(), "0s".into())],
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let mut ctl = ControllerProcess::start(&stack, FAST)
+        .await
+        .expect("controller");
+    ctl.wait_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let kv = stack.kv();
+    let repo = GitRepo::hello_world().expect("repo");
+    let spec = json!({"repo_url": repo.url, "test": {"commands": ["true"]}});
+    let http = reqwest::Client::new();
+    let mut after_round: Vec<Usage> = Vec::new();
+    for round in 0..rounds {
+        let ns = format!("round{round}");
+        let names = names("r", n);
+        let started = Instant::now();
+        {
+            use futures::StreamExt as _;
+            futures::stream::iter(names.iter().map(|name| {
+                let (kv, doc) = (kv.clone(), request_json(&ns, name, spec.clone()));
+                let key = format!("jobforge/requests/{ns}/{name}");
+                async move { assert!(kv.put(&key, &doc).await.unwrap()) }
+            }))
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+            .await;
+        }
+        wait_all_succeeded(&kv, &ns, &names, Duration::from_secs(240)).await;
+        kv.delete(&format!("jobforge/requests/{ns}/"), true)
+            .await
+            .unwrap();
+        let status_prefix = format!("jobforge/status/{ns}/");
+        let jobs = format!("{}/v1/jobs?prefix=jobforge-{ns}-", stack.nomad);
+        wait_until(
+            Duration::from_secs(120),
+            "deleted requests leave no status and no Nomad job",
+            || async {
+                let left: Vec<Value> = http.get(&jobs).send().await?.json().await?;
+                Ok(kv.keys(&status_prefix).await?.is_empty() && left.is_empty())
+            },
+        )
+        .await
+        .expect("deleted");
+        wait_idle(&ctl).await;
+        let u = usage(&mut ctl).await;
+        eprintln!(
+            "plateau: round {round}: {n} requests run and deleted in {:?}; tokio tasks {} ({} sockets), RSS {} KiB",
+            started.elapsed(),
+            u.tasks,
+            u.sockets,
+            u.rss_kib
+        );
+        after_round.push(u);
+    }
+    let first = after_round[0];
+    let task_limit = first.unexplained_tasks() + TASK_TOLERANCE;
+    let rss_limit = first.rss_kib + PLATEAU_TOLERANCE_KIB;
+    // Tasks of finished work end asynchronously: judge the last figures after up to 15 s.
+    let pid = ctl.process().pid();
+    let last = std::sync::Mutex::new(*after_round.last().unwrap());
+    let _ = wait_until(Duration::from_secs(15), "the leader winds down", || async {
+        let u = usage_of(&ctl.http, pid).await;
+        *last.lock().unwrap() = u;
+        Ok(u.unexplained_tasks() <= task_limit && u.rss_kib <= rss_limit)
+    })
+    .await;
+    let last = *last.lock().unwrap();
+    let rss: Vec<u64> = after_round.iter().map(|u| u.rss_kib).collect();
+    let tasks: Vec<u64> = after_round.iter().map(Usage::unexplained_tasks).collect();
+    eprintln!(
+        "plateau: RSS after each round {rss:?} KiB, last {} KiB (limit {rss_limit}); tasks beyond sockets {tasks:?}, last {} (limit {task_limit})",
+        last.rss_kib,
+        last.unexplained_tasks()
+    );
+    assert!(
+        last.unexplained_tasks() <= task_limit,
+        "tokio tasks beyond open connections grew over {rounds} rounds: {tasks:?}, last {}",
+        last.unexplained_tasks()
+    );
+    assert!(
+        last.rss_kib <= rss_limit,
+        "RSS grew over {rounds} rounds of {n} requests: {rss:?} KiB, last {} KiB (limit {rss_limit} KiB)",
+        last.rss_kib
+    );
+}

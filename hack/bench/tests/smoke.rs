@@ -76,4 +76,42 @@ fn smoke_run_writes_every_metric_finite() {
         );
     }
     assert!(doc["machine"]["nproc"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        doc["config"]["tasks"], "dev stack mock driver (no task process)",
+        "the default run measures the control plane alone"
+    );
+}
+
+/// `--tasks process` runs the pipeline's real phase scripts (no-op build tools): the throughput
+/// scenario still ends with every request `Succeeded` and none failed.
+#[test]
+fn smoke_run_with_task_processes_succeeds() {
+    let bin = env!("CARGO_BIN_EXE_jobforge-bench");
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let st = Command::new(bin)
+        .args(["--smoke", "--tasks", "process", "throughput", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "jobforge-bench --tasks process exited with {st}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
+    assert_eq!(doc["errors"], serde_json::json!([]), "{doc:#}");
+    assert!(
+        doc["config"]["tasks"]
+            .as_str()
+            .unwrap()
+            .contains("tests/fakes"),
+        "{doc:#}"
+    );
+    let failed = doc["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "throughput.failed")
+        .unwrap_or_else(|| panic!("throughput.failed missing from {doc:#}"));
+    assert_eq!(failed["value"], 0.0, "{doc:#}");
 }
