@@ -1,5 +1,6 @@
-//! `jobforge-bench`: control-plane benchmarks against the dev stack with no-op build tools
-//! (`tests/fakes`), printing a table and writing JSON.
+//! `jobforge-bench`: control-plane benchmarks against the dev stack with instant tasks (its mock
+//! driver by default; `--tasks process` runs the phase scripts with the no-op build tools of
+//! `tests/fakes`), printing a table and writing JSON.
 //!
 //! ```text
 //! cargo build --release --workspace --bins

@@ -1,5 +1,6 @@
-//! The processes a benchmark runs: the dev stack (with `tests/fakes` first on its PATH, so every
-//! pipeline phase is an instant no-op task) and controller replicas, taken from one binary folder
+//! The processes a benchmark runs: the dev stack (every task under its mock driver, or with
+//! `tests/fakes` first on its PATH so every phase script calls no-op build tools; see [`Tasks`])
+//! and controller replicas, taken from one binary folder
 //! (`--bin-dir`, by default the folder of the running `jobforge-bench`, e.g. `target/release`).
 //! Every process is stopped by its guard when dropped, even when a scenario fails.
 
