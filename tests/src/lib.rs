@@ -600,6 +600,9 @@ pub struct DevStackOptions {
     pub data_dir_path: Option<PathBuf>,
     /// Vault the Nomad emulator's templates read, when Vault runs in another process.
     pub external_vault_addr: Option<String>,
+    /// Folder of the `jobforge-devstack` binary; next to the test executable (see [`bin`]) when
+    /// `None`.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl DevStackProcess {
@@ -608,7 +611,11 @@ impl DevStackProcess {
     /// Errors: the binary missing (see [`bin`]), or no readiness line.
     pub fn start(opts: DevStackOptions) -> anyhow::Result<DevStackProcess> {
         use std::io::BufRead;
-        let mut cmd = ProcessGuard::command(bin("jobforge-devstack")?);
+        let program = match &opts.bin_dir {
+            Some(dir) => dir.join("jobforge-devstack"),
+            None => bin("jobforge-devstack")?,
+        };
+        let mut cmd = ProcessGuard::command(program);
         cmd.arg("--consul-addr")
             .arg(format!("127.0.0.1:{}", opts.consul_port));
         cmd.args(["--nomad-addr", "127.0.0.1:0", "--vault-addr", "127.0.0.1:0"]);

@@ -87,18 +87,7 @@ pub async fn floor(stack: &Stack, n: usize, report: &mut Report) -> anyhow::Resu
         samples.push(t1.duration_since(t0).as_secs_f64() * 1e3);
     }
     let note = format!("n={n}");
-    report.add(
-        "floor.put_blocking_get.p50_ms",
-        quantile(&samples, 0.5),
-        "ms",
-        &note,
-    );
-    report.add(
-        "floor.put_blocking_get.p99_ms",
-        quantile(&samples, 0.99),
-        "ms",
-        &note,
-    );
+    report.add_p50_p99("floor.put_blocking_get", &samples, "ms", &note);
     Ok(())
 }
 
@@ -147,18 +136,7 @@ pub async fn reaction(
         b2b.push(time_to_job(&http, &kv, &stack.nomad, &format!("b2b-{i}"), repo_url).await?);
     }
     let note = format!("n={m}, back to back: bounded by the watch's token bucket (10/s)");
-    report.add(
-        "reaction.back_to_back.p50_ms",
-        quantile(&b2b, 0.5),
-        "ms",
-        &note,
-    );
-    report.add(
-        "reaction.back_to_back.p99_ms",
-        quantile(&b2b, 0.99),
-        "ms",
-        &note,
-    );
+    report.add_p50_p99("reaction.back_to_back", &b2b, "ms", &note);
     Ok(p50)
 }
 
@@ -185,15 +163,7 @@ pub async fn baseline(
     }
     naive.stop().await?;
     let note = format!("n={n}, poll every 1 s");
-    let p50 = quantile(&samples, 0.5);
-    report.add("baseline.polling.p50_ms", p50, "ms", &note);
-    report.add(
-        "baseline.polling.p99_ms",
-        quantile(&samples, 0.99),
-        "ms",
-        &note,
-    );
-    Ok(p50)
+    Ok(report.add_p50_p99("baseline.polling", &samples, "ms", &note))
 }
 
 /// Status update after an allocation change: for `n` requests (builds made to last 1 s so both

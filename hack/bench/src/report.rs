@@ -60,6 +60,16 @@ impl Report {
         self.push(name, value, unit, None, note.into());
     }
 
+    /// Adds `<prefix>.p50_<unit>` and `<prefix>.p99_<unit>` of `samples` (in `unit`), without
+    /// targets; returns the p50.
+    pub fn add_p50_p99(&mut self, prefix: &str, samples: &[f64], unit: &str, note: &str) -> f64 {
+        let p50 = quantile(samples, 0.5);
+        self.add(&format!("{prefix}.p50_{unit}"), p50, unit, note);
+        let p99 = quantile(samples, 0.99);
+        self.add(&format!("{prefix}.p99_{unit}"), p99, unit, note);
+        p50
+    }
+
     /// Adds a figure with a target.
     pub fn add_target(
         &mut self,

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use jobforge_tests::{ProcessGuard, free_port, workspace_root};
+use jobforge_tests::{DevStackOptions, DevStackProcess, ProcessGuard, free_port};
 
 /// Where the benchmark finds `jobforge-devstack` and `jobforge-controller`, and how it starts them.
 #[derive(Debug, Clone)]
@@ -57,6 +57,12 @@ impl Binaries {
                 );
             }
         }
+        if tasks == Tasks::Process && std::env::var_os(MOCK_DRIVER_ENV).is_some() {
+            bail!(
+                "--tasks process, but {MOCK_DRIVER_ENV} is set in the environment, which the dev \
+                 stack would inherit: unset it"
+            );
+        }
         Ok(Binaries {
             dir,
             session_ttl: session_ttl.to_string(),
@@ -78,7 +84,8 @@ pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow!("unexpected executable path {}", exe.display()))
 }
 
-/// A running dev stack (Consul, Nomad and Vault emulators on free loopback ports).
+/// A running dev stack (Consul, Nomad and Vault emulators on free loopback ports): the test
+/// harness's [`DevStackProcess`] started from the bench's binary folder.
 pub struct Stack {
     /// `http://127.0.0.1:<port>` of Consul.
     pub consul: String,
@@ -86,9 +93,7 @@ pub struct Stack {
     pub nomad: String,
     /// `http://127.0.0.1:<port>` of Vault.
     pub vault: String,
-    _proc: ProcessGuard,
-    // Declared after the process: removed once the process (and its tasks) are gone.
-    _tmp: tempfile::TempDir,
+    _proc: DevStackProcess,
 }
 
 impl Stack {
@@ -99,63 +104,27 @@ impl Stack {
     ///
     /// Errors: spawn failure or no readiness line.
     pub fn start(bins: &Binaries, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
-        use std::io::BufRead;
-        let mut cmd = ProcessGuard::command(bins.path("jobforge-devstack"));
-        cmd.args([
-            "--consul-addr",
-            "127.0.0.1:0",
-            "--nomad-addr",
-            "127.0.0.1:0",
-            "--vault-addr",
-            "127.0.0.1:0",
-        ]);
-        let fakes = workspace_root().join("tests/fakes");
-        let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{path}", fakes.display()));
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-        cmd.env_remove(MOCK_DRIVER_ENV);
+        let mut vars: Vec<(String, String)> = Vec::new();
         if bins.tasks == Tasks::Mock {
-            cmd.env(MOCK_DRIVER_ENV, "0s");
+            vars.push((MOCK_DRIVER_ENV.into(), "0s".into()));
         }
         for (k, v) in env {
             if *k != MOCK_DRIVER_ENV || bins.tasks == Tasks::Mock {
-                cmd.env(k, v);
+                vars.push((k.to_string(), v.to_string()));
             }
         }
-        // The allocation directories (and anything the tasks put in $TMPDIR) live in a directory
-        // this process removes, even when the dev stack is SIGKILLed and cannot clean up.
-        let tmp = tempfile::tempdir().context("creating the dev stack's TMPDIR")?;
-        cmd.env("TMPDIR", tmp.path());
-        let (stdout, writer) = std::io::pipe().context("creating a pipe")?;
-        cmd.stdout(writer).stderr(Stdio::inherit());
-        // `cmd` (and with it the write end) is dropped once spawned, so EOF follows the child's exit.
-        let proc = ProcessGuard::spawn("jobforge-devstack", cmd)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("jobforge-devstack printed no readiness line within 30 s")?;
-        let field = |name: &str| -> anyhow::Result<String> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .map(String::from)
-                .ok_or_else(|| anyhow!("readiness line {line:?} lacks {name}="))
-        };
+        // A later entry for the same variable wins, as with `Command::env`.
+        let proc = DevStackProcess::start(DevStackOptions {
+            fake_tools: true,
+            env: vars,
+            bin_dir: Some(bins.dir.clone()),
+            ..DevStackOptions::default()
+        })?;
         Ok(Stack {
-            consul: field("consul")?,
-            nomad: field("nomad")?,
-            vault: field("vault")?,
+            consul: proc.consul.clone(),
+            nomad: proc.nomad.clone(),
+            vault: proc.vault.clone(),
             _proc: proc,
-            _tmp: tmp,
         })
     }
 
