@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::jobspec::{PhaseDefaults, Profile, RenderConfig};
+use crate::machine::MachineConfig;
+
 /// How build tasks run on Nomad clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -272,6 +275,77 @@ pub fn default_identity() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "controller".to_string());
     format!("{host}-{}", std::process::id())
+}
+
+/// Configuration the reconciler reads on every call: the flags merged with `<prefix>/config`
+/// (re-merged whenever that key changes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectiveConfig {
+    /// Defaults of the state machine.
+    pub machine: MachineConfig,
+    /// Rendering of Nomad jobs.
+    pub render: RenderConfig,
+}
+
+impl EffectiveConfig {
+    /// Merges the flags and the KV document: a value the document sets wins over the flag,
+    /// which wins over the built-in default (the module docs' precedence).
+    pub fn merge(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig {
+        let mut machine = MachineConfig::default();
+        if let Some(d) = kv.build_timeout() {
+            machine.default_build_timeout = d;
+        }
+        if let Some(d) = kv.test_timeout() {
+            machine.default_test_timeout = d;
+        }
+        if let Some(d) = kv.ttl_after_finished() {
+            machine.default_ttl_after_finished = d;
+        }
+        if let Some(r) = kv.max_retries {
+            machine.max_retries = r;
+        }
+        let mut render = RenderConfig {
+            profile: match kv.profile.unwrap_or(args.profile) {
+                ProfileArg::RawExec => Profile::RawExec,
+                ProfileArg::Docker => Profile::Docker,
+            },
+            datacenters: kv
+                .datacenters
+                .clone()
+                .unwrap_or_else(|| args.datacenters.clone()),
+            registry_temp_prefix: kv
+                .registry_temp_prefix
+                .clone()
+                .unwrap_or_else(|| args.registry_temp_prefix.clone()),
+            tls_verify: kv.registry_tls_verify.unwrap_or(args.registry_tls_verify),
+            ..RenderConfig::default()
+        };
+        if let Some(ns) = &kv.nomad_namespace {
+            render.namespace = Some(ns.clone());
+        }
+        if let Some(img) = &kv.buildah_image {
+            render.buildah_image = img.clone();
+        }
+        if let Some(res) = &kv.default_resources {
+            let apply = |d: &mut PhaseDefaults, r: &Option<KvPhaseResources>| {
+                let Some(r) = r else { return };
+                let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+                if let Some(v) = num(&r.cpu) {
+                    d.cpu_mhz = v;
+                }
+                if let Some(v) = num(&r.memory) {
+                    d.memory_mb = v;
+                }
+                if let Some(v) = num(&r.disk) {
+                    d.disk_mb = v;
+                }
+            };
+            apply(&mut render.build_defaults, &res.build);
+            apply(&mut render.test_defaults, &res.test);
+            apply(&mut render.publish_defaults, &res.publish);
+        }
+        EffectiveConfig { machine, render }
+    }
 }
 
 #[cfg(test)]

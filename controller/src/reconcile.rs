@@ -17,13 +17,14 @@ use jobforge_client::consul::{
     Client as ConsulClient, ConsulError, QueryOptions as KvQuery, TxnOp,
 };
 use jobforge_schema::parse::{Format, parse_request};
-use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase};
+use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase, WebhookEvent};
 use tokio::sync::watch;
 
+use crate::config::EffectiveConfig;
 use crate::jobspec::{self, RenderConfig, RenderError};
 use crate::jobwatch::JobWatches;
 use crate::machine::{
-    self, Action, JobObservation, JobTarget, MachineConfig, Observation, StepInput,
+    self, Decision, Effect, JobObservation, JobTarget, MachineConfig, Observation, StepInput,
 };
 use crate::nomad::{self, Client as NomadClient, QueryOptions};
 use crate::queue::{self, RequestKey};
@@ -36,14 +37,8 @@ pub const LOG_TAIL_BYTES: usize = 64 * 1024;
 /// How often the log tail of a running phase is refreshed.
 pub const RUNNING_LOG_REFRESH: Duration = Duration::from_secs(3);
 
-/// Configuration the reconciler reads on every call (re-read from `<prefix>/config` on change).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EffectiveConfig {
-    /// Defaults of the state machine.
-    pub machine: MachineConfig,
-    /// Rendering of Nomad jobs.
-    pub render: RenderConfig,
-}
+/// When to look again at a job that waits for placement (or was just registered).
+const PLACEMENT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Why a reconcile failed; the queue backs the key off and tries again.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +63,99 @@ pub enum ReconcileError {
     Encode(#[from] serde_json::Error),
 }
 
-/// Everything one leadership term's reconciles share.
-pub struct Reconciler {
+/// What step 1 read from Consul for one request.
+struct Stored {
+    /// The stored status, if present and readable (possibly of an older generation).
+    status: Option<BuildStatus>,
+    /// `ModifyIndex` of the status key (0 = absent): step 5's CAS index.
+    status_index: u64,
+    /// The spec; `None` when the request key is gone (the cleanup branch).
+    spec: Option<Spec>,
+}
+
+/// A request's spec as read.
+struct Spec {
+    /// Its key's `ModifyIndex`.
+    generation: u64,
+    /// The request, or every problem of the document (one line each).
+    parsed: Result<BuildRequest, Vec<String>>,
+}
+
+/// What step 2 learned about the current phase's job: its state and, once its task started,
+/// the tails of both output streams (each at most [`LOG_TAIL_BYTES`]).
+#[derive(Debug, Default)]
+struct Observed {
+    job: JobObservation,
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+    nomad_unavailable: bool,
+}
+
+impl Observed {
+    /// The observation [`machine::step`] reads: markers come from a finished task's stdout.
+    fn observation(&self) -> Observation {
+        let markers = match (&self.job, &self.stdout) {
+            (JobObservation::Finished { .. }, Some(out)) => machine::parse_markers(out),
+            _ => Default::default(),
+        };
+        Observation {
+            job: self.job.clone(),
+            markers,
+            secrets_missing: None,
+            nomad_unavailable: self.nomad_unavailable,
+        }
+    }
+
+    /// stdout then stderr in at most [`LOG_TAIL_BYTES`] ([`nomad::join_tails`]), when read.
+    fn tail(&self) -> Option<Vec<u8>> {
+        match (&self.stdout, &self.stderr) {
+            (None, None) => None,
+            (out, err) => Some(nomad::join_tails(
+                out.as_deref().unwrap_or_default(),
+                err.as_deref().unwrap_or_default(),
+                LOG_TAIL_BYTES,
+            )),
+        }
+    }
+}
+
+/// What step 4 leaves to the steps after the commit.
+#[derive(Debug, Default)]
+struct Applied {
+    /// A job was registered.
+    registered: bool,
+    /// Webhooks to hand to delivery once the status is written.
+    webhooks: Vec<(WebhookEvent, String)>,
+    /// The TTL expired: clean the request up once the status is written.
+    expired: bool,
+}
+
+/// Outcome of step 5.
+enum Committed {
+    /// The status was written.
+    Written,
+    /// The status did not change; nothing was written.
+    Unchanged,
+    /// Someone else wrote the status since step 1: start over.
+    Conflict,
+}
+
+/// Why a request's jobs and keys are removed.
+#[derive(Debug, Clone, Copy)]
+enum Cleanup {
+    /// The spec key is gone.
+    SpecGone,
+    /// `ttl_after_finished` expired; the spec is deleted too if still at `generation`.
+    Expired {
+        /// Generation whose spec may be deleted.
+        generation: u64,
+    },
+}
+
+/// The connections and settings a leadership term's reconciles use; the runtime builds it once
+/// per term.
+#[derive(Clone)]
+pub struct Deps {
     /// Consul (reads; writes go through `fence`).
     pub consul: ConsulClient,
     /// Nomad.
@@ -82,10 +168,16 @@ pub struct Reconciler {
     pub fence: Fence,
     /// Current configuration.
     pub config: watch::Receiver<Arc<EffectiveConfig>>,
+}
+
+/// Everything one leadership term's reconciles share.
+pub struct Reconciler {
+    /// Connections and configuration.
+    deps: Deps,
     /// Watches of in-flight jobs.
-    pub job_watches: Arc<JobWatches>,
+    job_watches: Arc<JobWatches>,
     /// Webhook delivery.
-    pub webhooks: Arc<Webhooks>,
+    webhooks: Arc<Webhooks>,
     /// Phase of every request this term has seen, for the `jobforge_requests{phase}` gauge.
     phases: Mutex<PhaseCounts>,
     /// Hash of the last log tail written per logs key, to skip identical writes.
@@ -94,24 +186,9 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler for one leadership term.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        consul: ConsulClient,
-        nomad: NomadClient,
-        vault: Option<Arc<VaultChecker>>,
-        keys: KeyLayout,
-        fence: Fence,
-        config: watch::Receiver<Arc<EffectiveConfig>>,
-        job_watches: Arc<JobWatches>,
-        webhooks: Arc<Webhooks>,
-    ) -> Reconciler {
+    pub fn new(deps: Deps, job_watches: Arc<JobWatches>, webhooks: Arc<Webhooks>) -> Reconciler {
         Reconciler {
-            consul,
-            nomad,
-            vault,
-            keys,
-            fence,
-            config,
+            deps,
             job_watches,
             webhooks,
             phases: Mutex::new(PhaseCounts::default()),
@@ -139,321 +216,276 @@ impl Reconciler {
         res
     }
 
+    /// The six steps of one reconcile, as numbered in `ARCHITECTURE.md`.
     async fn reconcile_inner(&self, key: &RequestKey) -> Result<queue::Action, ReconcileError> {
-        let key = key.clone();
-        let cfg = self.config.borrow().clone();
-        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
-        let spec_key = self.keys.request_key(ns, name);
-        let status_key = self.keys.status_key(ns, name);
-
-        let (_, spec_pair) = self.consul.kv_get(&spec_key, KvQuery::default()).await?;
-        let (_, status_pair) = self.consul.kv_get(&status_key, KvQuery::default()).await?;
-        let status_index = status_pair.as_ref().map(|p| p.modify_index).unwrap_or(0);
-        let stored: Option<BuildStatus> = status_pair
-            .as_ref()
-            .and_then(|p| serde_json::from_slice(&p.value).ok());
-
-        let Some(spec_pair) = spec_pair else {
-            self.delete_request(&key, stored.as_ref(), None).await?;
+        let cfg = self.deps.config.borrow().clone();
+        // 1. Read the spec (and its generation) and the status.
+        let stored = self.read(key).await?;
+        let Some(spec) = &stored.spec else {
+            // Cleanup: the request was deleted.
+            self.delete_request(key, stored.status.as_ref(), Cleanup::SpecGone)
+                .await?;
             return Ok(queue::Action::AwaitChange);
         };
-        let generation = spec_pair.modify_index;
-        let parsed = parse_spec(&spec_pair.value, ns, name);
-        let problems: Vec<String>;
-        let spec = match &parsed {
-            Ok(req) => Ok(&req.spec),
-            Err(p) => {
-                problems = p.clone();
-                Err(problems.as_slice())
-            }
+        // 2. Observe the job the status names as current.
+        let target = machine::target(spec.generation, stored.status.as_ref());
+        let observed = match &target {
+            Some(t) => self.observe(t).await?,
+            None => Observed::default(),
         };
-
-        let target = machine::target(generation, stored.as_ref());
-        let mut observation = Observation::default();
-        let mut tail: Option<Vec<u8>> = None;
-        if let Some(t) = &target {
-            self.observe(t, &mut observation, &mut tail).await?;
-        }
-        let now = Utc::now();
-        let mut decision = machine::step(
-            &StepInput {
-                namespace: ns,
-                name,
-                generation,
+        // 3. Decide: the pure state machine, with the Vault check it may ask for.
+        let decision = self
+            .decide(key, spec, &stored, &observed, &cfg.machine)
+            .await?;
+        // 4. Apply its effects (each idempotent).
+        let applied = self
+            .apply(
+                key,
                 spec,
-                status: stored.as_ref(),
-                observation: &observation,
-                config: &cfg.machine,
-            },
-            now,
-        );
-        if let Some(paths) = decision.actions.iter().find_map(|a| match a {
-            Action::CheckSecrets { paths } => Some(paths.clone()),
-            _ => None,
-        }) {
-            observation.secrets_missing = Some(self.check_secrets(&paths).await?);
-            decision = machine::step(
-                &StepInput {
-                    namespace: ns,
-                    name,
-                    generation,
-                    spec,
-                    status: stored.as_ref(),
-                    observation: &observation,
-                    config: &cfg.machine,
-                },
-                now,
-            );
+                &decision.effects,
+                target.as_ref(),
+                &observed,
+                &cfg.render,
+            )
+            .await?;
+        // 5. Commit the status through the fence; only then webhooks and a TTL cleanup.
+        if let Committed::Conflict = self.commit(key, &stored, &decision.status).await? {
+            return Ok(queue::Action::Requeue(Duration::ZERO));
         }
-
-        tracing::debug!(request = %key, generation, phase = %decision.status.phase, actions = ?decision.actions, observed = ?observation.job, "decided");
-        let mut registered = false;
-        let mut delete = false;
-        let mut webhooks = Vec::new();
-        for action in &decision.actions {
-            match action {
-                Action::StopGeneration {
-                    generation: old,
-                    job_ids,
-                } => self.stop_generation(&key, *old, job_ids).await?,
-                Action::DeregisterJob { job_id, purge } => {
-                    self.job_watches.stop(job_id);
-                    self.nomad.deregister_job(job_id, *purge).await?;
-                }
-                Action::RegisterJob {
-                    phase,
-                    attempt,
-                    job_id,
-                } => {
-                    let Ok(req) = &parsed else { continue };
-                    self.register(req, generation, *phase, *attempt, job_id, &cfg.render)
-                        .await?;
-                    self.job_watches.ensure(job_id, &key);
-                    registered = true;
-                }
-                Action::CaptureLogs { phase, job_id } => {
-                    let bytes = match (&tail, &target) {
-                        (Some(t), Some(tg)) if &tg.job_id == job_id => Some(t.clone()),
-                        _ => self.read_tail(job_id, *phase).await?,
-                    };
-                    if let Some(b) = bytes {
-                        self.write_logs(ns, name, *phase, &b).await?;
-                    }
-                }
-                Action::CheckSecrets { .. } => {}
-                Action::Webhook { event, id } => webhooks.push((*event, id.clone())),
-                Action::DeleteRequest => delete = true,
-            }
-        }
-
-        if decision.status_changed(stored.as_ref()) {
-            let bytes = serde_json::to_vec(&decision.status)?;
-            match self
-                .fence
-                .cas_put(&status_key, &bytes, status_index)
-                .await?
-            {
-                FencedWrite::Committed { .. } => {
-                    record_transition(stored.as_ref(), &decision.status);
-                    self.record_phase(&status_key, Some(decision.status.phase));
-                }
-                FencedWrite::Conflict => return Ok(queue::Action::Requeue(Duration::ZERO)),
-                FencedWrite::NotLeader => return Err(ReconcileError::NotLeader),
-            }
-        } else if let Some(s) = &stored {
-            self.record_phase(&status_key, Some(s.phase));
-        }
-        if let Ok(req) = &parsed {
-            for (event, id) in webhooks {
+        if let Ok(req) = &spec.parsed {
+            for (event, id) in applied.webhooks {
                 self.webhooks
-                    .deliver(req, generation, &decision.status, event, id);
+                    .deliver(req, spec.generation, &decision.status, event, id);
             }
         }
-        if delete {
-            self.delete_request(&key, Some(&decision.status), Some(generation))
+        if applied.expired {
+            // Cleanup: the TTL after finishing expired.
+            let expired = Cleanup::Expired {
+                generation: spec.generation,
+            };
+            self.delete_request(key, Some(&decision.status), expired)
                 .await?;
             return Ok(queue::Action::AwaitChange);
         }
-
-        // Keep a watch on the job that is now current, and refresh a running phase's log tail.
-        let mut requeue = decision.requeue_after;
-        if let Some(t) = machine::target(generation, Some(&decision.status)) {
-            self.job_watches.ensure(&t.job_id, &key);
-            match &observation.job {
-                JobObservation::Running { .. } if target.as_ref() == Some(&t) => {
-                    if let Some(b) = &tail {
-                        self.write_logs(ns, name, t.phase, b).await?;
-                    }
-                    requeue =
-                        Some(requeue.map_or(RUNNING_LOG_REFRESH, |r| r.min(RUNNING_LOG_REFRESH)));
-                }
-                JobObservation::Pending {
-                    placement_failure: Some(_),
-                } => {}
-                _ if registered
-                    || matches!(
-                        observation.job,
-                        JobObservation::Pending { .. } | JobObservation::NotFound
-                    ) =>
-                {
-                    // Placement is decided by an evaluation, which the allocations watch does not
-                    // see when nothing is placed: look once more shortly.
-                    requeue = Some(
-                        requeue.map_or(Duration::from_secs(1), |r| r.min(Duration::from_secs(1))),
-                    );
-                }
-                _ => {}
-            }
+        // 6. Keep following the job that is now current, and say when to look again.
+        let Some(now_current) = machine::target(spec.generation, Some(&decision.status)) else {
+            return Ok(queue::Action::after(decision.requeue_after));
+        };
+        self.job_watches.ensure(&now_current.job_id, key);
+        let still_current = target.as_ref() == Some(&now_current);
+        if still_current
+            && matches!(observed.job, JobObservation::Running { .. })
+            && let Some(tail) = observed.tail()
+        {
+            self.write_logs(key, now_current.phase, &tail).await?;
         }
-        Ok(match requeue {
-            Some(d) => queue::Action::Requeue(d),
-            None => queue::Action::AwaitChange,
+        Ok(queue::Action::after(next_look(
+            decision.requeue_after,
+            &observed.job,
+            still_current,
+            applied.registered,
+        )))
+    }
+
+    /// Step 1: the spec (its generation and the parsed request, or every problem) and the status.
+    async fn read(&self, key: &RequestKey) -> Result<Stored, ReconcileError> {
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+        let spec_key = self.deps.keys.request_key(ns, name);
+        let status_key = self.deps.keys.status_key(ns, name);
+        let (_, spec_pair) = self
+            .deps
+            .consul
+            .kv_get(&spec_key, KvQuery::default())
+            .await?;
+        let (_, status_pair) = self
+            .deps
+            .consul
+            .kv_get(&status_key, KvQuery::default())
+            .await?;
+        Ok(Stored {
+            status_index: status_pair.as_ref().map_or(0, |p| p.modify_index),
+            status: status_pair.and_then(|p| serde_json::from_slice(&p.value).ok()),
+            spec: spec_pair.map(|p| Spec {
+                generation: p.modify_index,
+                parsed: parse_spec(&p.value, ns, name),
+            }),
         })
     }
 
-    /// Fills `obs` with the state of `target`'s job. Transient Nomad errors set
+    /// Step 2: the state of `target`'s job. Transient Nomad errors give an observation with
     /// `nomad_unavailable` instead of failing the reconcile.
-    async fn observe(
-        &self,
-        target: &JobTarget,
-        obs: &mut Observation,
-        tail: &mut Option<Vec<u8>>,
-    ) -> Result<(), ReconcileError> {
-        match self.observe_job(target, obs, tail).await {
-            Ok(()) => Ok(()),
-            Err(ReconcileError::Nomad(e)) if e.is_transient() => {
-                obs.nomad_unavailable = true;
-                Ok(())
-            }
+    async fn observe(&self, target: &JobTarget) -> Result<Observed, ReconcileError> {
+        match self.observe_job(target).await {
+            Ok(o) => Ok(o),
+            Err(ReconcileError::Nomad(e)) if e.is_transient() => Ok(Observed {
+                nomad_unavailable: true,
+                ..Observed::default()
+            }),
             Err(e) => Err(e),
         }
     }
 
-    async fn observe_job(
-        &self,
-        target: &JobTarget,
-        obs: &mut Observation,
-        tail: &mut Option<Vec<u8>>,
-    ) -> Result<(), ReconcileError> {
-        if self.nomad.get_job(&target.job_id).await?.is_none() {
-            obs.job = JobObservation::NotFound;
-            return Ok(());
+    /// The reads of step 2: the job, its latest allocation (or, without one, its evaluations)
+    /// and, once its task runs, both output streams. What they mean is
+    /// [`machine::observation_of`]'s to say.
+    async fn observe_job(&self, target: &JobTarget) -> Result<Observed, ReconcileError> {
+        let id = target.job_id.as_str();
+        if self.deps.nomad.get_job(id).await?.is_none() {
+            return Ok(Observed::default());
         }
         let (_, allocs) = self
+            .deps
             .nomad
-            .job_allocations(&target.job_id, QueryOptions::default())
+            .job_allocations(id, QueryOptions::default())
             .await?;
-        let Some(latest) = allocs.iter().max_by_key(|a| a.create_index) else {
-            let evals = self.nomad.job_evaluations(&target.job_id).await?;
-            let placement_failure = evals
-                .iter()
-                .max_by_key(|e| e.create_index)
-                .and_then(|e| e.placement_failure());
-            obs.job = JobObservation::Pending { placement_failure };
-            return Ok(());
+        let (alloc, evals) = match allocs.iter().max_by_key(|a| a.create_index) {
+            Some(latest) => (
+                self.deps.nomad.get_allocation(&latest.id).await?,
+                Vec::new(),
+            ),
+            None => (None, self.deps.nomad.job_evaluations(id).await?),
         };
-        let Some(alloc) = self.nomad.get_allocation(&latest.id).await? else {
-            obs.job = JobObservation::Pending {
-                placement_failure: None,
-            };
-            return Ok(());
+        let job = machine::observation_of(target.phase, alloc.as_ref(), &evals, Utc::now());
+        let mut observed = Observed {
+            job,
+            ..Observed::default()
         };
-        let task = alloc
-            .task_states
-            .get(target.phase.as_str())
-            .or_else(|| alloc.task_states.values().next());
-        let node = if alloc.node_name.is_empty() {
-            alloc.node_id.clone()
-        } else {
-            alloc.node_name.clone()
-        };
-        let Some(task) = task else {
-            obs.job = if alloc.is_terminal() {
-                JobObservation::Finished {
-                    alloc_id: alloc.id.clone(),
-                    node,
-                    started_at: Utc::now(),
-                    finished_at: Utc::now(),
-                    exit_code: None,
-                    failed: true,
-                    event_message: Some(format!(
-                        "allocation {}: {}",
-                        alloc.client_status, alloc.client_description
-                    )),
-                }
-            } else {
-                JobObservation::Pending {
-                    placement_failure: None,
-                }
-            };
-            return Ok(());
-        };
-        match task.state.as_str() {
-            "dead" => {
-                let started_at = task
-                    .started_at
-                    .or(task.finished_at)
-                    .unwrap_or_else(Utc::now);
-                let finished_at = task.finished_at.unwrap_or_else(Utc::now);
-                let event_message = task
-                    .events
-                    .iter()
-                    .rev()
-                    .find(|e| {
-                        matches!(
-                            e.type_.as_str(),
-                            "Driver Failure" | "Task Setup" | "Setup Failure" | "Killed"
-                        )
-                    })
-                    .map(describe_event);
-                let bytes = self
+        if let (Some(alloc), JobObservation::Running { .. } | JobObservation::Finished { .. }) =
+            (&alloc, &observed.job)
+        {
+            let task = target.phase.as_str();
+            let read = |stream| {
+                self.deps
                     .nomad
-                    .log_tail(&alloc.id, target.phase.as_str(), LOG_TAIL_BYTES)
-                    .await?;
-                let stdout = self
-                    .nomad
-                    .log_tail_of(
-                        &alloc.id,
-                        target.phase.as_str(),
-                        nomad::LogStream::Stdout,
-                        LOG_TAIL_BYTES,
-                    )
-                    .await?;
-                obs.markers = machine::parse_markers(&stdout);
-                *tail = Some(bytes);
-                obs.job = JobObservation::Finished {
-                    alloc_id: alloc.id.clone(),
-                    node,
-                    started_at,
-                    finished_at,
-                    exit_code: task.exit_code().and_then(|c| i32::try_from(c).ok()),
-                    failed: task.failed,
-                    event_message,
-                };
-            }
-            "running" => {
-                *tail = Some(
-                    self.nomad
-                        .log_tail(&alloc.id, target.phase.as_str(), LOG_TAIL_BYTES)
-                        .await?,
-                );
-                obs.job = JobObservation::Running {
-                    alloc_id: alloc.id.clone(),
-                    node,
-                    started_at: task.started_at.unwrap_or_else(Utc::now),
-                };
-            }
-            _ => {
-                obs.job = JobObservation::Pending {
-                    placement_failure: None,
-                };
+                    .log_tail_of(&alloc.id, task, stream, LOG_TAIL_BYTES)
+            };
+            observed.stdout = Some(read(nomad::LogStream::Stdout).await?);
+            observed.stderr = Some(read(nomad::LogStream::Stderr).await?);
+        }
+        Ok(observed)
+    }
+
+    /// Step 3: [`machine::step`] on what was read and observed; when it asks for a Vault check,
+    /// the check's result is the second input and the machine decides again.
+    async fn decide(
+        &self,
+        key: &RequestKey,
+        spec: &Spec,
+        stored: &Stored,
+        observed: &Observed,
+        config: &MachineConfig,
+    ) -> Result<Decision, ReconcileError> {
+        let observation = observed.observation();
+        let input = StepInput {
+            namespace: &key.namespace,
+            name: &key.name,
+            generation: spec.generation,
+            spec: spec.parsed.as_ref().map(|r| &r.spec).map_err(Vec::as_slice),
+            status: stored.status.as_ref(),
+            observation: &observation,
+            config,
+        };
+        let now = Utc::now();
+        let mut decision = machine::step(&input, now);
+        if let Some(paths) = decision.secrets_to_check() {
+            let checked = Observation {
+                secrets_missing: Some(self.check_secrets(paths).await?),
+                ..observation.clone()
+            };
+            decision = machine::step(
+                &StepInput {
+                    observation: &checked,
+                    ..input
+                },
+                now,
+            );
+        }
+        tracing::debug!(request = %key, generation = spec.generation, phase = %decision.status.phase, effects = ?decision.effects, observed = ?observed.job, "decided");
+        Ok(decision)
+    }
+
+    /// Step 4: performs the job effects in order; webhooks and the TTL cleanup wait for the
+    /// commit and are returned.
+    async fn apply(
+        &self,
+        key: &RequestKey,
+        spec: &Spec,
+        effects: &[Effect],
+        target: Option<&JobTarget>,
+        observed: &Observed,
+        render: &RenderConfig,
+    ) -> Result<Applied, ReconcileError> {
+        let mut applied = Applied::default();
+        for effect in effects {
+            match effect {
+                Effect::StopGeneration {
+                    generation: old,
+                    job_ids,
+                } => self.stop_generation(key, *old, job_ids).await?,
+                Effect::DeregisterJob { job_id, purge } => {
+                    self.job_watches.stop(job_id);
+                    self.deps.nomad.deregister_job(job_id, *purge).await?;
+                }
+                Effect::RegisterJob {
+                    phase,
+                    attempt,
+                    job_id,
+                } => {
+                    let Ok(req) = &spec.parsed else { continue };
+                    self.register(req, spec.generation, *phase, *attempt, job_id, render)
+                        .await?;
+                    self.job_watches.ensure(job_id, key);
+                    applied.registered = true;
+                }
+                Effect::CaptureLogs { phase, job_id } => {
+                    let bytes = match (observed.tail(), target) {
+                        (Some(t), Some(tg)) if &tg.job_id == job_id => Some(t),
+                        _ => self.read_tail(job_id, *phase).await?,
+                    };
+                    if let Some(b) = bytes {
+                        self.write_logs(key, *phase, &b).await?;
+                    }
+                }
+                Effect::CheckSecrets { .. } => {}
+                Effect::Webhook { event, id } => applied.webhooks.push((*event, id.clone())),
+                Effect::DeleteRequest => applied.expired = true,
             }
         }
-        Ok(())
+        Ok(applied)
+    }
+
+    /// Step 5: writes `status` with a fenced CAS on the index read in step 1, if it changed.
+    /// Errors: [`ReconcileError::NotLeader`] when this replica no longer leads.
+    async fn commit(
+        &self,
+        key: &RequestKey,
+        stored: &Stored,
+        status: &BuildStatus,
+    ) -> Result<Committed, ReconcileError> {
+        let status_key = self.deps.keys.status_key(&key.namespace, &key.name);
+        if stored.status.as_ref() == Some(status) {
+            self.record_phase(&status_key, Some(status.phase));
+            return Ok(Committed::Unchanged);
+        }
+        let bytes = serde_json::to_vec(status)?;
+        match self
+            .deps
+            .fence
+            .cas_put(&status_key, &bytes, stored.status_index)
+            .await?
+        {
+            FencedWrite::Committed { .. } => {
+                record_transition(stored.status.as_ref(), status);
+                self.record_phase(&status_key, Some(status.phase));
+                Ok(Committed::Written)
+            }
+            FencedWrite::Conflict => Ok(Committed::Conflict),
+            FencedWrite::NotLeader => Err(ReconcileError::NotLeader),
+        }
     }
 
     async fn check_secrets(&self, paths: &[String]) -> Result<Vec<String>, ReconcileError> {
-        let Some(vault) = &self.vault else {
+        let Some(vault) = &self.deps.vault else {
             return Ok(Vec::new());
         };
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
@@ -472,9 +504,10 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         // A deposed leader must not start work: ask Consul (not local state) right before.
         match self
+            .deps
             .fence
             .txn(&[TxnOp::Get {
-                key: self.keys.leader_key(),
+                key: self.deps.keys.leader_key(),
             }])
             .await?
         {
@@ -483,9 +516,13 @@ impl Reconciler {
                 return Err(ReconcileError::NotLeader);
             }
         }
-        let mut job = jobspec::render(req, generation, attempt, phase, render)?;
-        job.id = job_id.to_string();
-        match self.nomad.register_job(&job, Some(0)).await {
+        // The machine and the renderer share one ID rule (`machine::job_id`).
+        let job = jobspec::render(req, generation, attempt, phase, render)?;
+        debug_assert_eq!(
+            job.id, job_id,
+            "the machine's and the renderer's job IDs differ"
+        );
+        match self.deps.nomad.register_job(&job, Some(0)).await {
             Ok(_) | Err(nomad::Error::JobExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -497,6 +534,7 @@ impl Reconciler {
         phase: PipelinePhase,
     ) -> Result<Option<Vec<u8>>, ReconcileError> {
         let (_, allocs) = self
+            .deps
             .nomad
             .job_allocations(job_id, QueryOptions::default())
             .await?;
@@ -504,21 +542,26 @@ impl Reconciler {
             return Ok(None);
         };
         Ok(Some(
-            self.nomad
+            self.deps
+                .nomad
                 .log_tail(&latest.id, phase.as_str(), LOG_TAIL_BYTES)
                 .await?,
         ))
     }
 
+    /// Writes the tail of `phase`'s output to `logs/<ns>/<name>/<phase>` through the fence,
+    /// unless the same bytes were written last.
     async fn write_logs(
         &self,
-        ns: &str,
-        name: &str,
+        request: &RequestKey,
         phase: PipelinePhase,
         bytes: &[u8],
     ) -> Result<(), ReconcileError> {
-        let key = self.keys.logs_key(ns, name, phase);
-        let hash = fxhash(bytes);
+        let key = self
+            .deps
+            .keys
+            .logs_key(&request.namespace, &request.name, phase);
+        let hash = fnv1a(bytes);
         if self
             .written_logs
             .lock()
@@ -528,6 +571,7 @@ impl Reconciler {
             return Ok(());
         }
         match self
+            .deps
             .fence
             .txn(&[TxnOp::Set {
                 key: key.clone(),
@@ -558,28 +602,37 @@ impl Reconciler {
         generation: u64,
         job_ids: &[String],
     ) -> Result<(), ReconcileError> {
-        let prefix = format!("jobforge-{}-{}-{generation}-", key.namespace, key.name);
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+        let prefix = machine::generation_job_prefix(ns, name, generation);
         let mut ids: Vec<String> = job_ids.to_vec();
-        for stub in self.nomad.list_jobs(&prefix).await? {
-            if !ids.contains(&stub.id) && !stub.stop && stub.status != "dead" {
+        for stub in self.deps.nomad.list_jobs(&prefix).await? {
+            // The prefix may also list another request's jobs (`a`/`b` and `a`/`b-5`).
+            let ours = machine::parse_job_id(ns, name, &stub.id)
+                .is_some_and(|p| p.generation == generation);
+            if ours && !ids.contains(&stub.id) && !stub.stop && stub.status != "dead" {
                 ids.push(stub.id);
             }
         }
         for id in ids {
             self.job_watches.stop(&id);
-            self.nomad.deregister_job(&id, false).await?;
+            self.deps.nomad.deregister_job(&id, false).await?;
         }
         Ok(())
     }
 
-    /// The request is gone (or its TTL expired): purge its Nomad jobs, then delete its status and
-    /// logs (and, for a TTL expiry, its spec at `generation`) in one fenced transaction.
+    /// Cleanup: the request is gone (or its TTL expired): purge its Nomad jobs, then delete its
+    /// status and logs (and, for a TTL expiry, its spec at that generation) in one fenced
+    /// transaction.
     async fn delete_request(
         &self,
         key: &RequestKey,
         status: Option<&BuildStatus>,
-        spec_generation: Option<u64>,
+        why: Cleanup,
     ) -> Result<(), ReconcileError> {
+        let spec_generation = match why {
+            Cleanup::SpecGone => None,
+            Cleanup::Expired { generation } => Some(generation),
+        };
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let request = format!("{ns}/{name}");
         let mut ids: Vec<String> = status
@@ -591,15 +644,16 @@ impl Reconciler {
             })
             .unwrap_or_default();
         for stub in self
+            .deps
             .nomad
-            .list_jobs(&format!("jobforge-{ns}-{name}-"))
+            .list_jobs(&machine::request_job_prefix(ns, name))
             .await?
         {
             if ids.contains(&stub.id) {
                 continue;
             }
             // `jobforge-a-b-c-…` could be namespace "a-b" or name "b-c": trust only the job's Meta.
-            if let Some(job) = self.nomad.get_job(&stub.id).await?
+            if let Some(job) = self.deps.nomad.get_job(&stub.id).await?
                 && job.meta.get("jobforge.request") == Some(&request)
             {
                 ids.push(stub.id);
@@ -607,34 +661,34 @@ impl Reconciler {
         }
         for id in ids {
             self.job_watches.stop(&id);
-            self.nomad.deregister_job(&id, true).await?;
+            self.deps.nomad.deregister_job(&id, true).await?;
         }
         let mut ops = vec![
             TxnOp::Delete {
-                key: self.keys.status_key(ns, name),
+                key: self.deps.keys.status_key(ns, name),
             },
             TxnOp::DeleteTree {
-                key: self.keys.logs_prefix(ns, name),
+                key: self.deps.keys.logs_prefix(ns, name),
             },
         ];
         if let Some(g) = spec_generation {
             ops.push(TxnOp::DeleteCas {
-                key: self.keys.request_key(ns, name),
+                key: self.deps.keys.request_key(ns, name),
                 index: g,
             });
         }
-        self.record_phase(&self.keys.status_key(ns, name), None);
+        self.record_phase(&self.deps.keys.status_key(ns, name), None);
         if let Ok(mut m) = self.written_logs.lock() {
             for p in PipelinePhase::ALL {
-                m.remove(&self.keys.logs_key(ns, name, p));
+                m.remove(&self.deps.keys.logs_key(ns, name, p));
             }
         }
-        match self.fence.txn(&ops).await? {
+        match self.deps.fence.txn(&ops).await? {
             FencedTxn::Committed(_) => Ok(()),
             FencedTxn::NotLeader => Err(ReconcileError::NotLeader),
             // The spec changed since (a new generation): keep it; its reconcile starts over.
             FencedTxn::RolledBack(_) if spec_generation.is_some() => {
-                match self.fence.txn(&ops[..2]).await? {
+                match self.deps.fence.txn(&ops[..2]).await? {
                     FencedTxn::NotLeader => Err(ReconcileError::NotLeader),
                     _ => Ok(()),
                 }
@@ -733,34 +787,41 @@ fn record_transition(old: Option<&BuildStatus>, new: &BuildStatus) {
     }
 }
 
-/// One line for a task event: its type and the most specific message Nomad gave.
-fn describe_event(e: &nomad::TaskEvent) -> String {
-    let detail = [
-        &e.display_message,
-        &e.driver_error,
-        &e.setup_error,
-        &e.message,
-        &e.kill_reason,
-    ]
-    .into_iter()
-    .find(|s| !s.is_empty())
-    .cloned()
-    .unwrap_or_default();
-    if detail.is_empty() {
-        e.type_.clone()
-    } else {
-        format!("{}: {detail}", e.type_)
-    }
-}
-
-/// FNV-1a, to recognise identical log tails without keeping them.
-fn fxhash(bytes: &[u8]) -> u64 {
+/// FNV-1a (64-bit), to recognise identical log tails without keeping them.
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// Step 6's rule: when to look again besides a watch event, given the decision's own
+/// `requeue_after`, the job observed in step 2, whether that job is still the current one, and
+/// whether step 4 registered a job. A running phase is looked at every [`RUNNING_LOG_REFRESH`]
+/// (its log tail is refreshed); a job waiting for placement, gone, or just registered once more
+/// after [`PLACEMENT_RECHECK`] (placement is decided by an evaluation, which the allocations
+/// watch does not see when nothing is placed), unless Nomad already said why it cannot place it.
+fn next_look(
+    decided: Option<Duration>,
+    job: &JobObservation,
+    still_current: bool,
+    registered: bool,
+) -> Option<Duration> {
+    let soon = match job {
+        JobObservation::Running { .. } if still_current => Some(RUNNING_LOG_REFRESH),
+        JobObservation::Pending {
+            placement_failure: Some(_),
+        } => None,
+        JobObservation::Pending { .. } | JobObservation::NotFound => Some(PLACEMENT_RECHECK),
+        _ if registered => Some(PLACEMENT_RECHECK),
+        _ => None,
+    };
+    match (decided, soon) {
+        (Some(d), Some(s)) => Some(d.min(s)),
+        (d, s) => d.or(s),
+    }
 }
 
 #[cfg(test)]
@@ -795,6 +856,73 @@ mod tests {
         assert_eq!(c.counts.get(&Phase::Building), Some(&0));
         assert_eq!(c.counts.get(&Phase::Succeeded), Some(&1));
         assert_eq!(c.by_key.len(), 1);
+    }
+
+    #[test]
+    fn next_look_refreshes_running_logs_and_rechecks_placement_but_not_a_known_failure() {
+        let running = JobObservation::Running {
+            alloc_id: "a".into(),
+            node: "n".into(),
+            started_at: Utc::now(),
+        };
+        let unplaceable = JobObservation::Pending {
+            placement_failure: Some("missing drivers".into()),
+        };
+        let waiting = JobObservation::Pending {
+            placement_failure: None,
+        };
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(
+            next_look(hour, &running, true, false),
+            Some(RUNNING_LOG_REFRESH)
+        );
+        // A running job that is no longer current is only looked at again after a registration.
+        assert_eq!(next_look(hour, &running, false, false), hour);
+        assert_eq!(
+            next_look(None, &running, false, true),
+            Some(PLACEMENT_RECHECK)
+        );
+        assert_eq!(next_look(None, &unplaceable, true, true), None);
+        assert_eq!(
+            next_look(None, &waiting, true, false),
+            Some(PLACEMENT_RECHECK)
+        );
+        assert_eq!(
+            next_look(None, &JobObservation::NotFound, true, false),
+            Some(PLACEMENT_RECHECK)
+        );
+        assert_eq!(
+            next_look(Some(Duration::ZERO), &waiting, true, false),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn observed_tail_joins_both_streams_and_markers_come_from_a_finished_tasks_stdout() {
+        const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+        let finished = JobObservation::Finished {
+            alloc_id: "a".into(),
+            node: "n".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            exit_code: Some(0),
+            failed: false,
+            event_message: None,
+        };
+        let mut o = Observed {
+            job: finished,
+            stdout: Some(format!("::jobforge::commit={SHA}\n").into_bytes()),
+            stderr: Some(b"warn\n".to_vec()),
+            nomad_unavailable: false,
+        };
+        assert_eq!(
+            o.tail(),
+            Some(format!("::jobforge::commit={SHA}\nwarn\n").into_bytes())
+        );
+        assert_eq!(o.observation().markers.commit_sha.as_deref(), Some(SHA));
+        o.job = JobObservation::NotFound;
+        assert_eq!(o.observation().markers, Default::default());
+        assert_eq!(Observed::default().tail(), None);
     }
 
     #[test]

@@ -20,20 +20,20 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use futures::StreamExt;
 use jobforge_client::consul::leader::{Fence, LeaderConfig, LeaderState, Leadership};
-use jobforge_client::consul::watch::{WatchEvent, WatchOptions, watch_key, watch_prefix};
+use jobforge_client::consul::watch::{
+    WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix,
+};
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
 use jobforge_schema::KeyLayout;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ControllerArgs, KvConfig, ProfileArg};
+use crate::config::{ControllerArgs, EffectiveConfig, KvConfig};
 use crate::health::{self, HealthState};
-use crate::jobspec::{PhaseDefaults, Profile, RenderConfig};
 use crate::jobwatch::JobWatches;
-use crate::machine::MachineConfig;
 use crate::nomad::Client as NomadClient;
 use crate::queue::{QueueConfig, RequestKey, WorkQueue};
-use crate::reconcile::{EffectiveConfig, Reconciler};
+use crate::reconcile::{Deps, Reconciler};
 use crate::vault::VaultChecker;
 use crate::webhook::Webhooks;
 
@@ -41,80 +41,13 @@ use crate::webhook::Webhooks;
 /// seconds (the watch then re-reads at once and reports what changed meanwhile).
 const WATCH_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Builds the effective configuration from the flags and the KV document.
-pub fn effective_config(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig {
-    let mut machine = MachineConfig::default();
-    if let Some(d) = kv.build_timeout() {
-        machine.default_build_timeout = d;
-    }
-    if let Some(d) = kv.test_timeout() {
-        machine.default_test_timeout = d;
-    }
-    if let Some(d) = kv.ttl_after_finished() {
-        machine.default_ttl_after_finished = d;
-    }
-    if let Some(r) = kv.max_retries {
-        machine.max_retries = r;
-    }
-    let mut render = RenderConfig {
-        profile: match kv.profile.unwrap_or(args.profile) {
-            ProfileArg::RawExec => Profile::RawExec,
-            ProfileArg::Docker => Profile::Docker,
-        },
-        datacenters: kv
-            .datacenters
-            .clone()
-            .unwrap_or_else(|| args.datacenters.clone()),
-        registry_temp_prefix: kv
-            .registry_temp_prefix
-            .clone()
-            .unwrap_or_else(|| args.registry_temp_prefix.clone()),
-        tls_verify: kv.registry_tls_verify.unwrap_or(args.registry_tls_verify),
-        ..RenderConfig::default()
-    };
-    if let Some(ns) = &kv.nomad_namespace {
-        render.namespace = Some(ns.clone());
-    }
-    if let Some(img) = &kv.buildah_image {
-        render.buildah_image = img.clone();
-    }
-    if let Some(res) = &kv.default_resources {
-        let apply = |d: &mut PhaseDefaults, r: &Option<crate::config::KvPhaseResources>| {
-            let Some(r) = r else { return };
-            let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
-            if let Some(v) = num(&r.cpu) {
-                d.cpu_mhz = v;
-            }
-            if let Some(v) = num(&r.memory) {
-                d.memory_mb = v;
-            }
-            if let Some(v) = num(&r.disk) {
-                d.disk_mb = v;
-            }
-        };
-        apply(&mut render.build_defaults, &res.build);
-        apply(&mut render.test_defaults, &res.test);
-        apply(&mut render.publish_defaults, &res.publish);
-    }
-    EffectiveConfig { machine, render }
-}
-
 /// Runs the controller until `cancel` fires. Errors only on start-up problems (bad configuration,
 /// the HTTP address in use); Consul and Nomad outages are retried forever.
 pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let consul = ConsulClient::from_env()
         .context("Consul configuration (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN)")?;
     let nomad = NomadClient::from_env().context("Nomad configuration (NOMAD_ADDR, NOMAD_TOKEN)")?;
-    let vault = if std::env::var_os("VAULT_ADDR").is_some() {
-        Some(Arc::new(
-            VaultChecker::from_env().context("Vault configuration (VAULT_ADDR, VAULT_TOKEN)")?,
-        ))
-    } else {
-        tracing::warn!(
-            "VAULT_ADDR is not set: secret paths are not checked before jobs are created"
-        );
-        None
-    };
+    let vault = vault_from_env()?;
     let keys = KeyLayout::new(&args.prefix);
     let identity = args
         .identity
@@ -131,7 +64,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     tracing::info!(%http_addr, identity, prefix = keys.prefix(), "jobforge-controller started");
 
     // Configuration: flags, overridden by <prefix>/config, re-read on change.
-    let initial = effective_config(&args, &KvConfig::default());
+    let initial = EffectiveConfig::merge(&args, &KvConfig::default());
     let (config_tx, config_rx) = watch::channel(Arc::new(initial));
     let config_task = tokio::spawn(watch_config(
         consul.clone(),
@@ -149,76 +82,30 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         cancel.clone(),
     ));
 
-    let identity_doc = serde_json::json!({"identity": identity, "http": http_addr.to_string(), "pid": std::process::id()});
-    let mut leader_cfg = LeaderConfig::new(keys.leader_key(), serde_json::to_vec(&identity_doc)?);
-    leader_cfg.ttl = args.session_ttl;
-    leader_cfg.lock_delay = args.lock_delay;
-    // The leader key is watched with consistent blocking reads, which answer at once on any
-    // change, so a long wait costs no reaction time; it keeps an idle replica to a few requests a
-    // minute (mostly the TTL/2 session renewals).
-    leader_cfg.monitor_wait = std::time::Duration::from_secs(300);
-    leader_cfg.session_name = format!("jobforge-controller {identity}");
+    let leader_cfg = leader_config(&args, &keys, &identity, http_addr)?;
     let leadership = Leadership::start(consul.clone(), leader_cfg, cancel.child_token())
         .context("starting leader election")?;
-    let mut state_rx = leadership.subscribe();
-
-    let mut term: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
-    loop {
-        let state = state_rx.borrow_and_update().clone();
-        health.set_session(state.session().map(String::from));
-        let leader = state.is_leader();
-        let was = health.is_leader.swap(leader, Ordering::SeqCst);
-        metrics::gauge!("jobforge_leader").set(if leader { 1.0 } else { 0.0 });
-        if was != leader {
-            metrics::counter!("jobforge_leadership_transitions_total").increment(1);
-        }
-        match (&state, term.is_some()) {
-            (LeaderState::Leader { session }, false) => {
-                // The fence is built from the state we just read, so it always exists here.
-                let fence = leadership.fence().unwrap_or_else(|| {
-                    Fence::new(consul.clone(), keys.leader_key(), session.clone())
-                });
-                tracing::info!("became leader: listing every request");
-                health.first_list_done.store(false, Ordering::SeqCst);
-                let token = cancel.child_token();
-                let reconciler = TermDeps {
-                    consul: consul.clone(),
-                    nomad: nomad.clone(),
-                    vault: vault.clone(),
-                    keys: keys.clone(),
-                    fence,
-                    config: config_rx.clone(),
-                    health: health.clone(),
-                    max_concurrent: args.max_concurrent_reconciles,
-                    shutdown_grace: args.shutdown_timeout,
-                };
-                let t = token.clone();
-                term = Some((
-                    token,
-                    tokio::spawn(async move { leader_term(reconciler, t).await }),
-                ));
-            }
-            (LeaderState::Leader { .. }, true) => {}
-            (_, true) => {
-                tracing::warn!("lost leadership: stopping reconciles");
-                if let Some((token, handle)) = term.take() {
-                    token.cancel();
-                    let _ = handle.await;
-                }
-                health.first_list_done.store(false, Ordering::SeqCst);
-            }
-            (_, false) => {}
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            changed = state_rx.changed() => if changed.is_err() { break },
-        }
-    }
+    // A new term's dependencies; the fence is the state's (built from it if not yet exposed).
+    let term_deps = |session: &str| TermDeps {
+        deps: Deps {
+            consul: consul.clone(),
+            nomad: nomad.clone(),
+            vault: vault.clone(),
+            keys: keys.clone(),
+            fence: leadership.fence().unwrap_or_else(|| {
+                Fence::new(consul.clone(), keys.leader_key(), session.to_string())
+            }),
+            config: config_rx.clone(),
+        },
+        health: health.clone(),
+        max_concurrent: args.max_concurrent_reconciles,
+        shutdown_grace: args.shutdown_timeout,
+    };
+    let term = follow_leadership(&leadership, &health, term_deps, &cancel).await;
 
     tracing::info!("shutting down: draining reconciles, then releasing leadership");
-    if let Some((token, handle)) = term.take() {
-        token.cancel();
-        let _ = handle.await;
+    if let Some(t) = term {
+        t.stop().await;
     }
     leadership.shutdown().await;
     health.is_leader.store(false, Ordering::SeqCst);
@@ -229,13 +116,112 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     Ok(())
 }
 
+/// Follows the leader election until `cancel` fires or it ends: a term starts when this replica
+/// becomes leader (`term_deps` gives its dependencies for the session) and stops when it is not
+/// leader any more. Returns the term still running at the end.
+async fn follow_leadership(
+    leadership: &Leadership,
+    health: &HealthState,
+    term_deps: impl Fn(&str) -> TermDeps,
+    cancel: &CancellationToken,
+) -> Option<Term> {
+    let mut state_rx = leadership.subscribe();
+    let mut term: Option<Term> = None;
+    loop {
+        let state = state_rx.borrow_and_update().clone();
+        record_leadership(health, &state);
+        match (&state, term.is_some()) {
+            (LeaderState::Leader { session }, false) => {
+                tracing::info!("became leader: listing every request");
+                health.first_list_done.store(false, Ordering::SeqCst);
+                term = Some(Term::start(term_deps(session), cancel));
+            }
+            (LeaderState::Leader { .. }, true) => {}
+            (_, true) => {
+                tracing::warn!("lost leadership: stopping reconciles");
+                if let Some(t) = term.take() {
+                    t.stop().await;
+                }
+                health.first_list_done.store(false, Ordering::SeqCst);
+            }
+            (_, false) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return term,
+            changed = state_rx.changed() => if changed.is_err() { return term },
+        }
+    }
+}
+
+/// The Vault checker when `VAULT_ADDR` is set; without it secret paths are not checked.
+fn vault_from_env() -> anyhow::Result<Option<Arc<VaultChecker>>> {
+    if std::env::var_os("VAULT_ADDR").is_none() {
+        tracing::warn!(
+            "VAULT_ADDR is not set: secret paths are not checked before jobs are created"
+        );
+        return Ok(None);
+    }
+    let checker =
+        VaultChecker::from_env().context("Vault configuration (VAULT_ADDR, VAULT_TOKEN)")?;
+    Ok(Some(Arc::new(checker)))
+}
+
+/// The leader election settings of this replica: the flags' TTL and lock-delay, and the identity
+/// document other replicas and `/status` read from the leader key.
+fn leader_config(
+    args: &ControllerArgs,
+    keys: &KeyLayout,
+    identity: &str,
+    http_addr: std::net::SocketAddr,
+) -> anyhow::Result<LeaderConfig> {
+    let identity_doc = serde_json::json!({"identity": identity, "http": http_addr.to_string(), "pid": std::process::id()});
+    let mut cfg = LeaderConfig::new(keys.leader_key(), serde_json::to_vec(&identity_doc)?);
+    cfg.ttl = args.session_ttl;
+    cfg.lock_delay = args.lock_delay;
+    // The leader key is watched with consistent blocking reads, which answer at once on any
+    // change, so a long wait costs no reaction time; it keeps an idle replica to a few requests a
+    // minute (mostly the TTL/2 session renewals).
+    cfg.monitor_wait = std::time::Duration::from_secs(300);
+    cfg.session_name = format!("jobforge-controller {identity}");
+    Ok(cfg)
+}
+
+/// Tells `/status` and the metrics what the leader election says.
+fn record_leadership(health: &HealthState, state: &LeaderState) {
+    health.set_session(state.session().map(String::from));
+    let leader = state.is_leader();
+    let was = health.is_leader.swap(leader, Ordering::SeqCst);
+    metrics::gauge!("jobforge_leader").set(if leader { 1.0 } else { 0.0 });
+    if was != leader {
+        metrics::counter!("jobforge_leadership_transitions_total").increment(1);
+    }
+}
+
+/// A running leadership term.
+struct Term {
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Term {
+    /// Starts [`leader_term`] under a child token of `cancel`.
+    fn start(deps: TermDeps, cancel: &CancellationToken) -> Term {
+        let cancel = cancel.child_token();
+        let t = cancel.clone();
+        let handle = tokio::spawn(async move { leader_term(deps, t).await });
+        Term { cancel, handle }
+    }
+
+    /// Stops taking work and waits for the term to drain.
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+/// What a leadership term starts with: the reconciler's [`Deps`] and the term's own settings.
 struct TermDeps {
-    consul: ConsulClient,
-    nomad: NomadClient,
-    vault: Option<Arc<VaultChecker>>,
-    keys: KeyLayout,
-    fence: Fence,
-    config: watch::Receiver<Arc<EffectiveConfig>>,
+    deps: Deps,
     health: Arc<HealthState>,
     max_concurrent: usize,
     shutdown_grace: std::time::Duration,
@@ -249,34 +235,28 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
         shutdown_grace: d.shutdown_grace,
         ..QueueConfig::default()
     });
-    let job_watches = JobWatches::new(d.nomad.clone(), queue.clone(), cancel.child_token());
-    let webhooks = Webhooks::new(
-        d.vault.clone(),
-        d.consul.clone(),
-        d.fence.clone(),
-        d.keys.clone(),
-    );
-    let reconciler = Arc::new(Reconciler::new(
-        d.consul.clone(),
-        d.nomad.clone(),
-        d.vault.clone(),
-        d.keys.clone(),
-        d.fence.clone(),
-        d.config.clone(),
-        job_watches,
-        webhooks,
-    ));
+    let Deps {
+        consul,
+        nomad,
+        vault,
+        keys,
+        fence,
+        ..
+    } = d.deps.clone();
+    let job_watches = JobWatches::new(nomad, queue.clone(), cancel.child_token());
+    let webhooks = Webhooks::new(vault, consul.clone(), fence, keys.clone());
+    let reconciler = Arc::new(Reconciler::new(d.deps, job_watches, webhooks));
 
     let requests = tokio::spawn(watch_requests(
-        d.consul.clone(),
-        d.keys.clone(),
+        consul.clone(),
+        keys.clone(),
         queue.clone(),
         d.health.clone(),
         cancel.clone(),
     ));
     let statuses = tokio::spawn(watch_status_keys(
-        d.consul.clone(),
-        d.keys.clone(),
+        consul,
+        keys,
         queue.clone(),
         cancel.clone(),
     ));
@@ -300,17 +280,14 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
     let _ = statuses.await;
 }
 
-fn key_of(keys: &KeyLayout, pair: &KvPair, status: bool) -> Option<RequestKey> {
-    let parsed = if status {
-        keys.parse_status_key(&pair.key)
-    } else {
-        keys.parse_request_key(&pair.key)
-    };
-    parsed.map(|(ns, name)| RequestKey::new(ns, name))
+/// The request a `requests/<ns>/<name>` pair names; `None` for any other key under the prefix.
+fn request_of(keys: &KeyLayout, pair: &KvPair) -> Option<RequestKey> {
+    keys.parse_request_key(&pair.key)
+        .map(|(ns, name)| RequestKey::new(ns, name))
 }
 
 /// Watches `requests/`: the initial listing enqueues every request (then `/readyz` is ready); each
-/// change enqueues its key. Also maintains the `jobforge_requests{phase}` gauge source.
+/// change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
     consul: ConsulClient,
     keys: KeyLayout,
@@ -330,7 +307,7 @@ async fn watch_requests(
                 health.consul_reachable.store(true, Ordering::Relaxed);
                 health.last_watch_index.store(index, Ordering::Relaxed);
                 for p in &pairs {
-                    if let Some(k) = key_of(&keys, p, false) {
+                    if let Some(k) = request_of(&keys, p) {
                         queue.enqueue(k);
                     }
                 }
@@ -342,7 +319,7 @@ async fn watch_requests(
                 health
                     .last_watch_index
                     .fetch_max(p.modify_index, Ordering::Relaxed);
-                if let Some(k) = key_of(&keys, &p, false) {
+                if let Some(k) = request_of(&keys, &p) {
                     queue.enqueue(k);
                 }
             }
@@ -361,77 +338,42 @@ async fn watch_requests(
     }
 }
 
-/// Watches the *keys* under `status/` (blocking `?keys` reads; the leader writes every status
-/// value itself, so it needs no copy of them, and a keys listing stays small when thousands of
-/// requests are stored). At the start of a term every status key is enqueued, so statuses whose
-/// request was deleted while no leader ran get their jobs and keys cleaned up; afterwards a status
-/// deleted by someone else enqueues its request, which then starts over from the spec. Follows
-/// Consul's blocking rules like [`watch_prefix`]: index reset when it goes backwards, kept ≥ 1,
-/// a token bucket (burst 2, 10/s) so churn degrades to polling, backoff with jitter on errors.
+/// Watches the *keys* under `status/` ([`watch_keys`]: the leader writes every status value itself,
+/// so it needs no copy of them, and a keys listing stays small when thousands of requests are
+/// stored). At the start of a term every status key is enqueued, so statuses whose request was
+/// deleted while no leader ran get their jobs and keys cleaned up; afterwards a status deleted by
+/// someone else enqueues its request, which then starts over from the spec. The watch follows
+/// Consul's blocking rules (index reset, token bucket, backoff with jitter; see its module docs).
 async fn watch_status_keys(
     consul: ConsulClient,
     keys: KeyLayout,
     queue: WorkQueue,
     cancel: CancellationToken,
 ) {
-    use backon::BackoffBuilder;
-    use jobforge_client::consul::QueryOptions as KvQuery;
-    use jobforge_client::consul::watch::{TokenBucket, next_index};
-
-    let prefix = keys.status_prefix();
-    let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut index = 0u64;
-    let mut first = true;
-    let mut bucket = TokenBucket::new(2, 10.0, tokio::time::Instant::now());
-    let new_backoff = || {
-        backon::ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(std::time::Duration::from_millis(250))
-            .with_max_delay(WATCH_MAX_BACKOFF)
-            .without_max_times()
-            .build()
+    let opts = WatchOptions {
+        cancel: cancel.clone(),
+        max_backoff: WATCH_MAX_BACKOFF,
+        ..WatchOptions::default()
     };
-    let mut backoff = new_backoff();
-    loop {
-        let pause = bucket.take(tokio::time::Instant::now());
-        let q = KvQuery::blocking(index, std::time::Duration::from_secs(300));
-        let res = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = async {
-                tokio::time::sleep(pause).await;
-                consul.kv_keys(&prefix, None, q).await
-            } => r,
-        };
-        let (got, listing) = match res {
-            Ok(v) => v,
-            Err(e) => {
+    let enqueue = |k: &str| {
+        if let Some((ns, name)) = keys.parse_status_key(k) {
+            queue.enqueue(RequestKey::new(ns, name));
+        }
+    };
+    let mut stream = Box::pin(watch_keys(consul, keys.status_prefix(), opts));
+    while let Some(ev) = stream.next().await {
+        match ev {
+            WatchEvent::Initial { pairs, .. } => pairs.iter().for_each(|p| enqueue(&p.key)),
+            WatchEvent::Deleted(p) => enqueue(&p.key),
+            WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Resumed { .. } => {}
+            WatchEvent::Restarting {
+                error, retry_in, ..
+            } => {
                 metrics::counter!("jobforge_watch_restarts_total", "watch" => "status")
                     .increment(1);
-                let d = backoff.next().unwrap_or(WATCH_MAX_BACKOFF);
-                tracing::warn!(error = %e, retry_in = ?d, "status keys watch failed; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(d) => {}
-                }
-                index = 0;
-                continue;
-            }
-        };
-        backoff = new_backoff();
-        index = next_index(index, got);
-        let now: std::collections::HashSet<String> = listing.into_iter().collect();
-        let to_enqueue: Vec<&String> = if first {
-            now.iter().collect()
-        } else {
-            known.difference(&now).collect()
-        };
-        for k in to_enqueue {
-            if let Some((ns, name)) = keys.parse_status_key(k) {
-                queue.enqueue(RequestKey::new(ns, name));
+                tracing::warn!(%error, ?retry_in, "status keys watch failed; retrying");
             }
         }
-        first = false;
-        known = now;
     }
 }
 
@@ -471,7 +413,7 @@ async fn watch_config(
                 }
             },
         };
-        let eff = effective_config(&args, &kv);
+        let eff = EffectiveConfig::merge(&args, &kv);
         tracing::info!(?kv, "configuration loaded");
         tx.send_replace(Arc::new(eff));
         health.config_index.store(index, Ordering::SeqCst);

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use jobforge_controller::jobspec::{self, RenderConfig};
-use jobforge_controller::nomad::job::Job;
+use jobforge_controller::nomad::job_spec::Job;
 use std::collections::BTreeMap;
 
 use jobforge_schema::{BuildRequest, BuildSpec, PipelinePhase, TestSpec};

@@ -72,7 +72,11 @@ impl Sandbox {
         fs::read_to_string(self.path("stub.log")).unwrap_or_default()
     }
     /// Runs a rendered job's task the way raw_exec would: `command args...` with the task env.
-    fn run(&self, job: &jobforge_controller::nomad::job::Job, extra_env: &[(&str, &str)]) -> Out {
+    fn run(
+        &self,
+        job: &jobforge_controller::nomad::job_spec::Job,
+        extra_env: &[(&str, &str)],
+    ) -> Out {
         let task = &job.task_groups[0].tasks[0];
         assert_eq!(task.driver, "raw_exec");
         let command = task.config["command"].as_str().unwrap();

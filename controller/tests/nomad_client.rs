@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use jobforge_controller::nomad::job::{
+use jobforge_controller::nomad::job_spec::{
     Job, NS_PER_SEC, ReschedulePolicy, RestartPolicy, Task, TaskGroup,
 };
 use jobforge_controller::nomad::{

@@ -49,7 +49,7 @@ pub mod status;
 mod structure;
 pub mod validate;
 
-pub use accessors::{ResolvedResources, resolve};
+pub use accessors::{DEFAULT_TAGS, InvalidResource, ResolvedResources, resolve};
 pub use keys::KeyLayout;
 pub use parse::{Document, Format, MAX_DOCUMENT_BYTES, parse_document, parse_request, parse_value};
 pub use problem::{Problem, Problems};

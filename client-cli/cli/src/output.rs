@@ -46,11 +46,7 @@ pub fn view(r: &StoredRequest) -> RequestView<'_> {
             "{}/{}:{}",
             q.spec.registry_url,
             q.spec.image_name,
-            q.spec
-                .image_tags
-                .first()
-                .map(String::as_str)
-                .unwrap_or("latest")
+            q.spec.effective_tags().first().cloned().unwrap_or_default()
         ),
         Err(_) => String::new(),
     };

@@ -3,12 +3,13 @@
 //! - [`Client`]: KV (get, list, keys, raw, put with cas/acquire/release/flags, delete with
 //!   cas/recurse), `/v1/txn`, sessions. Reads return `X-Consul-Index` also for missing keys,
 //!   which is what makes blocking watches on absent keys possible.
-//! - [`watch`]: a `Stream` of added/modified/deleted keys following Consul's blocking-query rules.
+//! - [`watch`]: a `Stream` of added/modified/deleted keys (of one key, a prefix, or just the key
+//!   names under a prefix) following Consul's blocking-query rules.
 //! - [`leader`]: leader election on a session lock, and fenced writes that commit only while the
 //!   session still holds the leader key.
 //!
-//! Semantics follow hashicorp/consul's `api-docs/{kv,txn,session}` and `api/lock.go`; see the
-//! project's `reference/hashicorp-api-semantics.md`.
+//! Semantics follow hashicorp/consul's `api-docs/{kv,txn,session}` and `api/lock.go`; the facts
+//! relied on are in `docs/consul-nomad-vault-semantics.md` § Consul KV.
 
 mod client;
 mod config;

@@ -1,4 +1,6 @@
-//! A `Stream` of KV changes for a key or a prefix, driven by blocking queries.
+//! A `Stream` of KV changes for a key, a prefix, or the key names under a prefix, driven by
+//! blocking queries. The three entry points ([`watch_key`], [`watch_prefix`], [`watch_keys`]) share
+//! one state machine; only the read differs.
 //!
 //! The loop follows Consul's client rules for blocking queries (`features/blocking`):
 //! - the index returned by a read is the next request's `index`; if it goes backwards (snapshot
@@ -99,13 +101,13 @@ pub enum WatchEvent {
 /// Next `index` after a read answered `got` when the previous request used `prev`
 /// (Consul `features/blocking`, "Implementation details"): backwards → 0, otherwise `got`
 /// kept ≥ 1.
-pub fn next_index(prev: u64, got: u64) -> u64 {
+pub(crate) fn next_index(prev: u64, got: u64) -> u64 {
     if got < prev { 0 } else { got.max(1) }
 }
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+struct TokenBucket {
     capacity: f64,
     tokens: f64,
     rate: f64,
@@ -114,7 +116,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. A `rate` ≤ 0 is treated as 1 per second; `burst` 0 as 1.
-    pub fn new(burst: u32, rate: f64, now: Instant) -> TokenBucket {
+    fn new(burst: u32, rate: f64, now: Instant) -> TokenBucket {
         let capacity = f64::from(burst.max(1));
         TokenBucket {
             capacity,
@@ -126,7 +128,7 @@ impl TokenBucket {
 
     /// Takes one token at `now`; returns how long the caller must wait before proceeding
     /// (zero when a token was available).
-    pub fn take(&mut self, now: Instant) -> Duration {
+    fn take(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
@@ -177,6 +179,8 @@ pub fn diff(known: &mut HashMap<String, KvPair>, listing: Vec<KvPair>) -> Vec<Wa
 enum Target {
     Key(String),
     Prefix(String),
+    /// Key names only (`?keys`): pairs carry just `key`, so only `Added`/`Deleted` are seen.
+    Keys(String),
 }
 
 struct State {
@@ -201,6 +205,10 @@ impl State {
                 Ok((i, p.into_iter().collect()))
             }
             Target::Prefix(p) => self.client.kv_list(p, q).await,
+            Target::Keys(p) => {
+                let (i, keys) = self.client.kv_keys(p, None, q).await?;
+                Ok((i, keys.into_iter().map(key_only).collect()))
+            }
         }
     }
 
@@ -277,6 +285,20 @@ impl State {
     }
 }
 
+/// A pair that stands for a key name from a `?keys` listing: no value, every index 0, so the
+/// per-key diff reports it `Added` or `Deleted`, never `Modified`.
+fn key_only(key: String) -> KvPair {
+    KvPair {
+        key,
+        value: Vec::new(),
+        flags: 0,
+        create_index: 0,
+        modify_index: 0,
+        lock_index: 0,
+        session: None,
+    }
+}
+
 fn watch(client: Client, target: Target, opts: WatchOptions) -> impl Stream<Item = WatchEvent> {
     let bucket = TokenBucket::new(opts.burst, opts.rate_per_sec, Instant::now());
     let state = State {
@@ -317,6 +339,18 @@ pub fn watch_key(
     opts: WatchOptions,
 ) -> impl Stream<Item = WatchEvent> {
     watch(client, Target::Key(key.into()), opts)
+}
+
+/// Watches the key *names* under `prefix` (blocking `?keys` reads: no values travel, so a listing
+/// of thousands of keys stays small). Same events as [`watch_prefix`], except that each pair
+/// carries only its `key` (empty value, indexes 0), so changes of a value are not seen: only
+/// `Added` and `Deleted`.
+pub fn watch_keys(
+    client: Client,
+    prefix: impl Into<String>,
+    opts: WatchOptions,
+) -> impl Stream<Item = WatchEvent> {
+    watch(client, Target::Keys(prefix.into()), opts)
 }
 
 #[cfg(test)]
@@ -368,6 +402,22 @@ mod tests {
         assert_eq!(b.take(t1), Duration::ZERO);
         assert_eq!(b.take(t1), Duration::ZERO);
         assert!(b.take(t1) > Duration::ZERO);
+    }
+
+    #[test]
+    fn key_only_pairs_are_added_and_deleted_never_modified() {
+        let mut known = HashMap::new();
+        let ev = diff(&mut known, vec![key_only("a".into()), key_only("b".into())]);
+        assert_eq!(ev.len(), 2);
+        assert!(diff(&mut known, vec![key_only("a".into()), key_only("b".into())]).is_empty());
+        let ev = diff(&mut known, vec![key_only("b".into()), key_only("c".into())]);
+        assert_eq!(
+            ev,
+            vec![
+                WatchEvent::Deleted(key_only("a".into())),
+                WatchEvent::Added(key_only("c".into())),
+            ]
+        );
     }
 
     #[test]

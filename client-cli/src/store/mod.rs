@@ -1,5 +1,6 @@
 //! The typed BuildRequest store: what the CLI, the MCP facade and GitOps `apply` use to read and
-//! write the KV records of DESIGN.md § "The BuildRequest document" under a [`KeyLayout`].
+//! write the KV records of `docs/consul-nomad-vault-semantics.md` § "The BuildRequest document"
+//! under a [`KeyLayout`].
 //!
 //! The store talks to KV through the small [`Kv`] trait so that its logic (create-only writes,
 //! CAS replace, cancel read-modify-write, history ordering) is tested without a server

@@ -18,16 +18,9 @@ pub enum Profile {
     Docker,
 }
 
-/// Default resources of one phase, used when the request names none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhaseDefaults {
-    /// CPU in MHz.
-    pub cpu_mhz: i64,
-    /// Memory in MB.
-    pub memory_mb: i64,
-    /// Ephemeral disk in MB.
-    pub disk_mb: i64,
-}
+/// Default resources of one phase, used when the request names none (CPU in MHz, memory and
+/// disk in MB; the schema's type, whose [`jobforge_schema::resolve`] applies them).
+pub type PhaseDefaults = jobforge_schema::ResolvedResources;
 
 /// Everything the renderer needs besides the request. Pure data; no I/O.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 //! [`escape_template_string`]; variable names must match `[A-Za-z_][A-Za-z0-9_]*`
 //! ([`validate_env_name`]). Nothing else from a request is ever placed in template text.
 
-use crate::nomad::job::Template;
+use crate::nomad::job_spec::Template;
 
 use super::RenderError;
 

@@ -3,8 +3,9 @@
 //!
 //! Every job is `batch` with one group and one task, both named after the phase; restart and
 //! reschedule attempts are 0 (the controller owns retries); Meta carries `jobforge.request`
-//! (`<ns>/<name>`), `jobforge.generation`, `jobforge.phase` and `jobforge.attempt`. The job ID is
-//! [`job_id`].
+//! (`<ns>/<name>`), `jobforge.generation`, `jobforge.phase` and `jobforge.attempt`. The job's `ID`
+//! and `Name` are both [`job_id`] (the state machine's rule, capped at 128 characters), so what
+//! `jobforge render` prints is what the controller registers.
 //!
 //! Each task runs a FIXED shell script (a `const`, reviewed as code: [`build::BUILD_SCRIPT`],
 //! [`test::TEST_SCRIPT`], [`test::IMAGE_TEST_SCRIPT`], [`publish::PUBLISH_SCRIPT`]) as
@@ -22,9 +23,9 @@
 
 use std::collections::BTreeMap;
 
-use jobforge_schema::{BuildRequest, PhaseResources, PipelinePhase};
+use jobforge_schema::{BuildRequest, PipelinePhase};
 
-use crate::nomad::job::{
+use crate::nomad::job_spec::{
     EphemeralDisk, Job, LogConfig, NS_PER_SEC, ReschedulePolicy, Resources, RestartPolicy, Task,
     TaskGroup,
 };
@@ -103,22 +104,9 @@ pub enum RenderError {
     NoTests,
 }
 
-/// Deterministic Nomad job ID: `jobforge-<namespace>-<name>-<generation>-<phase>` for attempt 1
-/// (and 0), `...-<phase>-a<attempt>` after. Deterministic so a re-registration after a crash or
-/// failover is idempotent (DESIGN.md § Controller, Fencing).
-pub fn job_id(
-    namespace: &str,
-    name: &str,
-    generation: u64,
-    phase: PipelinePhase,
-    attempt: u32,
-) -> String {
-    if attempt <= 1 {
-        format!("jobforge-{namespace}-{name}-{generation}-{phase}")
-    } else {
-        format!("jobforge-{namespace}-{name}-{generation}-{phase}-a{attempt}")
-    }
-}
+/// The Nomad job ID rule has one owner, [`crate::machine::job_id()`] (capped at
+/// [`crate::machine::MAX_JOB_ID_LEN`]); re-exported here for callers of the renderer.
+pub use crate::machine::job_id;
 
 /// The temporary image of an attempt:
 /// `<registry_url>/<temp prefix>/<image_name>:<name>-<generation>-a<attempt>`.
@@ -142,11 +130,6 @@ pub fn final_repository(req: &BuildRequest) -> String {
         req.spec.registry_url.trim_end_matches('/'),
         req.spec.image_name
     )
-}
-
-/// Whether the request has a test phase (an entry point or at least one command).
-pub fn has_test_phase(req: &BuildRequest) -> bool {
-    req.spec.test.as_ref().is_some_and(|t| t.has_tests())
 }
 
 /// Renders the Nomad job of `phase` for `attempt` (1-based) of `generation` of `req`.
@@ -240,7 +223,7 @@ pub fn render_all(
 ) -> Result<Vec<Job>, RenderError> {
     PipelinePhase::ALL
         .into_iter()
-        .filter(|p| *p != PipelinePhase::Test || has_test_phase(req))
+        .filter(|p| *p != PipelinePhase::Test || req.spec.has_tests())
         .map(|p| render(req, generation, attempt, p, cfg))
         .collect()
 }
@@ -248,84 +231,25 @@ pub fn render_all(
 /// A phase's task before the common fields (name, resources, kill timeout, logs) are set.
 pub(crate) struct RenderedTask {
     pub(crate) task: Task,
-    pub(crate) group_constraints: Vec<crate::nomad::job::Constraint>,
+    pub(crate) group_constraints: Vec<crate::nomad::job_spec::Constraint>,
 }
 
-/// Resolves the resources of `phase`: per field, the phase value (for test,
-/// `spec.test.resource_limits` first, then `spec.resource_limits.test`), then the global value of
-/// `spec.resource_limits`, then the configured default.
+/// The resources of `phase`: the schema's rule ([`jobforge_schema::BuildSpec::resources`]) with the
+/// configured defaults of the phase.
 ///
-/// Errors: [`RenderError::InvalidField`] when a value is not a positive decimal integer.
+/// Errors: [`RenderError::InvalidField`] when the value taken is not a positive decimal integer.
 pub fn resolve_resources(
     req: &BuildRequest,
     phase: PipelinePhase,
     cfg: &RenderConfig,
 ) -> Result<PhaseDefaults, RenderError> {
-    let limits = req.spec.resource_limits.as_ref();
-    let phase_limits: Option<&PhaseResources> = limits.and_then(|l| match phase {
-        PipelinePhase::Build => l.build.as_ref(),
-        PipelinePhase::Test => l.test.as_ref(),
-        PipelinePhase::Publish => l.publish.as_ref(),
-    });
-    let test_limits = match phase {
-        PipelinePhase::Test => req
-            .spec
-            .test
-            .as_ref()
-            .and_then(|t| t.resource_limits.as_ref()),
-        _ => None,
-    };
-    let defaults = cfg.defaults_for(phase);
-    let pick = |key: &str,
-                get: fn(&PhaseResources) -> Option<&String>,
-                global: Option<&String>,
-                default: i64|
-     -> Result<i64, RenderError> {
-        let candidates = [
-            test_limits
-                .and_then(get)
-                .map(|v| (format!("spec.test.resource_limits.{key}"), v)),
-            phase_limits
-                .and_then(get)
-                .map(|v| (format!("spec.resource_limits.{phase}.{key}"), v)),
-            global.map(|v| (format!("spec.resource_limits.{key}"), v)),
-        ];
-        match candidates.into_iter().flatten().next() {
-            Some((field, v)) => parse_positive(&field, v),
-            None => Ok(default),
-        }
-    };
-    Ok(PhaseDefaults {
-        cpu_mhz: pick(
-            "cpu",
-            |p| p.cpu.as_ref(),
-            limits.and_then(|l| l.cpu.as_ref()),
-            defaults.cpu_mhz,
-        )?,
-        memory_mb: pick(
-            "memory",
-            |p| p.memory.as_ref(),
-            limits.and_then(|l| l.memory.as_ref()),
-            defaults.memory_mb,
-        )?,
-        disk_mb: pick(
-            "disk",
-            |p| p.disk.as_ref(),
-            limits.and_then(|l| l.disk.as_ref()),
-            defaults.disk_mb,
-        )?,
-    })
-}
-
-fn parse_positive(field: &str, v: &str) -> Result<i64, RenderError> {
-    match v.trim().parse::<i64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(RenderError::InvalidField {
-            field: field.to_string(),
-            value: v.to_string(),
+    req.spec
+        .resources(phase, cfg.defaults_for(phase))
+        .map_err(|e| RenderError::InvalidField {
+            field: e.field,
+            value: e.value,
             allowed: "a positive decimal integer (MHz for cpu, MB for memory and disk)",
-        }),
-    }
+        })
 }
 
 fn duration_ns(d: std::time::Duration) -> i64 {
@@ -358,6 +282,8 @@ pub(crate) fn bool_text(b: bool) -> String {
     if b { "true" } else { "false" }.to_string()
 }
 
+#[cfg(test)]
+mod id_properties;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod snapshot_tests;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use jobforge_schema::BuildRequest;
 use serde_json::{Map, Value, json};
 
-use crate::nomad::job::{Task, Vault};
+use crate::nomad::job_spec::{Task, Vault};
 
 use super::escaping::env_template;
 use super::{Profile, RenderConfig, RenderError, bool_text, registry_host};

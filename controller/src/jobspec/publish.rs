@@ -56,16 +56,12 @@ pub(crate) fn publish_task(
     attempt: u32,
     cfg: &RenderConfig,
 ) -> Result<RenderedTask, RenderError> {
-    let tags: Vec<&str> = if req.spec.image_tags.is_empty() {
-        vec!["latest"]
-    } else {
-        req.spec.image_tags.iter().map(String::as_str).collect()
-    };
+    let tags = req.spec.effective_tags();
     for t in &tags {
         if !is_valid_tag(t) {
             return Err(RenderError::InvalidField {
                 field: "spec.image_tags".into(),
-                value: (*t).to_string(),
+                value: t.clone(),
                 allowed: "tags matching [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
             });
         }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::*;
 
-fn minimal() -> BuildRequest {
+pub(super) fn minimal() -> BuildRequest {
     BuildRequest::new(
         "team-a",
         "myapp-42",
@@ -60,7 +60,7 @@ fn with_credentials() -> BuildRequest {
 }
 
 /// Serializes jobs with the scripts replaced by their names.
-fn snapshot_value(jobs: &[crate::nomad::job::Job]) -> Value {
+fn snapshot_value(jobs: &[crate::nomad::job_spec::Job]) -> Value {
     let mut v = serde_json::to_value(jobs).unwrap();
     replace_scripts(&mut v);
     v

@@ -24,10 +24,10 @@
 
 use std::collections::BTreeMap;
 
-use jobforge_schema::BuildRequest;
+use jobforge_schema::{BuildRequest, TestSpec};
 use serde_json::{Value, json};
 
-use crate::nomad::job::{Constraint, RequestedDevice};
+use crate::nomad::job_spec::{Constraint, RequestedDevice, Template};
 
 use super::escaping::{env_template, validate_env_name};
 use super::profiles::{Tool, add_registry_credentials, ensure_vault, sh_args, tool_task};
@@ -161,24 +161,7 @@ pub(crate) fn test_task(
     };
     // Vault secrets: one template per secret; env names prefixed in buildah mode.
     let prefix = if image_mode { "" } else { "JF_TEST_ENV_" };
-    let mut templates = Vec::new();
-    let mut secret_names = Vec::new();
-    for (i, secret) in test.vault_secrets.iter().enumerate() {
-        let field = format!("spec.test.vault_secrets[{i}].fields");
-        let mut pairs = Vec::new();
-        for (vault_field, env) in &secret.fields {
-            validate_env_name(&field, env)?;
-            pairs.push((vault_field.as_str(), format!("{prefix}{env}")));
-            secret_names.push(env.clone());
-        }
-        let refs: Vec<(&str, &str)> = pairs.iter().map(|(f, e)| (*f, e.as_str())).collect();
-        templates.push(env_template(
-            &field,
-            &format!("test-{i}"),
-            &secret.path,
-            &refs,
-        )?);
-    }
+    let (templates, secret_names) = secret_templates(test, prefix)?;
 
     let mut task = if image_mode {
         image_task(test, &image)?
@@ -221,11 +204,41 @@ pub(crate) fn test_task(
     })
 }
 
+/// One env template per `spec.test.vault_secrets` entry (the env names prefixed with `prefix`),
+/// and the names of the variables they set, in order.
+///
+/// Errors: [`RenderError::InvalidField`] for an env name that is not an identifier or a path the
+/// template cannot carry.
+fn secret_templates(
+    test: &TestSpec,
+    prefix: &str,
+) -> Result<(Vec<Template>, Vec<String>), RenderError> {
+    let mut templates = Vec::new();
+    let mut secret_names = Vec::new();
+    for (i, secret) in test.vault_secrets.iter().enumerate() {
+        let field = format!("spec.test.vault_secrets[{i}].fields");
+        let mut pairs = Vec::new();
+        for (vault_field, env) in &secret.fields {
+            validate_env_name(&field, env)?;
+            pairs.push((vault_field.as_str(), format!("{prefix}{env}")));
+            secret_names.push(env.clone());
+        }
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(f, e)| (*f, e.as_str())).collect();
+        templates.push(env_template(
+            &field,
+            &format!("test-{i}"),
+            &secret.path,
+            &refs,
+        )?);
+    }
+    Ok((templates, secret_names))
+}
+
 /// The docker task that runs the temporary image itself (GPU tests).
 fn image_task(
     test: &jobforge_schema::TestSpec,
     image: &str,
-) -> Result<crate::nomad::job::Task, RenderError> {
+) -> Result<crate::nomad::job_spec::Task, RenderError> {
     if test.entry_point && !test.commands.is_empty() {
         return Err(RenderError::Unsupported {
             field: "spec.test".into(),
@@ -244,14 +257,14 @@ fn image_task(
         );
     }
     let mut env: BTreeMap<String, String> = test.env.clone();
-    let mut task = crate::nomad::job::Task {
+    let mut task = crate::nomad::job_spec::Task {
         driver: "docker".into(),
         ..Default::default()
     };
     if test.gpu_count == 0 {
         env.insert("NVIDIA_VISIBLE_DEVICES".into(), "all".into());
     } else {
-        task.resources = Some(crate::nomad::job::Resources {
+        task.resources = Some(crate::nomad::job_spec::Resources {
             devices: vec![RequestedDevice {
                 name: "nvidia/gpu".into(),
                 count: u64::from(test.gpu_count),

@@ -1,25 +1,27 @@
 //! The phase state machine: a pure function from what the controller knows about one request to
-//! the status it should write and the actions it should perform. No I/O, no clock, no tokio: the
-//! runtime supplies `now` and the [`Observation`], and performs the [`Action`]s.
+//! the status it should write and the effects it should perform. No I/O, no clock, no tokio: the
+//! runtime supplies `now` and the [`Observation`], and performs the [`Effect`]s.
 //!
 //! # Protocol for the runtime (one reconcile)
 //! 1. Read the spec (and its generation = the spec key's `ModifyIndex`) and the stored status.
-//! 2. [`target`] names the Nomad job of the current phase, if any; observe it (allocation state,
-//!    the evaluation's placement failures, the phase's stdout for [`parse_markers`]). If Nomad
-//!    does not answer, set [`Observation::nomad_unavailable`].
-//! 3. Call [`step`]. If the decision contains [`Action::CheckSecrets`], check those Vault paths and
-//!    call [`step`] again with [`Observation::secrets_missing`] filled in (nothing else happened).
-//! 4. Perform the job actions in order (`StopGeneration`, `DeregisterJob`, `RegisterJob`,
+//! 2. [`target`] names the Nomad job of the current phase, if any; observe it (read the job, its
+//!    latest allocation or, without one, its evaluations, and [`observation_of`] says what they
+//!    mean; the phase's stdout for [`parse_markers`]). If Nomad does not answer, set
+//!    [`Observation::nomad_unavailable`].
+//! 3. Call [`step`]. If the decision contains [`Effect::CheckSecrets`]
+//!    ([`Decision::secrets_to_check`]), check those Vault paths and call [`step`] again with
+//!    [`Observation::secrets_missing`] filled in (nothing else happened).
+//! 4. Perform the job effects in order (`StopGeneration`, `DeregisterJob`, `RegisterJob`,
 //!    `CaptureLogs`); they are idempotent (deterministic [`job_id()`]s), so a crash anywhere repeats
 //!    them harmlessly. Then write [`Decision::status`] with the fenced CAS if
-//!    [`Decision::status_changed`]. Only after that write succeeded hand out `Webhook` actions
+//!    [`Decision::status_changed`]. Only after that write succeeded hand out `Webhook` effects
 //!    (their ID is already recorded in the written status: at most once per transition, issue 8),
 //!    and perform `DeleteRequest`.
 //! 5. Requeue after [`Decision::requeue_after`] if set; otherwise wait for a watch event.
 //!
-//! # Rules (DESIGN.md § Controller, issue 5)
+//! # Rules (`docs/consul-nomad-vault-semantics.md` § Controller, issue 5)
 //! In order: a status of an older generation → stop that generation's jobs, start over; a terminal
-//! status of this generation is absorbing (only TTL handling: [`Action::DeleteRequest`] at
+//! status of this generation is absorbing (only TTL handling: [`Effect::DeleteRequest`] at
 //! `completionTime + ttl_after_finished`); an invalid spec → `Failed`/`InvalidSpec` with every
 //! problem, no job; `spec.cancel` → deregister, `Cancelled`; before the first job: Vault secret
 //! paths checked (`SecretNotFound`, no job); Nomad unreachable → keep the phase, condition reason
@@ -34,6 +36,7 @@
 
 mod job_id;
 mod markers;
+mod observe;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -43,8 +46,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobforge_schema::{BuildSpec, BuildStatus, Phase, PipelinePhase, WebhookEvent};
 
-pub use job_id::{MAX_JOB_ID_LEN, job_id};
+pub use job_id::{
+    JobIdParts, MAX_JOB_ID_LEN, generation_job_prefix, job_id, parse_job_id, request_job_prefix,
+};
 pub use markers::{Markers, parse_markers};
+pub use observe::observation_of;
 pub use rules::step;
 
 /// Defaults the machine applies when a request does not say (from `<prefix>/config`).
@@ -88,7 +94,8 @@ pub struct StepInput<'a> {
     /// Generation of the spec (its KV `ModifyIndex`).
     pub generation: u64,
     /// The spec, or every validation problem of the document (`Err`, one human-readable line per
-    /// problem with its field path; the schema crate has no problem type, so plain strings).
+    /// problem with its field path: the schema's `Problem`s rendered, plus the reconciler's own
+    /// key/metadata mismatches, which are not schema problems).
     pub spec: Result<&'a BuildSpec, &'a [String]>,
     /// The stored status, possibly of an older generation; `None` when there is none.
     pub status: Option<&'a BuildStatus>,
@@ -106,7 +113,7 @@ pub struct Observation {
     pub job: JobObservation,
     /// Markers parsed from that job's stdout ([`parse_markers`]); default when not read.
     pub markers: Markers,
-    /// Result of the Vault check asked for by [`Action::CheckSecrets`]: the paths that do not exist
+    /// Result of the Vault check asked for by [`Effect::CheckSecrets`]: the paths that do not exist
     /// (empty = all present). `None` = not checked this round.
     pub secrets_missing: Option<Vec<String>>,
     /// Nomad did not answer (connection error, 5xx) while observing.
@@ -166,7 +173,7 @@ pub struct JobTarget {
 
 /// Something the runtime must do. See the module docs for the order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Effect {
     /// Register (idempotently) the Nomad job of `phase` for `attempt` under `job_id`.
     RegisterJob {
         /// Pipeline phase to render.
@@ -222,7 +229,7 @@ pub struct Decision {
     /// The status to store (write it when [`Decision::status_changed`]).
     pub status: BuildStatus,
     /// Actions, in the order to perform them.
-    pub actions: Vec<Action>,
+    pub effects: Vec<Effect>,
     /// Look again after this long even without a change (phase deadline, TTL, Nomad retry).
     pub requeue_after: Option<Duration>,
 }
@@ -231,6 +238,15 @@ impl Decision {
     /// Whether [`Decision::status`] differs from the stored one (so it must be written).
     pub fn status_changed(&self, stored: Option<&BuildStatus>) -> bool {
         stored != Some(&self.status)
+    }
+
+    /// The Vault paths of an [`Effect::CheckSecrets`], if the decision asks for a check: the
+    /// runtime checks them and steps again with [`Observation::secrets_missing`] filled in.
+    pub fn secrets_to_check(&self) -> Option<&[String]> {
+        self.effects.iter().find_map(|e| match e {
+            Effect::CheckSecrets { paths } => Some(paths.as_slice()),
+            _ => None,
+        })
     }
 }
 
@@ -284,7 +300,7 @@ pub fn secret_paths(spec: &BuildSpec) -> Vec<String> {
     paths
 }
 
-/// Identity of a webhook event for at-most-once bookkeeping (see [`Action::Webhook`]).
+/// Identity of a webhook event for at-most-once bookkeeping (see [`Effect::Webhook`]).
 pub fn webhook_event_id(
     event: WebhookEvent,
     phase: Option<PipelinePhase>,

@@ -12,7 +12,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::events::{EventBatch, LineDecoder};
-use super::job::{Job, RegisterRequest};
+use super::job_spec::{Job, RegisterRequest};
 use super::logs::{FrameDecoder, LogOptions, LogOrigin, LogStream};
 use super::{
     Allocation, AllocationStub, Config, Error, Evaluation, JobInfo, JobListStub, JobSummary,
@@ -493,7 +493,10 @@ fn decode_frames(
     })
 }
 
-fn join_tails(out: &[u8], err: &[u8], max: usize) -> Vec<u8> {
+/// Joins a stdout tail and a stderr tail into at most `max` bytes, as [`Client::log_tail`]
+/// does: stderr keeps at least half the budget (it usually explains a failure), stdout its last
+/// bytes.
+pub fn join_tails(out: &[u8], err: &[u8], max: usize) -> Vec<u8> {
     let err_keep = err.len().min(max.saturating_sub(out.len().min(max / 2)));
     let out_keep = out.len().min(max - err_keep);
     let mut v = Vec::with_capacity(out_keep + err_keep);

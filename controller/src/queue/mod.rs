@@ -15,7 +15,7 @@
 //! - Shutdown is graceful: when the [`CancellationToken`] fires, no new reconcile starts; in-flight
 //!   ones get `shutdown_grace` to finish and are then dropped (aborted at their next `.await`). The
 //!   reconciler must therefore be safe to interrupt at any await point (it is: every write is a fenced
-//!   CAS and every Nomad call is idempotent, see DESIGN.md § Controller).
+//!   CAS and every Nomad call is idempotent, see `docs/consul-nomad-vault-semantics.md` § Controller).
 //!
 //! Time is tokio's, so tests drive it with `tokio::time::pause()`.
 //!
@@ -76,6 +76,13 @@ pub enum Action {
     Requeue(Duration),
     /// Nothing to do until something changes (the next enqueue from a watch).
     AwaitChange,
+}
+
+impl Action {
+    /// `Requeue(d)` for `Some(d)`, `AwaitChange` for `None`.
+    pub fn after(delay: Option<Duration>) -> Action {
+        delay.map_or(Action::AwaitChange, Action::Requeue)
+    }
 }
 
 /// Tuning of the queue.

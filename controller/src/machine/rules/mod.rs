@@ -14,23 +14,23 @@ use jobforge_schema::{
     WebhookEvent, WebhookStatus,
 };
 
-use super::{Action, Decision, StepInput, current_phase, job_id, secret_paths, webhook_event_id};
+use super::{Decision, Effect, StepInput, current_phase, job_id, secret_paths, webhook_event_id};
 
-/// Decides the next status and actions for one request. Pure and total: any input gives a
+/// Decides the next status and effects for one request. Pure and total: any input gives a
 /// decision (an inconsistent one, such as an observation of a job that is not current, is
 /// interpreted conservatively). A stored status of a *newer* generation than the input (a stale
-/// spec read) is returned unchanged with no actions.
+/// spec read) is returned unchanged with no effects.
 pub fn step(input: &StepInput<'_>, now: DateTime<Utc>) -> Decision {
     let mut ctx = Ctx {
         input,
         now,
-        actions: Vec::new(),
+        effects: Vec::new(),
         requeue_after: None,
     };
     let status = ctx.run();
     Decision {
         status,
-        actions: ctx.actions,
+        effects: ctx.effects,
         requeue_after: ctx.requeue_after,
     }
 }
@@ -38,12 +38,12 @@ pub fn step(input: &StepInput<'_>, now: DateTime<Utc>) -> Decision {
 struct Ctx<'i, 'a> {
     input: &'i StepInput<'a>,
     now: DateTime<Utc>,
-    actions: Vec<Action>,
+    effects: Vec<Effect>,
     requeue_after: Option<Duration>,
 }
 
 /// Order of phases for the "never backwards" rule.
-fn rank(p: Phase) -> u8 {
+pub(in crate::machine) fn rank(p: Phase) -> u8 {
     match p {
         Phase::Pending => 0,
         Phase::Building => 1,
@@ -62,15 +62,6 @@ fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| t.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn parse_duration(field: &str, value: Option<&String>) -> Result<Option<Duration>, String> {
-    match value {
-        None => Ok(None),
-        Some(v) => humantime::parse_duration(v)
-            .map(Some)
-            .map_err(|e| format!("{field}: {e} (a duration such as 30m or 1h30m)")),
-    }
 }
 
 impl Ctx<'_, '_> {
@@ -116,7 +107,7 @@ impl Ctx<'_, '_> {
                 .filter_map(|p| old.phases.get(p))
                 .map(|r| r.nomad_job_id.clone())
                 .collect();
-            self.actions.push(Action::StopGeneration {
+            self.effects.push(Effect::StopGeneration {
                 generation: old.observed_generation,
                 job_ids,
             });
@@ -173,12 +164,11 @@ impl Ctx<'_, '_> {
         let completed = *status.completion_time.get_or_insert(self.now);
         let ttl = self
             .spec()
-            .and_then(|s| parse_duration("ttl_after_finished", s.ttl_after_finished.as_ref()).ok())
-            .flatten()
+            .and_then(|s| s.ttl_after_finished().ok().flatten())
             .unwrap_or(self.input.config.default_ttl_after_finished);
         let expiry = add(completed, ttl);
         if self.now >= expiry {
-            self.actions.push(Action::DeleteRequest);
+            self.effects.push(Effect::DeleteRequest);
             self.requeue_after = None;
         } else {
             self.requeue_after = Some(to_std(expiry - self.now));
@@ -230,7 +220,7 @@ impl Ctx<'_, '_> {
 
     fn cancel(&mut self, status: &mut BuildStatus) {
         if let Some(r) = current_phase(status).and_then(|p| status.phases.get(p)) {
-            self.actions.push(Action::DeregisterJob {
+            self.effects.push(Effect::DeregisterJob {
                 job_id: r.nomad_job_id.clone(),
                 purge: false,
             });
@@ -245,18 +235,7 @@ impl Ctx<'_, '_> {
 
     /// Before the first job of this attempt: check durations, secrets and Nomad, then register build.
     fn start(&mut self, status: &mut BuildStatus, spec: &BuildSpec) {
-        let problems: Vec<String> = [
-            parse_duration("spec.build_timeout", spec.build_timeout.as_ref()).err(),
-            parse_duration(
-                "spec.test.timeout",
-                spec.test.as_ref().and_then(|t| t.timeout.as_ref()),
-            )
-            .err(),
-            parse_duration("spec.ttl_after_finished", spec.ttl_after_finished.as_ref()).err(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let problems = spec.duration_problems();
         if !problems.is_empty() {
             self.invalid(status, &problems);
             return;
@@ -277,7 +256,7 @@ impl Ctx<'_, '_> {
                         msg,
                         self.now,
                     );
-                    self.actions.push(Action::CheckSecrets { paths });
+                    self.effects.push(Effect::CheckSecrets { paths });
                     return;
                 }
                 Some(missing) if !missing.is_empty() => {
@@ -315,7 +294,7 @@ impl Ctx<'_, '_> {
             attempt,
             ..PhaseRecord::default()
         });
-        self.actions.push(Action::RegisterJob {
+        self.effects.push(Effect::RegisterJob {
             phase,
             attempt,
             job_id: id,
@@ -342,21 +321,15 @@ impl Ctx<'_, '_> {
         true
     }
 
+    /// The deadline of `phase`: what the spec sets ([`BuildSpec::phase_timeout`]), else the
+    /// configured default.
     fn timeout_of(&self, spec: &BuildSpec, phase: PipelinePhase) -> Duration {
         let cfg = self.input.config;
-        match phase {
-            PipelinePhase::Build => parse_duration("", spec.build_timeout.as_ref())
-                .ok()
-                .flatten()
-                .unwrap_or(cfg.default_build_timeout),
-            PipelinePhase::Test => {
-                parse_duration("", spec.test.as_ref().and_then(|t| t.timeout.as_ref()))
-                    .ok()
-                    .flatten()
-                    .unwrap_or(cfg.default_test_timeout)
-            }
+        spec.phase_timeout(phase).unwrap_or(match phase {
+            PipelinePhase::Build => cfg.default_build_timeout,
+            PipelinePhase::Test => cfg.default_test_timeout,
             PipelinePhase::Publish => cfg.publish_timeout,
-        }
+        })
     }
 
     /// Emits a webhook event if the spec subscribes to it, recording its ID in the status.
@@ -384,7 +357,7 @@ impl Ctx<'_, '_> {
         }
         book.last_event = Some(id.clone());
         book.last_error = None;
-        self.actions.push(Action::Webhook { event, id });
+        self.effects.push(Effect::Webhook { event, id });
     }
 }
 

@@ -10,7 +10,7 @@ use jobforge_schema::{
 };
 
 use super::{Ctx, add, failure_reason, rank, running_reason, to_std};
-use crate::machine::{Action, JobObservation};
+use crate::machine::{Effect, JobObservation};
 
 impl Ctx<'_, '_> {
     /// The current phase's job exists (or should): follow what Nomad reports.
@@ -41,7 +41,7 @@ impl Ctx<'_, '_> {
                 if obs.job == JobObservation::NotFound {
                     // Registered in a decision whose side effect did not happen (crash, failed
                     // call), or removed behind our back: register again (idempotent ID).
-                    self.actions.push(Action::RegisterJob {
+                    self.effects.push(Effect::RegisterJob {
                         phase,
                         attempt: record.attempt,
                         job_id: record.nomad_job_id.clone(),
@@ -82,53 +82,67 @@ impl Ctx<'_, '_> {
                 );
                 self.deadline_passed(status, spec, phase, &record, timeout);
             }
-            JobObservation::Finished {
-                alloc_id,
-                node,
-                started_at,
-                finished_at,
-                exit_code,
-                failed,
-                event_message,
-            } => {
-                record.alloc_id = Some(alloc_id.clone());
-                record.node = Some(node.clone());
-                record.started_at = Some(*started_at);
-                record.finished_at = Some(*finished_at);
-                record.exit_code = *exit_code;
-                *status.phases.slot(phase) = Some(record.clone());
-                self.actions.push(Action::CaptureLogs {
-                    phase,
-                    job_id: record.nomad_job_id.clone(),
-                });
-                let ok = !*failed && exit_code.is_none_or(|c| c == 0);
-                if ok {
-                    self.succeeded_phase(status, spec, phase);
-                } else {
-                    let reason = match obs.markers.reason {
-                        Some(Reason::GitRevisionNotFound) if phase == PipelinePhase::Build => {
-                            Reason::GitRevisionNotFound
-                        }
-                        _ => failure_reason(phase),
-                    };
-                    let what = match (exit_code, event_message) {
-                        (Some(c), Some(m)) => format!("exit code {c}: {m}"),
-                        (Some(c), None) => format!("exit code {c}"),
-                        (None, Some(m)) => m.clone(),
-                        (None, None) => "the task failed".to_string(),
-                    };
-                    let detail = if reason == Reason::GitRevisionNotFound {
-                        format!(
-                            "git_ref {:?} does not exist in {} ({what})",
-                            spec.git_ref, spec.repo_url
-                        )
-                    } else {
-                        format!("{phase} failed with {what}")
-                    };
-                    self.fail_or_retry(status, spec, phase, reason, detail);
-                }
-            }
+            JobObservation::Finished { .. } => self.finished(status, spec, phase, record),
         }
+    }
+
+    /// The current phase's task ended: record it, capture its logs, then advance or fail.
+    fn finished(
+        &mut self,
+        status: &mut BuildStatus,
+        spec: &BuildSpec,
+        phase: PipelinePhase,
+        mut record: PhaseRecord,
+    ) {
+        let obs = self.input.observation;
+        let JobObservation::Finished {
+            alloc_id,
+            node,
+            started_at,
+            finished_at,
+            exit_code,
+            failed,
+            event_message,
+        } = &obs.job
+        else {
+            return;
+        };
+        record.alloc_id = Some(alloc_id.clone());
+        record.node = Some(node.clone());
+        record.started_at = Some(*started_at);
+        record.finished_at = Some(*finished_at);
+        record.exit_code = *exit_code;
+        *status.phases.slot(phase) = Some(record.clone());
+        self.effects.push(Effect::CaptureLogs {
+            phase,
+            job_id: record.nomad_job_id.clone(),
+        });
+        let ok = !*failed && exit_code.is_none_or(|c| c == 0);
+        if ok {
+            self.succeeded_phase(status, spec, phase);
+            return;
+        }
+        let reason = match obs.markers.reason {
+            Some(Reason::GitRevisionNotFound) if phase == PipelinePhase::Build => {
+                Reason::GitRevisionNotFound
+            }
+            _ => failure_reason(phase),
+        };
+        let what = match (exit_code, event_message) {
+            (Some(c), Some(m)) => format!("exit code {c}: {m}"),
+            (Some(c), None) => format!("exit code {c}"),
+            (None, Some(m)) => m.clone(),
+            (None, None) => "the task failed".to_string(),
+        };
+        let detail = if reason == Reason::GitRevisionNotFound {
+            format!(
+                "git_ref {:?} does not exist in {} ({what})",
+                spec.git_ref, spec.repo_url
+            )
+        } else {
+            format!("{phase} failed with {what}")
+        };
+        self.fail_or_retry(status, spec, phase, reason, detail);
     }
 
     /// Condition while the job waits for an allocation.
@@ -197,11 +211,11 @@ impl Ctx<'_, '_> {
             self.requeue_after = Some(to_std(deadline - self.now));
             return false;
         }
-        self.actions.push(Action::DeregisterJob {
+        self.effects.push(Effect::DeregisterJob {
             job_id: record.nomad_job_id.clone(),
             purge: false,
         });
-        self.actions.push(Action::CaptureLogs {
+        self.effects.push(Effect::CaptureLogs {
             phase,
             job_id: record.nomad_job_id.clone(),
         });
@@ -238,9 +252,8 @@ impl Ctx<'_, '_> {
                 tags: Vec::new(),
             });
         }
-        let has_tests = spec.test.as_ref().is_some_and(|t| t.has_tests());
         let next = match phase {
-            PipelinePhase::Build if has_tests => Some(PipelinePhase::Test),
+            PipelinePhase::Build if spec.has_tests() => Some(PipelinePhase::Test),
             PipelinePhase::Build | PipelinePhase::Test => Some(PipelinePhase::Publish),
             PipelinePhase::Publish => None,
         };
@@ -262,15 +275,11 @@ impl Ctx<'_, '_> {
                 self.webhook(status, WebhookEvent::Phase, Some(next));
             }
             None => {
-                let tags = if spec.image_tags.is_empty() {
-                    vec!["latest".to_string()]
-                } else {
-                    spec.image_tags.clone()
-                };
+                let tags = spec.effective_tags();
                 let digest = status.image.as_ref().and_then(|i| i.digest.clone());
                 let reference = match &digest {
                     Some(d) => format!("{repo}@{d}"),
-                    None => format!("{repo}:{}", tags.first().map_or("latest", String::as_str)),
+                    None => format!("{repo}:{}", tags.first().map_or("", String::as_str)),
                 };
                 status.image = Some(ImageStatus {
                     reference: reference.clone(),

@@ -97,10 +97,10 @@ fn cond(s: &BuildStatus) -> (ConditionStatus, Reason, String) {
 }
 
 fn registers(d: &Decision) -> Vec<(PipelinePhase, u32, String)> {
-    d.actions
+    d.effects
         .iter()
         .filter_map(|a| match a {
-            Action::RegisterJob {
+            Effect::RegisterJob {
                 phase,
                 attempt,
                 job_id,
@@ -192,7 +192,7 @@ fn cancel_deregisters_the_current_job_and_ends_cancelled() {
     s.cancel = true;
     let d = run(&s, 7, Some(&st), job(running(10)), t(20));
     assert_eq!(d.status.phase, Phase::Cancelled);
-    assert!(d.actions.contains(&Action::DeregisterJob {
+    assert!(d.effects.contains(&Effect::DeregisterJob {
         job_id: "jobforge-team-a-app-7-build".into(),
         purge: false
     }));
@@ -206,7 +206,7 @@ fn cancel_deregisters_the_current_job_and_ends_cancelled() {
 fn a_status_of_an_older_generation_stops_its_jobs_and_starts_over_at_build() {
     let st = building(&spec());
     let d = run(&spec(), 9, Some(&st), Observation::default(), t(30));
-    assert!(d.actions.contains(&Action::StopGeneration {
+    assert!(d.effects.contains(&Effect::StopGeneration {
         generation: 7,
         job_ids: vec!["jobforge-team-a-app-7-build".into()],
     }));
@@ -239,7 +239,7 @@ fn the_pipeline_runs_build_test_publish_and_succeeds_with_image_and_commit() {
     };
     let d = run(&s, 7, Some(&st), obs, t(101));
     assert_eq!(d.status.phase, Phase::Testing);
-    assert!(d.actions.contains(&Action::CaptureLogs {
+    assert!(d.effects.contains(&Effect::CaptureLogs {
         phase: PipelinePhase::Build,
         job_id: "jobforge-team-a-app-7-build".into()
     }));
@@ -357,9 +357,9 @@ fn build_deadline_is_enforced_from_started_at_and_requeues_until_then() {
     let st = building(&s); // started at t(10)
     let d = run(&s, 7, Some(&st), job(running(10)), t(70));
     assert_eq!(d.requeue_after, Some(Duration::from_secs(1800 - 60)));
-    assert!(d.actions.is_empty());
+    assert!(d.effects.is_empty());
     let d = run(&s, 7, Some(&st), job(running(10)), t(10 + 1800));
-    assert!(d.actions.contains(&Action::DeregisterJob {
+    assert!(d.effects.contains(&Effect::DeregisterJob {
         job_id: "jobforge-team-a-app-7-build".into(),
         purge: false
     }));
@@ -403,7 +403,7 @@ fn placement_failure_keeps_pending_with_unschedulable_and_the_evaluation_reason(
         (ConditionStatus::Unknown, Reason::Unschedulable)
     );
     assert!(msg.contains("missing drivers: 1 node filtered"), "{msg}");
-    assert!(d.actions.is_empty());
+    assert!(d.effects.is_empty());
     // Placed later: Building.
     let d = run(&s, 7, Some(&d.status), job(running(9)), t(10));
     assert_eq!(
@@ -419,8 +419,8 @@ fn missing_secrets_fail_before_any_job() {
     s.registry_credentials_path = Some("secret/data/reg".into());
     let d = run(&s, 7, None, Observation::default(), t(0));
     assert_eq!(
-        d.actions,
-        vec![Action::CheckSecrets {
+        d.effects,
+        vec![Effect::CheckSecrets {
             paths: vec!["secret/data/git".into(), "secret/data/reg".into()]
         }]
     );
@@ -451,7 +451,7 @@ fn nomad_unavailable_keeps_the_phase_and_retries() {
     let d = run(&s, 7, Some(&st), obs, t(20));
     assert_eq!(d.status.phase, Phase::Building);
     assert_eq!(cond(&d.status).1, Reason::NomadUnavailable);
-    assert!(d.actions.is_empty());
+    assert!(d.effects.is_empty());
     assert_eq!(d.requeue_after, Some(MachineConfig::default().nomad_retry));
 }
 
@@ -479,7 +479,7 @@ fn a_status_of_a_newer_generation_than_the_spec_read_is_left_alone() {
     let st = building(&spec());
     let d = run(&spec(), 6, Some(&st), Observation::default(), t(20));
     assert_eq!(d.status, st);
-    assert!(d.actions.is_empty());
+    assert!(d.effects.is_empty());
 }
 
 #[test]
@@ -510,7 +510,7 @@ fn terminal_requests_requeue_until_ttl_and_are_then_deleted() {
     assert_eq!(d2.requeue_after, Some(Duration::from_secs(1)));
     assert!(!d2.status_changed(Some(&d.status)), "terminal is absorbing");
     let d3 = run(&s, 7, Some(&d.status), Observation::default(), t(2));
-    assert_eq!(d3.actions, vec![Action::DeleteRequest]);
+    assert_eq!(d3.effects, vec![Effect::DeleteRequest]);
 }
 
 #[test]
@@ -522,7 +522,7 @@ fn webhooks_fire_once_per_transition_for_subscribed_events() {
         ..WebhookSpec::default()
     });
     let d = run(&s, 7, None, Observation::default(), t(0));
-    assert!(d.actions.contains(&Action::Webhook {
+    assert!(d.effects.contains(&Effect::Webhook {
         event: WebhookEvent::Started,
         id: "started:7:1".into()
     }));
@@ -534,9 +534,9 @@ fn webhooks_fire_once_per_transition_for_subscribed_events() {
     let again = run(&s, 7, Some(&d.status), job(JobObservation::NotFound), t(1));
     assert!(
         !again
-            .actions
+            .effects
             .iter()
-            .any(|a| matches!(a, Action::Webhook { .. }))
+            .any(|a| matches!(a, Effect::Webhook { .. }))
     );
 }
 

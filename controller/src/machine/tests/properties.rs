@@ -7,7 +7,8 @@ use jobforge_schema::{BuildStatus, ConditionStatus, Phase};
 use proptest::prelude::*;
 
 use super::{NAME, NS, SHA, digest, run, spec, t};
-use crate::machine::{Action, JobObservation, Markers, Observation, job_id};
+use crate::machine::rules::rank;
+use crate::machine::{Effect, JobObservation, Markers, Observation, job_id};
 
 #[derive(Debug, Clone)]
 struct Round {
@@ -88,16 +89,6 @@ fn observation(r: &Round, now: DateTime<Utc>) -> Observation {
     }
 }
 
-fn rank(p: Phase) -> u8 {
-    match p {
-        Phase::Pending => 0,
-        Phase::Building => 1,
-        Phase::Testing => 2,
-        Phase::Publishing => 3,
-        _ => 4,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -149,8 +140,8 @@ proptest! {
                     prop_assert!(new.attempt == old.attempt + 1, "attempts only grow by one");
                 }
             }
-            for a in &d.actions {
-                if let Action::RegisterJob { job_id: id, phase, attempt } = a {
+            for a in &d.effects {
+                if let Effect::RegisterJob { job_id: id, phase, attempt } = a {
                     prop_assert_eq!(id, &job_id(NS, NAME, generation, *phase, *attempt));
                     prop_assert!(!new.phase.is_terminal());
                 }

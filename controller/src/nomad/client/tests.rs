@@ -8,7 +8,7 @@ use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::nomad::job::{Task, TaskGroup};
+use crate::nomad::job_spec::{Task, TaskGroup};
 
 async fn client(server: &MockServer) -> Client {
     let mut cfg = Config::with_address(&server.uri()).unwrap();
