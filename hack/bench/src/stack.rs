@@ -195,21 +195,10 @@ impl Controller {
         let proc = ProcessGuard::spawn("jobforge-controller", cmd)?;
         let c = Controller { http, proc };
         let url = format!("{}/healthz", c.http);
-        let client = reqwest::Client::new();
-        jobforge_tests::wait_until(
+        jobforge_tests::wait_http_ok(
+            &url,
             Duration::from_secs(20),
             "the controller answers /healthz",
-            || {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    Ok(client
-                        .get(&url)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false))
-                }
-            },
         )
         .await?;
         Ok(c)

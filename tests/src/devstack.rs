@@ -1,0 +1,195 @@
+//! The dev stack (`jobforge-devstack`) as a process a test owns.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::env::{bin, workspace_root};
+use crate::kv::Kv;
+use crate::process::ProcessGuard;
+use crate::wait::wait_until;
+
+/// A `jobforge-devstack` process (Consul, Nomad, Vault emulators on free loopback ports), stopped
+/// on drop with every task it started.
+pub struct DevStackProcess {
+    /// `http://127.0.0.1:<port>` of Consul.
+    pub consul: String,
+    /// `http://127.0.0.1:<port>` of Nomad.
+    pub nomad: String,
+    /// `http://127.0.0.1:<port>` of Vault.
+    pub vault: String,
+    proc: ProcessGuard,
+    _dir: Option<tempfile::TempDir>,
+    // Declared after the process: removed once the process (and its tasks) are gone.
+    _tmp: tempfile::TempDir,
+}
+
+/// Options of [`DevStackProcess::start`].
+#[derive(Debug, Default, Clone)]
+pub struct DevStackOptions {
+    /// Put `tests/fakes` (no-op buildah and skopeo) first on the PATH of the tasks.
+    pub fake_tools: bool,
+    /// Persist state in a temporary data dir.
+    pub data_dir: bool,
+    /// Extra environment of the dev stack (inherited by tasks, as a Nomad agent's is).
+    pub env: Vec<(String, String)>,
+    /// Run only these services (`--services`), e.g. `"consul"`; all three when `None`.
+    pub services: Option<String>,
+    /// Consul port (0 = any free port).
+    pub consul_port: u16,
+    /// Persist into this directory instead of a temporary one (implies a data dir).
+    pub data_dir_path: Option<PathBuf>,
+    /// Vault the Nomad emulator's templates read, when Vault runs in another process.
+    pub external_vault_addr: Option<String>,
+    /// Folder of the `jobforge-devstack` binary; next to the test executable (see [`bin`]) when
+    /// `None`.
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl DevStackProcess {
+    /// Starts the dev stack and waits for its readiness line (30 s).
+    ///
+    /// Errors: the binary missing (see [`bin`]), or no readiness line.
+    pub fn start(opts: DevStackOptions) -> anyhow::Result<DevStackProcess> {
+        use std::io::BufRead;
+        let program = match &opts.bin_dir {
+            Some(dir) => dir.join("jobforge-devstack"),
+            None => bin("jobforge-devstack")?,
+        };
+        let mut cmd = ProcessGuard::command(program);
+        cmd.arg("--consul-addr")
+            .arg(format!("127.0.0.1:{}", opts.consul_port));
+        cmd.args(["--nomad-addr", "127.0.0.1:0", "--vault-addr", "127.0.0.1:0"]);
+        if let Some(s) = &opts.services {
+            cmd.arg("--services").arg(s);
+        }
+        if let Some(v) = &opts.external_vault_addr {
+            cmd.arg("--external-vault-addr").arg(v);
+        }
+        let dir = if let Some(p) = &opts.data_dir_path {
+            cmd.arg("--data-dir").arg(p);
+            None
+        } else if opts.data_dir {
+            let d = tempfile::tempdir()?;
+            cmd.arg("--data-dir").arg(d.path());
+            Some(d)
+        } else {
+            None
+        };
+        if opts.fake_tools {
+            let fakes = workspace_root().join("tests/fakes");
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", fakes.display()));
+        }
+        // The allocation directories (real buildah storage among them) and anything the tasks
+        // put in $TMPDIR live in a directory this guard removes, even when a test SIGKILLs the
+        // dev stack, which then cannot clean up after itself.
+        let tmp = tempfile::tempdir().context("creating the dev stack's TMPDIR")?;
+        cmd.env("TMPDIR", tmp.path());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut proc = ProcessGuard::spawn("jobforge-devstack", cmd)?;
+        let stdout = proc
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .ok_or_else(|| anyhow!("no stdout of jobforge-devstack"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the dev stack never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("jobforge-devstack printed no readiness line within 30 s")?;
+        if !line.starts_with("jobforge-devstack ready") {
+            bail!("unexpected first line of jobforge-devstack: {line:?}");
+        }
+        let field = |name: &str| -> anyhow::Result<String> {
+            Ok(line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .map(String::from)
+                .unwrap_or_default())
+        };
+        Ok(DevStackProcess {
+            consul: field("consul")?,
+            nomad: field("nomad")?,
+            vault: field("vault")?,
+            proc,
+            _dir: dir,
+            _tmp: tmp,
+        })
+    }
+
+    /// The process (to stop or signal it).
+    pub fn process(&mut self) -> &mut ProcessGuard {
+        &mut self.proc
+    }
+
+    /// Environment a jobforge process needs to reach this stack (HashiCorp's variable names).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "CONSUL_HTTP_ADDR".into(),
+                self.consul.trim_start_matches("http://").to_string(),
+            ),
+            ("NOMAD_ADDR".into(), self.nomad.clone()),
+            ("VAULT_ADDR".into(), self.vault.clone()),
+            ("VAULT_TOKEN".into(), "root".into()),
+        ]
+    }
+
+    /// KV access to this stack's Consul.
+    pub fn kv(&self) -> Kv {
+        Kv::new(self.consul.clone())
+    }
+
+    /// Writes a KV v2 secret into this stack's Vault.
+    pub async fn put_secret(&self, path: &str, data: serde_json::Value) -> anyhow::Result<()> {
+        let rel = path.strip_prefix("secret/data/").unwrap_or(path);
+        reqwest::Client::new()
+            .post(format!("{}/v1/secret/data/{rel}", self.vault))
+            .header("X-Vault-Token", "root")
+            .json(&serde_json::json!({ "data": data }))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// A dev stack whose no-op builds sleep `seconds` (the fakes read `JOBFORGE_FAKE_BUILD_SLEEP`);
+    /// use a distinct value per test so `pgrep -f "sleep <seconds>"` finds only that test's build.
+    pub fn with_slow_builds(seconds: u32) -> anyhow::Result<DevStackProcess> {
+        DevStackProcess::start(DevStackOptions {
+            fake_tools: true,
+            env: vec![("JOBFORGE_FAKE_BUILD_SLEEP".into(), seconds.to_string())],
+            ..DevStackOptions::default()
+        })
+    }
+
+    /// Waits until Nomad reports `job_id` stopped, dead or purged.
+    pub async fn wait_job_stopped(&self, job_id: &str, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/v1/job/{job_id}", self.nomad);
+        wait_until(timeout, &format!("job {job_id} is stopped"), || {
+            let url = url.clone();
+            async move {
+                let r = reqwest::get(&url).await?;
+                if r.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(true);
+                }
+                let j: serde_json::Value = r.json().await?;
+                Ok(j["Stop"] == true || j["Status"] == "dead")
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,88 @@
+//! A local OCI registry for builds to publish to.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::env::free_port;
+use crate::process::ProcessGuard;
+use crate::wait::wait_http_ok;
+
+/// A local OCI distribution registry (Debian's `docker-registry`) on a free loopback port, with
+/// deletes enabled, stopped on drop.
+pub struct Registry {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    _dir: tempfile::TempDir,
+    _proc: ProcessGuard,
+}
+
+impl Registry {
+    /// Starts the registry and waits until `/v2/` answers (10 s).
+    ///
+    /// Errors: `docker-registry` missing (run hack/prereqs.sh) or not answering.
+    pub async fn start() -> anyhow::Result<Registry> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let mut cmd = ProcessGuard::command("docker-registry");
+        cmd.arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = ProcessGuard::spawn("docker-registry", cmd)
+            .context("docker-registry is not installed: run hack/prereqs.sh")?;
+        let url = format!("http://{addr}/v2/");
+        wait_http_ok(&url, Duration::from_secs(10), "the registry answers /v2/").await?;
+        Ok(Registry {
+            addr,
+            _dir: dir,
+            _proc: proc,
+        })
+    }
+
+    /// Tags of `repo` (`/v2/<repo>/tags/list`); empty when the repository has none.
+    pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+        let v: serde_json::Value =
+            reqwest::get(format!("http://{}/v2/{repo}/tags/list", self.addr))
+                .await?
+                .json()
+                .await?;
+        Ok(v["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Manifest digest of `repo:tag` (`Docker-Content-Digest`), or `None` if absent.
+    pub async fn digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
+        let r = reqwest::Client::new()
+            .head(format!("http://{}/v2/{repo}/manifests/{tag}", self.addr))
+            .header(
+                "Accept",
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Ok(None);
+        }
+        Ok(r.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from))
+    }
+}
