@@ -16,7 +16,7 @@ use crate::wait::wait_until;
 /// call setsid(2) themselves, which nothing under test does.
 #[derive(Debug)]
 pub struct ProcessGuard {
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
     name: String,
 }
 
