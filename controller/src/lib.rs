@@ -11,9 +11,11 @@
 //! - [`nomad`]: Nomad HTTP client and the typed job specification.
 //! - [`vault`]: Vault KV v2 existence checks of referenced secret paths.
 //! - [`webhook`]: signed webhook delivery, at most once per transition.
+//! - [`egress`]: which addresses request-controlled calls (webhooks) may reach.
 //! - [`config`], [`health`]: flags and KV configuration; `/healthz`, `/readyz`, `/status`, `/metrics`.
 
 pub mod config;
+pub mod egress;
 pub mod health;
 pub mod jobspec;
 pub mod jobwatch;

@@ -8,6 +8,7 @@
 //! - [`parse`]: bytes (JSON or YAML, ≤ 512 KiB) → validated `BuildRequest`, every problem at once.
 //! - [`validate`](mod@validate): the semantic rules, with [`grammar`] for single values.
 //! - [`seed`]: the seed's flat `job_config` and `global.yaml` + `build.yaml` merge.
+//! - [`tenancy`]: what a namespace's request may name (Vault paths, credentials' hosts, headers).
 //! - [`schema`]: the JSON Schema (`crd-schema/buildrequest.schema.json`).
 //!
 //! # Editor validation
@@ -47,6 +48,7 @@ pub mod schema;
 pub mod seed;
 pub mod status;
 mod structure;
+pub mod tenancy;
 pub mod validate;
 
 pub use accessors::{DEFAULT_TAGS, InvalidResource, ResolvedResources, resolve};

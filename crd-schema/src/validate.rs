@@ -158,6 +158,7 @@ fn spec_problems(p: &mut Problems, at: &str, s: &BuildSpec) {
     if let Some(w) = &s.webhook {
         webhook_problems(p, &f("webhook"), w);
     }
+    crate::tenancy::spec_problems(p, at, s);
 }
 
 fn test_problems(p: &mut Problems, at: &str, t: &TestSpec) {

@@ -219,10 +219,15 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
                 webhook,
             ),
         )| BuildSpec {
+            // Credentials travel only over https:// or ssh:// (jobforge_schema::tenancy).
+            git_credentials_path: gcp.filter(|_| {
+                !["http://", "git://", "file://"]
+                    .iter()
+                    .any(|s| repo_url.starts_with(s))
+            }),
             owner,
             repo_url,
             git_ref,
-            git_credentials_path: gcp,
             dockerfile_path,
             dockerfile_context,
             image_name,

@@ -1,10 +1,13 @@
-//! A private git repository served over smart HTTP with basic authentication: a small axum
+//! A private git repository served over smart HTTPS with basic authentication: a small axum
 //! server that checks the credentials and hands each request to `git http-backend` (CGI), as a
-//! real git host behind a web server does.
+//! real git host behind a web server does. Its certificate is signed by a CA made for the test
+//! ([`GitHttpServer::ca_file`]): give that file to git as `GIT_SSL_CAINFO` (an operator installs an
+//! internal CA on Nomad clients the same way), since jobforge sends git credentials only over TLS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::{Body, Bytes};
@@ -12,7 +15,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -24,8 +32,9 @@ struct Cfg {
 
 /// A running server; stops when dropped.
 pub struct GitHttpServer {
-    /// `http://127.0.0.1:<port>/`.
+    /// `https://127.0.0.1:<port>/`.
     pub base: String,
+    ca: tempfile::TempDir,
     cancel: CancellationToken,
 }
 
@@ -35,28 +44,84 @@ impl Drop for GitHttpServer {
     }
 }
 
+/// A CA and a server certificate for `127.0.0.1` and `localhost` signed by it.
+struct TestPki {
+    ca_pem: String,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn test_pki() -> anyhow::Result<TestPki> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(TestPki {
+        ca_pem: ca.pem(),
+        cert: cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    })
+}
+
 impl GitHttpServer {
-    /// Serves the bare repositories under `root` (`<base><name>.git`) to `user`/`password` only.
+    /// Serves the bare repositories under `root` (`<base><name>.git`) over HTTPS to
+    /// `user`/`password` only.
     pub async fn start(root: PathBuf, user: &str, password: &str) -> anyhow::Result<GitHttpServer> {
         let cfg = Cfg {
             root,
             user: user.to_string(),
             password: password.to_string(),
         };
+        let pki = test_pki().context("test certificates")?;
+        let ca = tempfile::tempdir()?;
+        std::fs::write(ca.path().join("ca.pem"), &pki.ca_pem)?;
+        let tls = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.cert], pki.key)?;
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
         let app = axum::Router::new().fallback(handle).with_state(cfg);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await;
+            loop {
+                let stream = tokio::select! {
+                    _ = c.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let (acceptor, app, c) = (acceptor.clone(), app.clone(), c.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+                    tokio::select! {
+                        _ = c.cancelled() => {}
+                        _ = conn => {}
+                    }
+                });
+            }
         });
         Ok(GitHttpServer {
-            base: format!("http://{addr}/"),
+            base: format!("https://{addr}/"),
+            ca,
             cancel,
         })
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (for `GIT_SSL_CAINFO`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca.path().join("ca.pem")
     }
 }
 

@@ -22,7 +22,11 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let stack = DevStackProcess::start(DevStackOptions::default()).expect("dev stack");
+    env_with(DevStackOptions::default()).await
+}
+
+async fn env_with(opts: DevStackOptions) -> Env {
+    let stack = DevStackProcess::start(opts).expect("dev stack");
     let registry = Registry::start().await.expect("registry");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
@@ -321,17 +325,26 @@ async fn cancel_during_a_real_build_stops_buildah() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn private_repository_clones_with_credentials_from_vault() {
-    let e = env().await;
     let repo = GitRepo::hello_world().expect("repo");
     let server =
         jobforge_tests::githttp::GitHttpServer::start(repo.root(), "builder", "s3cret-token")
             .await
             .expect("git server");
+    // The Nomad client trusts the git host's CA, as an operator's internal CA is installed.
+    let e = env_with(DevStackOptions {
+        env: vec![(
+            "GIT_SSL_CAINFO".to_string(),
+            server.ca_file().display().to_string(),
+        )],
+        ..DevStackOptions::default()
+    })
+    .await;
     let url = format!("{}repo.git", server.base);
     // Without credentials the repository is private.
     let anon = Command::new("git")
         .args(["ls-remote", &url])
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSL_CAINFO", server.ca_file())
         .output()
         .expect("git");
     assert!(
