@@ -1,5 +1,6 @@
-# Consul ACL policy for the jobforge CLI and the MCP facade: they only read and write KV records.
-# To restrict a team to its namespace, narrow requests/ to requests/<namespace>/.
+# Consul ACL policy of a jobforge client trusted with EVERY namespace (an operator's CLI, a
+# GitOps sync serving all teams): write requests, read status, logs and operator defaults.
+# A team's client gets consul-policy-team.hcl instead, which confines it to its namespace.
 key_prefix "jobforge/requests/" {
   policy = "write"
 }

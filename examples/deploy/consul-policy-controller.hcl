@@ -1,12 +1,35 @@
-# Consul ACL policy for jobforge-controller (least privilege).
-# Reads requests, writes status/logs/leader under the prefix, and holds a session for leader election.
-key_prefix "jobforge/" {
+# Consul ACL policy of jobforge-controller: least privilege for the default prefix "jobforge".
+# tests/tests/consul_acl.rs runs the controller with a token made from this file, as is, on a
+# Consul that enforces ACLs (default policy deny). Another --prefix: replace "jobforge/" below.
+
+# Desired state: every replica watches every request; the leader deletes a request whose
+# ttl_after_finished expired (with its status and logs, in one fenced transaction).
+key_prefix "jobforge/requests/" {
   policy = "write"
 }
+
+# Observed state and log tails, written only by the leader through fenced transactions.
+key_prefix "jobforge/status/" {
+  policy = "write"
+}
+key_prefix "jobforge/logs/" {
+  policy = "write"
+}
+
+# Leader election: the lock key (acquire/release with the replica's session, check-session in
+# every fence). Exact key: nothing else under the prefix.
+key "jobforge/leader" {
+  policy = "write"
+}
+
+# Operator defaults, re-read whenever they change; written by operators, not by the controller.
+key "jobforge/config" {
+  policy = "read"
+}
+
+# Leader election holds a session. A session is created on the local agent's node, and replicas
+# run on whichever Nomad client the scheduler picks, so no single node name fits every replica.
+# With one token per replica host, narrow this to: session "<node name>" { policy = "write" }.
 session_prefix "" {
   policy = "write"
-}
-# The session is tied to the local agent's node.
-node_prefix "" {
-  policy = "read"
 }

@@ -43,6 +43,8 @@ pub struct DevStackOptions {
     pub data_dir_path: Option<PathBuf>,
     /// Vault the Nomad emulator's templates read, when Vault runs in another process.
     pub external_vault_addr: Option<String>,
+    /// Enforce Consul ACLs with this initial management token (`--consul-acl-initial-management`).
+    pub consul_acl_initial_management: Option<String>,
     /// Folder of the `jobforge-devstack` binary; next to the test executable (see [`bin`]) when
     /// `None`.
     pub bin_dir: Option<PathBuf>,
@@ -67,6 +69,9 @@ impl DevStackProcess {
         }
         if let Some(v) = &opts.external_vault_addr {
             cmd.arg("--external-vault-addr").arg(v);
+        }
+        if let Some(t) = &opts.consul_acl_initial_management {
+            cmd.arg("--consul-acl-initial-management").arg(t);
         }
         let dir = if let Some(p) = &opts.data_dir_path {
             cmd.arg("--data-dir").arg(p);

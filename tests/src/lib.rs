@@ -16,6 +16,7 @@
 //! - [`devstack`], [`controller`], [`registry`], [`git`]: the processes and fixtures a scenario
 //!   starts.
 
+pub mod acl;
 pub mod controller;
 pub mod devstack;
 pub mod env;

@@ -474,15 +474,36 @@ impl Drop for CountingProxy {
     }
 }
 
+/// `haystack` with every `from` replaced by `to`.
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 async fn counting_proxy(upstream: SocketAddr) -> CountingProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = requests.clone();
+    let (from, to) = (
+        addr.to_string().into_bytes(),
+        upstream.to_string().into_bytes(),
+    );
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((mut down, _)) = listener.accept().await {
             let counter = counter.clone();
+            let (from, to) = (from.clone(), to.clone());
             conns.spawn(async move {
                 let Ok(mut up) = TcpStream::connect(upstream).await else {
                     return;
@@ -508,7 +529,10 @@ async fn counting_proxy(upstream: SocketAddr) -> CountingProxy {
                             Ordering::SeqCst,
                         );
                         tail = window[window.len().saturating_sub(10)..].to_vec();
-                        if up_w.write_all(&buf[..n]).await.is_err() {
+                        // The emulator refuses a Host that is not its own address (DNS
+                        // rebinding guard), so rewrite it as a reverse proxy would.
+                        let chunk = replace_all(&buf[..n], &from, &to);
+                        if up_w.write_all(&chunk).await.is_err() {
                             break;
                         }
                     }

@@ -7,17 +7,25 @@
 //!
 //! Use [`DevStack::start`] in tests (bind to port 0 and read the real addresses back), or the
 //! `jobforge-devstack` binary.
+//!
+//! Cross-cutting, in [`http_guard`]: every emulator writes header names in Go's canonical form
+//! (`X-Consul-Knownleader`, as `net/http` sends them) and refuses browser-originated requests
+//! (an `Origin` header, or a `Host` that is not its loopback address). Consul ACLs
+//! ([`consul::acl`]) are off by default, as in `consul agent -dev`, and enforced with default
+//! policy `deny` when [`DevStackConfig::consul_acl_initial_management`] is set. What is enforced
+//! and what is knowingly not is listed in `docs/devstack.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use http_guard::serve;
+
 pub mod consul;
+pub mod http_guard;
 pub mod nomad;
 pub mod vault;
 
@@ -39,6 +47,9 @@ pub struct DevStackConfig {
     /// Tasks run under a mock driver for this long instead of as processes
     /// (see [`nomad::NomadOptions::mock_run_for`]); `None` runs real processes.
     pub mock_run_for: Option<std::time::Duration>,
+    /// Consul ACLs: `Some(secret)` enables them with default policy `deny` and this initial
+    /// management token (`acl.tokens.initial_management`); `None` = ACLs off, as `-dev`.
+    pub consul_acl_initial_management: Option<String>,
 }
 
 impl DevStackConfig {
@@ -53,6 +64,7 @@ impl DevStackConfig {
             vault_token: "root".to_string(),
             external_vault_addr: None,
             mock_run_for: None,
+            consul_acl_initial_management: None,
         }
     }
 }
@@ -103,6 +115,9 @@ impl DevStack {
         }
         if let Some(addr) = cfg.consul_addr {
             let state = consul::ConsulState::open(cfg.data_dir.as_ref().map(|d| d.join("consul")))?;
+            if let Some(secret) = &cfg.consul_acl_initial_management {
+                state.enable_acl(secret);
+            }
             let (bound, h) = serve(
                 addr,
                 consul::router(state.clone()),
@@ -187,33 +202,4 @@ impl DevStack {
             let _ = h.await;
         }
     }
-}
-
-async fn serve(
-    addr: SocketAddr,
-    router: axum::Router,
-    cancel: CancellationToken,
-    what: &'static str,
-) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {what} emulator to {addr}"))?;
-    let bound = listener.local_addr()?;
-    // Go's net/http, which Consul, Nomad and Vault are built on, sets TCP_NODELAY on every
-    // connection; without it, a streamed (chunked) answer's last chunk waits for the client's
-    // delayed ACK (~40 ms per response on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let h = tokio::spawn(async move {
-        let res = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "{what} emulator stopped");
-        }
-    });
-    Ok((bound, h))
 }

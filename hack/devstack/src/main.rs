@@ -41,6 +41,11 @@ struct Args {
     /// those of a real run. Nomad's own tests use its `mock_driver` the same way.
     #[arg(long, env = "JOBFORGE_DEVSTACK_MOCK_DRIVER", value_parser = humantime::parse_duration)]
     mock_driver: Option<std::time::Duration>,
+    /// Enable Consul ACLs with default policy `deny`, this secret being the initial management
+    /// token (Consul's `acl { enabled = true, default_policy = "deny", tokens {
+    /// initial_management = "<secret>" } }`). Off by default, as `consul agent -dev`.
+    #[arg(long, value_name = "SECRET")]
+    consul_acl_initial_management: Option<String>,
 }
 
 #[tokio::main]
@@ -67,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         vault_token: args.vault_token,
         external_vault_addr: args.external_vault_addr,
         mock_run_for: args.mock_driver,
+        consul_acl_initial_management: args.consul_acl_initial_management,
     };
     let stack = DevStack::start(cfg).await?;
     println!("{}", stack.readiness_line());

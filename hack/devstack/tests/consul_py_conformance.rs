@@ -1,23 +1,27 @@
-//! Third-party conformance: `tests/python/consul_conformance.py` drives the Consul emulator with
-//! the py-consul package (the interpreter comes from `JOBFORGE_TEST_PYTHON`, which hack/test.sh
-//! sets). The test fails (never skips) when the variable is unset.
+//! Third-party conformance: `tests/python/consul_conformance.py` and
+//! `tests/python/consul_acl_conformance.py` drive the Consul emulator with the py-consul package
+//! (the interpreter comes from `JOBFORGE_TEST_PYTHON`, which hack/test.sh sets). The tests fail
+//! (never skip) when the variable is unset.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use jobforge_devstack::{DevStack, DevStackConfig};
 
-#[tokio::test]
-async fn py_consul_conformance_script_passes_against_the_emulator() {
+/// Runs `tests/python/<script> <consul url> <extra…>` against a fresh Consul emulator and asserts
+/// it exits 0.
+async fn run_script(script: &str, acl_management: Option<&str>) {
     let python = std::env::var("JOBFORGE_TEST_PYTHON").expect(
         "set JOBFORGE_TEST_PYTHON to a Python with py-consul installed \
          (for example /work/main/target/pyvenv/bin/python; hack/test.sh sets it)",
     );
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/consul_conformance.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(script);
     let stack = DevStack::start(DevStackConfig {
         nomad_addr: None,
         vault_addr: None,
+        consul_acl_initial_management: acl_management.map(str::to_string),
         ..DevStackConfig::ephemeral()
     })
     .await
@@ -25,6 +29,9 @@ async fn py_consul_conformance_script_passes_against_the_emulator() {
     let mut child = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(stack.consul_url())
+        .args(acl_management)
+        // py-consul reads CONSUL_HTTP_TOKEN as its default token; the scripts choose tokens.
+        .env_remove("CONSUL_HTTP_TOKEN")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -49,7 +56,22 @@ async fn py_consul_conformance_script_passes_against_the_emulator() {
     stack.shutdown().await;
     assert!(
         status.success(),
-        "consul_conformance.py failed ({status}).\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        "{} failed ({status}).\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        script.display()
     );
     println!("{out}");
+}
+
+#[tokio::test]
+async fn py_consul_conformance_script_passes_against_the_emulator() {
+    run_script("consul_conformance.py", None).await;
+}
+
+#[tokio::test]
+async fn py_consul_sees_acls_enforced_inside_and_outside_a_key_prefix() {
+    run_script(
+        "consul_acl_conformance.py",
+        Some("7b7c0a43-5f0e-4c5e-9d7e-3f1e2a9c0b11"),
+    )
+    .await;
 }

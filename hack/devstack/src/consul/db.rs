@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use tokio::time::Instant;
 
+use super::acl::{AclError, AclStore, Authorizer};
 use super::sessions::{Behavior, CreateRequest, LockDelays, Session};
 use super::store::{DirEntry, KvStore};
 use super::watch::Watchers;
@@ -70,6 +71,8 @@ pub struct Db {
     pub lock_delays: LockDelays,
     /// Blocking-query waiters.
     pub watchers: Watchers,
+    /// ACL policies and tokens; `None` = ACLs disabled (the `-dev` default).
+    pub acl: Option<AclStore>,
 }
 
 impl Default for Db {
@@ -83,11 +86,28 @@ impl Default for Db {
             raft_index: INITIAL_RAFT_INDEX,
             lock_delays: LockDelays::default(),
             watchers: Watchers::default(),
+            acl: None,
         }
     }
 }
 
 impl Db {
+    /// The authorizer of a token secret: everything allowed while ACLs are disabled.
+    ///
+    /// Errors: [`AclError::NotFound`] when ACLs are on and the secret names no token.
+    pub fn authorize(&self, token: Option<&str>) -> Result<Authorizer, AclError> {
+        match &self.acl {
+            None => Ok(Authorizer::allow_all()),
+            Some(acl) => acl.resolve(token),
+        }
+    }
+
+    /// Commits an ACL write: the next raft index (Consul's ACL writes are raft commits).
+    pub fn commit_acl(&mut self) -> u64 {
+        self.raft_index += 1;
+        self.raft_index
+    }
+
     /// The index the next commit will use.
     pub fn next_index(&self) -> u64 {
         self.raft_index + 1

@@ -9,6 +9,7 @@
 //! - `watch`: blocking-query waiters woken per key / prefix;
 //! - `sessions`: session create parsing, TTL and lock-delay rules;
 //! - `txn`: `/v1/txn`;
+//! - `acl`: ACL policies, tokens and the authorizer (off unless enabled, as in `consul agent -dev`);
 //! - `persist`: `--data-dir` snapshots;
 //! - `http`: the axum handlers.
 //!
@@ -25,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub mod acl;
 pub mod db;
 pub mod duration;
 pub mod http;
@@ -102,6 +104,15 @@ impl ConsulState {
             state.cancel.clone(),
         ));
         Ok(state)
+    }
+
+    /// Turns ACLs on, as `acl { enabled = true, default_policy = "deny", tokens {
+    /// initial_management = "<secret>" } }`: the initial management token gets the secret
+    /// `initial_management`; every other request needs a token whose policies allow it.
+    pub fn enable_acl(&self, initial_management: &str) {
+        let mut db = self.lock();
+        let index = db.commit_acl();
+        db.acl = Some(acl::AclStore::new(initial_management, index));
     }
 
     /// Locks the state (a poisoned lock is recovered: every mutation leaves it consistent).

@@ -152,10 +152,24 @@ impl KvStore {
     /// `?keys`: keys under `prefix`, cut after the first `separator` following the prefix (and
     /// deduplicated), as `kvsKeysTxn`.
     pub fn keys(&self, prefix: &str, separator: &str) -> (u64, Vec<String>) {
+        self.keys_where(prefix, separator, |_| true)
+    }
+
+    /// [`KvStore::keys`] over only the keys `keep` accepts (ACL filtering happens before the
+    /// keys are cut at the separator, as `KVS.ListKeys` does); the index counts every key.
+    pub fn keys_where(
+        &self,
+        prefix: &str,
+        separator: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> (u64, Vec<String>) {
         let mut out: Vec<String> = Vec::new();
         let mut max = 0;
         for (k, e) in under(&self.entries, prefix) {
             max = max.max(e.modify_index);
+            if !keep(k) {
+                continue;
+            }
             let rest = &k[prefix.len()..];
             let key = match (separator.is_empty(), rest.find(separator)) {
                 (false, Some(pos)) => &k[..prefix.len() + pos + separator.len()],

@@ -5,11 +5,15 @@
 //! is rolled back and the answer is 409 `{Results: null, Errors: [{OpIndex, What}]}`; otherwise 200
 //! `{Results: [{KV: entry}], Errors: null}`. Write verbs return the entry without its value, read
 //! verbs with it, deletes and `check-not-exists` return nothing.
+//!
+//! With ACLs on, every op is checked first ([`acl_precheck`]); one denied op fails the whole
+//! transaction with 409 before anything runs, each denied op named in `Errors`.
 
 use base64::Engine;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::acl::Authorizer;
 use super::db::{Db, DeleteMode, PutMode};
 use super::store::DirEntry;
 
@@ -172,6 +176,39 @@ impl TxnOutcome {
     /// True when the transaction wrote something that must be persisted.
     pub fn committed(&self) -> bool {
         matches!(self, TxnOutcome::Committed(_))
+    }
+}
+
+/// The ACL pre-check of every op (`Txn.preCheck` → `kvsPreApply` in
+/// `agent/consul/{txn,kvs}_endpoint.go`): `delete-tree` needs write on the whole prefix; `get`,
+/// `get-tree` and `get-or-empty` are filtered on the way out instead; `check-index` and
+/// `check-session` need `key:read`; every other verb needs `key:write`. Returns one
+/// `(OpIndex, What)` per denied op; empty = every op may run.
+pub fn acl_precheck(authz: &Authorizer, ops: &[KvOp]) -> Vec<(usize, String)> {
+    ops.iter()
+        .enumerate()
+        .filter_map(|(i, op)| {
+            let check = match op.verb {
+                Verb::Delete(DeleteMode::Tree) => authz.key_write_prefix(&op.key),
+                Verb::Get | Verb::GetTree | Verb::GetOrEmpty => Ok(()),
+                Verb::CheckIndex(_) | Verb::CheckSession(_) => authz.key_read(&op.key),
+                _ => authz.key_write(&op.key),
+            };
+            check.err().map(|e| (i, e.to_string()))
+        })
+        .collect()
+}
+
+impl TxnOutcome {
+    /// Drops the results `authz` may not read (`FilterTxnResults`).
+    pub fn readable_by(self, authz: &Authorizer) -> TxnOutcome {
+        match self {
+            TxnOutcome::Committed(mut r) if !authz.is_unrestricted() => {
+                r.retain(|e| authz.can_read_key(&e.key));
+                TxnOutcome::Committed(r)
+            }
+            other => other,
+        }
     }
 }
 

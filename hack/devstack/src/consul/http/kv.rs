@@ -1,21 +1,23 @@
-//! `/v1/kv/<key>` GET / PUT / DELETE (`api-docs/kv.mdx`, `agent/kvs_endpoint.go`).
+//! `/v1/kv/<key>` GET / PUT / DELETE (`api-docs/kv.mdx`, `agent/kvs_endpoint.go`), with the ACL
+//! checks of `agent/consul/kvs_endpoint.go`: a single-key read needs `key:read` (403 otherwise);
+//! `?recurse` and `?keys` drop what the token cannot read (404 when nothing readable is left);
+//! every write needs `key:write` on the key, a recursive delete write on the whole prefix
+//! (`KeyWritePrefix`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{
-    MAX_VALUE_SIZE, Query, json, parse_blocking, parse_consistency, text, token, with_consistency,
-    with_index,
-};
+use super::extract::{ConsulReq, KvKey, ReadOpts, denied};
+use super::{MAX_VALUE_SIZE, Query, json, text, with_consistency, with_index};
 use crate::consul::ConsulState;
+use crate::consul::acl::Authorizer;
 use crate::consul::db::{Db, DeleteMode, KvError, PutMode};
 use crate::consul::store::DirEntry;
 use crate::consul::watch::WatchTarget;
@@ -41,21 +43,35 @@ pub fn entry_json(e: &DirEntry) -> Value {
     v
 }
 
-/// The key from the path, percent-decoded (npm `consul` sends `/` as `%2F`).
-fn key_of(uri: &Uri) -> Result<String, Response> {
-    let path = uri.path();
-    let raw = path
-        .strip_prefix("/v1/kv/")
-        .or_else(|| path.strip_prefix("/v1/kv"))
-        .unwrap_or_default();
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|k| k.into_owned())
-        .map_err(|_| text(StatusCode::BAD_REQUEST, "Invalid key name: not UTF-8"))
-}
-
 fn missing_key() -> Response {
     text(StatusCode::BAD_REQUEST, "Missing key name")
+}
+
+/// What a GET reads: one key, a subtree (`?recurse`) or key names (`?keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReadMode {
+    One { raw: bool },
+    Tree,
+    Keys { separator: String },
+}
+
+impl ReadMode {
+    /// Errors: 400 `Missing key name` for a single-key read of the root.
+    fn of(q: &Query, key: &str) -> Result<ReadMode, Response> {
+        if q.has("keys") {
+            // kvs_endpoint.go also accepts the historic spelling "seperator".
+            let separator = q.get("separator").or_else(|| q.get("seperator"));
+            Ok(ReadMode::Keys {
+                separator: separator.unwrap_or_default().to_string(),
+            })
+        } else if q.has("recurse") {
+            Ok(ReadMode::Tree)
+        } else if key.is_empty() {
+            Err(missing_key())
+        } else {
+            Ok(ReadMode::One { raw: q.has("raw") })
+        }
+    }
 }
 
 enum Read {
@@ -64,53 +80,43 @@ enum Read {
     Keys(Vec<String>),
 }
 
-/// GET: single key, `?recurse`, `?keys[&separator=]`, `?raw`, blocking with `?index`/`?wait`.
-pub async fn get(State(state): State<Arc<ConsulState>>, uri: Uri, headers: HeaderMap) -> Response {
-    let q = Query::parse(uri.query());
-    let _ = token(&headers, &q);
-    let key = match key_of(&uri) {
-        Ok(k) => k,
-        Err(r) => return r,
+/// Runs one read of `mode` on `db`, keeping only what `authz` may read (`KVS.List` and
+/// `KVS.ListKeys` filter with `FilterDirEnt`; the index still counts every key). The flag says
+/// whether anything was dropped (`ResultsFilteredByACLs`).
+fn read(db: &Db, key: &str, mode: &ReadMode, authz: &Authorizer) -> (u64, Read, bool) {
+    let dropped = std::cell::Cell::new(false);
+    let readable = |k: &str| {
+        let ok = authz.can_read_key(k);
+        if !ok {
+            dropped.set(true);
+        }
+        ok
     };
-    let consistency = match parse_consistency(&q) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let blocking = match parse_blocking(&q) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (keys, recurse) = (q.has("keys"), q.has("recurse"));
-    if !keys && !recurse && key.is_empty() {
-        return missing_key();
-    }
-    // kvs_endpoint.go also accepts the historic spelling "seperator".
-    let separator = q
-        .get("separator")
-        .or_else(|| q.get("seperator"))
-        .unwrap_or_default()
-        .to_string();
-    let target = if keys || recurse {
-        WatchTarget::Prefix(key.clone())
-    } else {
-        WatchTarget::Key(key.clone())
-    };
-    let (index, read) = state
-        .blocking(target, blocking.index, blocking.wait, |db: &mut Db| {
-            if keys {
-                let (i, k) = db.kv.keys(&key, &separator);
-                (i, Read::Keys(k))
-            } else if recurse {
-                let (i, l) = db.kv.list(&key);
-                (i, Read::List(l))
-            } else {
-                let (i, e) = db.kv.get(&key);
-                (i, Read::One(e.cloned()))
+    let (i, r) = match mode {
+        ReadMode::Keys { separator } => {
+            let (i, k) = db.kv.keys_where(key, separator, readable);
+            (i, Read::Keys(k))
+        }
+        ReadMode::Tree => {
+            let (i, mut l) = db.kv.list(key);
+            if !authz.is_unrestricted() {
+                l.retain(|e| readable(&e.key));
             }
-        })
-        .await;
+            (i, Read::List(l))
+        }
+        ReadMode::One { .. } => {
+            let (i, e) = db.kv.get(key);
+            (i, Read::One(e.cloned()))
+        }
+    };
+    (i, r, dropped.get())
+}
+
+/// The answer of a read: 404 with an empty body when nothing (readable) is there, except
+/// `?keys` on the root, which answers `[]`.
+fn answer(read: Read, key: &str, mode: &ReadMode) -> Response {
     let not_found = || StatusCode::NOT_FOUND.into_response();
-    let resp = match read {
+    match read {
         Read::Keys(k) if k.is_empty() && !key.is_empty() => not_found(),
         Read::Keys(k) => json(StatusCode::OK, &json!(k)),
         Read::List(l) if l.is_empty() => not_found(),
@@ -119,7 +125,7 @@ pub async fn get(State(state): State<Arc<ConsulState>>, uri: Uri, headers: Heade
             &Value::Array(l.iter().map(entry_json).collect()),
         ),
         Read::One(None) => not_found(),
-        Read::One(Some(e)) if q.has("raw") => (
+        Read::One(Some(e)) if matches!(mode, ReadMode::One { raw: true }) => (
             StatusCode::OK,
             [
                 (axum::http::header::CONTENT_TYPE, "text/plain"),
@@ -130,8 +136,54 @@ pub async fn get(State(state): State<Arc<ConsulState>>, uri: Uri, headers: Heade
         )
             .into_response(),
         Read::One(Some(e)) => json(StatusCode::OK, &json!([entry_json(&e)])),
+    }
+}
+
+/// GET: single key, `?recurse`, `?keys[&separator=]`, `?raw`, blocking with `?index`/`?wait`.
+/// A single key needs `key:read` (403 even when the key is missing, as `KVS.Get` checks before
+/// answering); lists silently drop what the token cannot read.
+pub async fn get(
+    State(state): State<Arc<ConsulState>>,
+    KvKey(key): KvKey,
+    req: ConsulReq,
+    opts: ReadOpts,
+) -> Response {
+    let mode = match ReadMode::of(&req.query, &key) {
+        Ok(m) => m,
+        Err(r) => return r,
     };
-    with_consistency(with_index(resp, index), consistency)
+    let authz = match req.authorize(&state) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if matches!(mode, ReadMode::One { .. })
+        && let Err(e) = authz.key_read(&key)
+    {
+        return denied(e);
+    }
+    let target = match mode {
+        ReadMode::One { .. } => WatchTarget::Key(key.clone()),
+        _ => WatchTarget::Prefix(key.clone()),
+    };
+    let b = opts.blocking;
+    let (index, (result, filtered)) = state
+        .blocking(target, b.index, b.wait, |db: &mut Db| {
+            let (i, r, filtered) = read(db, &key, &mode, &authz);
+            (i, (r, filtered))
+        })
+        .await;
+    let mut resp = with_consistency(
+        with_index(answer(result, &key, &mode), index),
+        opts.consistency,
+    );
+    if filtered {
+        // setResultsFilteredByACLs (agent/http.go): only when something was dropped.
+        resp.headers_mut().insert(
+            "x-consul-results-filtered-by-acls",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    resp
 }
 
 fn bool_answer(b: bool) -> Response {
@@ -171,16 +223,11 @@ fn parse_u64(q: &Query, name: &str, what: &str) -> Result<Option<u64>, Response>
 /// PUT: the raw body is the value; `?flags`, and one of `?cas`, `?acquire`, `?release`.
 pub async fn put(
     State(state): State<Arc<ConsulState>>,
-    uri: Uri,
-    headers: HeaderMap,
+    KvKey(key): KvKey,
+    req: ConsulReq,
     body: Bytes,
 ) -> Response {
-    let q = Query::parse(uri.query());
-    let _ = token(&headers, &q);
-    let key = match key_of(&uri) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let q = &req.query;
     if key.is_empty() {
         return missing_key();
     }
@@ -194,12 +241,12 @@ pub async fn put(
             format!("Conflicting flags: {}", q.raw()),
         );
     }
-    let flags = match parse_u64(&q, "flags", "flags") {
+    let flags = match parse_u64(q, "flags", "flags") {
         Ok(f) => f.unwrap_or(0),
         Err(r) => return r,
     };
     let mode = if q.has("cas") {
-        match parse_u64(&q, "cas", "cas index") {
+        match parse_u64(q, "cas", "cas index") {
             Ok(c) => PutMode::Cas(c.unwrap_or(0)),
             Err(r) => return r,
         }
@@ -223,6 +270,13 @@ pub async fn put(
     let entry = Db::new_entry(&key, body.to_vec(), flags);
     let (result, before, after) = {
         let mut db = state.lock();
+        // kvsPreApply: every write verb, acquire and release included, needs key:write.
+        if let Err(e) = db
+            .authorize(req.token.as_deref())
+            .and_then(|a| a.key_write(&key))
+        {
+            return denied(e);
+        }
         let before = db.raft_index;
         let r = db.put(entry, &mode, Instant::now());
         (r, before, db.raft_index)
@@ -241,15 +295,10 @@ pub async fn put(
 /// DELETE: one key, `?recurse` (subtree) or `?cas` (compare `ModifyIndex`).
 pub async fn delete(
     State(state): State<Arc<ConsulState>>,
-    uri: Uri,
-    headers: HeaderMap,
+    KvKey(key): KvKey,
+    req: ConsulReq,
 ) -> Response {
-    let q = Query::parse(uri.query());
-    let _ = token(&headers, &q);
-    let key = match key_of(&uri) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let q = &req.query;
     if q.has("recurse") && q.has("cas") {
         return text(
             StatusCode::BAD_REQUEST,
@@ -261,7 +310,7 @@ pub async fn delete(
     } else if key.is_empty() {
         return missing_key();
     } else if q.has("cas") {
-        match parse_u64(&q, "cas", "cas index") {
+        match parse_u64(q, "cas", "cas index") {
             Ok(c) => DeleteMode::Cas(c.unwrap_or(0)),
             Err(r) => return r,
         }
@@ -270,6 +319,14 @@ pub async fn delete(
     };
     let (ok, before, after) = {
         let mut db = state.lock();
+        // A recursive delete needs write on the prefix and on every rule under it.
+        let allowed = db.authorize(req.token.as_deref()).and_then(|a| match mode {
+            DeleteMode::Tree => a.key_write_prefix(&key),
+            _ => a.key_write(&key),
+        });
+        if let Err(e) = allowed {
+            return denied(e);
+        }
         let before = db.raft_index;
         let ok = db.delete(&key, &mode);
         (ok, before, db.raft_index)

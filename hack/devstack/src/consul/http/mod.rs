@@ -1,9 +1,11 @@
 //! The HTTP surface: routes, query-string parsing (flags by presence), Consul's response headers
-//! and plain-text errors.
+//! and plain-text errors. Request parameters reach handlers through the typed extractors of
+//! [`extract`] (query string and token, blocking and consistency, KV key).
 //!
 //! Every answer carries `X-Consul-KnownLeader: true` and `X-Consul-LastContact: 0`, and an
 //! `X-Consul-Index` (never 0): reads set the index of their result, other answers get the current
-//! raft index (clamped to 1).
+//! raft index (clamped to 1). On the wire the names are in Go's canonical form
+//! (`X-Consul-Knownleader`), see [`crate::http_guard`].
 
 // Parsers return the ready-made error response (Consul's status and text) so handlers can answer
 // early; the size of `Response` in an `Err` is irrelevant here.
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -24,6 +26,8 @@ use rand::Rng;
 use super::ConsulState;
 use super::duration::parse_go_duration;
 
+mod acl;
+pub mod extract;
 mod kv;
 pub mod metrics;
 mod session;
@@ -42,7 +46,8 @@ pub const LEADER_ADDR: &str = "127.0.0.1:8300";
 pub const DATACENTER: &str = "dc1";
 
 /// The Consul HTTP API router: `/v1/kv/*`, `/v1/txn`, `/v1/session/*`, `/v1/status/{leader,peers}`,
-/// `/v1/agent/self`, `/v1/agent/metrics` (request counters, see [`metrics`]).
+/// `/v1/agent/self`, `/v1/acl/{policy,policies,token,tokens}` (see [`crate::consul::acl`]),
+/// `/v1/agent/metrics` (request counters, see [`metrics`]).
 pub fn router(state: Arc<ConsulState>) -> Router {
     let router = Router::new()
         .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
@@ -60,6 +65,24 @@ pub fn router(state: Arc<ConsulState>) -> Router {
         .route("/v1/status/leader", get(session::leader))
         .route("/v1/status/peers", get(session::peers))
         .route("/v1/agent/self", get(session::agent_self))
+        .route("/v1/acl/policy", put(acl::policy_create))
+        .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy_read)
+                .put(acl::policy_update)
+                .delete(acl::policy_delete),
+        )
+        .route("/v1/acl/token", put(acl::token_create))
+        .route("/v1/acl/tokens", get(acl::token_list))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token_read)
+                .put(acl::token_update)
+                .delete(acl::token_delete),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn_with_state(
@@ -237,15 +260,6 @@ pub fn with_consistency(mut resp: Response, mode: &'static str) -> Response {
         HeaderValue::from_static(mode),
     );
     resp
-}
-
-/// The ACL token of a request (`X-Consul-Token`, `Authorization: Bearer`, `?token=`); accepted
-/// and not enforced (the emulator runs with ACLs disabled, as a dev agent).
-pub fn token<'a>(headers: &'a HeaderMap, q: &'a Query) -> Option<&'a str> {
-    headers
-        .get("x-consul-token")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| q.get("token"))
 }
 
 #[cfg(test)]
