@@ -3,6 +3,7 @@
 #
 #   ./hack/quickstart.sh          # build, test and publish examples/hello-world, then keep the stack up
 #   ./hack/quickstart.sh --once   # same, then stop everything it started
+#   ./hack/quickstart.sh --check-only  # only check it has what it needs to get the binaries; start nothing
 #
 # It installs what is missing (buildah, skopeo, docker-registry, busybox-static, git; apt, only when
 # absent), builds the workspace, starts the dev stack (Consul, Nomad, Vault emulators), a registry and
@@ -13,17 +14,19 @@
 # Ports (override with the environment): CONSUL_PORT=8500 NOMAD_PORT=4646 VAULT_PORT=8200
 # CONTROLLER_PORT=9090 REGISTRY_PORT=5000 GIT_PORT=9418. State lives in JOBFORGE_STATE
 # (default .state/quickstart), wiped at each start. JOBFORGE_BIN_DIR=<dir> uses binaries already
-# built there instead of running cargo (the test suite does).
+# built there instead of running cargo (the test suite does); cargo is then not needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ONCE=0
+CHECK_ONLY=0
 for arg in "$@"; do
   case "$arg" in
     --once) ONCE=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "quickstart: unknown argument $arg (allowed: --once)" >&2; exit 2 ;;
+    --check-only) CHECK_ONLY=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown argument $arg (allowed: --once, --check-only)" >&2; exit 2 ;;
   esac
 done
 
@@ -37,6 +40,26 @@ STATE=${JOBFORGE_STATE:-$ROOT/.state/quickstart}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+BIN=${JOBFORGE_BIN_DIR:-$ROOT/target/debug}
+
+# check_binaries: with JOBFORGE_BIN_DIR the three binaries must be there (cargo is not needed);
+# without it the quickstart builds them, so cargo must be installed.
+check_binaries() {
+  if [ -n "${JOBFORGE_BIN_DIR:-}" ]; then
+    for b in jobforge jobforge-controller jobforge-devstack; do
+      [ -x "$BIN/$b" ] || die "JOBFORGE_BIN_DIR=$BIN has no executable $b"
+    done
+  else
+    command -v cargo >/dev/null || die "cargo is not installed: install Rust from your distribution or rustup (or set JOBFORGE_BIN_DIR to prebuilt binaries)"
+  fi
+}
+
+if [ "$CHECK_ONLY" -eq 1 ]; then
+  check_binaries
+  echo "quickstart: ready to get the binaries (${JOBFORGE_BIN_DIR:+prebuilt in }${JOBFORGE_BIN_DIR:-cargo build})"
+  exit 0
+fi
 
 PIDS=()
 cleanup() {
@@ -63,9 +86,8 @@ done
 
 say "installing missing prerequisites"
 hack/prereqs.sh --no-python || die "prerequisites could not be installed (see above)"
-command -v cargo >/dev/null || die "cargo is not installed: install Rust from your distribution or rustup"
+check_binaries
 
-BIN=${JOBFORGE_BIN_DIR:-$ROOT/target/debug}
 if [ -z "${JOBFORGE_BIN_DIR:-}" ]; then
   say "building jobforge"
   cargo build --locked -q -p jobforge-devstack -p jobforge-controller -p jobforge-cli

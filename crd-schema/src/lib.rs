@@ -6,6 +6,7 @@
 //! - [`reason`]: the reason vocabulary shared by conditions, failures, metrics and webhooks.
 //! - [`keys`]: where each document lives in Consul KV.
 //! - [`parse`]: bytes (JSON or YAML, ≤ 512 KiB) → validated `BuildRequest`, every problem at once.
+//! - [`document`]: either kind of input file (a BuildRequest or the seed's job_config).
 //! - [`validate`](mod@validate): the semantic rules, with [`grammar`] for single values.
 //! - [`seed`]: the seed's flat `job_config` and `global.yaml` + `build.yaml` merge.
 //! - [`tenancy`]: what a namespace's request may name (Vault paths, credentials' hosts, headers).
@@ -38,6 +39,7 @@
 //! ```
 
 pub mod accessors;
+pub mod document;
 pub mod grammar;
 pub mod keys;
 pub mod parse;
@@ -52,8 +54,9 @@ pub mod tenancy;
 pub mod validate;
 
 pub use accessors::{DEFAULT_TAGS, InvalidResource, ResolvedResources, resolve};
+pub use document::{Document, parse_document};
 pub use keys::KeyLayout;
-pub use parse::{Document, Format, MAX_DOCUMENT_BYTES, parse_document, parse_request, parse_value};
+pub use parse::{Format, MAX_DOCUMENT_BYTES, parse_request, parse_value};
 pub use problem::{Problem, Problems};
 pub use reason::Reason;
 pub use request::{

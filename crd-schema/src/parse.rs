@@ -1,6 +1,6 @@
 //! Parsing a BuildRequest from JSON or YAML bytes, reporting every problem with its path.
 //!
-//! Steps, each stopping the pipeline when it finds problems:
+//! Steps:
 //! 1. size: at most [`MAX_DOCUMENT_BYTES`] (512 KiB, Consul's default `kv_max_value_size`, see
 //!    Consul's agent configuration reference, `limits.kv_max_value_size`);
 //! 2. syntax: JSON (serde_json) or YAML (serde_yaml_ng) errors with line and column (YAML tabs and
@@ -9,6 +9,16 @@
 //!    required field and wrong type at once;
 //! 4. typed deserialization (serde_path_to_error, for anything the walk missed);
 //! 5. semantics: [`crate::validate()`].
+//!
+//! Steps 1 and 2 stop at their problem (there is no document to look at). Shape problems do not
+//! hide semantic ones: when step 3 finds any, steps 4 and 5 still run on the part of the document
+//! that has the right shape (`structure::well_shaped`: wrong-shaped fields left out, missing
+//! required ones as empty placeholders), and their problems are added except at a path step 3
+//! already reported ([`extend_unshadowed`]). So one run lists every problem, as `jobforge
+//! validate` promises.
+//!
+//! Which kind of document a file is (a BuildRequest or the seed's job_config) is decided in
+//! [`crate::document`].
 //!
 //! Nothing here panics on any input.
 
@@ -21,8 +31,7 @@ use serde_json::Value;
 use crate::problem::Problems;
 use crate::request::BuildRequest;
 use crate::schema::request_schema;
-use crate::seed::{SeedJob, seed_job_from_value};
-use crate::structure::walk;
+use crate::structure::{walk, well_shaped};
 use crate::validate::validate;
 
 /// Largest document accepted, in bytes: 512 KiB, Consul's default `kv_max_value_size`.
@@ -197,14 +206,41 @@ pub fn parse_request(bytes: &[u8], format: Format) -> Result<BuildRequest, Probl
     request_from_value(&value)
 }
 
-/// Steps 3 to 5 of [`parse_request`] on an already parsed value.
+/// Steps 3 to 5 of [`parse_request`] on an already parsed value (every problem at once, see the
+/// module docs).
 pub fn request_from_value(value: &Value) -> Result<BuildRequest, Problems> {
     let mut p = Problems::default();
     walk(&SCHEMA, &SCHEMA, value, "", &mut p);
-    p.into_result()?;
-    let req: BuildRequest = typed(value)?;
-    validate(&req)?;
-    Ok(req)
+    if p.is_empty() {
+        let req: BuildRequest = typed(value)?;
+        validate(&req)?;
+        return Ok(req);
+    }
+    if let Some(readable) = well_shaped(&SCHEMA, &SCHEMA, value)
+        && let Ok(req) = typed::<BuildRequest>(&readable)
+        && let Err(semantic) = validate(&req)
+    {
+        extend_unshadowed(&mut p, semantic);
+    }
+    Err(p)
+}
+
+/// Appends the problems of `more` that are not at or below a path `p` already holds: the semantic
+/// problems of a document with shape problems, where a field the walk reported (missing, wrong
+/// type) must not be reported a second time (for example `spec.owner: is required but missing`
+/// and then `spec.owner: is required and must not be empty`).
+pub(crate) fn extend_unshadowed(p: &mut Problems, more: Problems) {
+    let shadowed = |path: &str, by: &str| {
+        by.is_empty()
+            || path.strip_prefix(by).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+    };
+    let fresh: Vec<_> = more
+        .into_iter()
+        .filter(|q| !p.iter().any(|x| shadowed(&q.path, &x.path)))
+        .collect();
+    p.0.extend(fresh);
 }
 
 /// Typed deserialization with the failing path (step 4).
@@ -218,12 +254,19 @@ pub(crate) fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, Problems> {
 
 /// The JSON Schema node of a definition (`BuildSpec`), for walking parts of documents.
 pub(crate) fn walk_def(def: &str, value: &Value, path: &str, p: &mut Problems) {
-    let node = SCHEMA
+    walk(&SCHEMA, def_node(def), value, path, p);
+}
+
+/// [`well_shaped`] against a definition (see [`walk_def`]).
+pub(crate) fn well_shaped_def(def: &str, value: &Value) -> Option<Value> {
+    well_shaped(&SCHEMA, def_node(def), value)
+}
+
+fn def_node(def: &str) -> &'static Value {
+    SCHEMA
         .get("$defs")
         .and_then(|d| d.get(def))
-        .cloned()
-        .unwrap_or(Value::Null);
-    walk(&SCHEMA, &node, value, path, p);
+        .unwrap_or(&Value::Null)
 }
 
 #[cfg(test)]
@@ -237,30 +280,5 @@ mod tests {
         let list = "l:\n  - k: 1\n  - k: 2\n    k: 3\n";
         assert_eq!(locate_duplicate(list, "k", 1), Some((4, 5)));
         assert_eq!(locate_duplicate("m: {x: 1, x: 2}\n", "x", 1), Some((1, 11)));
-    }
-}
-
-/// Either kind of document the CLI accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Document {
-    /// A BuildRequest (`apiVersion`, `kind`, `metadata`, `spec`).
-    Request(BuildRequest),
-    /// The seed's flat `job_config` (optionally wrapped in `{"job_config": {...}}`).
-    Seed(SeedJob),
-}
-
-/// Parses either a BuildRequest or a seed flat `job_config`: a top-level map with `apiVersion`,
-/// `kind`, `metadata` or `spec` is a BuildRequest, anything else a seed job_config.
-pub fn parse_document(bytes: &[u8], format: Format) -> Result<Document, Problems> {
-    let value = parse_value(bytes, format)?;
-    let is_request = value.as_object().is_some_and(|m| {
-        ["apiVersion", "kind", "metadata", "spec"]
-            .iter()
-            .any(|k| m.contains_key(*k))
-    });
-    if is_request {
-        request_from_value(&value).map(Document::Request)
-    } else {
-        seed_job_from_value(&value).map(Document::Seed)
     }
 }

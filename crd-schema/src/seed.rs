@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::parse::{Format, parse_value, typed, walk_def};
+use crate::parse::{Format, extend_unshadowed, parse_value, typed, walk_def, well_shaped_def};
 use crate::problem::{Problems, join_field};
 use crate::request::{BuildSpec, WebhookEvent};
 use crate::validate::validate_spec;
@@ -35,15 +35,25 @@ pub fn parse_seed_job(bytes: &[u8], format: Format) -> Result<SeedJob, Problems>
 }
 
 /// Converts and validates an already parsed seed job_config (see the module docs for the mapping).
+/// Conversion and shape problems do not hide semantic ones: as in [`crate::parse`], the semantic
+/// checks also run on the part of the document that has the right shape.
 pub fn seed_job_from_value(value: &Value) -> Result<SeedJob, Problems> {
     let (converted, deploy_dir, mut p) = convert(value);
     let mut shape = Problems::default();
     walk_def("BuildSpec", &converted, "", &mut shape);
     p.0.extend(shape.0);
-    p.into_result()?;
-    let spec: BuildSpec = typed(&converted)?;
-    validate_spec(&spec)?;
-    Ok(SeedJob { spec, deploy_dir })
+    if p.is_empty() {
+        let spec: BuildSpec = typed(&converted)?;
+        validate_spec(&spec)?;
+        return Ok(SeedJob { spec, deploy_dir });
+    }
+    if let Some(readable) = well_shaped_def("BuildSpec", &converted)
+        && let Ok(spec) = typed::<BuildSpec>(&readable)
+        && let Err(semantic) = validate_spec(&spec)
+    {
+        extend_unshadowed(&mut p, semantic);
+    }
+    Err(p)
 }
 
 /// Merges the seed's `global.yaml` and per-build `build.yaml` (see the module docs for the rule) and

@@ -235,3 +235,103 @@ fn walk_object(
         }
     }
 }
+
+/// The part of `value` that has the shape `schema` asks for, so that the semantic checks can run
+/// on every field that did parse even when the walk found shape problems (see [`crate::parse`]):
+/// unknown fields and wrong-shaped values are left out (a list with one wrong item is left out
+/// whole, so the indices of later problems stay true), and a required field that is missing (or
+/// was left out) gets an empty placeholder (`""`, `{}` filled the same way, `[]`), which the
+/// caller's semantic pass then reports at the same path as the walk did — the caller drops those
+/// duplicates ([`crate::parse::extend_unshadowed`]). `None` when `value`
+/// itself has the wrong shape.
+pub(crate) fn well_shaped(root: &Value, schema: &Value, value: &Value) -> Option<Value> {
+    well_shaped_depth(root, schema, value, 0)
+}
+
+fn well_shaped_depth(root: &Value, schema: &Value, value: &Value, depth: u32) -> Option<Value> {
+    if depth > 64 {
+        return None;
+    }
+    let schema = resolve(root, schema);
+    let Some(obj) = schema.as_object() else {
+        return Some(value.clone());
+    };
+    let clean = |s: &Value| {
+        let mut p = Problems::default();
+        walk_depth(root, s, value, "", &mut p, depth + 1);
+        p.is_empty()
+    };
+    if let Some(branches) = obj
+        .get("anyOf")
+        .or_else(|| obj.get("oneOf"))
+        .and_then(Value::as_array)
+    {
+        if branches.iter().any(clean) {
+            return Some(value.clone());
+        }
+        return branches
+            .iter()
+            .find_map(|b| well_shaped_depth(root, b, value, depth + 1));
+    }
+    if obj.contains_key("const") || obj.contains_key("enum") {
+        return clean(schema).then(|| value.clone());
+    }
+    let types: Vec<&str> = match obj.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_matches(t, value)) {
+        return None;
+    }
+    match value {
+        Value::Number(_) => clean(schema).then(|| value.clone()),
+        Value::Object(map) => {
+            let props = obj.get("properties").and_then(Value::as_object);
+            let additional = obj.get("additionalProperties");
+            let mut out = Map::new();
+            for (k, v) in map {
+                let child = match props.and_then(|pr| pr.get(k)) {
+                    Some(s) => well_shaped_depth(root, s, v, depth + 1),
+                    None => match additional {
+                        Some(Value::Bool(false)) => None,
+                        Some(s @ Value::Object(_)) => well_shaped_depth(root, s, v, depth + 1),
+                        _ => Some(v.clone()),
+                    },
+                };
+                if let Some(c) = child {
+                    out.insert(k.clone(), c);
+                }
+            }
+            if let Some(req) = obj.get("required").and_then(Value::as_array) {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if !out.contains_key(r) {
+                        let s = props.and_then(|pr| pr.get(r))?;
+                        out.insert(r.to_string(), placeholder(root, s, depth + 1)?);
+                    }
+                }
+            }
+            Some(Value::Object(out))
+        }
+        Value::Array(items) => match obj.get("items") {
+            Some(item_schema) => items
+                .iter()
+                .map(|i| well_shaped_depth(root, item_schema, i, depth + 1))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+            None => Some(value.clone()),
+        },
+        _ => Some(value.clone()),
+    }
+}
+
+/// An empty value of the type `schema` asks for (see [`well_shaped`]); `None` for other types.
+fn placeholder(root: &Value, schema: &Value, depth: u32) -> Option<Value> {
+    let s = resolve(root, schema);
+    match s.get("type").and_then(Value::as_str)? {
+        "string" => Some(Value::String(String::new())),
+        "array" => Some(Value::Array(Vec::new())),
+        "object" => well_shaped_depth(root, s, &Value::Object(Map::new()), depth + 1),
+        _ => None,
+    }
+}

@@ -206,3 +206,64 @@ fn oversized_documents_are_rejected_with_size_and_limit() {
         "document is 614400 bytes; the limit is 524288 bytes (512 KiB, Consul's kv_max_value_size)"
     );
 }
+
+/// Issue 18, item 8: shape problems (unknown field, wrong type, missing field) no longer hide the
+/// semantic problems of the fields that did parse: one run reports all of them.
+#[test]
+fn shape_and_semantic_problems_are_reported_in_one_pass() {
+    let mut doc = valid();
+    // Shape: an unknown field and a wrong type.
+    doc["spec"]["bogus"] = json!(1);
+    doc["spec"]["retries"] = json!("x");
+    // Semantics of fields that parse.
+    doc["metadata"]["name"] = json!("Bad_Name");
+    doc["spec"]["image_tags"] = json!(["v1", "Latest!"]);
+    doc["spec"]["build_timeout"] = json!("forever");
+    doc["spec"]["git_ref"] = json!("a..b");
+    doc["spec"]["test"]["timeout"] = json!("soon");
+    doc["spec"]["webhook"]["url"] = json!("ftp://hooks.example.com/x");
+    let err = parse_request(&serde_json::to_vec(&doc).unwrap(), Format::Json).unwrap_err();
+    let mut paths: Vec<&str> = err.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec![
+            "metadata.name",
+            "spec.bogus",
+            "spec.build_timeout",
+            "spec.git_ref",
+            "spec.image_tags[1]",
+            "spec.retries",
+            "spec.test.timeout",
+            "spec.webhook.url",
+        ],
+        "{err}"
+    );
+
+    // A missing required field is reported once (not again as "must not be empty"), and the
+    // semantic checks still run inside a map that has an unknown field.
+    let mut doc = valid();
+    doc["spec"].as_object_mut().unwrap().remove("owner");
+    doc["spec"]["test"]["colour"] = json!("blue");
+    doc["spec"]["test"]["timeout"] = json!("soon");
+    let err = parse_request(&serde_json::to_vec(&doc).unwrap(), Format::Json).unwrap_err();
+    let mut paths: Vec<&str> = err.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec!["spec.owner", "spec.test.colour", "spec.test.timeout"],
+        "{err}"
+    );
+}
+
+/// The same for the seed's flat job_config.
+#[test]
+fn seed_job_config_reports_shape_and_semantic_problems_together() {
+    let doc = json!({"owner": "o", "repo_url": "https://h/r.git", "git_ref": "main",
+        "image_name": "app", "registry_url": "r:5000", "bogus": 1, "image_tags": ["Bad Tag"]});
+    let err = jobforge_schema::parse_seed_job(&serde_json::to_vec(&doc).unwrap(), Format::Json)
+        .unwrap_err();
+    let mut paths: Vec<&str> = err.iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["bogus", "image_tags[0]"], "{err}");
+}

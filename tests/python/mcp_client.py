@@ -5,12 +5,15 @@ Usage:
   mcp_client.py stdio JOBFORGE_BIN CONSUL_ADDR
 
 Checks: initialize; tools/list with input and output schemas; resource templates and a
-request status resource; submitJob, getStatus, getLogs,
+request status resource; submitJob (also that it answers the effective tags, [latest] when none
+are given), getStatus, getLogs,
 killJob, getHistory, listRequests, cleanup; an invalid submitJob returns isError naming the field
-path. Prints "OK" on success; any failed check raises (non-zero exit).
+path; over HTTP, that the SDK's session termination (DELETE) succeeds without the SDK logging
+"Session termination failed". Prints "OK" on success; any failed check raises (non-zero exit).
 """
 
 import json
+import logging
 import sys
 import uuid
 
@@ -52,6 +55,17 @@ async def exercise(session: ClientSession) -> None:
     check(not res.is_error, f"submitJob failed: {res.content}")
     check(res.structured_content["name"] == name, f"submit result {res.structured_content}")
     check(res.structured_content["generation"] > 0, "generation")
+
+    res = await session.call_tool("submitJob", {
+        "name": name + "-t",
+        "repo_url": "https://github.com/example/repo.git",
+        "image_name": "myapp",
+        "registry_url": "registry.example.com",
+    })
+    check(not res.is_error, f"submitJob without tags failed: {res.content}")
+    check(res.structured_content["image_tags"] == ["latest"], f"default tags {res.structured_content}")
+    res = await session.call_tool("cleanup", {"name": name + "-t", "purge": True})
+    check(not res.is_error, f"cleanup failed: {res.content}")
 
     res = await session.call_tool("getStatus", {"name": name})
     check(not res.is_error, f"getStatus failed: {res.content}")
@@ -106,12 +120,25 @@ async def run_http(url: str, token: str | None) -> None:
     import httpx2
     from mcp.shared._httpx_utils import create_mcp_http_client
 
+    class Warnings(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    warnings = Warnings()
+    logging.getLogger("mcp").addHandler(warnings)
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with create_mcp_http_client(headers=headers) as client:
         async with streamable_http_client(url, http_client=client) as streams:
             async with ClientSession(streams[0], streams[1]) as session:
                 await exercise(session)
     _ = httpx2
+    # Leaving streamable_http_client sends DELETE with the session id (session termination).
+    failed = [m for m in warnings.messages if "termination" in m]
+    check(not failed, f"session termination: {failed}")
 
 
 async def run_stdio(binary: str, consul: str) -> None:

@@ -1,5 +1,6 @@
 //! Command-line syntax of `jobforge` (clap derive). Each subcommand's `after_help` shows examples.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -63,6 +64,77 @@ pub struct Global {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Whether the namespace came from `-n`/`--namespace` or `JOBFORGE_NAMESPACE` (not the
+    /// default); set after parsing. `submit` refuses a file naming another namespace then.
+    #[arg(skip)]
+    pub namespace_chosen: bool,
+}
+
+/// The command names of the seed's `submit-job` (ours is `submit`, with `submit-job` an alias).
+pub const SEED_SUBMIT_COMMANDS: [&str; 2] = ["submit-job", "submit"];
+
+/// The long flags of `submit` the seed README writes with one dash (`-global`, `-config`; the
+/// seed CLI used Go's `flag` package, which accepts `-name` and `--name` alike), plus
+/// `-image-tags`, the seed's other flag of that command.
+pub const SEED_SINGLE_DASH_FLAGS: [&str; 3] = ["global", "config", "image-tags"];
+
+/// Global options that take a value as the next argument (skipped when looking for the command).
+const GLOBAL_VALUE_OPTIONS: [&str; 7] = [
+    "--consul-addr",
+    "--token",
+    "--prefix",
+    "-n",
+    "--namespace",
+    "-o",
+    "--output",
+];
+
+/// Rewrites the seed's single-dash long flags to clap's double-dash form, so the seed README's
+/// `jobforge submit-job -global deploy/global.yaml -config build.yaml` works as written.
+///
+/// Only after the `submit-job`/`submit` command word, only the exact names in
+/// [`SEED_SINGLE_DASH_FLAGS`] (`-config` and `-config=FILE`), and never after `--`. None of them
+/// can mean anything else there: `submit` has no short flags `-g`, `-c` or `-i`, so clap would
+/// otherwise reject them. Every other argument, including the real short flags (`-n`, `-o`), is
+/// passed through untouched.
+pub fn normalize_seed_flags(mut argv: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    let command_at = loop {
+        let Some(arg) = argv.get(i).and_then(|a| a.to_str()) else {
+            return argv;
+        };
+        if arg == "--" {
+            return argv;
+        }
+        if !arg.starts_with('-') {
+            break i;
+        }
+        i += if GLOBAL_VALUE_OPTIONS.contains(&arg) {
+            2
+        } else {
+            1
+        };
+    };
+    if !argv[command_at]
+        .to_str()
+        .is_some_and(|c| SEED_SUBMIT_COMMANDS.contains(&c))
+    {
+        return argv;
+    }
+    for arg in argv.iter_mut().skip(command_at + 1) {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--" {
+            break;
+        }
+        let Some(body) = text.strip_prefix('-').filter(|b| !b.starts_with('-')) else {
+            continue;
+        };
+        let name = body.split_once('=').map_or(body, |(n, _)| n);
+        if SEED_SINGLE_DASH_FLAGS.contains(&name) {
+            *arg = OsString::from(format!("--{body}"));
+        }
+    }
+    argv
 }
 
 /// Output formats.
@@ -87,11 +159,17 @@ pub enum Command {
   jobforge submit request.yaml                 # BuildRequest document
   jobforge submit job_config.json --name app-1 # seed flat job_config
   jobforge submit --global deploy/global.yaml --config build.yaml --image-tags v1.0.0,latest
+  jobforge submit-job -global deploy/global.yaml -config build.yaml   # the seed's spelling
   cat request.json | jobforge submit - --wait  # follow until the build ends
 
+The seed's single-dash long flags (-global, -config, -image-tags, also -config=FILE) are
+accepted after submit/submit-job; every other flag keeps its usual meaning.
 Without --name the request is named after the document, or <image_name>-<random>.
-When deploy/version.yaml (or <deploy_dir>/version.yaml of a seed job_config, or --version-file)
-exists the patch version is incremented
+A BuildRequest naming a namespace other than -n/JOBFORGE_NAMESPACE is refused unless
+--namespace-override (then -n wins); one naming none goes to -n.
+For a seed document (job_config, --config/--global) whose deploy/version.yaml (or
+<deploy_dir>/version.yaml) exists, as the seed did, and for any document with --bump or
+--version-file, the patch version is incremented
 and a branch-aware tag such as feature-auth-v0.1.5 is added to image_tags.
 With --wait the exit code is 0 on Succeeded and 1 on Failed or Cancelled.")]
     Submit(SubmitArgs),
@@ -125,7 +203,11 @@ transition. Driven by Consul blocking queries, never by polling.")]
     Logs(LogsArgs),
     /// Cancel a request (sets spec.cancel; the controller stops its Nomad jobs).
     #[command(visible_alias = "kill-job")]
-    #[command(after_help = "Example:\n  jobforge cancel myapp-1x2y3z")]
+    #[command(after_help = "Example:
+  jobforge cancel myapp-1x2y3z
+
+A request whose current generation already finished (Succeeded, Failed or Cancelled) is left
+unchanged: the command prints \"already Succeeded; nothing to cancel\" and exits 0.")]
     Cancel(NameArg),
     /// Delete a request (its spec key; the controller then removes status, logs and jobs).
     #[command(visible_alias = "cleanup")]
@@ -154,7 +236,8 @@ A second run over the same files writes nothing (every request reported unchange
   jobforge render myapp-1x2y3z --profile docker
 
 Prints a JSON array of Nomad jobs (build, test when the request has tests, publish), rendered with
-the controller's default configuration, overridable with the flags below.")]
+the controller's default configuration (profile docker, as jobforge-controller without --profile),
+overridable with the options listed above.")]
     Render(RenderArgs),
     /// Show the version in deploy/version.yaml and the branch-aware tag.
     #[command(
@@ -225,12 +308,19 @@ pub struct SubmitArgs {
     /// Follow the request until it ends; exit 1 unless it Succeeded.
     #[arg(long)]
     pub wait: bool,
-    /// Version file to bump (default: `<deploy_dir or deploy>/version.yaml` when it exists).
+    /// Version file to bump (default for seed documents: `<deploy_dir or deploy>/version.yaml`
+    /// when it exists).
     #[arg(long)]
     pub version_file: Option<PathBuf>,
+    /// Also bump `deploy/version.yaml` for a BuildRequest document (seed documents always do).
+    #[arg(long, conflicts_with = "no_version")]
+    pub bump: bool,
     /// Do not bump the version or add the branch tag.
     #[arg(long)]
     pub no_version: bool,
+    /// Submit to --namespace even when the document names another namespace (refused otherwise).
+    #[arg(long)]
+    pub namespace_override: bool,
 }
 
 /// `list` options.
@@ -333,7 +423,7 @@ pub struct ApplyArgs {
 pub struct RenderArgs {
     /// Request name (in --namespace) or a request file.
     pub target: String,
-    /// Task profile: raw_exec or docker.
+    /// Task profile: raw_exec or docker (default: the controller's default, docker).
     #[arg(long)]
     pub profile: Option<String>,
     /// Nomad datacenters (comma separated).
@@ -380,4 +470,89 @@ pub struct McpArgs {
     /// Allowed browser Origins (`scheme://host:port`); other Origins are refused.
     #[arg(long = "allowed-origin")]
     pub allowed_origins: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        let argv = std::iter::once("jobforge")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        normalize_seed_flags(argv)
+            .into_iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn seed_single_dash_flags_become_long_flags_only_after_the_seed_command() {
+        assert_eq!(
+            norm(&[
+                "submit-job",
+                "-global",
+                "g.yaml",
+                "-config=b.yaml",
+                "-image-tags",
+                "a,b"
+            ]),
+            [
+                "submit-job",
+                "--global",
+                "g.yaml",
+                "--config=b.yaml",
+                "--image-tags",
+                "a,b"
+            ]
+        );
+        // Global options before the command, with their values, are skipped over.
+        assert_eq!(
+            norm(&[
+                "-n", "submit", "-o", "json", "submit", "-config", "b.yaml", "-n", "x"
+            ]),
+            [
+                "-n", "submit", "-o", "json", "submit", "--config", "b.yaml", "-n", "x"
+            ]
+        );
+        // Other commands, unknown names and anything after `--` stay as they are.
+        assert_eq!(norm(&["list", "-config"]), ["list", "-config"]);
+        assert_eq!(
+            norm(&["submit", "-configs", "--", "-global"]),
+            ["submit", "-configs", "--", "-global"]
+        );
+        assert_eq!(norm(&["-n"]), ["-n"]);
+    }
+
+    #[test]
+    fn the_seed_readme_line_parses() {
+        use clap::Parser;
+        let argv = normalize_seed_flags(
+            [
+                "jobforge",
+                "submit-job",
+                "-global",
+                "deploy/global.yaml",
+                "-config",
+                "build.yaml",
+                "--image-tags",
+                "v1.0.0,latest",
+            ]
+            .map(OsString::from)
+            .to_vec(),
+        );
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Submit(a),
+            ..
+        }) = cli
+        else {
+            panic!("not parsed as submit: {cli:?}");
+        };
+        assert_eq!(a.global_file, Some(PathBuf::from("deploy/global.yaml")));
+        assert_eq!(a.config, Some(PathBuf::from("build.yaml")));
+        assert_eq!(a.image_tags, ["v1.0.0", "latest"]);
+    }
 }

@@ -20,6 +20,8 @@ pub struct Ctx {
     pub namespace: String,
     /// `--output`.
     pub output: Output,
+    /// Whether the user chose the namespace (see [`Global::namespace_chosen`]).
+    pub namespace_chosen: bool,
 }
 
 impl Ctx {
@@ -30,6 +32,7 @@ impl Ctx {
             store: RequestStore::new(kv, KeyLayout::new(&g.prefix)),
             namespace: g.namespace.clone(),
             output: g.output,
+            namespace_chosen: g.namespace_chosen,
         })
     }
 }

@@ -3,6 +3,11 @@
 //!
 //! Exit codes: 0 success, 1 request or input problem (unknown request, invalid file, a build that
 //! ended Failed/Cancelled under `--wait`), 2 Consul unreachable.
+//!
+//! A closed stdout (the reader of a pipe went away, as in `jobforge logs X | head -2`) ends the
+//! process at once with status 0 and no message, whatever command was printing: see
+//! [`exit_quietly_on_closed_pipe`]. Status 0 rather than 141 (killed by SIGPIPE) so that
+//! `set -o pipefail` scripts piping into `head` do not fail; the reader got what it asked for.
 
 mod apply;
 mod args;
@@ -19,14 +24,15 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, normalize_seed_flags};
 use crate::ctx::Ctx;
 use crate::error::{CliError, EXIT_FAILURE};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    exit_quietly_on_closed_pipe();
+    let cli = parse_cli();
     // The offline document commands (owned by the schema crate's engineer) keep their own exit
     // codes: 0 valid, 1 problems found, 2 when the command itself failed.
     let cli = match cli.command {
@@ -58,9 +64,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line (after [`normalize_seed_flags`]), recording whether the namespace was
+/// chosen by the user (`-n`/`--namespace` or `JOBFORGE_NAMESPACE`) rather than defaulted.
+fn parse_cli() -> Cli {
+    let argv = normalize_seed_flags(std::env::args_os().collect());
+    let matches = Cli::command().get_matches_from(argv);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Global arguments are recorded on the subcommand's matches too; either one knows the source.
+    let chosen = |m: &clap::ArgMatches| {
+        matches!(
+            m.value_source("namespace"),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    cli.global.namespace_chosen =
+        chosen(&matches) || matches.subcommand().is_some_and(|(_, m)| chosen(m));
+    cli
+}
+
+/// Makes a write to a closed pipe end the process quietly with status 0 (see the crate docs),
+/// in one place for every command. Rust ignores SIGPIPE, so the write fails with `EPIPE`; `print!`
+/// and `println!` then panic (`failed printing to stdout: Broken pipe (os error 32)`), and so do
+/// writers that `expect` success (clap_complete). This panic hook recognises that one panic —
+/// an `EPIPE` io::Error in its message, in either its Display or Debug form — and exits; every
+/// other panic goes to the default hook unchanged. Commands that return io errors instead go
+/// through [`is_closed_pipe`].
+fn exit_quietly_on_closed_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("Broken pipe (os error 32)") || text.contains("kind: BrokenPipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether an error is (caused by) writing to a closed pipe.
+fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn offline(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("jobforge: {e:#}");
             ExitCode::from(2)

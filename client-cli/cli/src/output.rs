@@ -50,9 +50,9 @@ pub fn view(r: &StoredRequest) -> RequestView<'_> {
         ),
         Err(_) => String::new(),
     };
-    let request = match &r.request {
-        Ok(q) => serde_json::to_value(q).unwrap_or(serde_json::Value::Null),
-        Err(e) => serde_json::json!({ "invalid": e }),
+    let request = match (&r.request, r.invalid_message()) {
+        (Ok(q), _) => serde_json::to_value(q).unwrap_or(serde_json::Value::Null),
+        (Err(_), message) => serde_json::json!({ "invalid": message }),
     };
     RequestView {
         namespace: &r.namespace,
@@ -165,15 +165,11 @@ pub fn print_requests(out: Output, items: &[StoredRequest]) -> CliResult<()> {
                 .iter()
                 .map(|r| {
                     let v = view(r);
-                    let phase = if r.request.is_err() {
-                        "Invalid".to_string()
-                    } else {
-                        v.phase.to_string()
-                    };
+                    // The phase the controller wrote, for valid and invalid documents alike.
                     let mut row = vec![
                         r.namespace.clone(),
                         r.name.clone(),
-                        phase,
+                        v.phase.to_string(),
                         v.step.clone(),
                         elapsed(r.status.as_ref()),
                     ];

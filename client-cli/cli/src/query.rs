@@ -31,7 +31,7 @@ pub async fn get(ctx: &Ctx, name: &str) -> CliResult<()> {
                         println!("Cancel:      requested");
                     }
                 }
-                Err(e) => println!("Invalid:     {e}"),
+                Err(_) => println!("Invalid:     {}", r.invalid_message().unwrap_or_default()),
             }
             println!("Phase:       {}", v.phase);
             println!("Step:        {}", v.step);
@@ -247,10 +247,11 @@ pub async fn history(ctx: &Ctx, a: HistoryArgs) -> CliResult<()> {
     }
 }
 
-/// `jobforge cancel NAME`.
+/// `jobforge cancel NAME`: see [`jobforge_client::store::RequestStore::cancel`] for the rule
+/// (a finished request is left alone and that is not an error: exit 0).
 pub async fn cancel(ctx: &Ctx, name: &str) -> CliResult<()> {
-    let g = ctx.store.cancel(&ctx.namespace, name).await?;
-    report(ctx, name, "cancel requested", g)
+    let outcome = ctx.store.cancel(&ctx.namespace, name).await?;
+    report(ctx, name, &outcome.message(), outcome.generation())
 }
 
 /// `jobforge delete NAME`.

@@ -23,6 +23,20 @@ fn profile(s: &str) -> CliResult<Profile> {
     }
 }
 
+/// The profile `jobforge-controller` uses when started without `--profile`/`JOBFORGE_PROFILE`:
+/// read from the controller's own flag definition (`ControllerArgs`, its `--profile` default), so
+/// `render` shows what the controller would run and cannot drift from it.
+pub fn controller_default_profile() -> CliResult<String> {
+    use clap::CommandFactory;
+    let cmd = jobforge_controller::config::ControllerArgs::command();
+    cmd.get_arguments()
+        .find(|a| a.get_id() == "profile")
+        .and_then(|a| a.get_default_values().first())
+        .and_then(|v| v.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| CliError::Input("the controller defines no default --profile".into()))
+}
+
 /// `jobforge render`.
 pub async fn run(ctx: &Ctx, a: RenderArgs) -> CliResult<()> {
     let path = Path::new(&a.target);
@@ -46,10 +60,14 @@ pub async fn run(ctx: &Ctx, a: RenderArgs) -> CliResult<()> {
         })?;
         (req, a.generation.unwrap_or(r.generation))
     };
-    let mut cfg = RenderConfig::default();
-    if let Some(p) = &a.profile {
-        cfg.profile = profile(p)?;
-    }
+    let chosen = match &a.profile {
+        Some(p) => profile(p)?,
+        None => profile(&controller_default_profile()?)?,
+    };
+    let mut cfg = RenderConfig {
+        profile: chosen,
+        ..RenderConfig::default()
+    };
     if !a.datacenters.is_empty() {
         cfg.datacenters = a.datacenters.clone();
     }
@@ -61,4 +79,17 @@ pub async fn run(ctx: &Ctx, a: RenderArgs) -> CliResult<()> {
         Output::Json
     };
     print_doc(out, &jobs)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_profile_is_the_controllers() {
+        let p = controller_default_profile().unwrap();
+        assert_eq!(p, "docker");
+        assert_eq!(profile(&p).unwrap(), Profile::Docker);
+    }
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use jobforge_schema::seed::merge_named;
 use jobforge_schema::validate::validate;
-use jobforge_schema::{BuildRequest, BuildSpec, Document, Format, Problems, parse_document};
+use jobforge_schema::{
+    BuildRequest, BuildSpec, Document, Format, Problems, parse_document, parse_value,
+};
 
 use crate::args::{Output, SubmitArgs};
 use crate::ctx::Ctx;
@@ -34,16 +36,32 @@ fn invalid(source: &Path, problems: Problems) -> CliError {
     }
 }
 
-/// Parses a document file into a request (seed documents get `namespace` and an empty name).
+/// Parses a document file into a request (seed documents get `namespace` and an empty name; a
+/// BuildRequest naming no namespace, or `default`, gets `namespace`).
 pub fn load_document(path: &Path, namespace: &str) -> CliResult<BuildRequest> {
-    load_with_deploy_dir(path, namespace).map(|(r, _)| r)
+    let mut loaded = load(path, namespace)?;
+    if loaded.request.metadata.namespace == jobforge_schema::request::DEFAULT_NAMESPACE {
+        loaded.request.metadata.namespace = namespace.to_string();
+    }
+    Ok(loaded.request)
 }
 
-/// [`load_document`], also returning a seed document's `deploy_dir` (where its version file lives).
-pub fn load_with_deploy_dir(
-    path: &Path,
-    namespace: &str,
-) -> CliResult<(BuildRequest, Option<String>)> {
+/// A document read for `submit`.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The request (a seed document's has `namespace` and an empty name).
+    pub request: BuildRequest,
+    /// A seed document's `deploy_dir` (where its version file lives).
+    pub deploy_dir: Option<String>,
+    /// Whether the document is the seed's (flat job_config, or `--config`/`--global`) rather
+    /// than a BuildRequest.
+    pub seed: bool,
+    /// The namespace a BuildRequest names itself (`metadata.namespace`, when present).
+    pub namespace: Option<String>,
+}
+
+/// Reads and parses one document file (`-` is stdin).
+pub fn load(path: &Path, namespace: &str) -> CliResult<Loaded> {
     let bytes = read_input(path)?;
     let format = if path == Path::new("-") {
         Format::detect(&bytes)
@@ -51,13 +69,46 @@ pub fn load_with_deploy_dir(
         Format::for_file(path, &bytes)
     };
     match parse_document(&bytes, format).map_err(|p| invalid(path, p))? {
-        Document::Request(mut r) => {
-            if r.metadata.namespace == jobforge_schema::request::DEFAULT_NAMESPACE {
-                r.metadata.namespace = namespace.to_string();
-            }
-            Ok((r, None))
+        Document::Request(r) => {
+            // serde fills an absent namespace with `default`: look at the text for what it says.
+            let named = parse_value(&bytes, format).ok().and_then(|v| {
+                v.pointer("/metadata/namespace")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string)
+            });
+            Ok(Loaded {
+                request: r,
+                deploy_dir: None,
+                seed: false,
+                namespace: named,
+            })
         }
-        Document::Seed(job) => Ok((BuildRequest::new(namespace, "", job.spec), job.deploy_dir)),
+        Document::Seed(job) => Ok(Loaded {
+            request: BuildRequest::new(namespace, "", job.spec),
+            deploy_dir: job.deploy_dir,
+            seed: true,
+            namespace: None,
+        }),
+    }
+}
+
+/// The namespace `submit` writes to: the file's own `metadata.namespace` when it names one, else
+/// `ctx_ns`. When the user chose a namespace (`-n`, `JOBFORGE_NAMESPACE`) that differs from the
+/// file's, that is refused unless `override_file` (`--namespace-override`), so a request is never
+/// moved to another team's namespace silently.
+pub fn target_namespace(
+    file_ns: Option<&str>,
+    ctx_ns: &str,
+    chosen: bool,
+    override_file: bool,
+) -> CliResult<String> {
+    match file_ns {
+        Some(f) if f != ctx_ns && chosen && !override_file => Err(CliError::Input(format!(
+            "the document names namespace `{f}` but --namespace/JOBFORGE_NAMESPACE says `{ctx_ns}`: \
+             fix one of them, or pass --namespace-override to submit it to `{ctx_ns}`"
+        ))),
+        Some(f) if !(chosen && override_file) => Ok(f.to_string()),
+        _ => Ok(ctx_ns.to_string()),
     }
 }
 
@@ -90,10 +141,10 @@ pub fn add_tags(spec: &mut BuildSpec, tags: impl IntoIterator<Item = String>) {
 }
 
 /// Builds the request `submit` would write (no version bump, no KV access), with the seed
-/// document's `deploy_dir` when it has one.
-pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<(BuildRequest, Option<String>)> {
-    let (mut req, deploy_dir) = match (&a.file, &a.global_file, &a.config) {
-        (Some(f), _, _) => load_with_deploy_dir(f, ctx_ns)?,
+/// document's `deploy_dir` when it has one. `ns_chosen`: see [`target_namespace`].
+pub fn build_request(ctx_ns: &str, ns_chosen: bool, a: &SubmitArgs) -> CliResult<Loaded> {
+    let mut loaded = match (&a.file, &a.global_file, &a.config) {
+        (Some(f), _, _) => load(f, ctx_ns)?,
         (None, Some(g), Some(c)) => {
             let gb = read_input(g)?;
             let cb = read_input(c)?;
@@ -103,9 +154,14 @@ pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<(BuildRequest, O
                 source_name: format!("{gname} + {cname}"),
                 problems: p,
             })?;
-            (BuildRequest::new(ctx_ns, "", job.spec), job.deploy_dir)
+            Loaded {
+                request: BuildRequest::new(ctx_ns, "", job.spec),
+                deploy_dir: job.deploy_dir,
+                seed: true,
+                namespace: None,
+            }
         }
-        (None, None, Some(c)) => load_with_deploy_dir(c, ctx_ns)?,
+        (None, None, Some(c)) => load(c, ctx_ns)?,
         _ => {
             return Err(CliError::Input(
                 "nothing to submit: give a FILE (or - for stdin), or --config (with optional --global)"
@@ -113,6 +169,13 @@ pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<(BuildRequest, O
             ));
         }
     };
+    let req = &mut loaded.request;
+    req.metadata.namespace = target_namespace(
+        loaded.namespace.as_deref(),
+        ctx_ns,
+        ns_chosen,
+        a.namespace_override,
+    )?;
     if let Some(n) = &a.name {
         req.metadata.name = n.clone();
     }
@@ -120,22 +183,30 @@ pub fn build_request(ctx_ns: &str, a: &SubmitArgs) -> CliResult<(BuildRequest, O
         req.metadata.name = generated_name(&req.spec);
     }
     add_tags(&mut req.spec, a.image_tags.iter().cloned());
-    Ok((req, deploy_dir))
+    Ok(loaded)
 }
 
 /// `jobforge submit`.
 pub async fn run(ctx: &Ctx, a: SubmitArgs) -> CliResult<()> {
-    let (mut req, deploy_dir) = build_request(&ctx.namespace, &a)?;
+    let loaded = build_request(&ctx.namespace, ctx.namespace_chosen, &a)?;
+    let mut req = loaded.request;
     // Validate before touching the version file, so a bad document does not bump it.
     validate(&req).map_err(|p| invalid(Path::new(&source_label(&a)), p))?;
+    // The seed CLI kept version.yaml in `deploy_dir` (default `deploy`) and bumped it on every
+    // submit-job; a BuildRequest is a complete document and is only bumped when asked.
+    let default_file =
+        Path::new(loaded.deploy_dir.as_deref().unwrap_or("deploy")).join("version.yaml");
     let version_file = match (&a.version_file, a.no_version) {
         (_, true) => None,
         (Some(f), false) => Some(f.clone()),
-        (None, false) => {
-            // The seed CLI kept version.yaml in `deploy_dir` (default `deploy`).
-            let d = Path::new(deploy_dir.as_deref().unwrap_or("deploy")).join("version.yaml");
-            d.exists().then_some(d)
+        (None, false) if a.bump && !default_file.exists() => {
+            return Err(CliError::Input(format!(
+                "--bump: there is no {} (give the file with --version-file)",
+                default_file.display()
+            )));
         }
+        (None, false) if loaded.seed || a.bump => default_file.exists().then_some(default_file),
+        (None, false) => None,
     };
     let mut version_tag = None;
     if let Some(f) = &version_file {

@@ -320,7 +320,7 @@ fn submit_bumps_the_version_file_and_adds_the_branch_tag() {
     let f = write(dir.path(), "r.yaml", &request_yaml("app-v", ""));
     let out = c
         .cmd()
-        .args(["submit", f.to_str().unwrap(), "-o", "json"])
+        .args(["submit", f.to_str().unwrap(), "--bump", "-o", "json"])
         .current_dir(dir.path())
         .output()
         .unwrap();

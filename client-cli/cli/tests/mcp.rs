@@ -99,6 +99,33 @@ fn http_status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
     String::from_utf8_lossy(&buf[9..12]).parse().unwrap()
 }
 
+/// One raw HTTP/1.1 request; returns the status code and the response head (lower-case names).
+fn http_head(addr: &str, method: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} /mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let code = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head)
+}
+
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 const MCP_HEADERS: [(&str, &str); 2] = [
     ("Content-Type", "application/json"),
@@ -124,6 +151,22 @@ fn python_sdk_drives_every_tool_over_streamable_http() {
     let c = Consul::start();
     let s = start_server(&c.addr, "127.0.0.1:0", None);
     run_python(&["http", &format!("http://{}/mcp", s.addr)]);
+}
+
+#[test]
+fn session_termination_answers_200_as_the_sdks_expect() {
+    let c = Consul::start();
+    let s = start_server(&c.addr, "127.0.0.1:0", None);
+    let (code, head) = http_head(&s.addr, "POST", &MCP_HEADERS, INIT);
+    assert_eq!(code, 200, "{head}");
+    let session = head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id:"))
+        .expect("no Mcp-Session-Id")
+        .trim()
+        .to_string();
+    let (code, head) = http_head(&s.addr, "DELETE", &[("Mcp-Session-Id", &session)], "");
+    assert_eq!(code, 200, "{head}");
 }
 
 #[test]

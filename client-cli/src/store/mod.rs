@@ -161,7 +161,9 @@ pub struct StoredRequest {
     pub namespace: String,
     /// Name (from the key).
     pub name: String,
-    /// The document, or the decode error for a spec written by hand that is not a BuildRequest.
+    /// The document, or why a spec written by hand is not a BuildRequest: the problems
+    /// [`jobforge_schema::parse_request`] reports, joined by `; ` (see
+    /// [`StoredRequest::invalid_message`] for the text to show).
     #[serde(serialize_with = "ser_request")]
     pub request: Result<BuildRequest, String>,
     /// The spec key's ModifyIndex.
@@ -192,6 +194,21 @@ impl StoredRequest {
             Some(s) if s.observed_generation == self.generation => s.phase,
             _ => Phase::Pending,
         }
+    }
+
+    /// Why the stored document is not a usable BuildRequest, worded as the controller words it,
+    /// for every client (`get`, `list`, MCP): the controller's failure message when its status
+    /// for this generation has one, else the problems of [`jobforge_schema::parse_request`] (what
+    /// the controller parses the spec with) joined by `; `. `None` for a document that decodes.
+    pub fn invalid_message(&self) -> Option<String> {
+        let problems = self.request.as_ref().err()?;
+        let from_status = self
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation == self.generation)
+            .and_then(|s| s.failure.as_ref())
+            .map(|f| f.message.clone());
+        Some(from_status.unwrap_or_else(|| problems.clone()))
     }
 
     /// The owner (`spec.owner`), empty for an invalid document.
@@ -246,6 +263,51 @@ pub struct HistoryPage {
     pub items: Vec<StoredRequest>,
     /// How many finished requests matched in total (before paging).
     pub total: usize,
+}
+
+/// What [`RequestStore::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// `spec.cancel` was set; `generation` is the new generation.
+    Requested {
+        /// The generation written.
+        generation: u64,
+    },
+    /// `spec.cancel` was already set; nothing was written.
+    AlreadyRequested {
+        /// The current generation.
+        generation: u64,
+    },
+    /// The current generation has finished; nothing was written.
+    Finished {
+        /// The current generation.
+        generation: u64,
+        /// Its final phase (Succeeded, Failed or Cancelled).
+        phase: Phase,
+    },
+}
+
+impl CancelOutcome {
+    /// The generation after the call.
+    pub fn generation(&self) -> u64 {
+        match *self {
+            CancelOutcome::Requested { generation }
+            | CancelOutcome::AlreadyRequested { generation }
+            | CancelOutcome::Finished { generation, .. } => generation,
+        }
+    }
+
+    /// One line for people and agents: `cancel requested`, `cancel already requested`, or
+    /// `already Succeeded; nothing to cancel`.
+    pub fn message(&self) -> String {
+        match self {
+            CancelOutcome::Requested { .. } => "cancel requested".into(),
+            CancelOutcome::AlreadyRequested { .. } => "cancel already requested".into(),
+            CancelOutcome::Finished { phase, .. } => {
+                format!("already {phase}; nothing to cancel")
+            }
+        }
+    }
 }
 
 /// Typed access to BuildRequests in KV.
@@ -451,13 +513,21 @@ impl<K: Kv> RequestStore<K> {
         ))
     }
 
-    /// Sets `spec.cancel: true` with a CAS read-modify-write, re-reading and retrying when another
-    /// writer won. Returns the new generation (the current one when already cancelled).
+    /// Cancels a request: sets `spec.cancel: true` with a CAS read-modify-write on the spec's
+    /// `ModifyIndex`, re-reading and retrying when another writer won.
+    ///
+    /// The one rule for every client (CLI `cancel`/`kill-job`, MCP `killJob`): a request whose
+    /// status says the current generation has finished (Succeeded, Failed or Cancelled) is left
+    /// alone — writing `spec.cancel` would make a new generation, and the controller would turn a
+    /// published build into a `Cancelled` one without its image. That check and the write are one
+    /// step: the write is `PUT ?cas=<the ModifyIndex the check read>`, so a spec rewritten in
+    /// between (a new generation) makes the write fail and the check run again.
     ///
     /// Errors: [`StoreError::NotFound`], [`StoreError::Invalid`] (a spec that does not decode is
     /// not rewritten), [`StoreError::Conflict`] after repeated lost races.
-    pub async fn cancel(&self, ns: &str, name: &str) -> Result<u64, StoreError> {
+    pub async fn cancel(&self, ns: &str, name: &str) -> Result<CancelOutcome, StoreError> {
         let key = self.keys.request_key(ns, name);
+        let status_key = self.keys.status_key(ns, name);
         let mut last = 0;
         for _ in 0..CANCEL_ATTEMPTS {
             let (_, cur) = self.kv.get(&key, Blocking::default()).await?;
@@ -466,6 +536,17 @@ impl<K: Kv> RequestStore<K> {
                 name: name.to_string(),
             })?;
             last = cur.modify_index;
+            let (_, status) = self.kv.get(&status_key, Blocking::default()).await?;
+            let status: Option<BuildStatus> =
+                status.and_then(|s| serde_json::from_slice(&s.value).ok());
+            if let Some(st) = status
+                .filter(|s| s.observed_generation == cur.modify_index && s.phase.is_terminal())
+            {
+                return Ok(CancelOutcome::Finished {
+                    generation: cur.modify_index,
+                    phase: st.phase,
+                });
+            }
             let mut req: BuildRequest =
                 serde_json::from_slice(&cur.value).map_err(|e| StoreError::Invalid {
                     namespace: ns.to_string(),
@@ -473,7 +554,9 @@ impl<K: Kv> RequestStore<K> {
                     message: e.to_string(),
                 })?;
             if req.spec.cancel {
-                return Ok(cur.modify_index);
+                return Ok(CancelOutcome::AlreadyRequested {
+                    generation: cur.modify_index,
+                });
             }
             req.spec.cancel = true;
             if self
@@ -481,7 +564,9 @@ impl<K: Kv> RequestStore<K> {
                 .put(&key, &Self::encode(&req)?, Some(cur.modify_index))
                 .await?
             {
-                return self.generation_of(&key, ns, name).await;
+                return Ok(CancelOutcome::Requested {
+                    generation: self.generation_of(&key, ns, name).await?,
+                });
             }
         }
         Err(StoreError::Conflict {
@@ -560,11 +645,24 @@ pub fn history_page(
     }
 }
 
+/// The problems of a spec that does not decode, as the controller sees them (it parses specs with
+/// [`jobforge_schema::parse_request`]); the serde error when that finds none.
+fn decode_problems(bytes: &[u8], serde_error: serde_json::Error) -> String {
+    match jobforge_schema::parse_request(bytes, jobforge_schema::Format::detect(bytes)) {
+        Err(p) => p
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Ok(_) => serde_error.to_string(),
+    }
+}
+
 fn stored(ns: &str, name: &str, spec: &KvEntry, status: Option<&KvEntry>) -> StoredRequest {
     StoredRequest {
         namespace: ns.to_string(),
         name: name.to_string(),
-        request: serde_json::from_slice(&spec.value).map_err(|e| e.to_string()),
+        request: serde_json::from_slice(&spec.value).map_err(|e| decode_problems(&spec.value, e)),
         generation: spec.modify_index,
         status: status.and_then(|s| serde_json::from_slice(&s.value).ok()),
     }

@@ -59,13 +59,59 @@ async fn replace_with_stale_generation_conflicts_and_with_current_one_bumps_it()
 async fn cancel_sets_spec_cancel_and_is_idempotent() {
     let s = store();
     s.create(&req("default", "a")).await.unwrap();
-    let g = s.cancel("default", "a").await.unwrap();
+    let first = s.cancel("default", "a").await.unwrap();
+    assert!(matches!(first, CancelOutcome::Requested { .. }));
     let got = s.require("default", "a").await.unwrap();
     assert!(got.request.unwrap().spec.cancel);
-    assert_eq!(s.cancel("default", "a").await.unwrap(), g);
+    assert_eq!(got.generation, first.generation());
+    assert_eq!(
+        s.cancel("default", "a").await.unwrap(),
+        CancelOutcome::AlreadyRequested {
+            generation: first.generation()
+        }
+    );
     assert!(matches!(
         s.cancel("default", "zz").await,
         Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn cancel_of_a_finished_generation_writes_nothing() {
+    for phase in [Phase::Succeeded, Phase::Failed, Phase::Cancelled] {
+        let s = store();
+        let g = s.create(&req("default", "a")).await.unwrap();
+        let st = BuildStatus {
+            observed_generation: g,
+            phase,
+            ..Default::default()
+        };
+        set_status(&s, "default", "a", &st).await;
+        let out = s.cancel("default", "a").await.unwrap();
+        assert_eq!(
+            out,
+            CancelOutcome::Finished {
+                generation: g,
+                phase
+            }
+        );
+        assert_eq!(out.message(), format!("already {phase}; nothing to cancel"));
+        let got = s.require("default", "a").await.unwrap();
+        assert_eq!(got.generation, g, "{phase}: a new generation was written");
+        assert!(!got.request.unwrap().spec.cancel);
+    }
+    // A terminal status of an older generation does not count: the new one is running.
+    let s = store();
+    let g = s.create(&req("default", "a")).await.unwrap();
+    let st = BuildStatus {
+        observed_generation: g - 1,
+        phase: Phase::Succeeded,
+        ..Default::default()
+    };
+    set_status(&s, "default", "a", &st).await;
+    assert!(matches!(
+        s.cancel("default", "a").await.unwrap(),
+        CancelOutcome::Requested { .. }
     ));
 }
 

@@ -5,6 +5,11 @@
 //! `--allowed-origin`; requests without `Origin` pass, as in rmcp). Bound to a non-loopback
 //! address it refuses to start without a bearer token (`--token-file` or `JOBFORGE_MCP_TOKEN`);
 //! with a token every `/mcp` request must carry `Authorization: Bearer <token>` or gets 401.
+//!
+//! Session termination (`DELETE /mcp` with `Mcp-Session-Id`, MCP spec 2025-06-18, "Transports",
+//! § Session Management) answers `200 OK`: the spec names no success code, and the SDKs agree on
+//! 200 (the Python SDK's server answers 200, its client logs "Session termination failed: 202"
+//! for anything but 200/204). rmcp answers 202, so [`session_delete_ok`] rewrites that one answer.
 
 pub mod tools;
 pub mod types;
@@ -100,6 +105,17 @@ async fn require_bearer(State(token): State<Arc<String>>, req: Request, next: Ne
     }
 }
 
+/// Turns rmcp's `202 Accepted` answer to a session DELETE into `200 OK` (see the module docs).
+/// Every other answer (404 unknown session, 401, 403, 405) passes unchanged.
+async fn session_delete_ok(req: Request, next: Next) -> Response {
+    let is_delete = req.method() == axum::http::Method::DELETE;
+    let mut res = next.run(req).await;
+    if is_delete && res.status() == StatusCode::ACCEPTED {
+        *res.status_mut() = StatusCode::OK;
+    }
+    res
+}
+
 async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliResult<()> {
     let token = load_token(a)?;
     if !addr.ip().is_loopback() && token.is_none() {
@@ -134,7 +150,9 @@ async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliRe
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let mut mcp = axum::Router::new().nest_service("/mcp", service);
+    let mut mcp = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(middleware::from_fn(session_delete_ok));
     if let Some(t) = token {
         mcp = mcp.layer(middleware::from_fn_with_state(Arc::new(t), require_bearer));
     }

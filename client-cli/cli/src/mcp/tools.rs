@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jobforge_client::store::{Blocking, StoreError, StoredRequest};
 use jobforge_schema::seed::seed_job_from_value;
 use jobforge_schema::validate::validate;
-use jobforge_schema::{BuildRequest, Phase, PipelinePhase};
+use jobforge_schema::{BuildRequest, BuildStatus, Phase, PipelinePhase};
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
@@ -40,6 +40,73 @@ pub struct Shared {
     pub default_namespace: String,
 }
 
+/// Rewrites the CLI commands the controller suggests in its messages (`` `jobforge logs app -n
+/// team-a --phase test` ``) into the tool call an agent makes (`getLogs with name=app
+/// namespace=team-a phase=test`). The controller writes one status for every client and words
+/// its hints for people at a shell; agents cannot run them. Commands without a tool counterpart
+/// are left as they are.
+pub fn for_agents(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("`jobforge ") {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let command = &rest[start + 1..start + 1 + len];
+        out.push_str(&rest[..start]);
+        match tool_call(command) {
+            Some(call) => out.push_str(&call),
+            None => out.push_str(&rest[start..start + len + 2]),
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `jobforge CMD NAME [-n NS] [--phase P] [--follow]` → `TOOL with name=NAME namespace=NS ...`.
+fn tool_call(command: &str) -> Option<String> {
+    let mut words = command.split_whitespace().skip(1);
+    let tool = match words.next()? {
+        "logs" => "getLogs",
+        "get" | "watch" => "getStatus",
+        "cancel" => "killJob",
+        "delete" => "cleanup",
+        "submit" => return Some("submitJob with the corrected fields".into()),
+        _ => return None,
+    };
+    let mut args = Vec::new();
+    let mut name = None;
+    while let Some(w) = words.next() {
+        match w {
+            "-n" | "--namespace" => args.push(format!("namespace={}", words.next()?)),
+            "--phase" => args.push(format!("phase={}", words.next()?)),
+            "--follow" | "-f" => {}
+            w if w.starts_with('-') => return None,
+            w if name.is_none() => name = Some(w),
+            _ => return None,
+        }
+    }
+    let name = name?;
+    Some(
+        format!("{tool} with name={name} {}", args.join(" "))
+            .trim_end()
+            .to_string(),
+    )
+}
+
+/// A status with every message in [`for_agents`] wording.
+fn status_for_agents(status: &BuildStatus) -> BuildStatus {
+    let mut st = status.clone();
+    for c in &mut st.conditions {
+        c.message = for_agents(&c.message);
+    }
+    if let Some(f) = &mut st.failure {
+        f.message = for_agents(&f.message);
+    }
+    st
+}
+
 fn summary(r: &StoredRequest) -> RequestSummary {
     let st = r.status.as_ref();
     RequestSummary {
@@ -54,9 +121,9 @@ fn summary(r: &StoredRequest) -> RequestSummary {
         message: st.and_then(|s| {
             s.failure
                 .as_ref()
-                .map(|f| format!("{}: {}", f.reason, f.message))
+                .map(|f| format!("{}: {}", f.reason, for_agents(&f.message)))
         }),
-        invalid: r.request.as_ref().err().cloned(),
+        invalid: r.invalid_message().map(|m| for_agents(&m)),
     }
 }
 
@@ -72,12 +139,37 @@ pub fn decode<T: DeserializeOwned>(args: JsonObject) -> Result<T, String> {
     })
 }
 
+/// A store error in tool terms (the store's own messages name CLI flags such as `--replace`).
 fn store_err(e: StoreError) -> String {
     match e {
         StoreError::NotFound { namespace, name } => format!(
             "request {namespace}/{name} not found; call listRequests to see existing requests"
         ),
-        other => other.to_string(),
+        StoreError::AlreadyExists { namespace, name } => format!(
+            "request {namespace}/{name} already exists; call submitJob with another name, or cleanup it first"
+        ),
+        StoreError::Conflict {
+            namespace, name, ..
+        } => {
+            format!("request {namespace}/{name} changed concurrently; call getStatus and try again")
+        }
+        other => for_agents(&other.to_string()),
+    }
+}
+
+/// The answer of submitJob: the tags are the ones that will be published
+/// ([`BuildSpec::effective_tags`](jobforge_schema::BuildSpec::effective_tags): `[latest]` when
+/// the request names none), not the (possibly empty) list written.
+pub fn submitted(req: &BuildRequest, generation: u64) -> Submitted {
+    Submitted {
+        namespace: req.metadata.namespace.clone(),
+        name: req.metadata.name.clone(),
+        generation,
+        image_tags: req.spec.effective_tags(),
+        next: format!(
+            "call getStatus with name={} namespace={}",
+            req.metadata.name, req.metadata.namespace
+        ),
     }
 }
 
@@ -145,16 +237,7 @@ impl JobforgeMcp {
     ) -> Result<Json<Submitted>, String> {
         let req = submit_request(args, &self.shared.default_namespace)?;
         let generation = self.shared.store.create(&req).await.map_err(store_err)?;
-        Ok(Json(Submitted {
-            namespace: req.metadata.namespace.clone(),
-            name: req.metadata.name.clone(),
-            generation,
-            image_tags: req.spec.image_tags.clone(),
-            next: format!(
-                "call getStatus with name={} namespace={}",
-                req.metadata.name, req.metadata.namespace
-            ),
-        }))
+        Ok(Json(submitted(&req, generation)))
     }
 
     /// getStatus.
@@ -177,7 +260,7 @@ impl JobforgeMcp {
             .map_err(store_err)?;
         Ok(Json(StatusResult {
             summary: summary(&r),
-            status: r.status.clone(),
+            status: r.status.as_ref().map(status_for_agents),
         }))
     }
 
@@ -230,7 +313,7 @@ impl JobforgeMcp {
     /// killJob.
     #[tool(
         name = "killJob",
-        description = "Cancel a build request: sets spec.cancel so the controller stops its Nomad jobs; the phase becomes Cancelled. Idempotent.",
+        description = "Cancel a build request: sets spec.cancel so the controller stops its Nomad jobs; the phase becomes Cancelled. Idempotent. A request that already finished (Succeeded, Failed, Cancelled) is left unchanged and result says so (for example \"already Succeeded; nothing to cancel\").",
         input_schema = schema_for_type::<RequestRef>()
     )]
     pub async fn kill_job(
@@ -239,7 +322,8 @@ impl JobforgeMcp {
     ) -> Result<Json<Done>, String> {
         let a: RequestRef = decode(args)?;
         let ns = self.ns(a.namespace);
-        self.shared
+        let outcome = self
+            .shared
             .store
             .cancel(&ns, &a.name)
             .await
@@ -247,7 +331,7 @@ impl JobforgeMcp {
         Ok(Json(Done {
             namespace: ns,
             name: a.name,
-            result: "cancel requested".into(),
+            result: outcome.message(),
         }))
     }
 
@@ -412,7 +496,7 @@ impl ServerHandler for JobforgeMcp {
                     .ok_or_else(|| not_found(format!("request {ns}/{name} not found")))?;
                 serde_json::to_string_pretty(&StatusResult {
                     summary: summary(&r),
-                    status: r.status.clone(),
+                    status: r.status.as_ref().map(status_for_agents),
                 })
                 .map_err(|e| McpError::internal_error(e.to_string(), None))?
             }
@@ -477,6 +561,59 @@ mod tests {
         assert!(e.contains("image_tags[1]"), "{e}");
         let e = submit_request(obj(json!({"name": 3})), "default").unwrap_err();
         assert!(e.contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn submit_answers_the_tags_that_will_be_published() {
+        let r = submit_request(
+            obj(json!({"repo_url": "https://h/r.git", "image_name": "app", "registry_url": "r:5000"})),
+            "default",
+        )
+        .unwrap();
+        assert_eq!(submitted(&r, 7).image_tags, ["latest"]);
+    }
+
+    #[test]
+    fn controller_hints_become_tool_calls() {
+        // The controller's own wording (controller/src/machine/rules).
+        let msg = "test exited 1. Read `jobforge logs app -n team-a --phase test`; cancel with \
+                   `jobforge cancel app -n team-a`, follow with `jobforge watch app -n team-a`";
+        assert_eq!(
+            for_agents(msg),
+            "test exited 1. Read getLogs with name=app namespace=team-a phase=test; cancel with \
+             killJob with name=app namespace=team-a, follow with getStatus with name=app namespace=team-a"
+        );
+        assert_eq!(
+            for_agents("run `jobforge logs app -n t --phase build --follow` or `kubectl get`"),
+            "run getLogs with name=app namespace=t phase=build or `kubectl get`"
+        );
+        assert_eq!(
+            for_agents("`jobforge version-info` stays"),
+            "`jobforge version-info` stays"
+        );
+        let r = StoredRequest {
+            namespace: "team-a".into(),
+            name: "app".into(),
+            request: Err("x".into()),
+            generation: 3,
+            status: Some(BuildStatus {
+                observed_generation: 3,
+                phase: Phase::Failed,
+                failure: Some(jobforge_schema::Failure {
+                    phase: None,
+                    reason: jobforge_schema::Reason::InvalidSpec,
+                    message: "invalid. Fix it and submit again with `jobforge submit FILE`".into(),
+                }),
+                ..Default::default()
+            }),
+        };
+        let s = summary(&r);
+        let m = s.message.unwrap();
+        assert!(
+            m.contains("submitJob") && !m.contains("jobforge submit"),
+            "{m}"
+        );
+        assert!(!s.invalid.unwrap().contains("jobforge submit"));
     }
 
     #[test]
