@@ -32,6 +32,12 @@ struct Args {
     /// Vault dev root token.
     #[arg(long, env = "VAULT_DEV_ROOT_TOKEN_ID", default_value = "root")]
     vault_token: String,
+    /// A workload-identity Vault role for Nomad tasks: `NAME=POLICY[,POLICY...]` (repeatable). A
+    /// task whose `vault` block names `role = NAME` (or, without a role and without policies,
+    /// the default role `nomad-workloads`) gets a token with these policies, as Vault's JWT auth
+    /// role would give it (`token_policies`).
+    #[arg(long = "vault-role", value_name = "NAME=POLICIES", value_parser = parse_role)]
+    vault_roles: Vec<(String, Vec<String>)>,
     /// Vault address the Nomad emulator's templates read secrets from, when Vault runs elsewhere.
     #[arg(long)]
     external_vault_addr: Option<String>,
@@ -41,6 +47,23 @@ struct Args {
     /// those of a real run. Nomad's own tests use its `mock_driver` the same way.
     #[arg(long, env = "JOBFORGE_DEVSTACK_MOCK_DRIVER", value_parser = humantime::parse_duration)]
     mock_driver: Option<std::time::Duration>,
+}
+
+/// `NAME=POLICY[,POLICY...]`.
+fn parse_role(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, policies) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=POLICY[,POLICY...], got {s:?}"))?;
+    let policies: Vec<String> = policies
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if name.is_empty() || policies.is_empty() {
+        return Err(format!("expected NAME=POLICY[,POLICY...], got {s:?}"));
+    }
+    Ok((name.to_string(), policies))
 }
 
 #[tokio::main]
@@ -65,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         vault_addr: want("vault").then_some(args.vault_addr),
         data_dir: args.data_dir,
         vault_token: args.vault_token,
+        vault_roles: args.vault_roles.into_iter().collect(),
         external_vault_addr: args.external_vault_addr,
         mock_run_for: args.mock_driver,
     };
