@@ -400,10 +400,12 @@ impl Reconciler {
                     .iter()
                     .rev()
                     .find(|e| {
+                        // A failing `Killing` is how Nomad's prestart hooks (template, vault)
+                        // stop a task that never started: "Template failed: ...".
                         matches!(
                             e.type_.as_str(),
                             "Driver Failure" | "Task Setup" | "Setup Failure" | "Killed"
-                        )
+                        ) || (e.type_ == "Killing" && e.fails_task)
                     })
                     .map(describe_event);
                 let bytes = self
