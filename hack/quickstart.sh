@@ -7,7 +7,8 @@
 #
 # It installs what is missing (buildah, skopeo, docker-registry, busybox-static, git; apt, only when
 # absent), builds the workspace, starts the dev stack (Consul, Nomad, Vault emulators), a registry and
-# a git daemon on loopback, starts jobforge-controller with the raw_exec profile, writes the Vault
+# a git daemon on loopback, starts jobforge-controller with the raw_exec profile (its Vault token
+# made from examples/deploy/vault-policy-controller.hcl), writes the Vault
 # secret the example references, submits examples/hello-world/buildrequest.yaml with the jobforge CLI
 # and follows it to the end. Ctrl-C stops everything it started.
 #
@@ -150,8 +151,24 @@ curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application
   --data '{"data":{"username":"quickstart","password":"quickstart"}}' \
   "$VAULT_ADDR/v1/secret/data/jobforge/registry" >/dev/null || die "could not write the Vault secret"
 
+# Vault enforces ACL policies: load the shipped ones through Vault's API, as an operator would
+# (`vault policy write NAME FILE`), and give the controller a least-privilege token.
+vault_policy() {
+  python3 -c 'import json, sys; print(json.dumps({"policy": open(sys.argv[1]).read()}))' "$2" |
+    curl -fsS -X PUT -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' --data @- \
+      "$VAULT_ADDR/v1/sys/policies/acl/$1" >/dev/null || die "could not write the Vault policy $1"
+}
+say "loading the Vault policies jobforge (build tasks) and jobforge-controller from examples/deploy/"
+vault_policy jobforge examples/deploy/vault-policy-tasks.hcl
+vault_policy jobforge-controller examples/deploy/vault-policy-controller.hcl
+CONTROLLER_VAULT_TOKEN=$(curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
+  --data '{"policies":["jobforge-controller"],"display_name":"jobforge-controller"}' \
+  "$VAULT_ADDR/v1/auth/token/create" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["auth"]["client_token"])') ||
+  die "could not create the controller's Vault token"
+
 say "starting jobforge-controller (raw_exec profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
-"$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile raw_exec \
+VAULT_TOKEN="$CONTROLLER_VAULT_TOKEN" "$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile raw_exec \
   --registry-tls-verify=false >"$STATE/logs/controller.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$CONTROLLER_PORT/readyz" "jobforge-controller"

@@ -125,14 +125,24 @@ impl DevStackProcess {
                 .map(String::from)
                 .unwrap_or_default())
         };
-        Ok(DevStackProcess {
+        let stack = DevStackProcess {
             consul: field("consul")?,
             nomad: field("nomad")?,
             vault: field("vault")?,
             proc,
             _dir: dir,
             _tmp: tmp,
-        })
+        };
+        // Vault enforces ACLs: load the shipped policies tasks and the controller use.
+        if !stack.vault.is_empty() {
+            let root = opts
+                .env
+                .iter()
+                .find(|(k, _)| k == "VAULT_DEV_ROOT_TOKEN_ID")
+                .map_or(crate::vault_policies::ROOT_TOKEN, |(_, v)| v.as_str());
+            crate::vault_policies::install_shipped_policies_blocking(&stack.vault, root)?;
+        }
+        Ok(stack)
     }
 
     /// The process (to stop or signal it).

@@ -27,6 +27,7 @@ pub mod kv;
 pub mod process;
 pub mod proxy;
 pub mod registry;
+pub mod vault_policies;
 pub mod wait;
 
 pub use controller::ControllerProcess;

@@ -182,9 +182,14 @@ async fn webhooks_are_signed_ordered_and_delivered_once_across_retries_and_failo
         .await
         .expect("secret");
     let fast = ["--session-ttl", "10s", "--lock-delay", "1s"];
-    let mut a = ControllerProcess::start(&stack, &fast).await.expect("a");
+    // The controllers read the webhook key with a least-privilege token made from the shipped
+    // policy (examples/deploy/vault-policy-controller.hcl), not with the root token.
+    let env = stack.least_privilege_env().await.expect("controller token");
+    let mut a = ControllerProcess::start_env(env.clone(), &fast)
+        .await
+        .expect("a");
     a.wait_leader(T).await.expect("a leads");
-    let b = ControllerProcess::start(&stack, &fast).await.expect("b");
+    let b = ControllerProcess::start_env(env, &fast).await.expect("b");
     let repo = GitRepo::hello_world().expect("repo");
     let spec = json!({
         "repo_url": repo.url,

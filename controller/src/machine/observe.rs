@@ -75,7 +75,12 @@ pub fn observation_of(
                 .events
                 .iter()
                 .rev()
-                .find(|e| EXPLAINING_EVENTS.contains(&e.type_.as_str()))
+                // A failing `Killing` is how Nomad's prestart hooks (template, vault) stop a
+                // task that never started: "Template failed: ...".
+                .find(|e| {
+                    EXPLAINING_EVENTS.contains(&e.type_.as_str())
+                        || (e.type_ == "Killing" && e.fails_task)
+                })
                 .map(describe_event),
         },
         "running" => JobObservation::Running {

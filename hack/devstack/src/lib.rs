@@ -40,8 +40,11 @@ pub struct DevStackConfig {
     pub vault_addr: Option<SocketAddr>,
     /// Persist Consul state (and hold Nomad allocation dirs) here; memory only when `None`.
     pub data_dir: Option<PathBuf>,
-    /// Vault dev root token.
+    /// Vault dev root token. The Nomad emulator derives task tokens with it; no task sees it.
     pub vault_token: String,
+    /// Workload-identity Vault roles → policies of the tokens Nomad tasks with `vault { role }`
+    /// get (the dev stack's stand-in for Vault's JWT auth roles; see `nomad::vault_hook`).
+    pub vault_roles: std::collections::BTreeMap<String, Vec<String>>,
     /// Vault address the Nomad emulator's templates read from when Vault runs elsewhere.
     pub external_vault_addr: Option<String>,
     /// Tasks run under a mock driver for this long instead of as processes
@@ -62,6 +65,7 @@ impl DevStackConfig {
             vault_addr: Some(any),
             data_dir: None,
             vault_token: "root".to_string(),
+            vault_roles: std::collections::BTreeMap::new(),
             external_vault_addr: None,
             mock_run_for: None,
             consul_acl_initial_management: None,
@@ -138,6 +142,7 @@ impl DevStack {
                 data_dir: cfg.data_dir.as_ref().map(|d| d.join("nomad")),
                 vault_addr,
                 vault_token: Some(cfg.vault_token.clone()),
+                vault_roles: cfg.vault_roles.clone(),
                 mock_run_for: cfg.mock_run_for,
             })?;
             let (bound, h) =

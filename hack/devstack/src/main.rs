@@ -32,6 +32,12 @@ struct Args {
     /// Vault dev root token.
     #[arg(long, env = "VAULT_DEV_ROOT_TOKEN_ID", default_value = "root")]
     vault_token: String,
+    /// A workload-identity Vault role for Nomad tasks: `NAME=POLICY[,POLICY...]` (repeatable). A
+    /// task whose `vault` block names `role = NAME` (or, without a role and without policies,
+    /// the default role `nomad-workloads`) gets a token with these policies, as Vault's JWT auth
+    /// role would give it (`token_policies`).
+    #[arg(long = "vault-role", value_name = "NAME=POLICIES", value_parser = parse_role)]
+    vault_roles: Vec<(String, Vec<String>)>,
     /// Vault address the Nomad emulator's templates read secrets from, when Vault runs elsewhere.
     #[arg(long)]
     external_vault_addr: Option<String>,
@@ -46,6 +52,23 @@ struct Args {
     /// initial_management = "<secret>" } }`). Off by default, as `consul agent -dev`.
     #[arg(long, value_name = "SECRET")]
     consul_acl_initial_management: Option<String>,
+}
+
+/// `NAME=POLICY[,POLICY...]`.
+fn parse_role(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, policies) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=POLICY[,POLICY...], got {s:?}"))?;
+    let policies: Vec<String> = policies
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if name.is_empty() || policies.is_empty() {
+        return Err(format!("expected NAME=POLICY[,POLICY...], got {s:?}"));
+    }
+    Ok((name.to_string(), policies))
 }
 
 #[tokio::main]
@@ -70,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         vault_addr: want("vault").then_some(args.vault_addr),
         data_dir: args.data_dir,
         vault_token: args.vault_token,
+        vault_roles: args.vault_roles.into_iter().collect(),
         external_vault_addr: args.external_vault_addr,
         mock_run_for: args.mock_driver,
         consul_acl_initial_management: args.consul_acl_initial_management,

@@ -438,8 +438,24 @@ async fn missing_command_is_a_driver_failure() {
     s.shutdown().await;
 }
 
+/// Writes the ACL policy `name` with the dev root token.
+async fn put_policy(s: &Stack, name: &str, hcl: &str) {
+    let r = s
+        .http
+        .put(format!(
+            "{}/v1/sys/policies/acl/{name}",
+            s.stack().vault_url()
+        ))
+        .header("X-Vault-Token", "root")
+        .json(&json!({ "policy": hcl }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
 #[tokio::test]
-async fn vault_secret_template_renders_into_task_env_and_missing_secret_fails_setup() {
+async fn vault_secret_template_renders_with_the_task_token_and_missing_secret_fails_the_task() {
     let s = Stack::start().await;
     let vault = s.stack().vault_url();
     let r = s
@@ -451,6 +467,12 @@ async fn vault_secret_template_renders_into_task_env_and_missing_secret_fails_se
         .await
         .unwrap();
     assert!(r.status().is_success());
+    put_policy(
+        &s,
+        "app",
+        r#"path "secret/data/app/*" { capabilities = ["read"] }"#,
+    )
+    .await;
     let tmpl = |path: &str| {
         json!([{"DestPath": "secrets/git.env", "EmbeddedTmpl":
         format!("{{{{ with secret \"{path}\" }}}}GIT_TOKEN={{{{ .Data.data.token }}}}{{{{ end }}}}\n"),
@@ -458,6 +480,7 @@ async fn vault_secret_template_renders_into_task_env_and_missing_secret_fails_se
     };
     let mut ok = job("tmpl-ok", "/bin/sh", &["-c", "echo token=$GIT_TOKEN"]);
     ok["TaskGroups"][0]["Tasks"][0]["Templates"] = tmpl("secret/data/app/git");
+    ok["TaskGroups"][0]["Tasks"][0]["Vault"] = json!({"Policies": ["app"]});
     s.register(ok).await;
     let a = s.wait_alloc("tmpl-ok", terminal).await;
     assert_eq!(a["ClientStatus"], "complete");
@@ -477,25 +500,97 @@ async fn vault_secret_template_renders_into_task_env_and_missing_secret_fails_se
     assert_eq!(out, "token=s3cr3t\n");
     let mut bad = job("tmpl-bad", "/bin/sh", &["-c", "echo never"]);
     bad["TaskGroups"][0]["Tasks"][0]["Templates"] = tmpl("secret/data/app/missing");
+    bad["TaskGroups"][0]["Tasks"][0]["Vault"] = json!({"Policies": ["app"]});
     s.register(bad).await;
     let a = s.wait_alloc("tmpl-bad", terminal).await;
     assert_eq!(a["ClientStatus"], "failed");
     let ev = a["TaskStates"]["t"]["Events"].as_array().unwrap();
-    let setup = ev.iter().rfind(|e| e["Type"] == "Task Setup").unwrap();
-    assert!(
-        setup["DisplayMessage"]
-            .as_str()
-            .unwrap()
-            .contains("Template failed"),
-        "{setup}"
+    let kill = ev.iter().rfind(|e| e["Type"] == "Killing").unwrap();
+    assert_eq!(kill["FailsTask"], true, "{kill}");
+    let msg = kill["DisplayMessage"].as_str().unwrap();
+    assert!(msg.starts_with("Template failed: "), "{msg}");
+    assert!(msg.contains("secret/data/app/missing"), "{msg}");
+    assert!(!ev.iter().any(|e| e["Type"] == "Started"));
+    // A template reading Vault in a task without a Vault block has no token at all.
+    let mut none = job("tmpl-no-vault", "/bin/sh", &["-c", "echo never"]);
+    none["TaskGroups"][0]["Tasks"][0]["Templates"] = tmpl("secret/data/app/git");
+    s.register(none).await;
+    let a = s.wait_alloc("tmpl-no-vault", terminal).await;
+    assert_eq!(a["ClientStatus"], "failed");
+    let ev = a["TaskStates"]["t"]["Events"].as_array().unwrap();
+    assert!(!ev.iter().any(|e| e["Type"] == "Started"), "{ev:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn workload_identity_roles_map_to_policies_and_unknown_roles_fail_the_task() {
+    let mut cfg = DevStackConfig::ephemeral();
+    cfg.vault_roles
+        .insert("builds".into(), vec!["app".into(), "ci".into()]);
+    let s = Stack::start_with(cfg).await;
+    let vault = s.stack().vault_url();
+    // The task prints its token's policies as Vault reports them (lookup-self with its token).
+    let script =
+        format!("curl -s -H \"X-Vault-Token: $VAULT_TOKEN\" {vault}/v1/auth/token/lookup-self");
+    let mut j = job("wi", "/bin/sh", &["-c", &script]);
+    j["TaskGroups"][0]["Tasks"][0]["Vault"] = json!({"Role": "builds"});
+    s.register(j).await;
+    let a = s.wait_alloc("wi", terminal).await;
+    assert_eq!(a["ClientStatus"], "complete");
+    let out = s
+        .http
+        .get(format!(
+            "{}/v1/client/fs/logs/{}?task=t&type=stdout&plain=true",
+            s.url,
+            a["ID"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let me: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        me["data"]["policies"],
+        json!(["app", "ci", "default"]),
+        "{me}"
     );
-    assert!(
-        setup["DisplayMessage"]
-            .as_str()
-            .unwrap()
-            .contains("secret/data/app/missing")
+    assert_eq!(me["data"]["orphan"], true);
+    assert_eq!(
+        me["data"]["meta"]["AllocationID"], a["ID"],
+        "the token names its allocation"
+    );
+    let mut unknown = job("wi-unknown", "/bin/sh", &["-c", "echo never"]);
+    unknown["TaskGroups"][0]["Tasks"][0]["Vault"] = json!({"Role": "nope"});
+    s.register(unknown).await;
+    let a = s.wait_alloc("wi-unknown", terminal).await;
+    assert_eq!(a["ClientStatus"], "failed");
+    let ev = a["TaskStates"]["t"]["Events"].as_array().unwrap();
+    let kill = ev.iter().rfind(|e| e["Type"] == "Killing").unwrap();
+    assert_eq!(kill["FailsTask"], true);
+    assert_eq!(
+        kill["DisplayMessage"],
+        "Vault: failed to derive vault token: role \"nope\" could not be found"
     );
     assert!(!ev.iter().any(|e| e["Type"] == "Started"));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_vault_block_asking_for_root_is_rejected_at_registration() {
+    let s = Stack::start().await;
+    let mut j = job("rooty", "true", &[]);
+    j["TaskGroups"][0]["Tasks"][0]["Vault"] = json!({"Policies": ["root"]});
+    let r = s
+        .http
+        .post(format!("{}/v1/jobs", s.url))
+        .json(&json!({"Job": j}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("root"));
     s.shutdown().await;
 }
 

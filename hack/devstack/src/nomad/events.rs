@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::NomadState;
+use super::query::Params;
 
 /// Events kept for replay.
 pub const RETAINED: usize = 50_000;
@@ -77,19 +78,14 @@ impl EventLog {
 }
 
 /// A `topic` filter: `(topic or *, key or *)`.
-fn parse_topics(query: Option<&str>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for kv in query.unwrap_or("").split('&') {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        if k != "topic" {
-            continue;
-        }
-        let v = percent_encoding::percent_decode_str(v)
-            .decode_utf8_lossy()
-            .into_owned();
-        let (t, key) = v.split_once(':').unwrap_or((&v, "*"));
-        out.push((t.to_string(), key.to_string()));
-    }
+fn parse_topics(q: &Params) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = q
+        .all("topic")
+        .map(|v| {
+            let (t, key) = v.split_once(':').unwrap_or((v, "*"));
+            (t.to_string(), key.to_string())
+        })
+        .collect();
     if out.is_empty() {
         out.push(("*".into(), "*".into()));
     }
@@ -103,19 +99,10 @@ fn matches(topics: &[(String, String)], e: &Event) -> bool {
     })
 }
 
-fn query_index(query: Option<&str>) -> u64 {
-    query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("index="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// `GET /v1/event/stream`.
-pub(super) async fn stream(State(st): State<Arc<NomadState>>, RawQuery(q): RawQuery) -> Response {
-    let topics = parse_topics(q.as_deref());
-    let cursor = query_index(q.as_deref());
+pub(super) async fn stream(State(st): State<Arc<NomadState>>, q: Params) -> Response {
+    let topics = parse_topics(&q);
+    let cursor = q.get("index").and_then(|v| v.parse().ok()).unwrap_or(0);
     let rx = st.subscribe();
     let init = (st, rx, cursor, topics);
     let s = futures::stream::unfold(init, |(st, mut rx, mut cursor, topics)| async move {
@@ -187,10 +174,16 @@ mod tests {
             json!({}),
         );
         let e = &log.after(0)[0];
-        assert!(matches(&parse_topics(Some("topic=Allocation:job1")), e));
-        assert!(matches(&parse_topics(Some("topic=Allocation:*")), e));
-        assert!(matches(&parse_topics(None), e));
-        assert!(!matches(&parse_topics(Some("topic=Job:job1")), e));
+        assert!(matches(
+            &parse_topics(&Params::parse("topic=Allocation:job1")),
+            e
+        ));
+        assert!(matches(
+            &parse_topics(&Params::parse("topic=Allocation:*")),
+            e
+        ));
+        assert!(matches(&parse_topics(&Params::default()), e));
+        assert!(!matches(&parse_topics(&Params::parse("topic=Job:job1")), e));
         assert!(log.after(5).is_empty());
     }
 }

@@ -6,12 +6,11 @@
 //! Errors are plain text. Tokens (`X-Nomad-Token`, `Authorization: Bearer`) are accepted; the
 //! emulator runs without ACLs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,11 +18,11 @@ use serde_json::{Value, json};
 
 use super::NomadState;
 use super::logs::{LogsQuery, stream};
+use super::query::Params;
 use super::spec::{JobSpec, RegisterBody};
 use super::store::Store;
 
 type S = State<Arc<NomadState>>;
-type Q = Query<HashMap<String, String>>;
 
 pub(super) fn router(state: Arc<NomadState>) -> axum::Router {
     axum::Router::new()
@@ -91,7 +90,7 @@ fn parse_wait(s: &str) -> Option<Duration> {
 /// Answers `body` (a value, or the text of a 404) with `index` as a blocking query per `q`.
 async fn blocking(
     state: &NomadState,
-    q: &HashMap<String, String>,
+    q: &Params,
     index: impl Fn(&Store) -> u64,
     body: impl Fn(&Store) -> Result<Value, String>,
 ) -> Response {
@@ -138,8 +137,8 @@ async fn blocking(
     }
 }
 
-async fn list_jobs(State(st): S, Query(q): Q) -> Response {
-    let prefix = q.get("prefix").cloned().unwrap_or_default();
+async fn list_jobs(State(st): S, q: Params) -> Response {
+    let prefix = q.get("prefix").unwrap_or_default().to_string();
     blocking(
         &st,
         &q,
@@ -218,7 +217,7 @@ fn job_index(s: &Store, id: &str) -> u64 {
     s.jobs.get(id).map_or(s.jobs_index, |j| j.modify_index)
 }
 
-async fn get_job(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
+async fn get_job(State(st): S, Path(id): Path<String>, q: Params) -> Response {
     blocking(
         &st,
         &q,
@@ -233,10 +232,8 @@ async fn get_job(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response 
     .await
 }
 
-async fn deregister(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
-    let purge = q
-        .get("purge")
-        .is_some_and(|p| p.eq_ignore_ascii_case("true"));
+async fn deregister(State(st): S, Path(id): Path<String>, q: Params) -> Response {
+    let purge = q.flag("purge");
     let (eval, index, kills, purged) = {
         let mut store = st.store();
         let purged: Vec<String> = match store.jobs.get(&id) {
@@ -259,7 +256,7 @@ async fn deregister(State(st): S, Path(id): Path<String>, Query(q): Q) -> Respon
     )
 }
 
-async fn job_allocs(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
+async fn job_allocs(State(st): S, Path(id): Path<String>, q: Params) -> Response {
     blocking(
         &st,
         &q,
@@ -289,7 +286,7 @@ fn job_evals_of<'a>(s: &'a Store, id: &str) -> Vec<&'a super::model::EvalRecord>
         .unwrap_or_default()
 }
 
-async fn job_evals(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
+async fn job_evals(State(st): S, Path(id): Path<String>, q: Params) -> Response {
     blocking(
         &st,
         &q,
@@ -309,7 +306,7 @@ async fn job_evals(State(st): S, Path(id): Path<String>, Query(q): Q) -> Respons
     .await
 }
 
-async fn job_summary(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
+async fn job_summary(State(st): S, Path(id): Path<String>, q: Params) -> Response {
     blocking(
         &st,
         &q,
@@ -326,7 +323,7 @@ async fn job_summary(State(st): S, Path(id): Path<String>, Query(q): Q) -> Respo
     .await
 }
 
-async fn get_alloc(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
+async fn get_alloc(State(st): S, Path(id): Path<String>, q: Params) -> Response {
     blocking(
         &st,
         &q,
@@ -341,8 +338,8 @@ async fn get_alloc(State(st): S, Path(id): Path<String>, Query(q): Q) -> Respons
     .await
 }
 
-async fn list_allocs(State(st): S, Query(q): Q) -> Response {
-    let prefix = q.get("prefix").cloned().unwrap_or_default();
+async fn list_allocs(State(st): S, q: Params) -> Response {
+    let prefix = q.get("prefix").unwrap_or_default().to_string();
     blocking(
         &st,
         &q,
@@ -360,7 +357,7 @@ async fn list_allocs(State(st): S, Query(q): Q) -> Response {
     .await
 }
 
-async fn get_eval(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response {
+async fn get_eval(State(st): S, Path(id): Path<String>, q: Params) -> Response {
     blocking(
         &st,
         &q,
@@ -375,15 +372,11 @@ async fn get_eval(State(st): S, Path(id): Path<String>, Query(q): Q) -> Response
     .await
 }
 
-fn truthy(v: Option<&String>) -> bool {
-    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"))
-}
-
-async fn logs(State(st): S, Path(alloc): Path<String>, Query(q): Q) -> Response {
+async fn logs(State(st): S, Path(alloc): Path<String>, q: Params) -> Response {
     let Some(task) = q.get("task").filter(|t| !t.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "must include task name");
     };
-    let kind = q.get("type").map_or("", String::as_str);
+    let kind = q.get("type").unwrap_or_default();
     let idx = match kind {
         "stdout" => 0,
         "stderr" => 1,
@@ -394,7 +387,7 @@ async fn logs(State(st): S, Path(alloc): Path<String>, Query(q): Q) -> Response 
             );
         }
     };
-    let from_end = match q.get("origin").map_or("start", String::as_str) {
+    let from_end = match q.get("origin").unwrap_or("start") {
         "start" => false,
         "end" => true,
         other => {
@@ -430,8 +423,8 @@ async fn logs(State(st): S, Path(alloc): Path<String>, Query(q): Q) -> Response 
     let q = LogsQuery {
         offset,
         from_end,
-        follow: truthy(q.get("follow")),
-        plain: truthy(q.get("plain")),
+        follow: q.flag("follow"),
+        plain: q.flag("plain"),
     };
     let ctype = if q.plain {
         "text/plain; charset=utf-8"

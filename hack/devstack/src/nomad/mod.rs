@@ -3,8 +3,9 @@
 //!
 //! Concepts, one file each: `spec` (the job JSON we accept), `store` (job registry, evaluations,
 //! allocations, indexes), `placement` (node and feasibility: `FailedTGAllocs`), `runner` (allocation
-//! runner and driver), `taskdir` (layout and env), `template` (the template subset), `logs` (log
-//! sinks and the framed logs API), `http` (routes and blocking queries).
+//! runner and driver), `taskdir` (layout and env), `vault_hook` (task Vault tokens), `template`
+//! (the template subset), `logs` (log sinks and the framed logs API), `http` (routes and blocking
+//! queries), `query` (the query-string extractor every route uses).
 
 pub mod events;
 mod http;
@@ -12,11 +13,13 @@ pub mod logs;
 mod metrics;
 pub mod model;
 pub mod placement;
+mod query;
 mod runner;
 pub mod spec;
 pub mod store;
 pub mod taskdir;
 pub mod template;
+pub mod vault_hook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,7 +33,7 @@ use logs::LogSink;
 use model::{AllocRecord, TaskStateRecord};
 use placement::Node;
 pub use store::{RegisterError, Registration};
-use template::VaultSource;
+use vault_hook::VaultClient;
 
 /// Options of the Nomad emulator.
 #[derive(Debug, Clone, Default)]
@@ -39,8 +42,12 @@ pub struct NomadOptions {
     pub data_dir: Option<PathBuf>,
     /// Vault address templates read secrets from (`http://127.0.0.1:8200`).
     pub vault_addr: Option<String>,
-    /// Token templates use to read Vault.
+    /// The Nomad server's own Vault token: it creates and revokes task tokens (tasks and their
+    /// templates never use it).
     pub vault_token: Option<String>,
+    /// Workload-identity Vault roles → the policies of the tokens they give (see
+    /// [`vault_hook`]).
+    pub vault_roles: std::collections::BTreeMap<String, Vec<String>>,
     /// Run every task as Nomad's `mock_driver` does (`run_for` this long, exit code 0) instead of
     /// starting its command; `None` (the default) runs real processes. For benchmarks of the
     /// control plane: the HTTP API, allocation and task-state lifecycle, events and blocking
@@ -58,7 +65,7 @@ pub struct NomadState {
     alloc_root: PathBuf,
     remove_root_on_shutdown: bool,
     mock_run_for: Option<std::time::Duration>,
-    vault: VaultSource,
+    vault: VaultClient,
     runners: Mutex<HashMap<String, CancellationToken>>,
     sinks: Mutex<HashMap<(String, String), TaskSinks>>,
     tracker: TaskTracker,
@@ -103,9 +110,10 @@ impl NomadState {
             alloc_root,
             remove_root_on_shutdown: remove,
             mock_run_for: opts.mock_run_for,
-            vault: VaultSource {
+            vault: VaultClient {
                 addr: opts.vault_addr,
-                token: opts.vault_token,
+                server_token: opts.vault_token,
+                roles: opts.vault_roles,
                 http,
             },
             runners: Mutex::new(HashMap::new()),
@@ -165,7 +173,7 @@ impl NomadState {
         self.mock_run_for
     }
 
-    pub(crate) fn vault(&self) -> &VaultSource {
+    pub(crate) fn vault(&self) -> &VaultClient {
         &self.vault
     }
 

@@ -1,5 +1,7 @@
 //! The allocation runner and the `raw_exec`/`exec` driver (Nomad `client/allocrunner`,
-//! `drivers/rawexec`). Each task: `Received`, `Task Setup` (task dir, templates), then the command
+//! `drivers/rawexec`). Each task: `Received`, `Task Setup` (task dir, Vault token, templates —
+//! a failing Vault or template hook kills the task before it starts with a `Killing` event that
+//! fails it, as Nomad's hooks do), then the command
 //! runs as a child process in its own process group with stdout/stderr piped into the log sinks;
 //! `Started`, `Terminated` (exit code, signal), restarts per the group's `RestartPolicy`, `Not
 //! Restarting` when exhausted. A stop (deregister, shutdown) sends the kill signal (SIGINT by
@@ -9,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::NomadState;
 use super::model::{TaskEvent, TaskStateRecord};
-use super::spec::{DEFAULT_KILL_TIMEOUT_NS, JobSpec, TaskSpec};
+use super::spec::{DEFAULT_KILL_TIMEOUT_NS, GroupSpec, JobSpec, TaskSpec, VaultSpec};
 use super::store::Launch;
 use super::taskdir::{EnvInput, build_alloc_dir, build_task_dir, interpolate, task_env};
-use super::template::{parse_env_file, render};
+use super::template::{VaultSource, parse_env_file, render};
+use super::vault_hook::{TaskToken, TokenFor, write_token_file};
 
 /// Runs every task of an allocation to the end.
 pub async fn run_alloc(state: Arc<NomadState>, launch: Launch, kill: CancellationToken) {
@@ -49,7 +53,14 @@ pub async fn run_alloc(state: Arc<NomadState>, launch: Launch, kill: Cancellatio
         .iter()
         .enumerate()
         .map(|(ti, _)| run_task(state.clone(), launch.clone(), ti, kill.clone()));
-    futures::future::join_all(runs).await;
+    let tokens = futures::future::join_all(runs).await;
+    // The allocation is terminal: its Vault tokens are revoked, as the Nomad server revokes the
+    // accessors of a terminal allocation.
+    for t in tokens.into_iter().flatten() {
+        if let Err(e) = state.vault().revoke(&t.accessor).await {
+            tracing::warn!(alloc = %launch.alloc_id, error = %e, "revoking a task's Vault token");
+        }
+    }
     state.forget_runner(&launch.alloc_id);
 }
 
@@ -102,9 +113,16 @@ fn string_list(v: Option<&serde_json::Value>) -> Vec<String> {
     }
 }
 
-async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: CancellationToken) {
-    let job: &JobSpec = &launch.job;
-    let group = &job.task_groups[launch.group];
+/// Runs one task to the end: prestart hooks ([`prestart`]), then the driver under its restart
+/// policy ([`supervise`]). Returns the Vault token derived for it, which the allocation revokes
+/// when it ends.
+async fn run_task(
+    state: Arc<NomadState>,
+    launch: Launch,
+    ti: usize,
+    kill: CancellationToken,
+) -> Option<TaskToken> {
+    let group = &launch.job.task_groups[launch.group];
     let task: &TaskSpec = &group.tasks[ti];
     let alloc = launch.alloc_id.as_str();
     let name = task.name.as_str();
@@ -123,75 +141,88 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
     )
     .await;
     if let Some(run_for) = state.mock_run_for() {
-        return run_mock(&state, alloc, name, run_for, &kill).await;
+        run_mock(&state, alloc, name, run_for, &kill).await;
+        return None;
     }
-    let alloc_dir = state.alloc_dir(alloc);
-    let task_dir = match build_task_dir(&alloc_dir, name) {
-        Ok(d) => d,
-        Err(e) => {
-            let msg = format!("failed to build task directory for {name:?}: {e}");
-            return finish(&state, alloc, name, true, Some(setup_failed(msg))).await;
+    let mut token = None;
+    match prestart(&state, &launch, ti, &mut token).await {
+        Ok(prepared) => {
+            let limits = Limits::of(&launch.job, group, task);
+            supervise(&state, alloc, name, &kill, &prepared, &limits).await;
         }
-    };
+        Err(ev) => finish(&state, alloc, name, true, Some(ev)).await,
+    }
+    token
+}
+
+/// What the driver starts: the task dir, the final environment, command and arguments.
+struct Prepared {
+    task_dir: PathBuf,
+    env: BTreeMap<String, String>,
+    command: String,
+    args: Vec<String>,
+}
+
+/// A `Killing` event that fails the task: how Nomad's prestart hooks (vault, template) stop a
+/// task that has not started (`Lifecycle.Kill` with `SetFailsTask`).
+fn killing_failed(msg: String) -> TaskEvent {
+    let mut e = TaskEvent::new("Killing", msg);
+    e.fails_task = true;
+    e
+}
+
+/// The prestart hooks in Nomad's order — task dir, Vault token, environment, templates — then
+/// the driver config interpolated against the final environment. `token` receives the Vault
+/// token as soon as it exists, so that it is revoked even when a later hook fails.
+///
+/// Errors: the event that fails the task.
+async fn prestart(
+    state: &NomadState,
+    launch: &Launch,
+    ti: usize,
+    token: &mut Option<TaskToken>,
+) -> Result<Prepared, TaskEvent> {
+    let job: &JobSpec = &launch.job;
+    let group = &job.task_groups[launch.group];
+    let task: &TaskSpec = &group.tasks[ti];
+    let alloc = launch.alloc_id.as_str();
+    let alloc_dir = state.alloc_dir(alloc);
+    let task_dir = build_task_dir(&alloc_dir, &task.name).map_err(|e| {
+        setup_failed(format!(
+            "failed to build task directory for {:?}: {e}",
+            task.name
+        ))
+    })?;
+    vault_prestart(state, job, alloc, task, &task_dir, token).await?;
     let resources = state
-        .with_alloc(alloc, |a| a.resources.get(name).copied())
+        .with_alloc(alloc, |a| a.resources.get(&task.name).copied())
         .flatten()
         .unwrap_or(super::model::TaskResources {
             cpu: 100,
             memory_mb: 300,
         });
+    let vault = task.vault.as_ref();
+    let env_token = token
+        .as_ref()
+        .filter(|_| vault.is_some_and(VaultSpec::env))
+        .map(|t| t.token.as_str());
     let mut env = task_env(&EnvInput {
         job,
         group: &group.name,
         task,
         alloc_id: alloc,
-        alloc_index: alloc_index(&state, alloc),
+        alloc_index: alloc_index(state, alloc),
         alloc_dir: &alloc_dir,
         resources,
         node: state.node(),
+        vault_token: env_token,
+        vault_namespace: vault.map_or("", |v| v.namespace.as_str()),
     });
-    // Templates, in order, before the task starts.
-    let mut template_env = BTreeMap::new();
-    for t in &task.templates {
-        let rendered = render(
-            &t.embedded_tmpl,
-            &t.left_delim,
-            &t.right_delim,
-            &env,
-            state.vault(),
-        )
-        .await;
-        let text = match rendered {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("Template failed: {e}");
-                return finish(&state, alloc, name, true, Some(setup_failed(msg))).await;
-            }
-        };
-        let dest = interpolate(&t.dest_path, &env, state.node());
-        let dest = task_dir.join(dest.trim_start_matches('/'));
-        if !dest.starts_with(&task_dir) || t.dest_path.split('/').any(|c| c == "..") {
-            let msg = format!(
-                "Template failed: destination {:?} escapes the task directory",
-                t.dest_path
-            );
-            return finish(&state, alloc, name, true, Some(setup_failed(msg))).await;
-        }
-        let perms = if t.perms.is_empty() { "0644" } else { &t.perms };
-        let Ok(mode) = u32::from_str_radix(perms, 8) else {
-            let msg = format!("Template failed: Perms {perms:?} is not an octal file mode");
-            return finish(&state, alloc, name, true, Some(setup_failed(msg))).await;
-        };
-        if let Err(e) = write_file(&dest, text.as_bytes(), mode) {
-            let msg = format!("Template failed: writing {}: {e}", dest.display());
-            return finish(&state, alloc, name, true, Some(setup_failed(msg))).await;
-        }
-        if t.envvars {
-            template_env.extend(parse_env_file(&text));
-        }
-    }
+    let secrets = state
+        .vault()
+        .source(token.as_ref().map(|t| t.token.clone()));
+    let template_env = render_templates(state, task, &task_dir, &env, &secrets).await?;
     env.extend(template_env);
-
     let command = task
         .config
         .get("command")
@@ -202,82 +233,174 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
         .iter()
         .map(|a| interpolate(a, &env, state.node()))
         .collect();
-    let kill_timeout = Duration::from_nanos(
-        u64::try_from(task.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT_NS)).unwrap_or(0),
-    );
-    let kill_signal = if task.kill_signal.is_empty() {
-        "SIGINT"
-    } else {
-        &task.kill_signal
+    Ok(Prepared {
+        task_dir,
+        env,
+        command,
+        args,
+    })
+}
+
+/// The Vault hook (see [`super::vault_hook`]): derives the task's token and writes
+/// `secrets/vault_token` unless `DisableFile`.
+///
+/// Errors: `Killing` (fails the task) with Nomad's message.
+async fn vault_prestart(
+    state: &NomadState,
+    job: &JobSpec,
+    alloc: &str,
+    task: &TaskSpec,
+    task_dir: &Path,
+    token: &mut Option<TaskToken>,
+) -> Result<(), TaskEvent> {
+    let Some(spec) = &task.vault else {
+        return Ok(());
     };
-    let signal = kill_signal.parse::<Signal>().unwrap_or(Signal::SIGINT);
-    let deadline = task
-        .max_run_duration
-        .or(job.max_run_duration)
-        .and_then(|ns| u64::try_from(ns).ok())
-        .map(Duration::from_nanos);
-    let policy = group.restart_policy.clone().unwrap_or_default();
-    let attempts = u64::try_from(policy.attempts.unwrap_or(3)).unwrap_or(0);
-    let delay =
-        Duration::from_nanos(u64::try_from(policy.delay.unwrap_or(15_000_000_000)).unwrap_or(0));
-    let interval = Duration::from_nanos(
-        u64::try_from(policy.interval.unwrap_or(86_400_000_000_000)).unwrap_or(0),
-    );
-    let mode = policy.mode.unwrap_or_else(|| "fail".into());
+    let namespace = if job.namespace.is_empty() {
+        "default"
+    } else {
+        &job.namespace
+    };
+    let who = TokenFor {
+        alloc_id: alloc,
+        task: &task.name,
+        node_id: &state.node().id,
+        namespace,
+    };
+    let t = state
+        .vault()
+        .derive(who, spec)
+        .await
+        .map_err(|e| killing_failed(format!("Vault: failed to derive vault token: {e}")))?;
+    let written = if spec.disable_file {
+        Ok(())
+    } else {
+        write_token_file(task_dir, &t.token)
+    };
+    *token = Some(t);
+    written.map_err(|e| killing_failed(format!("Vault failed to write Vault token to disk: {e}")))
+}
+
+/// Renders the task's templates in order, with the task's own Vault token; returns the
+/// variables of `Envvars` templates.
+///
+/// Errors: `Killing` (fails the task) with `Template failed: <error>`, as Nomad's template
+/// manager reports a template error (`template.go`, `handleFirstRender`). Nomad's
+/// consul-template first retries a failing Vault read (`vault_retry`: 12 attempts, 250ms to 1m
+/// backoff) and emits `Template` events `Missing: vault.read(...)` meanwhile; the dev stack
+/// fails at the first error.
+async fn render_templates(
+    state: &NomadState,
+    task: &TaskSpec,
+    task_dir: &Path,
+    env: &BTreeMap<String, String>,
+    secrets: &VaultSource,
+) -> Result<BTreeMap<String, String>, TaskEvent> {
+    let failed = |msg: String| killing_failed(format!("Template failed: {msg}"));
+    let mut template_env = BTreeMap::new();
+    for t in &task.templates {
+        let text = render(
+            &t.embedded_tmpl,
+            &t.left_delim,
+            &t.right_delim,
+            env,
+            secrets,
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        let dest = interpolate(&t.dest_path, env, state.node());
+        let dest = task_dir.join(dest.trim_start_matches('/'));
+        if !dest.starts_with(task_dir) || t.dest_path.split('/').any(|c| c == "..") {
+            return Err(failed(format!(
+                "destination {:?} escapes the task directory",
+                t.dest_path
+            )));
+        }
+        let perms = if t.perms.is_empty() { "0644" } else { &t.perms };
+        let mode = u32::from_str_radix(perms, 8)
+            .map_err(|_| failed(format!("Perms {perms:?} is not an octal file mode")))?;
+        write_file(&dest, text.as_bytes(), mode)
+            .map_err(|e| failed(format!("writing {}: {e}", dest.display())))?;
+        if t.envvars {
+            template_env.extend(parse_env_file(&text));
+        }
+    }
+    Ok(template_env)
+}
+
+/// Kill signal, timeouts and restart policy of a task.
+struct Limits {
+    kill_timeout: Duration,
+    signal: Signal,
+    deadline: Option<Duration>,
+    attempts: u64,
+    delay: Duration,
+    interval: Duration,
+    mode: String,
+}
+
+impl Limits {
+    fn of(job: &JobSpec, group: &GroupSpec, task: &TaskSpec) -> Limits {
+        let ns = |v: i64| Duration::from_nanos(u64::try_from(v).unwrap_or(0));
+        let kill_signal = if task.kill_signal.is_empty() {
+            "SIGINT"
+        } else {
+            &task.kill_signal
+        };
+        let policy = group.restart_policy.clone().unwrap_or_default();
+        Limits {
+            kill_timeout: ns(task.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT_NS)),
+            signal: kill_signal.parse::<Signal>().unwrap_or(Signal::SIGINT),
+            deadline: task
+                .max_run_duration
+                .or(job.max_run_duration)
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Duration::from_nanos),
+            attempts: u64::try_from(policy.attempts.unwrap_or(3)).unwrap_or(0),
+            delay: ns(policy.delay.unwrap_or(15_000_000_000)),
+            interval: ns(policy.interval.unwrap_or(86_400_000_000_000)),
+            mode: policy.mode.unwrap_or_else(|| "fail".into()),
+        }
+    }
+}
+
+/// How one run of the process ended.
+struct RunEnd {
+    status: std::io::Result<std::process::ExitStatus>,
+    /// Stopped by a kill or the deadline.
+    killed: bool,
+    /// Stopped by the deadline (the task fails).
+    deadline_hit: bool,
+}
+
+/// Runs the process, restarting it per the restart policy, until it succeeds, fails for good or
+/// is killed.
+async fn supervise(
+    state: &NomadState,
+    alloc: &str,
+    name: &str,
+    kill: &CancellationToken,
+    p: &Prepared,
+    limits: &Limits,
+) {
     let sinks = state.sinks(alloc, name);
     let mut restarts = 0u64;
     loop {
         if kill.is_cancelled() {
-            return finish(
-                &state,
-                alloc,
-                name,
-                false,
-                Some(TaskEvent::new("Killed", "Task successfully killed")),
-            )
-            .await;
+            let killed = TaskEvent::new("Killed", "Task successfully killed");
+            return finish(state, alloc, name, false, Some(killed)).await;
         }
-        let mut cmd = tokio::process::Command::new(&command);
-        cmd.args(&args)
-            .current_dir(&task_dir)
-            .env_clear()
-            .envs(&env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = match cmd.spawn() {
+        let mut child = match spawn(p) {
             Ok(c) => c,
-            Err(e) => {
-                let err = if command.is_empty() {
-                    "failed to launch command with executor: missing command in driver config"
-                        .to_string()
-                } else if e.kind() == std::io::ErrorKind::NotFound {
-                    format!(
-                        "failed to launch command with executor: rpc error: code = Unknown desc = exec: {command:?}: executable file not found in $PATH"
-                    )
-                } else {
-                    format!("failed to launch command with executor: {command:?}: {e}")
-                };
-                let mut ev = TaskEvent::new("Driver Failure", err.clone());
-                ev.driver_error = err;
-                ev.fails_task = true;
-                event(&state, alloc, name, ev).await;
+            Err(ev) => {
+                event(state, alloc, name, ev).await;
                 let nr = TaskEvent::new("Not Restarting", "Error was unrecoverable");
-                return finish(&state, alloc, name, true, Some(nr)).await;
+                return finish(state, alloc, name, true, Some(nr)).await;
             }
         };
         let pid = child.id().unwrap_or(0);
         state.record_pid(pid);
-        let mut pumps = Vec::new();
-        if let (Some(out), [o, e]) = (child.stdout.take(), sinks.as_slice()) {
-            let o = o.clone();
-            pumps.push(tokio::spawn(async move { o.pump(out).await }));
-            if let Some(err) = child.stderr.take() {
-                let e = e.clone();
-                pumps.push(tokio::spawn(async move { e.pump(err).await }));
-            }
-        }
+        let pumps = pump_logs(&mut child, &sinks);
         state.update_task(alloc, name, |ts: &mut TaskStateRecord| {
             ts.push(TaskEvent::new("Started", "Task started by client"));
             ts.state = "running";
@@ -287,91 +410,39 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
             }
         });
         let pgid = Pid::from_raw(i32::try_from(pid).unwrap_or(0));
-        let sleep_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        enum End {
-            Exited(std::io::Result<std::process::ExitStatus>),
-            Kill(&'static str),
-        }
-        let end = tokio::select! {
-            r = child.wait() => End::Exited(r),
-            () = kill.cancelled() => End::Kill("Sent interrupt"),
-            () = sleep_deadline => End::Kill("Task exceeded its max run duration"),
-        };
-        let (status, killed, deadline_hit) = match end {
-            End::Exited(r) => (r, false, false),
-            End::Kill(why) => {
-                let mut ev = TaskEvent::new(
-                    "Killing",
-                    format!(
-                        "{why}. Waiting {}s before force killing",
-                        kill_timeout.as_secs_f64()
-                    ),
-                );
-                ev.kill_timeout = i64::try_from(kill_timeout.as_nanos()).unwrap_or(i64::MAX);
-                event(&state, alloc, name, ev).await;
-                let _ = killpg(pgid, signal);
-                let r = match tokio::time::timeout(kill_timeout, child.wait()).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                        child.wait().await
-                    }
-                };
-                (r, true, why.starts_with("Task exceeded"))
-            }
-        };
+        let end = wait_run(state, alloc, name, &mut child, pgid, kill, limits).await;
         // Whatever the leader left behind in its group goes too.
         let _ = killpg(pgid, Signal::SIGKILL);
         for p in pumps {
             let _ = p.await;
         }
-        let (code, sig) = match &status {
-            Ok(s) => (
-                i64::from(s.code().unwrap_or(-1)),
-                i64::from(s.signal().unwrap_or(0)),
-            ),
-            Err(_) => (-1, 0),
-        };
-        let mut term = TaskEvent::new("Terminated", format!("Exit Code: {code}"));
-        term.exit_code = code;
-        term.signal = sig;
-        if killed {
-            event(&state, alloc, name, term).await;
-            let failed = deadline_hit;
-            return finish(
-                &state,
-                alloc,
-                name,
-                failed,
-                Some(TaskEvent::new("Killed", "Task successfully killed")),
-            )
-            .await;
+        let mut term = terminated(&end.status);
+        if end.killed {
+            event(state, alloc, name, term).await;
+            let killed = TaskEvent::new("Killed", "Task successfully killed");
+            return finish(state, alloc, name, end.deadline_hit, Some(killed)).await;
         }
-        let failed = !matches!(&status, Ok(s) if s.success());
-        if !failed {
-            return finish(&state, alloc, name, false, Some(term)).await;
+        if matches!(&end.status, Ok(s) if s.success()) {
+            return finish(state, alloc, name, false, Some(term)).await;
         }
         term.fails_task = false;
-        event(&state, alloc, name, term).await;
-        if restarts >= attempts {
+        event(state, alloc, name, term).await;
+        if restarts >= limits.attempts {
             let msg = format!(
-                "Exceeded allowed attempts {attempts} in interval {} and mode is {mode:?}",
-                humanize(interval)
+                "Exceeded allowed attempts {} in interval {} and mode is {:?}",
+                limits.attempts,
+                humanize(limits.interval),
+                limits.mode
             );
             let mut nr = TaskEvent::new("Not Restarting", msg);
             nr.fails_task = true;
-            return finish(&state, alloc, name, true, Some(nr)).await;
+            return finish(state, alloc, name, true, Some(nr)).await;
         }
         restarts += 1;
         state.update_task(alloc, name, |ts| {
             ts.push(TaskEvent::new(
                 "Restarting",
-                format!("Task restarting in {}", humanize(delay)),
+                format!("Task restarting in {}", humanize(limits.delay)),
             ));
             ts.state = "pending";
             ts.restarts = restarts;
@@ -379,10 +450,121 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
             ts.pid = None;
         });
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(limits.delay) => {}
             () = kill.cancelled() => {}
         }
     }
+}
+
+/// Starts the process in its own process group with exactly the task environment.
+///
+/// Errors: the `Driver Failure` event, with raw_exec's messages.
+fn spawn(p: &Prepared) -> Result<tokio::process::Child, TaskEvent> {
+    let mut cmd = tokio::process::Command::new(&p.command);
+    cmd.args(&p.args)
+        .current_dir(&p.task_dir)
+        .env_clear()
+        .envs(&p.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cmd.spawn().map_err(|e| {
+        let command = &p.command;
+        let err = if command.is_empty() {
+            "failed to launch command with executor: missing command in driver config".to_string()
+        } else if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "failed to launch command with executor: rpc error: code = Unknown desc = exec: {command:?}: executable file not found in $PATH"
+            )
+        } else {
+            format!("failed to launch command with executor: {command:?}: {e}")
+        };
+        let mut ev = TaskEvent::new("Driver Failure", err.clone());
+        ev.driver_error = err;
+        ev.fails_task = true;
+        ev
+    })
+}
+
+/// Pipes the child's stdout and stderr into the task's log sinks.
+fn pump_logs(
+    child: &mut tokio::process::Child,
+    sinks: &[Arc<super::logs::LogSink>],
+) -> Vec<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let mut pumps = Vec::new();
+    if let (Some(out), [o, e]) = (child.stdout.take(), sinks) {
+        let o = o.clone();
+        pumps.push(tokio::spawn(async move { o.pump(out).await }));
+        if let Some(err) = child.stderr.take() {
+            let e = e.clone();
+            pumps.push(tokio::spawn(async move { e.pump(err).await }));
+        }
+    }
+    pumps
+}
+
+/// Waits for the process to exit, or stops it on a kill or at its deadline: `Killing`, the kill
+/// signal to the group, `KillTimeout`, then SIGKILL.
+async fn wait_run(
+    state: &NomadState,
+    alloc: &str,
+    name: &str,
+    child: &mut tokio::process::Child,
+    pgid: Pid,
+    kill: &CancellationToken,
+    limits: &Limits,
+) -> RunEnd {
+    let sleep_deadline = async {
+        match limits.deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let why = tokio::select! {
+        r = child.wait() => {
+            return RunEnd { status: r, killed: false, deadline_hit: false };
+        }
+        () = kill.cancelled() => "Sent interrupt",
+        () = sleep_deadline => "Task exceeded its max run duration",
+    };
+    let mut ev = TaskEvent::new(
+        "Killing",
+        format!(
+            "{why}. Waiting {}s before force killing",
+            limits.kill_timeout.as_secs_f64()
+        ),
+    );
+    ev.kill_timeout = i64::try_from(limits.kill_timeout.as_nanos()).unwrap_or(i64::MAX);
+    event(state, alloc, name, ev).await;
+    let _ = killpg(pgid, limits.signal);
+    let status = match tokio::time::timeout(limits.kill_timeout, child.wait()).await {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            child.wait().await
+        }
+    };
+    RunEnd {
+        status,
+        killed: true,
+        deadline_hit: why.starts_with("Task exceeded"),
+    }
+}
+
+/// The `Terminated` event of an exit status.
+fn terminated(status: &std::io::Result<std::process::ExitStatus>) -> TaskEvent {
+    let (code, sig) = match status {
+        Ok(s) => (
+            i64::from(s.code().unwrap_or(-1)),
+            i64::from(s.signal().unwrap_or(0)),
+        ),
+        Err(_) => (-1, 0),
+    };
+    let mut term = TaskEvent::new("Terminated", format!("Exit Code: {code}"));
+    term.exit_code = code;
+    term.signal = sig;
+    term
 }
 
 /// The mock driver (Nomad's `drivers/mock` with `run_for` and `exit_code = 0`): `Started`, then

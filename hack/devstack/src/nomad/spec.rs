@@ -163,6 +163,40 @@ pub struct TaskSpec {
     pub meta: BTreeMap<String, String>,
     /// Deadline (ns) after which the task is killed and fails.
     pub max_run_duration: Option<i64>,
+    /// Vault integration: the task gets a Vault token of its own (see `vault_hook`).
+    pub vault: Option<VaultSpec>,
+}
+
+/// A task's `vault` block (Nomad `api/tasks.go` `Vault`, defaults from its `Canonicalize`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VaultSpec {
+    /// Policies of the task's token (the legacy, token-based workflow).
+    #[serde(deserialize_with = "nd")]
+    pub policies: Vec<String>,
+    /// Vault role to log in with (the workload-identity workflow); the dev stack maps roles to
+    /// policies by its `--vault-role` configuration.
+    #[serde(deserialize_with = "nd")]
+    pub role: String,
+    /// Put the token in `VAULT_TOKEN` (default true).
+    pub env: Option<bool>,
+    /// Do not write `secrets/vault_token` (default false).
+    #[serde(deserialize_with = "nd")]
+    pub disable_file: bool,
+    /// What happens when the token changes (`restart` by default); recorded only, the dev stack
+    /// never renews a task token.
+    #[serde(deserialize_with = "nd")]
+    pub change_mode: String,
+    /// Vault namespace; put in `VAULT_NAMESPACE` when set.
+    #[serde(deserialize_with = "nd")]
+    pub namespace: String,
+}
+
+impl VaultSpec {
+    /// Whether `VAULT_TOKEN` goes into the task environment.
+    pub fn env(&self) -> bool {
+        self.env.unwrap_or(true)
+    }
 }
 
 /// Task resources.
@@ -231,6 +265,15 @@ impl JobSpec {
                 }
                 if t.driver.is_empty() {
                     return Err(format!("Task {}: Missing task driver", t.name));
+                }
+                // Nomad `structs.Vault.Validate`: a task may never ask for the root policy.
+                if let Some(v) = &t.vault
+                    && v.policies.iter().any(|p| p == "root")
+                {
+                    return Err(format!(
+                        "Task {}: Vault: Can not specify \"root\" policy",
+                        t.name
+                    ));
                 }
             }
         }

@@ -1,6 +1,12 @@
 //! Nomad's allocation directory layout and task environment (Nomad `client/allocdir` and
 //! `client/taskenv`): `<alloc>/alloc/{data,logs,tmp}`, `<alloc>/<task>/{local,secrets,tmp}`;
-//! `NOMAD_*` variables; `${VAR}` interpolation of driver config.
+//! `NOMAD_*` variables; `VAULT_TOKEN`; `${VAR}` interpolation of driver config.
+//!
+//! The environment is built in `client/taskenv/env.go`'s order: the agent's own environment
+//! (raw_exec/exec pass it on) minus the deny list, then `NOMAD_*`, then `VAULT_TOKEN` and
+//! `VAULT_NAMESPACE` of the task's Vault block, then the task's `env` values, each interpolated
+//! (`helper/args.ReplaceEnv`) against the map built so far — so `${VAULT_TOKEN}` in an `env`
+//! value becomes the task's token, exactly as unsafe as real Nomad.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,27 +50,43 @@ pub struct EnvInput<'a> {
     pub resources: TaskResources,
     /// The node.
     pub node: &'a Node,
+    /// The task's Vault token, when its Vault block puts it in the environment (`Env`).
+    pub vault_token: Option<&'a str>,
+    /// The Vault block's `Namespace` (`VAULT_NAMESPACE` when not empty).
+    pub vault_namespace: &'a str,
 }
 
 /// Variables of the agent's environment never passed to tasks: Nomad's default
-/// `client.options["env.denylist"]` (client configuration docs, "env.denylist").
+/// `client.options["env.denylist"]` (`command/agent/host/host.go` `DefaultEnvDenyList`, client
+/// configuration docs "env.denylist").
 pub const ENV_DENYLIST: &[&str] = &[
     "CONSUL_TOKEN",
     "CONSUL_HTTP_TOKEN",
     "VAULT_TOKEN",
     "NOMAD_TOKEN",
+    "NOMAD_LICENSE",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "GOOGLE_APPLICATION_CREDENTIALS",
 ];
 
+/// Variables that configure the dev stack's other servers, which share its process: a real
+/// Nomad agent's environment would not hold the Vault server's configuration, so no task sees it.
+pub const SERVER_ENV: &[&str] = &["VAULT_DEV_ROOT_TOKEN_ID", "VAULT_DEV_LISTEN_ADDRESS"];
+
+/// Whether a variable of the agent's environment reaches tasks.
+pub fn passes_to_tasks(name: &str) -> bool {
+    !ENV_DENYLIST.contains(&name) && !SERVER_ENV.contains(&name) && !name.starts_with("NOMAD_")
+}
+
 /// The task's environment, as a Nomad client builds it for `raw_exec`/`exec`: the agent's own
-/// environment minus [`ENV_DENYLIST`] (and minus `NOMAD_*`, which Nomad sets itself), then
-/// `NOMAD_*`, then the task `Env` (interpolated).
+/// environment minus [`ENV_DENYLIST`] and [`SERVER_ENV`] (and minus `NOMAD_*`, which Nomad sets
+/// itself), then `NOMAD_*`, then `VAULT_TOKEN`/`VAULT_NAMESPACE`, then the task `Env`
+/// (interpolated against everything before it).
 pub fn task_env(i: &EnvInput<'_>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| !ENV_DENYLIST.contains(&k.as_str()) && !k.starts_with("NOMAD_"))
+        .filter(|(k, _)| passes_to_tasks(k))
         .collect();
     let td = i.alloc_dir.join(&i.task.name);
     let ns = if i.job.namespace.is_empty() {
@@ -112,6 +134,12 @@ pub fn task_env(i: &EnvInput<'_>) -> BTreeMap<String, String> {
         ("NOMAD_NODE_NAME", i.node.name.clone()),
     ] {
         env.insert(k.to_string(), v);
+    }
+    if let Some(t) = i.vault_token {
+        env.insert("VAULT_TOKEN".to_string(), t.to_string());
+    }
+    if !i.vault_namespace.is_empty() {
+        env.insert("VAULT_NAMESPACE".to_string(), i.vault_namespace.to_string());
     }
     for (k, v) in &i.job.meta {
         env.insert(
@@ -165,6 +193,55 @@ pub fn interpolate(s: &str, env: &BTreeMap<String, String>, node: &Node) -> Stri
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_of_the_agent_and_of_the_dev_stacks_servers_never_reach_tasks() {
+        for k in [
+            "VAULT_TOKEN",
+            "CONSUL_HTTP_TOKEN",
+            "NOMAD_TOKEN",
+            "VAULT_DEV_ROOT_TOKEN_ID",
+            "NOMAD_ADDR",
+        ] {
+            assert!(!passes_to_tasks(k), "{k}");
+        }
+        assert!(passes_to_tasks("PATH"));
+    }
+
+    #[test]
+    fn an_env_value_naming_vault_token_becomes_the_token_as_in_nomad() {
+        let node = Node::local();
+        let mut task = TaskSpec {
+            name: "t".into(),
+            ..TaskSpec::default()
+        };
+        task.env.insert("LEAK".into(), "x-${VAULT_TOKEN}".into());
+        let job = JobSpec {
+            id: "j".into(),
+            ..JobSpec::default()
+        };
+        let input = |token| EnvInput {
+            job: &job,
+            group: "g",
+            task: &task,
+            alloc_id: "a",
+            alloc_index: 0,
+            alloc_dir: Path::new("/alloc"),
+            resources: TaskResources {
+                cpu: 100,
+                memory_mb: 300,
+            },
+            node: &node,
+            vault_token: token,
+            vault_namespace: "",
+        };
+        let env = task_env(&input(Some("hvs.task")));
+        assert_eq!(env["VAULT_TOKEN"], "hvs.task");
+        assert_eq!(env["LEAK"], "x-hvs.task");
+        let env = task_env(&input(None));
+        assert!(!env.contains_key("VAULT_TOKEN"));
+        assert_eq!(env["LEAK"], "x-${VAULT_TOKEN}");
+    }
 
     #[test]
     fn interpolation_replaces_known_and_keeps_unknown() {

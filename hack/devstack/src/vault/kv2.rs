@@ -1,19 +1,29 @@
 //! KV v2 secrets engine at `secret/` (Vault docs, "KV Secrets Engine - Version 2 (API)"):
-//! `data/<path>` read (`?version=N`), write (`options.cas`), soft delete; `metadata/<path>` read,
-//! LIST (HTTP method `LIST` or `GET ?list=true`) and delete (destroys all versions).
+//! `data/<path>` read (`?version=N`), write (`options.cas`), soft delete; `delete/<path>`
+//! (soft-delete versions); `metadata/<path>` read, LIST (HTTP method `LIST` or `GET ?list=true`)
+//! and delete (destroys all versions).
+//!
+//! ACL paths are the request paths, as in Vault (the policy names `secret/data/...` for data and
+//! `secret/metadata/...` for listing): GET `data/x` needs `read` on `secret/data/x`; a write
+//! needs `create` when `x` has no metadata yet and `update` otherwise (the plugin's existence
+//! check); LIST `metadata/x` needs `list` on `secret/metadata/x/`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{VaultState, denied, envelope, errors};
+use super::acl::Op;
+use super::{
+    ApiError, Caller, Operation, Params, VaultState, envelope, errors, json_body, unsupported,
+};
 
 /// One version of a secret.
 #[derive(Debug, Clone)]
@@ -161,161 +171,217 @@ fn meta_json(version: u64, v: &KvVersion) -> Value {
     })
 }
 
-/// Handles every method on `/v1/secret/*rest`.
-pub(super) async fn handle(
-    State(state): State<Arc<VaultState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(rest): Path<String>,
-    RawQuery(query): RawQuery,
+type S = State<Arc<VaultState>>;
+
+/// Routes of the `secret/` mount. Each handler checks the caller's ACL on the full request path
+/// first (Vault answers 403 before it knows whether the secret exists).
+pub(super) fn routes() -> axum::Router<Arc<VaultState>> {
+    axum::Router::new()
+        .route("/v1/secret/data/{*path}", any(data))
+        .route("/v1/secret/metadata", any(metadata_root))
+        .route("/v1/secret/metadata/", any(metadata_root))
+        .route("/v1/secret/metadata/{*path}", any(metadata))
+        .route(
+            "/v1/secret/delete/{*path}",
+            post(delete_versions).put(delete_versions),
+        )
+}
+
+fn clean(path: &str) -> String {
+    path.trim_matches('/').to_string()
+}
+
+/// `secret/data/<path>`: GET reads (`read`), POST/PUT writes (`create` when the secret has no
+/// metadata yet, else `update` — KV v2's existence check), DELETE soft-deletes the latest
+/// version (`delete`).
+async fn data(
+    State(st): S,
+    caller: Caller,
+    Operation(op): Operation,
+    Path(path): Path<String>,
+    Query(params): Query<Params>,
     body: Bytes,
-) -> Response {
-    if !state.is_authorized(&headers) {
-        return denied();
+) -> Result<Response, ApiError> {
+    let path = clean(&path);
+    let acl_path = format!("secret/data/{path}");
+    match op {
+        Op::Read => {
+            caller.require(&acl_path, Op::Read)?;
+            read_data(&st, &path, params.version.as_deref())
+        }
+        Op::Update => {
+            let exists = st.lock().kv.secrets.contains_key(&path);
+            caller.require(&acl_path, if exists { Op::Update } else { Op::Create })?;
+            write_data(&st, &path, &body)
+        }
+        Op::Delete => {
+            caller.require(&acl_path, Op::Delete)?;
+            st.lock().kv.soft_delete(&path, None);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(unsupported()),
     }
-    let q = |key: &str| -> Option<String> {
-        query.as_deref().and_then(|q| {
-            q.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == key).then(|| {
-                    percent_encoding::percent_decode_str(v)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-            })
-        })
+}
+
+fn read_data(st: &VaultState, path: &str, version: Option<&str>) -> Result<Response, ApiError> {
+    let version = match version.map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return Err(errors(
+                StatusCode::BAD_REQUEST,
+                &["version must be a non-negative integer"],
+            ));
+        }
     };
-    let is_list = method.as_str() == "LIST"
-        || (method == Method::GET && q("list").is_some_and(|v| v == "true"));
-    let (kind, path) = match rest.split_once('/') {
-        Some((k, p)) => (k.to_string(), p.trim_matches('/').to_string()),
-        None => (rest.clone(), String::new()),
+    let inner = st.lock();
+    let kv = &inner.kv;
+    match kv.read(path, version) {
+        Ok(v) => {
+            let (n, _) = kv.version_meta(path, version).unwrap_or((0, v));
+            Ok(Json(envelope(
+                json!({ "data": v.data, "metadata": meta_json(n, v) }),
+            ))
+            .into_response())
+        }
+        Err(KvError::Deleted) => {
+            let meta = kv
+                .version_meta(path, version)
+                .map(|(n, v)| meta_json(n, v))
+                .unwrap_or(Value::Null);
+            // Vault answers a deleted version with 404 and its metadata in the envelope.
+            Ok((
+                StatusCode::NOT_FOUND,
+                Json(envelope(json!({ "data": null, "metadata": meta }))),
+            )
+                .into_response())
+        }
+        Err(_) => Err(errors(StatusCode::NOT_FOUND, &[])),
+    }
+}
+
+fn write_data(st: &VaultState, path: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let parsed = json_body(body)?;
+    let Some(data) = parsed.get("data").and_then(Value::as_object).cloned() else {
+        return Err(errors(
+            StatusCode::BAD_REQUEST,
+            &["no data provided: the body must be {\"data\": {...}}"],
+        ));
     };
-    match (kind.as_str(), method.as_str()) {
-        ("metadata", _) if is_list => {
-            let keys = state.kv().list(&path);
+    let cas = parsed
+        .get("options")
+        .and_then(|o| o.get("cas"))
+        .and_then(Value::as_u64);
+    let mut inner = st.lock();
+    let kv = &mut inner.kv;
+    let n = kv
+        .write(path, data, cas)
+        .map_err(|e| errors(StatusCode::BAD_REQUEST, &[&e.to_string()]))?;
+    let meta = kv
+        .version_meta(path, Some(n))
+        .map(|(n, v)| meta_json(n, v))
+        .unwrap_or(Value::Null);
+    Ok(Json(envelope(meta)).into_response())
+}
+
+/// `secret/delete/<path>` `{"versions": [..]}`: soft-deletes those versions (`update`).
+async fn delete_versions(
+    State(st): S,
+    caller: Caller,
+    Path(path): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = clean(&path);
+    caller.require(&format!("secret/delete/{path}"), Op::Update)?;
+    let versions: Vec<u64> = json_body(&body)?
+        .get("versions")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    st.lock().kv.soft_delete(&path, Some(&versions));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn metadata_root(st: S, caller: Caller, op: Operation) -> Result<Response, ApiError> {
+    metadata_op(st, caller, op, String::new())
+}
+
+async fn metadata(
+    st: S,
+    caller: Caller,
+    op: Operation,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    metadata_op(st, caller, op, clean(&path))
+}
+
+/// `secret/metadata/<path>`: LIST (`list`, on the path with a trailing `/`), GET (`read`),
+/// DELETE destroys every version (`delete`).
+fn metadata_op(
+    State(st): S,
+    caller: Caller,
+    Operation(op): Operation,
+    path: String,
+) -> Result<Response, ApiError> {
+    let acl_path = format!("secret/metadata/{path}");
+    match op {
+        Op::List => {
+            let list_path = if path.is_empty() {
+                acl_path
+            } else {
+                format!("{acl_path}/")
+            };
+            caller.require(&list_path, Op::List)?;
+            let keys = st.lock().kv.list(&path);
             if keys.is_empty() {
-                return errors(StatusCode::NOT_FOUND, &[]);
+                return Err(errors(StatusCode::NOT_FOUND, &[]));
             }
-            Json(envelope(json!({ "keys": keys }))).into_response()
+            Ok(Json(envelope(json!({ "keys": keys }))).into_response())
         }
-        ("data", "GET") => {
-            let version = match q("version").map(|v| v.parse::<u64>()) {
-                None => None,
-                Some(Ok(v)) => Some(v),
-                Some(Err(_)) => {
-                    return errors(
-                        StatusCode::BAD_REQUEST,
-                        &["version must be a non-negative integer"],
-                    );
-                }
-            };
-            let kv = state.kv();
-            match kv.read(&path, version) {
-                Ok(v) => {
-                    let (n, _) = kv.version_meta(&path, version).unwrap_or((0, v));
-                    Json(envelope(
-                        json!({ "data": v.data, "metadata": meta_json(n, v) }),
-                    ))
-                    .into_response()
-                }
-                Err(KvError::Deleted) => {
-                    let meta = kv
-                        .version_meta(&path, version)
-                        .map(|(n, v)| meta_json(n, v))
-                        .unwrap_or(Value::Null);
-                    (
-                        StatusCode::NOT_FOUND,
-                        Json(envelope(json!({ "data": null, "metadata": meta }))),
-                    )
-                        .into_response()
-                }
-                Err(_) => errors(StatusCode::NOT_FOUND, &[]),
-            }
+        Op::Read => {
+            caller.require(&acl_path, Op::Read)?;
+            read_metadata(&st, &path)
         }
-        ("data", "POST" | "PUT") => {
-            let parsed: Value = match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => {
-                    return errors(
-                        StatusCode::BAD_REQUEST,
-                        &[&format!("failed to parse JSON input: {e}")],
-                    );
-                }
-            };
-            let Some(data) = parsed.get("data").and_then(Value::as_object).cloned() else {
-                return errors(
-                    StatusCode::BAD_REQUEST,
-                    &["no data provided: the body must be {\"data\": {...}}"],
-                );
-            };
-            let cas = parsed
-                .get("options")
-                .and_then(|o| o.get("cas"))
-                .and_then(Value::as_u64);
-            let mut kv = state.kv();
-            match kv.write(&path, data, cas) {
-                Ok(n) => {
-                    let meta = kv
-                        .version_meta(&path, Some(n))
-                        .map(|(n, v)| meta_json(n, v))
-                        .unwrap_or(Value::Null);
-                    Json(envelope(meta)).into_response()
-                }
-                Err(e) => errors(StatusCode::BAD_REQUEST, &[&e.to_string()]),
-            }
+        Op::Delete => {
+            caller.require(&acl_path, Op::Delete)?;
+            st.lock().kv.secrets.remove(&path);
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
-        ("data", "DELETE") => {
-            state.kv().soft_delete(&path, None);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        ("delete", "POST" | "PUT") => {
-            let versions: Vec<u64> = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("versions").cloned())
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
-            state.kv().soft_delete(&path, Some(&versions));
-            StatusCode::NO_CONTENT.into_response()
-        }
-        ("metadata", "GET") => {
-            let kv = state.kv();
-            let Some(s) = kv.secrets.get(&path) else {
-                return errors(StatusCode::NOT_FOUND, &[]);
-            };
-            let versions: Map<String, Value> = s
-                .versions
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.to_string(),
-                        json!({
-                            "created_time": ts(&v.created_time),
-                            "deletion_time": v.deletion_time.as_ref().map(ts).unwrap_or_default(),
-                            "destroyed": false,
-                        }),
-                    )
-                })
-                .collect();
-            Json(envelope(json!({
-                "cas_required": false,
-                "created_time": ts(&s.created_time),
-                "current_version": s.current,
-                "custom_metadata": null,
-                "delete_version_after": "0s",
-                "max_versions": 0,
-                "oldest_version": s.versions.keys().next().copied().unwrap_or(0),
-                "updated_time": ts(&s.updated_time),
-                "versions": versions,
-            })))
-            .into_response()
-        }
-        ("metadata", "DELETE") => {
-            state.kv().secrets.remove(&path);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => errors(StatusCode::METHOD_NOT_ALLOWED, &["unsupported operation"]),
+        _ => Err(unsupported()),
     }
+}
+
+fn read_metadata(st: &VaultState, path: &str) -> Result<Response, ApiError> {
+    let inner = st.lock();
+    let Some(s) = inner.kv.secrets.get(path) else {
+        return Err(errors(StatusCode::NOT_FOUND, &[]));
+    };
+    let versions: Map<String, Value> = s
+        .versions
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                json!({
+                    "created_time": ts(&v.created_time),
+                    "deletion_time": v.deletion_time.as_ref().map(ts).unwrap_or_default(),
+                    "destroyed": false,
+                }),
+            )
+        })
+        .collect();
+    Ok(Json(envelope(json!({
+        "cas_required": false,
+        "created_time": ts(&s.created_time),
+        "current_version": s.current,
+        "custom_metadata": null,
+        "delete_version_after": "0s",
+        "max_versions": 0,
+        "oldest_version": s.versions.keys().next().copied().unwrap_or(0),
+        "updated_time": ts(&s.updated_time),
+        "versions": versions,
+    })))
+    .into_response())
 }
 
 #[cfg(test)]
