@@ -121,6 +121,9 @@ done
 echo "jobforge: all tests passed"
 "#;
 
+/// The test phase's task. About 80 lines on purpose: it reads top to bottom in the order the
+/// test script consumes its inputs (constraints, mode, secrets, then the script's env); the
+/// secret templates and the GPU image task are already their own functions.
 pub(crate) fn test_task(
     req: &BuildRequest,
     generation: u64,
