@@ -1,5 +1,5 @@
 //! Consul emulator: the KV, session, txn, status and agent HTTP API subset jobforge uses, with
-//! Consul's semantics (`reference/hashicorp-api-semantics.md`; hashicorp/consul
+//! Consul's semantics (`docs/consul-nomad-vault-semantics.md`; hashicorp/consul
 //! `agent/kvs_endpoint.go`, `agent/consul/state/kvs.go`, `api-docs/{kv,txn,session}.mdx`,
 //! `features/blocking.mdx`).
 //!
