@@ -2,8 +2,8 @@
 //! that jobforge uses. The Nomad emulator's `raw_exec`/`exec` drivers run real processes.
 //!
 //! The emulators follow the real APIs as documented (see `docs/consul-nomad-vault-semantics.md`,
-//! and `docs/devstack.md` for what each enforces and knowingly does not): status codes, headers, blocking queries, CAS, sessions, lock-delay, log
-//! framing. Nothing in jobforge knows it talks to an emulator.
+//! and `docs/devstack.md` for what each enforces and knowingly does not): status codes, headers,
+//! blocking queries, CAS, sessions, lock-delay, log framing. Nothing in jobforge knows it talks to an emulator.
 //!
 //! Use [`DevStack::start`] in tests (bind to port 0 and read the real addresses back), or the
 //! `jobforge-devstack` binary.
