@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
+pub mod docker;
 pub mod githttp;
 pub mod history;
 pub mod proxy;

@@ -39,6 +39,8 @@ pub struct DevStackConfig {
     /// Tasks run under a mock driver for this long instead of as processes
     /// (see [`nomad::NomadOptions::mock_run_for`]); `None` runs real processes.
     pub mock_run_for: Option<std::time::Duration>,
+    /// Docker Engine API address of the Nomad `docker` driver (`unix:///…`); `None` = no driver.
+    pub docker_host: Option<String>,
 }
 
 impl DevStackConfig {
@@ -53,6 +55,7 @@ impl DevStackConfig {
             vault_token: "root".to_string(),
             external_vault_addr: None,
             mock_run_for: None,
+            docker_host: None,
         }
     }
 }
@@ -124,6 +127,7 @@ impl DevStack {
                 vault_addr,
                 vault_token: Some(cfg.vault_token.clone()),
                 mock_run_for: cfg.mock_run_for,
+                docker_host: cfg.docker_host.clone(),
             })?;
             let (bound, h) =
                 serve(addr, nomad::router(state.clone()), cancel.clone(), "nomad").await?;

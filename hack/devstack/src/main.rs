@@ -41,6 +41,11 @@ struct Args {
     /// those of a real run. Nomad's own tests use its `mock_driver` the same way.
     #[arg(long, env = "JOBFORGE_DEVSTACK_MOCK_DRIVER", value_parser = humantime::parse_duration)]
     mock_driver: Option<std::time::Duration>,
+    /// Docker Engine API of the Nomad `docker` driver (`unix:///run/podman.sock`,
+    /// `tcp://host:port`), found the way Docker clients find it. Without one, or when nothing
+    /// answers there at start, the node has no `docker` driver ("missing drivers").
+    #[arg(long, env = "DOCKER_HOST")]
+    docker_host: Option<String>,
 }
 
 #[tokio::main]
@@ -67,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         vault_token: args.vault_token,
         external_vault_addr: args.external_vault_addr,
         mock_run_for: args.mock_driver,
+        docker_host: args.docker_host,
     };
     let stack = DevStack::start(cfg).await?;
     println!("{}", stack.readiness_line());

@@ -190,6 +190,40 @@ async fn run_task(state: Arc<NomadState>, launch: Launch, ti: usize, kill: Cance
             template_env.extend(parse_env_file(&text));
         }
     }
+    // --- docker driver: its own lifecycle (hack/devstack/src/nomad/docker) ---
+    if task.driver == "docker" {
+        let run = super::docker::TaskRun {
+            alloc,
+            job,
+            task,
+            alloc_dir: &alloc_dir,
+            task_dir: &task_dir,
+            env: &env,
+            template_env: &template_env,
+            resources,
+            attempts: u64::try_from(
+                group
+                    .restart_policy
+                    .as_ref()
+                    .and_then(|p| p.attempts)
+                    .unwrap_or(3),
+            )
+            .unwrap_or(0),
+            delay: Duration::from_nanos(
+                u64::try_from(
+                    group
+                        .restart_policy
+                        .as_ref()
+                        .and_then(|p| p.delay)
+                        .unwrap_or(15_000_000_000),
+                )
+                .unwrap_or(0),
+            ),
+            kill: &kill,
+        };
+        return super::docker::run_task(state.clone(), run).await;
+    }
+    // --- end docker driver ---
     env.extend(template_env);
 
     let command = task
