@@ -3,6 +3,12 @@
 #
 #   ./hack/quickstart.sh          # build, test and publish examples/hello-world, then keep the stack up
 #   ./hack/quickstart.sh --once   # same, then stop everything it started
+#   ./hack/quickstart.sh --profile docker [--once]
+#                                 # the same build through the docker profile: a container engine
+#                                 # (podman's Docker Engine API with runc, hack/docker-engine.sh),
+#                                 # the tool image built from Debian's packages (cached under
+#                                 # target/docker-images; the first build takes ~3 minutes), and
+#                                 # every phase a container of the dev stack's Nomad docker driver
 #
 # It installs what is missing (buildah, skopeo, docker-registry, busybox-static, git; apt, only when
 # absent), builds the workspace, starts the dev stack (Consul, Nomad, Vault emulators), a registry and
@@ -19,11 +25,15 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ONCE=0
-for arg in "$@"; do
-  case "$arg" in
-    --once) ONCE=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "quickstart: unknown argument $arg (allowed: --once)" >&2; exit 2 ;;
+PROFILE=raw_exec
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --once) ONCE=1; shift ;;
+    --profile)
+      PROFILE=${2:-}; shift 2 || true
+      case "$PROFILE" in raw_exec|docker) ;; *) echo "quickstart: --profile raw_exec|docker" >&2; exit 2 ;; esac ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown argument $1 (allowed: --once, --profile raw_exec|docker)" >&2; exit 2 ;;
   esac
 done
 
@@ -39,16 +49,23 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 PIDS=()
+ENGINE_STATE=""
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
   if [ ${#PIDS[@]} -gt 0 ]; then
     say "stopping what the quickstart started"
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
+    # Newest first: the controller and the dev stack (which removes its containers) go before
+    # the engine and the registry they use.
+    for ((i=${#PIDS[@]}-1; i>=0; i--)); do
+      pid=${PIDS[$i]}
+      kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
     done
+  fi
+  if [ -n "$ENGINE_STATE" ]; then
+    hack/docker-engine.sh clean --state "$ENGINE_STATE" || true
   fi
   exit "$code"
 }
@@ -71,6 +88,7 @@ if [ -z "${JOBFORGE_BIN_DIR:-}" ]; then
   cargo build --locked -q -p jobforge-devstack -p jobforge-controller -p jobforge-cli
 fi
 
+if [ -d "$STATE/engine" ]; then hack/docker-engine.sh clean --state "$STATE/engine" || true; fi
 rm -rf "$STATE" && mkdir -p "$STATE"/{registry,git,devstack,logs}
 
 # wait_for URL WHAT: waits up to 30 s for URL to answer.
@@ -112,9 +130,29 @@ PIDS+=($!)
 for _ in $(seq 1 100); do git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null 2>&1 && break; sleep 0.1; done
 git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null || die "git daemon did not come up"
 
+DOCKER_ARGS=()
+if [ "$PROFILE" = docker ]; then
+  ENGINE_STATE="$STATE/engine"
+  say "starting the container engine (podman system service, runc) on unix://$ENGINE_STATE/engine.sock"
+  hack/docker-engine.sh serve --state "$ENGINE_STATE" --insecure-registry "127.0.0.1:$REGISTRY_PORT" \
+    >"$STATE/logs/engine.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null --unix-socket "$ENGINE_STATE/engine.sock" http://docker/_ping 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null --unix-socket "$ENGINE_STATE/engine.sock" http://docker/_ping \
+    || die "the container engine did not come up (log: $STATE/logs/engine.log)"
+  say "building (or reusing) the docker profile's tool image from Debian's packages"
+  TOOLS_IMAGE=$(hack/docker-engine.sh images --registry "127.0.0.1:$REGISTRY_PORT") \
+    || die "the tool image could not be built (see above)"
+  DOCKER_ARGS=(--docker-host "unix://$ENGINE_STATE/engine.sock")
+fi
+
 say "starting the dev stack (Consul :$CONSUL_PORT, Nomad :$NOMAD_PORT, Vault :$VAULT_PORT)"
 "$BIN/jobforge-devstack" --consul-addr "127.0.0.1:$CONSUL_PORT" --nomad-addr "127.0.0.1:$NOMAD_PORT" \
-  --vault-addr "127.0.0.1:$VAULT_PORT" --data-dir "$STATE/devstack" >"$STATE/logs/devstack.log" 2>&1 &
+  --vault-addr "127.0.0.1:$VAULT_PORT" --data-dir "$STATE/devstack" "${DOCKER_ARGS[@]}" \
+  >"$STATE/logs/devstack.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$CONSUL_PORT/v1/status/leader" "the Consul emulator"
 
@@ -128,8 +166,16 @@ curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application
   --data '{"data":{"username":"quickstart","password":"quickstart"}}' \
   "$VAULT_ADDR/v1/secret/data/jobforge/registry" >/dev/null || die "could not write the Vault secret"
 
-say "starting jobforge-controller (raw_exec profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
-"$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile raw_exec \
+if [ "$PROFILE" = docker ]; then
+  # The tool containers share the client's network: the registry and git daemon listen on its
+  # loopback. On a real cluster leave docker_network_mode unset.
+  say "writing the controller's docker-profile defaults to jobforge/config"
+  curl -fsS -X PUT --data "{\"buildah_image\":\"$TOOLS_IMAGE\",\"docker_network_mode\":\"host\"}" \
+    "http://$CONSUL_HTTP_ADDR/v1/kv/jobforge/config" >/dev/null || die "could not write jobforge/config"
+fi
+
+say "starting jobforge-controller ($PROFILE profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
+"$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile "$PROFILE" \
   --registry-tls-verify=false >"$STATE/logs/controller.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$CONTROLLER_PORT/readyz" "jobforge-controller"

@@ -75,9 +75,7 @@ pub fn effective_config(args: &ControllerArgs, kv: &KvConfig) -> EffectiveConfig
     if let Some(ns) = &kv.nomad_namespace {
         render.namespace = Some(ns.clone());
     }
-    if let Some(img) = &kv.buildah_image {
-        render.buildah_image = img.clone();
-    }
+    kv.apply_docker(&mut render);
     if let Some(res) = &kv.default_resources {
         let apply = |d: &mut PhaseDefaults, r: &Option<crate::config::KvPhaseResources>| {
             let Some(r) = r else { return };
