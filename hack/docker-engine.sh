@@ -52,6 +52,7 @@ serve)
     || die "podman and runc are missing: run hack/prereqs.sh"
   mkdir -p "$state"
   state=$(cd "$state" && pwd)
+  mkdir -p "$state/tmp" "$state/volumes"
   nofile=$(ulimit -n); nproc=$(ulimit -u)
   [ "$nproc" = unlimited ] && nproc=32768
   [ "$nofile" = unlimited ] && nofile=65536
@@ -66,6 +67,11 @@ log_driver = "k8s-file"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+# Engines of concurrent tests must not share podman's default lock segment (/dev/shm/libpod_lock,
+# numbered per engine: two engines would lock each other's containers) nor its tmp dir.
+lock_type = "file"
+tmp_dir = "$state/tmp"
+volume_path = "$state/volumes"
 EOF
   {
     echo 'unqualified-search-registries = []'

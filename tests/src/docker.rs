@@ -132,16 +132,23 @@ impl DockerEngine {
             .send()
             .await?;
         let state = if started.status().is_success() {
-            c.post(format!("{base}/containers/{id}/wait"))
-                .send()
-                .await?;
-            let v: Value = c
-                .get(format!("{base}/containers/{id}/json"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            Ok(v["State"].clone())
+            // `wait` may return at once while the engine still shows the container `created`.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                c.post(format!("{base}/containers/{id}/wait"))
+                    .send()
+                    .await?;
+                let v: Value = c
+                    .get(format!("{base}/containers/{id}/json"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if v["State"]["Status"] == "exited" || std::time::Instant::now() > deadline {
+                    break Ok(v["State"].clone());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         } else {
             Err(anyhow::anyhow!(
                 "start failed: {}",

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use jobforge_tests::docker::{DockerEngine, busybox_image};
-use jobforge_tests::{DevStackOptions, DevStackProcess, Registry, python, wait_until};
+use jobforge_tests::{DevStackOptions, DevStackProcess, Registry, python};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(90);
@@ -86,26 +86,21 @@ async fn alloc(e: &Env, alloc_id: &str) -> Value {
 
 /// Waits until the job's allocation's task `t` satisfies `cond`; returns the allocation.
 async fn wait_task(e: &Env, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let mut found = Value::Null;
-    wait_until(T, what, || {
-        let fut = allocs(e, id);
-        let found = &mut found;
-        let cond = &cond;
-        async move {
-            let a = fut.await;
-            if let Some(first) = a.first() {
-                let full = alloc(e, first["ID"].as_str().unwrap_or_default()).await;
-                if cond(&full["TaskStates"]["t"]) {
-                    *found = full;
-                    return Ok(true);
-                }
+    let deadline = std::time::Instant::now() + T;
+    let mut last = Value::Null;
+    loop {
+        if let Some(first) = allocs(e, id).await.first() {
+            last = alloc(e, first["ID"].as_str().unwrap_or_default()).await;
+            if cond(&last["TaskStates"]["t"]) {
+                return last;
             }
-            Ok(false)
         }
-    })
-    .await
-    .unwrap_or_else(|err| panic!("{err}; allocations: {:#}", json!(found)));
-    found
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn events(a: &Value) -> Vec<Value> {
@@ -120,17 +115,18 @@ fn event<'a>(evs: &'a [Value], ty: &str) -> Option<&'a Value> {
 }
 
 async fn no_containers_left(e: &Env) {
-    let mut last = Vec::new();
-    let r = wait_until(T, "the engine has no container left", || {
-        let fut = e.engine.containers();
-        let last = &mut last;
-        async move {
-            *last = fut.await?;
-            Ok(last.is_empty())
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let left = e.engine.containers().await.unwrap();
+        if left.is_empty() {
+            return;
         }
-    })
-    .await;
-    assert!(r.is_ok(), "containers left behind: {last:#?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containers left behind: {left:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

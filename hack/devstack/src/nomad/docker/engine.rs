@@ -213,6 +213,31 @@ impl Engine {
         Ok(v["StatusCode"].as_i64().unwrap_or(-1))
     }
 
+    /// Waits until the container has exited and returns its final `State` (from inspect).
+    ///
+    /// `POST /wait` (condition `not-running`) can return at once for a container the engine
+    /// still shows as `created` right after start (podman's compat service does), so the wait
+    /// is repeated until inspect shows a finished container, pausing 50 ms between rounds that
+    /// returned without an exit.
+    pub async fn wait_exit(&self, id: &str) -> Result<Value, EngineError> {
+        loop {
+            self.wait(id).await?;
+            let v = self.inspect(id).await?;
+            let state = &v["State"];
+            let finished = matches!(
+                state["Status"].as_str(),
+                Some("exited" | "stopped" | "dead")
+            ) || (state["Running"] == false
+                && state["FinishedAt"]
+                    .as_str()
+                    .is_some_and(|f| !f.starts_with("0001-")));
+            if finished {
+                return Ok(state.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET /containers/{id}/json`.
     pub async fn inspect(&self, id: &str) -> Result<Value, EngineError> {
         let path = format!("/containers/{id}/json");

@@ -56,12 +56,13 @@ pub struct Docker {
 
 impl Docker {
     /// A driver for the engine at `host` (`unix:///…`, `tcp://…`), fingerprinted now: `version`
-    /// is `None` when nothing answers within 2 s (the node then has no `driver.docker`).
+    /// is `None` when nothing listens there, or the engine does not answer `GET /version` within
+    /// 15 s (a loaded engine can take seconds); the node then has no `driver.docker`.
     ///
     /// Errors: `host` is not a Docker host string.
     pub fn fingerprint(host: &str, plugin: PluginConfig) -> Result<Docker, engine::EngineError> {
         let engine = Engine::new(host)?;
-        let version = engine::probe_blocking(host, Duration::from_secs(2));
+        let version = engine::probe_blocking(host, Duration::from_secs(15));
         Ok(Docker {
             engine,
             plugin,
@@ -337,7 +338,7 @@ pub async fn run_task(state: Arc<NomadState>, run: TaskRun<'_>) {
             }
         };
         let end = tokio::select! {
-            _ = docker.engine.wait(&id) => End::Exited,
+            _ = docker.engine.wait_exit(&id) => End::Exited,
             () = run.kill.cancelled() => End::Kill("Sent interrupt"),
             () = sleep_deadline => End::Kill("Task exceeded its max run duration"),
         };
@@ -354,12 +355,12 @@ pub async fn run_task(state: Arc<NomadState>, run: TaskRun<'_>) {
                 ev.kill_timeout = i64::try_from(kill_timeout.as_nanos()).unwrap_or(i64::MAX);
                 event(&state, alloc, name, ev).await;
                 let _ = docker.engine.kill(&id, &signal).await;
-                if tokio::time::timeout(kill_timeout, docker.engine.wait(&id))
+                if tokio::time::timeout(kill_timeout, docker.engine.wait_exit(&id))
                     .await
                     .is_err()
                 {
                     let _ = docker.engine.kill(&id, "SIGKILL").await;
-                    let _ = docker.engine.wait(&id).await;
+                    let _ = docker.engine.wait_exit(&id).await;
                 }
                 (true, why.starts_with("Task exceeded"))
             }
