@@ -12,11 +12,13 @@
 #       permitted"). Registries given with --insecure-registry are plain HTTP.
 #   hack/docker-engine.sh clean  --state DIR
 #       Removes every container, pod and volume of the engine at DIR and its storage.
-#   hack/docker-engine.sh images --registry HOST:PORT [--repo jobforge/tools]
+#   hack/docker-engine.sh images [--registry HOST:PORT] [--repo jobforge/tools]
 #       Builds (once per recipe, cached under target/docker-images/<hash>/) the tool image of the
 #       docker profile: a Debian bookworm rootfs made with debootstrap (minbase), then buildah,
 #       skopeo, git and ca-certificates installed with apt from Debian's mirror; saves it as an
-#       OCI archive and pushes it to HOST:PORT/<repo>:<hash> (plain HTTP). Prints the reference.
+#       OCI archive and pushes it to HOST:PORT/<repo>:<hash> (plain HTTP). Prints the reference;
+#       without --registry only fills the cache (hack/test.sh does, once, before the tests).
+#       Concurrent callers wait for one build (flock on target/docker-images/.lock).
 #       JOBFORGE_DEBIAN_MIRROR overrides the mirror (default: the first deb.debian.org-style URI
 #       of /etc/apt, else http://deb.debian.org/debian).
 #   hack/docker-engine.sh busybox --registry HOST:PORT
@@ -93,8 +95,7 @@ clean)
   rm -rf "$state"
   ;;
 images)
-  [ -n "$registry" ] || die "images needs --registry HOST:PORT"
-  for t in debootstrap buildah skopeo; do
+  for t in debootstrap buildah skopeo flock; do
     command -v "$t" >/dev/null || die "$t is missing: run hack/prereqs.sh"
   done
   [ "$(id -u)" -eq 0 ] || die "debootstrap needs root (or run once as root to fill the cache)"
@@ -110,7 +111,11 @@ images)
   key=$(printf '%s\n%s\n%s\n%s\n' "$recipe" "$suite" "$packages" "$(uname -m)" | sha256sum | cut -c1-16)
   cache="$root_dir/target/docker-images/$key"
   archive="$cache/tools.oci.tar"
+  mkdir -p "$root_dir/target/docker-images"
+  exec 9>"$root_dir/target/docker-images/.lock"
+  flock 9
   if [ ! -s "$archive" ]; then
+    started=$(date +%s)
     echo "docker-engine: building the tool image $key (debootstrap $suite from $mirror; first run takes minutes)" >&2
     work=$(mktemp -d "$root_dir/target/docker-images-work.XXXXXX")
     bs=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
@@ -149,7 +154,12 @@ images)
     "${bs[@]}" commit --quiet "$ctr" "oci-archive:$archive.tmp" >/dev/null
 # recipe:end
     mv "$archive.tmp" "$archive"
-    echo "docker-engine: tool image cached at $archive" >&2
+    echo "docker-engine: tool image cached at $archive after $(( $(date +%s) - started )) s" >&2
+  fi
+  flock -u 9
+  if [ -z "$registry" ]; then
+    echo "$archive"
+    exit 0
   fi
   ref="$registry/$repo:$key"
   skopeo copy --quiet --dest-tls-verify=false "oci-archive:$archive" "docker://$ref" >&2 \
@@ -162,6 +172,9 @@ busybox)
   key=$( { sha256sum "$bb"; sed -n '/^busybox)/,/^  ;;/p' "$0"; } | sha256sum | cut -c1-16)
   cache="$root_dir/target/docker-images/busybox-$key"
   archive="$cache/busybox.oci.tar"
+  mkdir -p "$root_dir/target/docker-images"
+  exec 9>"$root_dir/target/docker-images/.lock"
+  flock 9
   if [ ! -s "$archive" ]; then
     work=$(mktemp -d "$root_dir/target/docker-images-work.XXXXXX")
     bs=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
@@ -178,6 +191,7 @@ busybox)
     "${bs[@]}" commit --quiet "$ctr" "oci-archive:$archive.tmp" >/dev/null
     mv "$archive.tmp" "$archive"
   fi
+  flock -u 9
   ref="$registry/jobforge/busybox:$key"
   skopeo copy --quiet --dest-tls-verify=false "oci-archive:$archive" "docker://$ref" >&2 \
     || die "pushing $ref failed"

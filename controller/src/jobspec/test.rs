@@ -160,7 +160,7 @@ pub(crate) fn test_task(
             });
         }
         (Profile::Docker, true) => true,
-        (Profile::Docker, false) => !(test.entry_point && !test.commands.is_empty()),
+        (Profile::Docker, false) => !test.entry_point || test.commands.is_empty(),
         _ => false,
     };
     // Vault secrets: one template per secret; env names prefixed in buildah mode.
