@@ -82,6 +82,9 @@ EOF
     done
   } >"$state/registries.conf"
   rm -f "$state/engine.sock"
+  # conmon leaves an empty `oom` file in its working directory when a container is OOM-killed
+  # (observed with podman 4.3.1 / conmon 2.1.6 on cgroups v1): keep it inside the state dir.
+  cd "$state"
   exec env CONTAINERS_CONF="$state/containers.conf" CONTAINERS_REGISTRIES_CONF="$state/registries.conf" \
     podman --root "$state/root" --runroot "$state/run" --storage-driver overlay \
     system service --time=0 "unix://$state/engine.sock"

@@ -218,8 +218,9 @@ async fn oom_is_reported_as_the_engine_reports_it() {
         // host reports too (Nomad's handle.go: "with cgroups.v2 the cgroup OOM killer is not
         // observed by docker container status").
         eprintln!(
-            "NOTE: this engine does not report State.OOMKilled (conmon gets no cgroup OOM \
-             notification on this kernel); Nomad then reports exit code 137 without oom_killed"
+            "NOTE: this engine does not report State.OOMKilled (podman 4.3.1 here: conmon's \
+             oom marker is never read back); the driver reports exit code 137 without \
+             oom_killed, as Nomad does on such a host (docs/docker-profile.md)"
         );
     }
     let body = job(
