@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what jobforge's tests and quickstart need, only when missing:
-#   Debian packages: buildah skopeo docker-registry busybox-static git uidmap
+#   Debian packages: buildah skopeo docker-registry busybox-static git uidmap, and for the docker
+#   profile's container engine (hack/docker-engine.sh) podman runc debootstrap
 #   Python packages (in target/pyvenv): py-consul python-nomad hvac mcp  (third-party wire checks)
 # Usage: hack/prereqs.sh [--no-python]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in buildah:buildah skopeo:skopeo docker-registry:docker-registry busybox:busybox-static git:git newuidmap:uidmap; do
+for pair in buildah:buildah skopeo:skopeo docker-registry:docker-registry busybox:busybox-static git:git newuidmap:uidmap \
+  podman:podman runc:runc debootstrap:debootstrap; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -4,6 +4,12 @@
 #   ./hack/quickstart.sh          # build, test and publish examples/hello-world, then keep the stack up
 #   ./hack/quickstart.sh --once   # same, then stop everything it started
 #   ./hack/quickstart.sh --check-only  # only check it has what it needs to get the binaries; start nothing
+#   ./hack/quickstart.sh --profile docker [--once]
+#                                 # the same build through the docker profile: a container engine
+#                                 # (podman's Docker Engine API with runc, hack/docker-engine.sh),
+#                                 # the tool image built from Debian's packages (cached under
+#                                 # target/docker-images; the first build takes ~3 minutes), and
+#                                 # every phase a container of the dev stack's Nomad docker driver
 #
 # It installs what is missing (buildah, skopeo, docker-registry, busybox-static, git; apt, only when
 # absent), builds the workspace, starts the dev stack (Consul, Nomad, Vault emulators), a registry and
@@ -22,12 +28,16 @@ ROOT=$PWD
 
 ONCE=0
 CHECK_ONLY=0
-for arg in "$@"; do
-  case "$arg" in
-    --once) ONCE=1 ;;
-    --check-only) CHECK_ONLY=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-    *) echo "quickstart: unknown argument $arg (allowed: --once, --check-only)" >&2; exit 2 ;;
+PROFILE=raw_exec
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --once) ONCE=1; shift ;;
+    --check-only) CHECK_ONLY=1; shift ;;
+    --profile)
+      PROFILE=${2:-}; shift 2 || true
+      case "$PROFILE" in raw_exec|docker) ;; *) echo "quickstart: --profile raw_exec|docker" >&2; exit 2 ;; esac ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown argument $1 (allowed: --once, --check-only, --profile raw_exec|docker)" >&2; exit 2 ;;
   esac
 done
 
@@ -63,16 +73,23 @@ if [ "$CHECK_ONLY" -eq 1 ]; then
 fi
 
 PIDS=()
+ENGINE_STATE=""
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
   if [ ${#PIDS[@]} -gt 0 ]; then
     say "stopping what the quickstart started"
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
+    # Newest first: the controller and the dev stack (which removes its containers) go before
+    # the engine and the registry they use.
+    for ((i=${#PIDS[@]}-1; i>=0; i--)); do
+      pid=${PIDS[$i]}
+      kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
     done
+  fi
+  if [ -n "$ENGINE_STATE" ]; then
+    hack/docker-engine.sh clean --state "$ENGINE_STATE" || true
   fi
   exit "$code"
 }
@@ -94,6 +111,7 @@ if [ -z "${JOBFORGE_BIN_DIR:-}" ]; then
   cargo build --locked -q -p jobforge-devstack -p jobforge-controller -p jobforge-cli
 fi
 
+if [ -d "$STATE/engine" ]; then hack/docker-engine.sh clean --state "$STATE/engine" || true; fi
 rm -rf "$STATE" && mkdir -p "$STATE"/{registry,git,devstack,logs}
 
 # wait_for URL WHAT: waits up to 30 s for URL to answer.
@@ -135,9 +153,29 @@ PIDS+=($!)
 for _ in $(seq 1 100); do git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null 2>&1 && break; sleep 0.1; done
 git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null || die "git daemon did not come up"
 
+DOCKER_ARGS=()
+if [ "$PROFILE" = docker ]; then
+  ENGINE_STATE="$STATE/engine"
+  say "starting the container engine (podman system service, runc) on unix://$ENGINE_STATE/engine.sock"
+  hack/docker-engine.sh serve --state "$ENGINE_STATE" --insecure-registry "127.0.0.1:$REGISTRY_PORT" \
+    >"$STATE/logs/engine.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null --unix-socket "$ENGINE_STATE/engine.sock" http://docker/_ping 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null --unix-socket "$ENGINE_STATE/engine.sock" http://docker/_ping \
+    || die "the container engine did not come up (log: $STATE/logs/engine.log)"
+  say "building (or reusing) the docker profile's tool image from Debian's packages"
+  TOOLS_IMAGE=$(hack/docker-engine.sh images --registry "127.0.0.1:$REGISTRY_PORT") \
+    || die "the tool image could not be built (see above)"
+  DOCKER_ARGS=(--docker-host "unix://$ENGINE_STATE/engine.sock")
+fi
+
 say "starting the dev stack (Consul :$CONSUL_PORT, Nomad :$NOMAD_PORT, Vault :$VAULT_PORT)"
 "$BIN/jobforge-devstack" --consul-addr "127.0.0.1:$CONSUL_PORT" --nomad-addr "127.0.0.1:$NOMAD_PORT" \
-  --vault-addr "127.0.0.1:$VAULT_PORT" --data-dir "$STATE/devstack" >"$STATE/logs/devstack.log" 2>&1 &
+  --vault-addr "127.0.0.1:$VAULT_PORT" --data-dir "$STATE/devstack" "${DOCKER_ARGS[@]}" \
+  >"$STATE/logs/devstack.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$CONSUL_PORT/v1/status/leader" "the Consul emulator"
 
@@ -167,8 +205,17 @@ CONTROLLER_VAULT_TOKEN=$(curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H '
   python3 -c 'import json, sys; print(json.load(sys.stdin)["auth"]["client_token"])') ||
   die "could not create the controller's Vault token"
 
-say "starting jobforge-controller (raw_exec profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
-VAULT_TOKEN="$CONTROLLER_VAULT_TOKEN" "$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile raw_exec \
+
+if [ "$PROFILE" = docker ]; then
+  # The tool containers share the client's network: the registry and git daemon listen on its
+  # loopback. On a real cluster leave docker_network_mode unset.
+  say "writing the controller's docker-profile defaults to jobforge/config"
+  curl -fsS -X PUT --data "{\"buildah_image\":\"$TOOLS_IMAGE\",\"docker_network_mode\":\"host\"}" \
+    "http://$CONSUL_HTTP_ADDR/v1/kv/jobforge/config" >/dev/null || die "could not write jobforge/config"
+fi
+
+say "starting jobforge-controller ($PROFILE profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
+VAULT_TOKEN="$CONTROLLER_VAULT_TOKEN" "$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile "$PROFILE" \
   --registry-tls-verify=false >"$STATE/logs/controller.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$CONTROLLER_PORT/readyz" "jobforge-controller"

@@ -13,6 +13,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Integration tests start the binaries (dev stack, controller, CLI) as processes.
 cargo build --workspace --bins --locked
+# The docker profile's tool image, from Debian's packages: debootstrap runs once per machine
+# (~3 minutes), later runs hit the cache under target/docker-images/.
+hack/docker-engine.sh images
 if cargo nextest --version >/dev/null 2>&1; then
   # Doc tests first: nextest's summary line is the run's closing line.
   cargo test --workspace --locked --doc

@@ -11,6 +11,7 @@
 //! {"build_timeout": "30m", "test_timeout": "15m", "ttl_after_finished": "168h",
 //!  "registry_temp_prefix": "jobforge-tmp", "profile": "raw_exec", "registry_tls_verify": false,
 //!  "datacenters": ["dc1"], "nomad_namespace": "default", "buildah_image": "quay.io/buildah/stable:v1.37",
+//!  "skopeo_image": "registry.internal/jobforge/tools:1", "docker_network_mode": "host",
 //!  "max_retries": 10,
 //!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}}}
 //! ```
@@ -155,6 +156,14 @@ pub struct KvConfig {
     pub nomad_namespace: Option<String>,
     /// Image of the docker profile.
     pub buildah_image: Option<String>,
+    /// Docker profile: image of the publish phase (skopeo); the buildah image when unset and
+    /// `buildah_image` is set (one tool image can hold both, as `hack/docker-engine.sh images`
+    /// builds it).
+    pub skopeo_image: Option<String>,
+    /// Docker profile: `network_mode` of the tool containers (for example `host` when the
+    /// registry and git server listen on the client's loopback, as in the dev stack); the
+    /// driver's default (`bridge`) when unset.
+    pub docker_network_mode: Option<String>,
     /// Upper bound on `spec.retries`.
     pub max_retries: Option<u32>,
     /// Default resources per phase.
@@ -247,6 +256,23 @@ impl KvConfig {
         Ok(cfg)
     }
 
+    /// Applies the docker-profile fields (`buildah_image`, `skopeo_image`,
+    /// `docker_network_mode`) to `render`.
+    pub fn apply_docker(&self, render: &mut crate::jobspec::RenderConfig) {
+        if let Some(img) = &self.buildah_image {
+            render.buildah_image = img.clone();
+            if self.skopeo_image.is_none() {
+                render.skopeo_image = img.clone();
+            }
+        }
+        if let Some(img) = &self.skopeo_image {
+            render.skopeo_image = img.clone();
+        }
+        if let Some(m) = &self.docker_network_mode {
+            render.docker_network_mode = Some(m.clone());
+        }
+    }
+
     /// `build_timeout` parsed (validated by [`KvConfig::parse`]).
     pub fn build_timeout(&self) -> Option<Duration> {
         self.build_timeout
@@ -323,9 +349,7 @@ impl EffectiveConfig {
         if let Some(ns) = &kv.nomad_namespace {
             render.namespace = Some(ns.clone());
         }
-        if let Some(img) = &kv.buildah_image {
-            render.buildah_image = img.clone();
-        }
+        kv.apply_docker(&mut render);
         if let Some(res) = &kv.default_resources {
             let apply = |d: &mut PhaseDefaults, r: &Option<KvPhaseResources>| {
                 let Some(r) = r else { return };

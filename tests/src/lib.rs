@@ -19,6 +19,7 @@
 pub mod acl;
 pub mod controller;
 pub mod devstack;
+pub mod docker;
 pub mod env;
 pub mod git;
 pub mod githttp;

@@ -10,6 +10,16 @@ use jobforge_tests::{bin, free_port, workspace_root};
 
 #[test]
 fn quickstart_once_builds_tests_and_publishes_hello_world() {
+    quickstart_once(&[]);
+}
+
+/// The same through the docker profile: engine, tool image and every phase a container.
+#[test]
+fn quickstart_profile_docker_builds_tests_and_publishes_hello_world() {
+    quickstart_once(&["--profile", "docker"]);
+}
+
+fn quickstart_once(extra: &[&str]) {
     let state = tempfile::tempdir().unwrap();
     let bin_dir = bin("jobforge-controller")
         .unwrap()
@@ -34,6 +44,7 @@ fn quickstart_once_builds_tests_and_publishes_hello_world() {
         .unwrap();
     let out = Command::new(workspace_root().join("hack/quickstart.sh"))
         .arg("--once")
+        .args(extra)
         .envs(ports.iter().map(|(k, v)| (k.clone(), v.to_string())))
         .env("JOBFORGE_STATE", state.path())
         .env("JOBFORGE_BIN_DIR", &bin_dir)

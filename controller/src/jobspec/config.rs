@@ -50,6 +50,9 @@ pub struct RenderConfig {
     pub skopeo_image: String,
     /// Docker profile: capabilities added to the buildah container (never `privileged`).
     pub docker_cap_add: Vec<String>,
+    /// Docker profile: `network_mode` of the tool containers (`host` in the dev stack, whose
+    /// registry and git server listen on loopback); `None` = the driver's default (`bridge`).
+    pub docker_network_mode: Option<String>,
     /// Verify registry TLS (`--tls-verify`); `false` only for a loopback development registry.
     pub tls_verify: bool,
     /// buildah storage driver (`vfs`: works unprivileged and inside containers).
@@ -97,6 +100,7 @@ impl Default for RenderConfig {
             buildah_image: "quay.io/buildah/stable:v1.37".to_string(),
             skopeo_image: "quay.io/skopeo/stable:v1.16".to_string(),
             docker_cap_add: vec!["SETUID".into(), "SETGID".into(), "SETFCAP".into()],
+            docker_network_mode: None,
             tls_verify: true,
             storage_driver: "vfs".to_string(),
             work_root: None,

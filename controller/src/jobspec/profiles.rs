@@ -88,6 +88,9 @@ pub fn tool_task(
             if tool == Tool::Buildah && !cfg.docker_cap_add.is_empty() {
                 m.insert("cap_add".into(), json!(cfg.docker_cap_add));
             }
+            if let Some(mode) = &cfg.docker_network_mode {
+                m.insert("network_mode".into(), json!(mode));
+            }
             m
         }
     };

@@ -282,3 +282,34 @@ fn every_script_is_snapshotted() {
     insta::assert_snapshot!("image_test_script", test::IMAGE_TEST_SCRIPT);
     insta::assert_snapshot!("publish_script", publish::PUBLISH_SCRIPT);
 }
+
+#[test]
+fn docker_profile_tests_commands_in_the_built_image_itself() {
+    let cfg = RenderConfig {
+        profile: Profile::Docker,
+        docker_network_mode: Some("host".into()),
+        ..Default::default()
+    };
+    let mut r = with_tests();
+    if let Some(t) = r.spec.test.as_mut() {
+        t.entry_point = false;
+    }
+    let job = render(&r, 1234, 1, PipelinePhase::Test, &cfg).unwrap();
+    let task = serde_json::to_value(&job).unwrap()["TaskGroups"][0]["Tasks"][0].clone();
+    assert_eq!(task["Driver"], "docker");
+    let image = task["Config"]["image"].as_str().unwrap();
+    assert!(image.contains("/jobforge-tmp/"), "the temp image: {image}");
+    assert_eq!(task["Config"]["entrypoint"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(task["Config"]["args"][3], "/app/selftest");
+    assert!(task["Config"].get("runtime").is_none(), "{task:#}");
+    assert!(
+        task["Config"].get("network_mode").is_none(),
+        "the user's image keeps bridge"
+    );
+    assert!(task["Config"].get("privileged").is_none());
+    // Entry point and commands together: the tool image keeps their order (buildah mode).
+    let both = render(&with_tests(), 1234, 1, PipelinePhase::Test, &cfg).unwrap();
+    let task = serde_json::to_value(&both).unwrap()["TaskGroups"][0]["Tasks"][0].clone();
+    assert_eq!(task["Config"]["image"], cfg.buildah_image.as_str());
+    assert_eq!(task["Config"]["network_mode"], "host");
+}

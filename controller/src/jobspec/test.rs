@@ -1,7 +1,8 @@
 //! The test phase: run the entry point and/or each command inside the temporary image.
 //!
 //! Two ways, chosen per request:
-//! - **buildah** (the `raw_exec` profile, and the `docker` profile without a GPU): the tool task
+//! - **buildah** (the `raw_exec` profile, and the `docker` profile when a request without a GPU
+//!   asks for both the entry point and commands, whose order only one container can keep): the tool task
 //!   runs [`TEST_SCRIPT`]: `buildah from` the temporary image (pulled from the registry), then
 //!   `buildah run <ctr> -- /bin/sh -c "$cmd"` for each command in order, then the image's
 //!   entry point + CMD (read with `buildah inspect`) when `entry_point` is set. The first failure
@@ -10,11 +11,13 @@
 //!   `JF_TEST_CMD_1..N` (`JF_TEST_CMD_COUNT`); the test environment as `JF_TEST_ENV_<NAME>` with
 //!   the names listed one per line in `JF_TEST_ENV_NAMES`, passed to `buildah run --env`
 //!   (so, in this mode, values are visible in the host's process list while a command runs).
-//! - **image** (the `docker` profile with `gpu_required`): the docker driver runs the temporary
-//!   image itself with `runtime: nvidia`. Commands: `entrypoint: ["/bin/sh"]`, args
+//! - **image** (the `docker` profile otherwise): the docker driver runs the temporary image
+//!   itself as the task's container (with `runtime: nvidia` when `gpu_required`). Commands:
+//!   `entrypoint: ["/bin/sh"]`, args
 //!   `["-c", IMAGE_TEST_SCRIPT, "jobforge-test", cmd1, cmd2, ...]` (each command one argv element);
 //!   entry point: the image's own entry point and CMD, unchanged. Both at once is unsupported
-//!   there (the entry point is not known at render time). `gpu_count > 0` requests that many
+//!   with a GPU (the entry point is not known at render time; without a GPU that case uses
+//!   the buildah way). `gpu_count > 0` requests that many
 //!   `nvidia/gpu` devices; 0 sets `NVIDIA_VISIBLE_DEVICES=all`. Env and Vault secrets keep their
 //!   own names. Registry TLS settings and pull credentials are the Nomad client's docker plugin
 //!   configuration (`auth { config = ... }`): per-job credentials would be visible to the tests.
@@ -160,6 +163,7 @@ pub(crate) fn test_task(
             });
         }
         (Profile::Docker, true) => true,
+        (Profile::Docker, false) => !test.entry_point || test.commands.is_empty(),
         _ => false,
     };
     // Vault secrets: one template per secret; env names prefixed in buildah mode.
@@ -167,7 +171,11 @@ pub(crate) fn test_task(
     let (templates, secret_names) = secret_templates(test, prefix)?;
 
     let mut task = if image_mode {
-        image_task(test, &image)?
+        image_task(
+            test,
+            &image,
+            cfg.profile == Profile::Docker && test.gpu_required,
+        )?
     } else {
         let mut env = BTreeMap::new();
         env.insert("JF_TEMP_IMAGE".to_string(), image);
@@ -237,10 +245,11 @@ fn secret_templates(
     Ok((templates, secret_names))
 }
 
-/// The docker task that runs the temporary image itself (GPU tests).
+/// The docker task that runs the temporary image itself (with the NVIDIA runtime when `gpu`).
 fn image_task(
     test: &jobforge_schema::TestSpec,
     image: &str,
+    gpu: bool,
 ) -> Result<crate::nomad::job_spec::Task, RenderError> {
     if test.entry_point && !test.commands.is_empty() {
         return Err(RenderError::Unsupported {
@@ -251,7 +260,9 @@ fn image_task(
     }
     let mut config = serde_json::Map::new();
     config.insert("image".into(), json!(image));
-    config.insert("runtime".into(), json!("nvidia"));
+    if gpu {
+        config.insert("runtime".into(), json!("nvidia"));
+    }
     if !test.commands.is_empty() {
         config.insert("entrypoint".into(), json!(["/bin/sh"]));
         config.insert(
@@ -264,9 +275,9 @@ fn image_task(
         driver: "docker".into(),
         ..Default::default()
     };
-    if test.gpu_count == 0 {
+    if gpu && test.gpu_count == 0 {
         env.insert("NVIDIA_VISIBLE_DEVICES".into(), "all".into());
-    } else {
+    } else if gpu {
         task.resources = Some(crate::nomad::job_spec::Resources {
             devices: vec![RequestedDevice {
                 name: "nvidia/gpu".into(),

@@ -53,6 +53,8 @@ pub struct DevStackConfig {
     /// Consul ACLs: `Some(secret)` enables them with default policy `deny` and this initial
     /// management token (`acl.tokens.initial_management`); `None` = ACLs off, as `-dev`.
     pub consul_acl_initial_management: Option<String>,
+    /// Docker Engine API address of the Nomad `docker` driver (`unix:///…`); `None` = no driver.
+    pub docker_host: Option<String>,
 }
 
 impl DevStackConfig {
@@ -69,6 +71,7 @@ impl DevStackConfig {
             external_vault_addr: None,
             mock_run_for: None,
             consul_acl_initial_management: None,
+            docker_host: None,
         }
     }
 }
@@ -144,6 +147,7 @@ impl DevStack {
                 vault_token: Some(cfg.vault_token.clone()),
                 vault_roles: cfg.vault_roles.clone(),
                 mock_run_for: cfg.mock_run_for,
+                docker_host: cfg.docker_host.clone(),
             })?;
             let (bound, h) =
                 serve(addr, nomad::router(state.clone()), cancel.clone(), "nomad").await?;

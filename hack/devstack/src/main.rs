@@ -52,6 +52,11 @@ struct Args {
     /// initial_management = "<secret>" } }`). Off by default, as `consul agent -dev`.
     #[arg(long, value_name = "SECRET")]
     consul_acl_initial_management: Option<String>,
+    /// Docker Engine API of the Nomad `docker` driver (`unix:///run/podman.sock`,
+    /// `tcp://host:port`), found the way Docker clients find it. Without one, or when nothing
+    /// answers there at start, the node has no `docker` driver ("missing drivers").
+    #[arg(long, env = "DOCKER_HOST")]
+    docker_host: Option<String>,
 }
 
 /// `NAME=POLICY[,POLICY...]`.
@@ -97,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         external_vault_addr: args.external_vault_addr,
         mock_run_for: args.mock_driver,
         consul_acl_initial_management: args.consul_acl_initial_management,
+        docker_host: args.docker_host,
     };
     let stack = DevStack::start(cfg).await?;
     println!("{}", stack.readiness_line());

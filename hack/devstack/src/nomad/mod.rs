@@ -7,6 +7,7 @@
 //! (the template subset), `logs` (log sinks and the framed logs API), `http` (routes and blocking
 //! queries), `query` (the query-string extractor every route uses).
 
+pub mod docker;
 pub mod events;
 mod http;
 pub mod logs;
@@ -54,6 +55,9 @@ pub struct NomadOptions {
     /// queries are exactly those of a real run; only no process is started (no task or alloc
     /// directory, no templates, no logs). Nomad's own tests use `mock_driver` the same way.
     pub mock_run_for: Option<std::time::Duration>,
+    /// The Docker Engine API of the `docker` driver (`unix:///…`, `tcp://…`, as `DOCKER_HOST`);
+    /// the node has the driver only when an engine answers there at start ([`docker`]).
+    pub docker_host: Option<String>,
 }
 
 /// Shared state of the Nomad emulator.
@@ -71,6 +75,7 @@ pub struct NomadState {
     tracker: TaskTracker,
     pids: Mutex<Vec<u32>>,
     closing: CancellationToken,
+    docker: Option<docker::Docker>,
 }
 
 /// stdout and stderr sinks of one task.
@@ -100,13 +105,26 @@ impl NomadState {
                 alloc_root.display()
             )
         })?;
+        // The docker driver: fingerprinted once; `driver.docker` only when an engine answers.
+        let mut node = Node::local();
+        let docker = match &opts.docker_host {
+            Some(h) => Some(docker::Docker::fingerprint(
+                h,
+                docker::config::PluginConfig::default(),
+            )?),
+            None => None,
+        };
+        if let Some(v) = docker.as_ref().and_then(|d| d.version.clone()) {
+            node.attributes.insert("driver.docker".into(), "1".into());
+            node.attributes.insert("driver.docker.version".into(), v);
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
         Ok(Arc::new(NomadState {
             store: Mutex::new(store::Store::default()),
             changes: watch::channel(0).0,
-            node: Node::local(),
+            node,
             alloc_root,
             remove_root_on_shutdown: remove,
             mock_run_for: opts.mock_run_for,
@@ -121,6 +139,7 @@ impl NomadState {
             tracker: TaskTracker::new(),
             pids: Mutex::new(Vec::new()),
             closing: CancellationToken::new(),
+            docker,
         }))
     }
 
@@ -136,6 +155,9 @@ impl NomadState {
         }
         self.tracker.close();
         self.tracker.wait().await;
+        if let Some(d) = self.docker.as_ref().filter(|d| d.version.is_some()) {
+            d.remove_all(&self.node.id).await;
+        }
         if self.remove_root_on_shutdown {
             let root = self.alloc_root.clone();
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
@@ -171,6 +193,11 @@ impl NomadState {
     /// `Some(run_for)` when tasks run under the mock driver ([`NomadOptions::mock_run_for`]).
     pub(crate) fn mock_run_for(&self) -> Option<std::time::Duration> {
         self.mock_run_for
+    }
+
+    /// The docker driver, when configured (answering or not).
+    pub fn docker(&self) -> Option<&docker::Docker> {
+        self.docker.as_ref()
     }
 
     pub(crate) fn vault(&self) -> &VaultClient {

@@ -192,6 +192,8 @@ pub struct TaskEvent {
     pub kill_timeout: i64,
     /// Failure flag Nomad sets on fatal events.
     pub fails_task: bool,
+    /// The docker driver saw the container OOM-killed (Terminated; `Details.oom_killed`).
+    pub oom_killed: bool,
 }
 
 impl TaskEvent {
@@ -210,6 +212,9 @@ impl TaskEvent {
         if self.type_ == "Terminated" {
             details.insert("exit_code".into(), json!(self.exit_code.to_string()));
             details.insert("signal".into(), json!(self.signal.to_string()));
+            if self.oom_killed {
+                details.insert("oom_killed".into(), json!("true"));
+            }
         }
         if !self.driver_error.is_empty() {
             details.insert("driver_error".into(), json!(self.driver_error));

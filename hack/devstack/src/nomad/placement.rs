@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::spec::{ConstraintSpec, GroupSpec, JobSpec};
 
-/// Drivers the emulated node really has.
+/// Drivers every emulated node has; `docker` joins them when an engine answers (attribute
+/// `driver.docker`, see [`Node::drivers`]).
 pub const DRIVERS: [&str; 2] = ["raw_exec", "exec"];
 
 /// The single emulated client node.
@@ -144,9 +145,19 @@ impl Node {
         }
     }
 
+    /// The drivers of this node: those with a `driver.<name>` attribute (Nomad's fingerprint).
+    pub fn drivers(&self) -> Vec<&str> {
+        self.attributes
+            .keys()
+            .filter_map(|k| k.strip_prefix("driver."))
+            .filter(|d| !d.contains('.'))
+            .collect()
+    }
+
     /// `GET /v1/node/:id` body.
     pub fn to_json(&self) -> Value {
-        let drivers: serde_json::Map<String, Value> = DRIVERS
+        let drivers: serde_json::Map<String, Value> = self
+            .drivers()
             .iter()
             .map(|d| {
                 (
@@ -193,7 +204,7 @@ pub fn check_group(node: &Node, job: &JobSpec, group: &GroupSpec) -> Result<(), 
     let missing_driver = group
         .tasks
         .iter()
-        .any(|t| !DRIVERS.contains(&t.driver.as_str()));
+        .any(|t| !node.drivers().contains(&t.driver.as_str()));
     if missing_driver {
         return Err(metric(1, Some("missing drivers".into()), group.count()));
     }

@@ -146,6 +146,24 @@ async fn run_task(
     }
     let mut token = None;
     match prestart(&state, &launch, ti, &mut token).await {
+        Ok(prepared) if task.driver == "docker" => {
+            // The docker driver has a lifecycle of its own (hack/devstack/src/nomad/docker).
+            let limits = Limits::of(&launch.job, group, task);
+            let run = super::docker::TaskRun {
+                alloc,
+                job: &launch.job,
+                task,
+                alloc_dir: &state.alloc_dir(alloc),
+                task_dir: &prepared.task_dir,
+                env: &prepared.base_env,
+                template_env: &prepared.template_env,
+                resources: prepared.resources,
+                attempts: limits.attempts,
+                delay: limits.delay,
+                kill: &kill,
+            };
+            super::docker::run_task(state.clone(), run).await;
+        }
         Ok(prepared) => {
             let limits = Limits::of(&launch.job, group, task);
             supervise(&state, alloc, name, &kill, &prepared, &limits).await;
@@ -161,6 +179,13 @@ struct Prepared {
     env: BTreeMap<String, String>,
     command: String,
     args: Vec<String>,
+    /// The environment before template variables (the docker driver builds the container's
+    /// environment from it).
+    base_env: BTreeMap<String, String>,
+    /// Variables of `Envvars` templates.
+    template_env: BTreeMap<String, String>,
+    /// Allocated resources.
+    resources: super::model::TaskResources,
 }
 
 /// A `Killing` event that fails the task: how Nomad's prestart hooks (vault, template) stop a
@@ -222,7 +247,8 @@ async fn prestart(
         .vault()
         .source(token.as_ref().map(|t| t.token.clone()));
     let template_env = render_templates(state, task, &task_dir, &env, &secrets).await?;
-    env.extend(template_env);
+    let base_env = env.clone();
+    env.extend(template_env.clone());
     let command = task
         .config
         .get("command")
@@ -238,6 +264,9 @@ async fn prestart(
         env,
         command,
         args,
+        base_env,
+        template_env,
+        resources,
     })
 }
 
