@@ -3,11 +3,13 @@
 //! `examples/deploy/consul-policy-controller.hcl` and drives a request to `Succeeded` (no-op tool
 //! stand-ins of `tests/fakes`), and the `jobforge` CLI with a team's token made from
 //! `examples/deploy/consul-policy-team.hcl` sees only its own namespace and cannot write into
-//! another. The policy files are loaded exactly as shipped.
+//! another; the MCP facade (`jobforge mcp`, stdio) with that token lists only the team's requests
+//! too. The policy files are loaded exactly as shipped.
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use jobforge_tests::acl::{ConsulAcl, shipped_policy, team_policy};
@@ -35,6 +37,50 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Calls the MCP tool `tool` with `args` through `jobforge mcp` (stdio transport) with `token`,
+/// speaking the protocol's JSON-RPC lines (initialize, initialized, tools/call), and returns the
+/// call's `result`.
+fn mcp_call(
+    stack: &DevStackProcess,
+    token: &str,
+    tool: &str,
+    args: serde_json::Value,
+) -> serde_json::Value {
+    let mut child = Command::new(bin("jobforge").expect("jobforge built"))
+        .arg("mcp")
+        .envs(stack.env())
+        .env("CONSUL_HTTP_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jobforge mcp");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut send = |v: serde_json::Value| {
+        writeln!(stdin, "{v}").expect("write");
+        stdin.flush().expect("flush");
+    };
+    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "consul-acl-test", "version": "0"}}}));
+    let init = lines.next().expect("initialize answer").expect("read");
+    assert!(init.contains("\"result\""), "{init}");
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": tool, "arguments": args}}));
+    let answer: serde_json::Value = loop {
+        let line = lines.next().expect("tools/call answer").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json-rpc line");
+        if v["id"] == 2 {
+            break v;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    answer["result"].clone()
 }
 
 /// Writes a request document of `ns/name` to a temporary file for `jobforge submit`.
@@ -119,6 +165,16 @@ async fn least_privilege_controller_and_team_tokens_work_and_stay_in_their_names
     assert!(
         !listed.contains("b-secret"),
         "team A sees team B's request: {listed}"
+    );
+
+    // The MCP facade with team A's token: the same view.
+    let result = mcp_call(&stack, team_a, "listRequests", json!({}));
+    let listed = result.to_string();
+    assert_eq!(result["isError"], json!(false), "{listed}");
+    assert!(listed.contains("a-one"), "{listed}");
+    assert!(
+        !listed.contains("b-secret"),
+        "team A sees team B's request through MCP: {listed}"
     );
 
     // Without a token (the anonymous token) nothing is listed: the stack really enforces.
