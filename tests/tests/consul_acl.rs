@@ -1,7 +1,9 @@
 //! The shipped Consul policies, enforced: on a dev stack whose Consul enforces ACLs (default
 //! policy deny), the controller runs with a token made from
-//! `examples/deploy/consul-policy-controller.hcl` and drives a request to `Succeeded` (no-op tool
-//! stand-ins of `tests/fakes`), and the `jobforge` CLI with a team's token made from
+//! `examples/deploy/consul-policy-controller.hcl` and a Vault token made from
+//! `examples/deploy/vault-policy-controller.hcl`, and drives a request whose build task reads its
+//! registry credentials from Vault with its own task token to `Succeeded` (no-op tool stand-ins
+//! of `tests/fakes`), and the `jobforge` CLI with a team's token made from
 //! `examples/deploy/consul-policy-team.hcl` sees only its own namespace and cannot write into
 //! another; the MCP facade (`jobforge mcp`, stdio) with that token lists only the team's requests
 //! too. The policy files are loaded exactly as shipped.
@@ -20,6 +22,7 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const MANAGEMENT: &str = "3e1f0c55-7a5b-4b1e-9a2d-5c8f6e0d4a21";
+const REGISTRY_SECRET: &str = "secret/data/jobforge/registry";
 
 /// `jobforge <args>` against `stack` with `token`.
 fn cli(stack: &DevStackProcess, token: &str, args: &[&str]) -> Output {
@@ -63,9 +66,11 @@ fn mcp_call(
         writeln!(stdin, "{v}").expect("write");
         stdin.flush().expect("flush");
     };
-    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "consul-acl-test", "version": "0"}}}));
+        "clientInfo": {"name": "consul-acl-test", "version": "0"}}}),
+    );
     let init = lines.next().expect("initialize answer").expect("read");
     assert!(init.contains("\"result\""), "{init}");
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
@@ -83,10 +88,13 @@ fn mcp_call(
     answer["result"].clone()
 }
 
-/// Writes a request document of `ns/name` to a temporary file for `jobforge submit`.
+/// Writes a request document of `ns/name` to a temporary file for `jobforge submit`. Its registry
+/// credentials come from Vault, so the build task reads a secret with its own token (policy
+/// `jobforge`, `examples/deploy/vault-policy-tasks.hcl`).
 fn request_file(repo: &GitRepo, ns: &str, name: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("tmp");
-    let spec = json!({"repo_url": repo.url, "image_tags": ["v1"]});
+    let spec = json!({"repo_url": repo.url, "image_tags": ["v1"],
+        "registry_credentials_path": REGISTRY_SECRET});
     std::fs::write(file.path(), request_json(ns, name, spec)).expect("write");
     file
 }
@@ -117,7 +125,19 @@ async fn least_privilege_controller_and_team_tokens_work_and_stay_in_their_names
     }
     let (team_a, team_b) = (&team[0], &team[1]);
 
-    let mut env = stack.env();
+    stack
+        .put_secret(
+            REGISTRY_SECRET,
+            json!({"username": "builder", "password": "registry-pass"}),
+        )
+        .await
+        .expect("registry secret");
+    // Least privilege on both sides: Consul (the shipped controller policy) and Vault (the
+    // shipped vault-policy-controller.hcl); tasks get the shipped task policy from Nomad.
+    let mut env = stack
+        .least_privilege_env()
+        .await
+        .expect("controller Vault token");
     env.push(("CONSUL_HTTP_TOKEN".into(), controller_token));
     let ctl = ControllerProcess::start_env(env, &[])
         .await
