@@ -104,6 +104,16 @@ impl DockerEngine {
             .unwrap_or_default())
     }
 
+    /// Every image in the engine (`GET /images/json`).
+    pub async fn images(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .get("/images/json")
+            .await?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Every volume of the engine.
     pub async fn volumes(&self) -> anyhow::Result<Vec<Value>> {
         Ok(self.get("/volumes").await?["Volumes"]

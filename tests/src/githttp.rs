@@ -26,15 +26,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct Cfg {
     root: PathBuf,
-    user: String,
-    password: String,
+    /// `(user, password)` every request must carry; `None`: a public repository.
+    auth: Option<(String, String)>,
 }
 
 /// A running server; stops when dropped.
 pub struct GitHttpServer {
-    /// `https://127.0.0.1:<port>/`.
+    /// `https://127.0.0.1:<port>/` (`http://` for [`GitHttpServer::start_public`]).
     pub base: String,
-    ca: tempfile::TempDir,
+    ca: Option<tempfile::TempDir>,
     cancel: CancellationToken,
 }
 
@@ -74,8 +74,7 @@ impl GitHttpServer {
     pub async fn start(root: PathBuf, user: &str, password: &str) -> anyhow::Result<GitHttpServer> {
         let cfg = Cfg {
             root,
-            user: user.to_string(),
-            password: password.to_string(),
+            auth: Some((user.to_string(), password.to_string())),
         };
         let pki = test_pki().context("test certificates")?;
         let ca = tempfile::tempdir()?;
@@ -114,20 +113,47 @@ impl GitHttpServer {
         });
         Ok(GitHttpServer {
             base: format!("https://{addr}/"),
-            ca,
+            ca: Some(ca),
             cancel,
         })
     }
 
-    /// The PEM file of the CA that signed the server's certificate (for `GIT_SSL_CAINFO`).
+    /// Serves the bare repositories under `root` to anyone over plain HTTP: a public repository
+    /// (jobforge sends no credentials over plain HTTP, so a private one needs [`Self::start`]).
+    pub async fn start_public(root: PathBuf) -> anyhow::Result<GitHttpServer> {
+        let cfg = Cfg { root, auth: None };
+        let app = axum::Router::new().fallback(handle).with_state(cfg);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
+        });
+        Ok(GitHttpServer {
+            base: format!("http://{addr}/"),
+            ca: None,
+            cancel,
+        })
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (for `GIT_SSL_CAINFO`); an
+    /// empty path for a plain-HTTP server.
     pub fn ca_file(&self) -> PathBuf {
-        self.ca.path().join("ca.pem")
+        self.ca
+            .as_ref()
+            .map(|d| d.path().join("ca.pem"))
+            .unwrap_or_default()
     }
 }
 
 fn authorized(headers: &HeaderMap, cfg: &Cfg) -> bool {
-    let expected =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cfg.user, cfg.password));
+    let Some((user, password)) = &cfg.auth else {
+        return true;
+    };
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -182,7 +208,10 @@ async fn cgi(cfg: &Cfg, req: Request) -> anyhow::Result<Response> {
         .env("CONTENT_TYPE", &content_type)
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("HTTP_CONTENT_ENCODING", &encoding)
-        .env("REMOTE_USER", &cfg.user)
+        .env(
+            "REMOTE_USER",
+            cfg.auth.as_ref().map_or("anonymous", |(u, _)| u.as_str()),
+        )
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,8 +4,9 @@
 //! here from Debian's packages and served by a local registry. buildah runs inside its container
 //! unprivileged: vfs storage, chroot isolation, Docker's default capabilities minus `NET_RAW`.
 //!
-//! The git repository is served over HTTP with credentials from Vault (a `file://` URL of the
-//! host is not visible inside a container); registry and git server listen on loopback, so the
+//! The git repository is a public one served over HTTP (a `file://` URL of the host is not
+//! visible inside a container; credentials travel only over TLS, and the test CA of the private
+//! HTTPS server is not in the tool image: `e2e_real_build.rs` covers credentials from Vault); registry and git server listen on loopback, so the
 //! tool containers use `docker_network_mode = "host"` (operator config, `jobforge/config`).
 
 #![allow(clippy::unwrap_used)]
@@ -22,6 +23,8 @@ use jobforge_tests::{
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(300);
+/// The docker driver's `gc { image_delay }` in these tests, in seconds.
+const IMAGE_DELAY_SECS: u64 = 5;
 
 struct Env {
     // Dropped in this order: controller, dev stack (removes its containers), engine, registry.
@@ -40,7 +43,15 @@ async fn env() -> Env {
         .await
         .expect("engine");
     let stack = DevStackProcess::start(DevStackOptions {
-        env: vec![("DOCKER_HOST".into(), engine.host.clone())],
+        env: vec![
+            ("DOCKER_HOST".into(), engine.host.clone()),
+            // Nomad's image GC with a short delay: the phases of one request follow each other
+            // within it and share the tool image; after the request, nothing stays.
+            (
+                "JOBFORGE_DEVSTACK_DOCKER_IMAGE_DELAY".into(),
+                IMAGE_DELAY_SECS.to_string() + "s",
+            ),
+        ],
         ..Default::default()
     })
     .expect("dev stack");
@@ -54,13 +65,6 @@ async fn env() -> Env {
         )
         .await
         .expect("config");
-    stack
-        .put_secret(
-            "secret/data/jobforge/git",
-            json!({"username": "builder", "password": "s3cret-token"}),
-        )
-        .await
-        .expect("secret");
     let ctl = ControllerProcess::start(&stack, &["--profile", "docker"])
         .await
         .expect("controller");
@@ -78,7 +82,6 @@ async fn env() -> Env {
 fn spec(e: &Env, git: &GitHttpServer, extra: Value) -> Value {
     let mut s = json!({
         "repo_url": format!("{}repo.git", git.base),
-        "git_credentials_path": "secret/data/jobforge/git",
         "git_ref": "main",
         "dockerfile_path": "Containerfile",
         "image_name": "hello-world",
@@ -95,7 +98,7 @@ fn spec(e: &Env, git: &GitHttpServer, extra: Value) -> Value {
 }
 
 async fn serve(repo: &GitRepo) -> GitHttpServer {
-    GitHttpServer::start(repo.root(), "builder", "s3cret-token")
+    GitHttpServer::start_public(repo.root())
         .await
         .expect("git server")
 }
@@ -141,6 +144,20 @@ async fn nothing_left_behind(e: &Env) {
     }
     let volumes = e.engine.volumes().await.unwrap();
     assert!(volumes.is_empty(), "volumes left behind: {volumes:#?}");
+    // Images (the tool image, the temporary image a test phase ran) go once unused for the
+    // image delay, as Nomad's image GC removes them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(IMAGE_DELAY_SECS + 30);
+    loop {
+        let images = e.engine.images().await.unwrap();
+        if images.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "images left behind in the engine: {images:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let temp = e
         .registry
         .tags("e2e/jobforge-tmp/hello-world")

@@ -238,7 +238,9 @@ async fn missing_vault_secret_fails_secret_not_found_before_any_job() {
     let spec = hello_spec(
         &e,
         &repo,
-        json!({"git_credentials_path": "secret/data/jobforge/absent"}),
+        // The repository is a local file:// one: credentials for it would be refused as
+        // InvalidSpec (they travel only over https/ssh), so the missing secret is the registry's.
+        json!({"registry_credentials_path": "secret/data/jobforge/absent"}),
     );
     e.stack
         .kv()

@@ -55,6 +55,8 @@ pub struct DevStackConfig {
     pub consul_acl_initial_management: Option<String>,
     /// Docker Engine API address of the Nomad `docker` driver (`unix:///…`); `None` = no driver.
     pub docker_host: Option<String>,
+    /// The docker driver's `gc { image_delay }`; Nomad's default (3m) when `None`.
+    pub docker_image_delay: Option<std::time::Duration>,
 }
 
 impl DevStackConfig {
@@ -72,6 +74,7 @@ impl DevStackConfig {
             mock_run_for: None,
             consul_acl_initial_management: None,
             docker_host: None,
+            docker_image_delay: None,
         }
     }
 }
@@ -148,6 +151,7 @@ impl DevStack {
                 vault_roles: cfg.vault_roles.clone(),
                 mock_run_for: cfg.mock_run_for,
                 docker_host: cfg.docker_host.clone(),
+                docker_image_delay: cfg.docker_image_delay,
             })?;
             let (bound, h) =
                 serve(addr, nomad::router(state.clone()), cancel.clone(), "nomad").await?;

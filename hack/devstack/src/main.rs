@@ -57,6 +57,10 @@ struct Args {
     /// answers there at start, the node has no `docker` driver ("missing drivers").
     #[arg(long, env = "DOCKER_HOST")]
     docker_host: Option<String>,
+    /// The docker driver's `gc { image_delay }`: how long an image no task uses stays in the
+    /// engine before it is removed (Nomad's default 3m).
+    #[arg(long, env = "JOBFORGE_DEVSTACK_DOCKER_IMAGE_DELAY", value_parser = humantime::parse_duration)]
+    docker_image_delay: Option<std::time::Duration>,
 }
 
 /// `NAME=POLICY[,POLICY...]`.
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         mock_run_for: args.mock_driver,
         consul_acl_initial_management: args.consul_acl_initial_management,
         docker_host: args.docker_host,
+        docker_image_delay: args.docker_image_delay,
     };
     let stack = DevStack::start(cfg).await?;
     println!("{}", stack.readiness_line());

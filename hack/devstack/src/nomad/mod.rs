@@ -58,6 +58,8 @@ pub struct NomadOptions {
     /// The Docker Engine API of the `docker` driver (`unix:///…`, `tcp://…`, as `DOCKER_HOST`);
     /// the node has the driver only when an engine answers there at start ([`docker`]).
     pub docker_host: Option<String>,
+    /// The docker driver's `gc { image_delay }`; Nomad's default (3m) when `None`.
+    pub docker_image_delay: Option<std::time::Duration>,
 }
 
 /// Shared state of the Nomad emulator.
@@ -108,10 +110,13 @@ impl NomadState {
         // The docker driver: fingerprinted once; `driver.docker` only when an engine answers.
         let mut node = Node::local();
         let docker = match &opts.docker_host {
-            Some(h) => Some(docker::Docker::fingerprint(
-                h,
-                docker::config::PluginConfig::default(),
-            )?),
+            Some(h) => {
+                let mut plugin = docker::config::PluginConfig::default();
+                if let Some(d) = opts.docker_image_delay {
+                    plugin.image_delay = d;
+                }
+                Some(docker::Docker::fingerprint(h, plugin)?)
+            }
             None => None,
         };
         if let Some(v) = docker.as_ref().and_then(|d| d.version.clone()) {

@@ -105,6 +105,10 @@ pub struct PluginConfig {
     pub allow_privileged: bool,
     /// `volumes { enabled }`: absolute host paths in `volumes`/`mounts`.
     pub volumes_enabled: bool,
+    /// `gc { image = true }`: remove an image once no task uses it, after `image_delay`.
+    pub gc_image: bool,
+    /// `gc { image_delay = "3m" }`: how long an unused image is kept for a task that may want it.
+    pub image_delay: std::time::Duration,
 }
 
 impl Default for PluginConfig {
@@ -113,6 +117,9 @@ impl Default for PluginConfig {
             allow_caps: nomad_default_caps(),
             allow_privileged: false,
             volumes_enabled: false,
+            gc_image: true,
+            // Nomad's default (`drivers/docker/config.go`, `image_delay`).
+            image_delay: std::time::Duration::from_secs(180),
         }
     }
 }

@@ -288,6 +288,17 @@ impl Engine {
         }
     }
 
+    /// `DELETE /images/{name}`: removes an image no container uses. A missing image is not an
+    /// error; an image still in use (409) is kept and reported.
+    pub async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        let path = format!("/images/{}", encode_path(image));
+        match self.send(self.http.delete(self.url(&path))).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// IDs of every container (running or not) with label `key=value`.
     pub async fn list_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, EngineError> {
         let filters = json!({"label": [format!("{key}={value}")]}).to_string();

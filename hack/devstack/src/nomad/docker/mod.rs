@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod images;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,6 +53,8 @@ pub struct Docker {
     pub plugin: PluginConfig,
     /// The engine's version, when it answered the fingerprint.
     pub version: Option<String>,
+    /// References of tasks on images, for image garbage collection ([`images`]).
+    pub images: Arc<images::ImageRefs>,
 }
 
 impl Docker {
@@ -67,6 +70,7 @@ impl Docker {
             engine,
             plugin,
             version,
+            images: Arc::default(),
         })
     }
 
@@ -300,6 +304,12 @@ pub async fn run_task(state: Arc<NomadState>, run: TaskRun<'_>) {
                 }
             }
         }
+        // The task holds its image until it ends (image garbage collection, `images.rs`).
+        let _image_ref = docker.images.acquire(
+            &docker.engine,
+            &cfg.image,
+            docker.plugin.gc_image.then_some(docker.plugin.image_delay),
+        );
         // A container of an earlier attempt with the same name goes first.
         let _ = docker.engine.remove(&container_name).await;
         let id = match docker.engine.create(&container_name, &body).await {
