@@ -245,12 +245,13 @@ impl Ctx<'_, '_> {
             spec.registry_url.trim_end_matches('/'),
             spec.image_name
         );
-        if let Some(d) = &markers.digest {
-            status.image = Some(ImageStatus {
-                reference: format!("{repo}@{d}"),
-                digest: Some(d.clone()),
-                tags: Vec::new(),
-            });
+        // A digest belongs to the phase that reported it: the build's is the temporary image's,
+        // which the final repository does not hold, so it is never `status.image` (issue 18,
+        // item 5); only the end of publish sets that.
+        if let Some(d) = &markers.digest
+            && let Some(rec) = status.phases.slot(phase).as_mut()
+        {
+            rec.digest = Some(d.clone());
         }
         let next = match phase {
             PipelinePhase::Build if spec.has_tests() => Some(PipelinePhase::Test),
@@ -276,7 +277,11 @@ impl Ctx<'_, '_> {
             }
             None => {
                 let tags = spec.effective_tags();
-                let digest = status.image.as_ref().and_then(|i| i.digest.clone());
+                // Publish copies the temporary image's manifest unchanged, so the build's digest
+                // stands in when publish did not report one.
+                let digest = [PipelinePhase::Publish, PipelinePhase::Build]
+                    .into_iter()
+                    .find_map(|p| status.phases.get(p).and_then(|r| r.digest.clone()));
                 let reference = match &digest {
                     Some(d) => format!("{repo}@{d}"),
                     None => format!("{repo}:{}", tags.first().map_or("", String::as_str)),

@@ -236,6 +236,7 @@ fn the_pipeline_runs_build_test_publish_and_succeeds_with_image_and_commit() {
         commit_sha: Some(SHA.into()),
         digest: Some(digest()),
         reason: None,
+        ..Markers::default()
     };
     let d = run(&s, 7, Some(&st), obs, t(101));
     assert_eq!(d.status.phase, Phase::Testing);
@@ -550,4 +551,62 @@ fn long_names_give_job_ids_within_the_limit() {
         2,
     );
     assert!(id.len() <= MAX_JOB_ID_LEN);
+}
+
+/// Issue 18, item 13: `jobforge cancel` rewrites the spec (a new generation); the Cancelled
+/// status keeps the phases that ran and the real start time instead of an empty, 0 s record.
+#[test]
+fn cancel_of_a_running_request_keeps_its_phase_records_and_start_time() {
+    let mut s = spec();
+    let st = building(&s); // generation 7, started at t(0), build running since t(10)
+    s.cancel = true;
+    let d = run(&s, 8, Some(&st), Observation::default(), t(60));
+    assert_eq!(d.status.phase, Phase::Cancelled);
+    assert_eq!(d.status.observed_generation, 8);
+    assert_eq!(d.status.start_time, Some(t(0)));
+    assert_eq!(d.status.completion_time, Some(t(60)));
+    let build = d
+        .status
+        .phases
+        .build
+        .clone()
+        .expect("the build record is kept");
+    assert_eq!(build.nomad_job_id, "jobforge-team-a-app-7-build");
+    assert_eq!(build.started_at, Some(t(10)));
+    assert!(d.effects.contains(&Effect::StopGeneration {
+        generation: 7,
+        job_ids: vec!["jobforge-team-a-app-7-build".into()],
+    }));
+    assert!(registers(&d).is_empty());
+}
+
+/// Issue 18, item 5: before publish succeeded, `status.image` names nothing (the build's digest
+/// belongs to the temporary image, which the final repository does not hold); after a failed
+/// test it stays absent, and the `phase.test` webhook is sent without an image.
+#[test]
+fn only_a_published_image_is_reported() {
+    let s = spec();
+    let st = building(&s);
+    let mut obs = job(finished(10, 100, 0));
+    obs.markers = Markers {
+        commit_sha: Some(SHA.into()),
+        digest: Some(digest()),
+        reason: None,
+        ..Markers::default()
+    };
+    let d = run(&s, 7, Some(&st), obs, t(101));
+    assert_eq!(d.status.phase, Phase::Testing);
+    assert_eq!(d.status.image, None, "no image before publish");
+    assert_eq!(
+        d.status
+            .phases
+            .build
+            .as_ref()
+            .and_then(|r| r.digest.clone()),
+        Some(digest()),
+        "the temporary image's digest is recorded with the build phase"
+    );
+    let d = run(&s, 7, Some(&d.status), job(finished(110, 120, 1)), t(121));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.status.image, None, "a failed request has no image");
 }
