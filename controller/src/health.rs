@@ -247,6 +247,7 @@ pub fn install_metrics(cancel: CancellationToken) -> Option<PrometheusHandle> {
     for outcome in ["delivered", "failed"] {
         metrics::counter!("jobforge_webhook_deliveries_total", "outcome" => outcome).increment(0);
     }
+    metrics::counter!("jobforge_ignored_keys_total").increment(0);
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP);
@@ -317,6 +318,10 @@ fn describe_metrics() {
     describe_counter!(
         "jobforge_webhook_deliveries_total",
         "Webhook delivery attempts by outcome."
+    );
+    describe_counter!(
+        "jobforge_ignored_keys_total",
+        "Keys under requests/ that are not requests (wrong depth, not DNS labels), each counted once per leader term; never reconciled."
     );
 }
 
