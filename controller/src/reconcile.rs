@@ -98,9 +98,14 @@ impl Observed {
             (JobObservation::Finished { .. }, Some(out)) => machine::parse_markers(out),
             _ => Default::default(),
         };
+        let error_line = match &self.job {
+            JobObservation::Finished { .. } => self.tail().and_then(|t| machine::error_line(&t)),
+            _ => None,
+        };
         Observation {
             job: self.job.clone(),
             markers,
+            error_line,
             secrets_missing: None,
             nomad_unavailable: self.nomad_unavailable,
         }
@@ -912,16 +917,25 @@ mod tests {
         let mut o = Observed {
             job: finished,
             stdout: Some(format!("::jobforge::commit={SHA}\n").into_bytes()),
-            stderr: Some(b"warn\n".to_vec()),
+            stderr: Some(b"Error: building at STEP \"RUN false\": exit status 1\n".to_vec()),
             nomad_unavailable: false,
         };
         assert_eq!(
             o.tail(),
-            Some(format!("::jobforge::commit={SHA}\nwarn\n").into_bytes())
+            Some(
+                format!("::jobforge::commit={SHA}\nError: building at STEP \"RUN false\": exit status 1\n")
+                    .into_bytes()
+            )
         );
         assert_eq!(o.observation().markers.commit_sha.as_deref(), Some(SHA));
+        // The error line comes from both streams of a finished task (issue 18, item 1).
+        assert_eq!(
+            o.observation().error_line.as_deref(),
+            Some("Error: building at STEP \"RUN false\": exit status 1")
+        );
         o.job = JobObservation::NotFound;
         assert_eq!(o.observation().markers, Default::default());
+        assert_eq!(o.observation().error_line, None);
         assert_eq!(Observed::default().tail(), None);
     }
 

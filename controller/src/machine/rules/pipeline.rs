@@ -10,7 +10,7 @@ use jobforge_schema::{
 };
 
 use super::{Ctx, add, failure_reason, rank, running_reason, to_std};
-use crate::machine::{Effect, JobObservation};
+use crate::machine::{Effect, FailedCommand, JobObservation};
 
 impl Ctx<'_, '_> {
     /// The current phase's job exists (or should): follow what Nomad reports.
@@ -128,17 +128,38 @@ impl Ctx<'_, '_> {
             }
             _ => failure_reason(phase),
         };
-        let what = match (exit_code, event_message) {
-            (Some(c), Some(m)) => format!("exit code {c}: {m}"),
-            (Some(c), None) => format!("exit code {c}"),
+        // What ended the task: the tool's own error line from the output, else Nomad's
+        // explaining event (a task that never ran, or was killed).
+        let explanation = obs.error_line.as_ref().or(event_message.as_ref());
+        let code = exit_code.map(|c| format!("exit code {c}"));
+        let what = match (&code, explanation) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
             (None, Some(m)) => m.clone(),
             (None, None) => "the task failed".to_string(),
+        };
+        let failed_step = match obs.markers.failed_command {
+            Some(_) if phase != PipelinePhase::Test => None,
+            Some(FailedCommand::Command(n)) => Some(
+                match spec
+                    .test
+                    .as_ref()
+                    .and_then(|t| n.checked_sub(1).and_then(|i| t.commands.get(i)))
+                {
+                    Some(cmd) => format!("test command {n} ({cmd:?})"),
+                    None => format!("test command {n}"),
+                },
+            ),
+            Some(FailedCommand::EntryPoint) => Some("the image's entry point".to_string()),
+            None => None,
         };
         let detail = if reason == Reason::GitRevisionNotFound {
             format!(
                 "git_ref {:?} does not exist in {} ({what})",
                 spec.git_ref, spec.repo_url
             )
+        } else if let Some(step) = failed_step {
+            format!("{step} failed with {what}")
         } else {
             format!("{phase} failed with {what}")
         };

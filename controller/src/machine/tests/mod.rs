@@ -610,3 +610,90 @@ fn only_a_published_image_is_reported() {
     assert_eq!(d.status.phase, Phase::Failed);
     assert_eq!(d.status.image, None, "a failed request has no image");
 }
+
+/// Issue 18, item 1: the failure message carries the real error (the tool's line from the
+/// output, the failing test command) and then the next step, never Nomad's informational
+/// `Task Setup` event.
+#[test]
+fn failure_messages_carry_the_real_error_and_the_next_step() {
+    let s = spec();
+    // BuildFailed: a failing RUN; buildah's error line.
+    let st = building(&s);
+    let mut obs = job(finished(10, 20, 1));
+    obs.error_line = Some("Error: building at STEP \"RUN false\": exit status 1".into());
+    let f = run(&s, 7, Some(&st), obs, t(21))
+        .status
+        .failure
+        .expect("failure");
+    assert_eq!(f.reason, Reason::BuildFailed);
+    assert!(
+        f.message
+            .contains("exit code 1: Error: building at STEP \"RUN false\": exit status 1"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message
+            .contains("jobforge logs app -n team-a --phase build"),
+        "{}",
+        f.message
+    );
+    assert!(!f.message.contains("Task Setup"), "{}", f.message);
+
+    // BuildFailed at the clone: git's fatal line.
+    let mut obs = job(finished(10, 20, 1));
+    obs.markers = parse_markers(b"::jobforge::reason=BuildFailed\n");
+    obs.error_line = Some(
+        "fatal: unable to access 'https://127.0.0.1:1/nope.git/': Failed to connect to 127.0.0.1 port 1".into(),
+    );
+    let f = run(&s, 7, Some(&st), obs, t(21))
+        .status
+        .failure
+        .expect("failure");
+    assert_eq!(f.reason, Reason::BuildFailed);
+    assert!(
+        f.message
+            .contains("fatal: unable to access 'https://127.0.0.1:1/nope.git/'"),
+        "{}",
+        f.message
+    );
+
+    // TestFailed: the failing command (spec.test.commands[n-1]) and its exit code.
+    let mut s2 = spec();
+    if let Some(t) = s2.test.as_mut() {
+        t.commands = vec!["make lint".into(), "make test".into()];
+    }
+    let st = building(&s2);
+    let st = run(&s2, 7, Some(&st), job(finished(10, 20, 0)), t(21)).status;
+    let mut obs = job(finished(30, 40, 2));
+    obs.markers = parse_markers(b"::jobforge::failed-command=2\n");
+    let f = run(&s2, 7, Some(&st), obs, t(41))
+        .status
+        .failure
+        .expect("failure");
+    assert_eq!(f.reason, Reason::TestFailed);
+    assert!(
+        f.message
+            .contains("test command 2 (\"make test\") failed with exit code 2"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message
+            .contains("jobforge logs app -n team-a --phase test"),
+        "{}",
+        f.message
+    );
+    let mut obs = job(finished(30, 40, 1));
+    obs.markers = parse_markers(b"::jobforge::failed-command=entry_point\n");
+    let f = run(&s2, 7, Some(&st), obs, t(41))
+        .status
+        .failure
+        .expect("failure");
+    assert!(
+        f.message
+            .contains("the image's entry point failed with exit code 1"),
+        "{}",
+        f.message
+    );
+}

@@ -87,6 +87,7 @@ fn observation(r: &Round, now: DateTime<Utc>) -> Observation {
             }
         }),
         nomad_unavailable: r.unavailable,
+        error_line: None,
     }
 }
 
