@@ -272,7 +272,10 @@ fn describe_metrics() {
         "jobforge_reconcile_duration_seconds",
         "Duration of one reconcile."
     );
-    describe_gauge!("jobforge_queue_depth", "Keys waiting in the work queue.");
+    describe_gauge!(
+        "jobforge_queue_depth",
+        "Requests due now that wait for a reconcile slot (not those scheduled for later)."
+    );
     describe_gauge!("jobforge_reconciles_in_flight", "Reconciles running now.");
     describe_gauge!(
         "jobforge_requests",
