@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jobforge_tests::{
     ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, bin, request_json,
-    wait_until, workspace_root,
+    wait_until, which, workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -264,6 +264,9 @@ async fn containerfile_error_is_build_failed_with_buildahs_error_in_the_log_tail
 async fn failing_run_step_is_build_failed_with_buildahs_error_in_the_message() {
     let e = env().await;
     let repo = GitRepo::from_dir(&workspace_root().join("examples/hello-world"), |work| {
+        let busybox =
+            which("busybox").ok_or_else(|| anyhow::anyhow!("busybox is not installed"))?;
+        std::fs::copy(&busybox, work.join("busybox"))?;
         let mut cf = std::fs::read_to_string(work.join("Containerfile"))?;
         cf.push_str("RUN exit 7\n");
         std::fs::write(work.join("Failing"), cf)?;
