@@ -300,7 +300,11 @@ fn describe_metrics() {
     );
     describe_histogram!(
         "jobforge_consul_request_duration_seconds",
-        "Consul HTTP request duration by endpoint."
+        "Consul HTTP request duration by endpoint, blocking queries excluded."
+    );
+    describe_histogram!(
+        "jobforge_consul_blocking_wait_seconds",
+        "Consul blocking-query duration by endpoint (mostly the server's wait for a change)."
     );
     describe_counter!(
         "jobforge_consul_request_errors_total",

@@ -354,6 +354,7 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
         "jobforge_leader",
         "jobforge_leadership_transitions_total",
         "jobforge_consul_request_duration_seconds_count",
+        "jobforge_consul_blocking_wait_seconds_count",
         "jobforge_nomad_request_duration_seconds_count",
     ] {
         assert!(
@@ -377,6 +378,7 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
         "jobforge_reconcile_duration_seconds",
         "jobforge_phase_duration_seconds",
         "jobforge_consul_request_duration_seconds",
+        "jobforge_consul_blocking_wait_seconds",
         "jobforge_nomad_request_duration_seconds",
     ] {
         let inf: f64 = metrics
