@@ -247,6 +247,7 @@ pub fn install_metrics(cancel: CancellationToken) -> Option<PrometheusHandle> {
     for outcome in ["delivered", "failed"] {
         metrics::counter!("jobforge_webhook_deliveries_total", "outcome" => outcome).increment(0);
     }
+    metrics::counter!("jobforge_ignored_keys_total").increment(0);
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP);
@@ -271,7 +272,10 @@ fn describe_metrics() {
         "jobforge_reconcile_duration_seconds",
         "Duration of one reconcile."
     );
-    describe_gauge!("jobforge_queue_depth", "Keys waiting in the work queue.");
+    describe_gauge!(
+        "jobforge_queue_depth",
+        "Requests due now that wait for a reconcile slot (not those scheduled for later)."
+    );
     describe_gauge!("jobforge_reconciles_in_flight", "Reconciles running now.");
     describe_gauge!(
         "jobforge_requests",
@@ -296,7 +300,11 @@ fn describe_metrics() {
     );
     describe_histogram!(
         "jobforge_consul_request_duration_seconds",
-        "Consul HTTP request duration by endpoint."
+        "Consul HTTP request duration by endpoint, blocking queries excluded."
+    );
+    describe_histogram!(
+        "jobforge_consul_blocking_wait_seconds",
+        "Consul blocking-query duration by endpoint (mostly the server's wait for a change)."
     );
     describe_counter!(
         "jobforge_consul_request_errors_total",
@@ -317,6 +325,10 @@ fn describe_metrics() {
     describe_counter!(
         "jobforge_webhook_deliveries_total",
         "Webhook delivery attempts by outcome."
+    );
+    describe_counter!(
+        "jobforge_ignored_keys_total",
+        "Keys under requests/ that are not requests (wrong depth, not DNS labels), each counted once per leader term; never reconciled."
     );
 }
 

@@ -12,6 +12,7 @@
 //! - [`vault`]: Vault KV v2 existence checks of referenced secret paths.
 //! - [`webhook`]: signed webhook delivery, at most once per transition.
 //! - [`egress`]: which addresses request-controlled calls (webhooks) may reach.
+//! - [`logging`]: the log subscriber (format, filter, colour only on a terminal).
 //! - [`config`], [`health`]: flags and KV configuration; `/healthz`, `/readyz`, `/status`, `/metrics`.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod egress;
 pub mod health;
 pub mod jobspec;
 pub mod jobwatch;
+pub mod logging;
 pub mod machine;
 pub mod nomad;
 pub mod queue;

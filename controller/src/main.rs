@@ -1,22 +1,25 @@
 //! `jobforge-controller`: drives BuildRequests stored in Consul KV to completion through Nomad.
 //! See `jobforge-controller --help` and the crate docs.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
-use jobforge_controller::config::{ControllerArgs, LogFormat};
+use jobforge_controller::config::ControllerArgs;
+use jobforge_controller::logging;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = ControllerArgs::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBFORGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    // Colour only on a terminal: a log file or journal gets plain text.
+    logging::subscriber(
+        args.log_format,
+        logging::filter_from_env(),
+        std::io::stderr().is_terminal(),
+        std::io::stderr,
+    )
+    .init();
     let cancel = CancellationToken::new();
     let signals = cancel.clone();
     tokio::spawn(async move {

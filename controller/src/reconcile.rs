@@ -17,7 +17,9 @@ use jobforge_client::consul::{
     Client as ConsulClient, ConsulError, QueryOptions as KvQuery, TxnOp,
 };
 use jobforge_schema::parse::{Format, parse_request};
-use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase, WebhookEvent};
+use jobforge_schema::{
+    BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase, Reason, WebhookEvent,
+};
 use tokio::sync::watch;
 
 use crate::config::EffectiveConfig;
@@ -98,9 +100,14 @@ impl Observed {
             (JobObservation::Finished { .. }, Some(out)) => machine::parse_markers(out),
             _ => Default::default(),
         };
+        let error_line = match &self.job {
+            JobObservation::Finished { .. } => self.tail().and_then(|t| machine::error_line(&t)),
+            _ => None,
+        };
         Observation {
             job: self.job.clone(),
             markers,
+            error_line,
             secrets_missing: None,
             nomad_unavailable: self.nomad_unavailable,
         }
@@ -389,7 +396,7 @@ impl Reconciler {
         let mut decision = machine::step(&input, now);
         if let Some(paths) = decision.secrets_to_check() {
             let checked = Observation {
-                secrets_missing: Some(self.check_secrets(paths).await?),
+                secrets_missing: Some(self.check_secrets(key, paths).await?),
                 ..observation.clone()
             };
             decision = machine::step(
@@ -475,6 +482,17 @@ impl Reconciler {
             .await?
         {
             FencedWrite::Committed { .. } => {
+                if let Some(t) = phase_transition(stored.status.as_ref(), status) {
+                    tracing::info!(
+                        request = %key,
+                        generation = status.observed_generation,
+                        attempt = status.attempt,
+                        from = t.from.map_or("-", Phase::as_str),
+                        phase = status.phase.as_str(),
+                        reason = t.reason.map_or("-", Reason::as_str),
+                        "phase transition"
+                    );
+                }
                 record_transition(stored.status.as_ref(), status);
                 self.record_phase(&status_key, Some(status.phase));
                 Ok(Committed::Written)
@@ -484,12 +502,26 @@ impl Reconciler {
         }
     }
 
-    async fn check_secrets(&self, paths: &[String]) -> Result<Vec<String>, ReconcileError> {
+    async fn check_secrets(
+        &self,
+        key: &RequestKey,
+        paths: &[String],
+    ) -> Result<Vec<String>, ReconcileError> {
         let Some(vault) = &self.deps.vault else {
             return Ok(Vec::new());
         };
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let missing = vault.check_paths(&refs).await?;
+        // One line per missing path (the Vault library's own error lines are filtered out,
+        // `logging::DEFAULT_FILTER`).
+        for m in &missing {
+            tracing::warn!(
+                request = %key,
+                path = %m.path,
+                reason = %m.reason,
+                "Vault secret path not found; the request fails with SecretNotFound"
+            );
+        }
         Ok(missing.into_iter().map(|m| m.path).collect())
     }
 
@@ -751,6 +783,30 @@ fn parse_spec(bytes: &[u8], ns: &str, name: &str) -> Result<BuildRequest, Vec<St
     }
 }
 
+/// A change of phase worth a log line (issue 18, item 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PhaseTransition {
+    /// The phase before, when the stored status described the same generation and attempt.
+    from: Option<Phase>,
+    /// The `Succeeded` condition's reason of the new status.
+    reason: Option<Reason>,
+}
+
+/// Whether writing `new` over `old` changes the phase, the generation or the attempt (a first
+/// status, a new generation, a retry, or a move to the next phase), and what to log about it;
+/// `None` for writes within a phase (condition messages, log refreshes, webhook bookkeeping).
+fn phase_transition(old: Option<&BuildStatus>, new: &BuildStatus) -> Option<PhaseTransition> {
+    let same = old
+        .filter(|o| o.observed_generation == new.observed_generation && o.attempt == new.attempt);
+    if same.is_some_and(|o| o.phase == new.phase) {
+        return None;
+    }
+    Some(PhaseTransition {
+        from: same.map(|o| o.phase),
+        reason: new.succeeded_condition().map(|c| c.reason),
+    })
+}
+
 /// Metrics of a status transition: phase durations and finished builds.
 fn record_transition(old: Option<&BuildStatus>, new: &BuildStatus) {
     let old_phase = old
@@ -912,17 +968,59 @@ mod tests {
         let mut o = Observed {
             job: finished,
             stdout: Some(format!("::jobforge::commit={SHA}\n").into_bytes()),
-            stderr: Some(b"warn\n".to_vec()),
+            stderr: Some(b"Error: building at STEP \"RUN false\": exit status 1\n".to_vec()),
             nomad_unavailable: false,
         };
         assert_eq!(
             o.tail(),
-            Some(format!("::jobforge::commit={SHA}\nwarn\n").into_bytes())
+            Some(
+                format!("::jobforge::commit={SHA}\nError: building at STEP \"RUN false\": exit status 1\n")
+                    .into_bytes()
+            )
         );
         assert_eq!(o.observation().markers.commit_sha.as_deref(), Some(SHA));
+        // The error line comes from both streams of a finished task (issue 18, item 1).
+        assert_eq!(
+            o.observation().error_line.as_deref(),
+            Some("Error: building at STEP \"RUN false\": exit status 1")
+        );
         o.job = JobObservation::NotFound;
         assert_eq!(o.observation().markers, Default::default());
+        assert_eq!(o.observation().error_line, None);
         assert_eq!(Observed::default().tail(), None);
+    }
+
+    #[test]
+    fn phase_transitions_are_phase_generation_or_attempt_changes() {
+        let pending = BuildStatus {
+            observed_generation: 3,
+            attempt: 1,
+            ..BuildStatus::default()
+        };
+        let t = phase_transition(None, &pending).expect("a first status");
+        assert_eq!(t.from, None);
+        assert_eq!(phase_transition(Some(&pending), &pending), None);
+        let building = BuildStatus {
+            phase: Phase::Building,
+            ..pending.clone()
+        };
+        assert_eq!(
+            phase_transition(Some(&pending), &building).map(|t| t.from),
+            Some(Some(Phase::Pending))
+        );
+        let retry = BuildStatus {
+            attempt: 2,
+            ..pending.clone()
+        };
+        assert_eq!(
+            phase_transition(Some(&building), &retry).map(|t| t.from),
+            Some(None)
+        );
+        let newer = BuildStatus {
+            observed_generation: 4,
+            ..pending.clone()
+        };
+        assert!(phase_transition(Some(&pending), &newer).is_some());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use jobforge_client::consul::watch::{
     WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix,
 };
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
-use jobforge_schema::KeyLayout;
+use jobforge_schema::{KeyLayout, grammar};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -280,10 +280,93 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
     let _ = statuses.await;
 }
 
-/// The request a `requests/<ns>/<name>` pair names; `None` for any other key under the prefix.
-fn request_of(keys: &KeyLayout, pair: &KvPair) -> Option<RequestKey> {
-    keys.parse_request_key(&pair.key)
-        .map(|(ns, name)| RequestKey::new(ns, name))
+/// What a key under `requests/` is (issue 18, item 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyClass {
+    /// `requests/<namespace>/<name>`, both DNS labels (`jobforge_schema::grammar::dns_label`,
+    /// the rule `metadata.namespace` and `metadata.name` follow): a request to reconcile.
+    Request(RequestKey),
+    /// A key ending in `/` (Consul's folder convention, as its UI creates them): not a document,
+    /// ignored without a word.
+    Folder,
+    /// Anything else (wrong depth, a segment that is not a DNS label): never reconciled; the
+    /// reason, for the log.
+    Ignored(String),
+}
+
+/// Classifies `key` (a key the `requests/` watch reported); see [`KeyClass`].
+fn classify_request_key(keys: &KeyLayout, key: &str) -> KeyClass {
+    let Some(rest) = key.strip_prefix(&keys.requests_prefix()) else {
+        return KeyClass::Ignored("not under the requests prefix".to_string());
+    };
+    if rest.is_empty() || rest.ends_with('/') {
+        return KeyClass::Folder;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [ns, name] = segments.as_slice() else {
+        return KeyClass::Ignored(format!(
+            "{} path segment(s) after requests/; a request key is requests/<namespace>/<name>",
+            segments.len()
+        ));
+    };
+    if let Err(e) = grammar::dns_label(ns) {
+        return KeyClass::Ignored(format!("namespace {e}"));
+    }
+    if let Err(e) = grammar::dns_label(name) {
+        return KeyClass::Ignored(format!("name {e}"));
+    }
+    KeyClass::Request(RequestKey::new(*ns, *name))
+}
+
+/// The keys under `requests/` that are not requests, seen this term: each is logged once at WARN
+/// and counted once in `jobforge_ignored_keys_total` however often it changes; a deleted one is
+/// forgotten (logged again if it comes back). At most [`IgnoredKeys::MAX`] are remembered, so a
+/// flood of such keys cannot grow the controller's memory; past that, one WARN says so and further
+/// ones are neither logged nor counted.
+#[derive(Debug, Default)]
+struct IgnoredKeys {
+    seen: std::collections::HashSet<String>,
+    full_reported: bool,
+}
+
+impl IgnoredKeys {
+    /// Keys remembered at most.
+    const MAX: usize = 10_000;
+
+    /// The request `pair`'s key names, if it is one; otherwise notes it (see the type's docs).
+    fn request_of(&mut self, keys: &KeyLayout, key: &str, deleted: bool) -> Option<RequestKey> {
+        match classify_request_key(keys, key) {
+            KeyClass::Request(k) => Some(k),
+            KeyClass::Folder => None,
+            KeyClass::Ignored(_) if deleted => {
+                self.seen.remove(key);
+                None
+            }
+            KeyClass::Ignored(why) => {
+                if self.seen.contains(key) {
+                    return None;
+                }
+                if self.seen.len() >= Self::MAX {
+                    if !self.full_reported {
+                        self.full_reported = true;
+                        tracing::warn!(
+                            max = Self::MAX,
+                            "too many keys under requests/ that are not requests; further ones are not logged"
+                        );
+                    }
+                    return None;
+                }
+                self.seen.insert(key.to_string());
+                metrics::counter!("jobforge_ignored_keys_total").increment(1);
+                tracing::warn!(
+                    key = ?key,
+                    %why,
+                    "ignoring a key under requests/ that is not a request (expected requests/<namespace>/<name>, both DNS labels)"
+                );
+                None
+            }
+        }
+    }
 }
 
 /// Watches `requests/`: the initial listing enqueues every request (then `/readyz` is ready); each
@@ -301,25 +384,31 @@ async fn watch_requests(
         ..WatchOptions::default()
     };
     let mut stream = Box::pin(watch_prefix(consul, keys.requests_prefix(), opts));
+    let mut ignored = IgnoredKeys::default();
     while let Some(ev) = stream.next().await {
         match ev {
             WatchEvent::Initial { index, pairs } => {
                 health.consul_reachable.store(true, Ordering::Relaxed);
                 health.last_watch_index.store(index, Ordering::Relaxed);
                 for p in &pairs {
-                    if let Some(k) = request_of(&keys, p) {
+                    if let Some(k) = ignored.request_of(&keys, &p.key, false) {
                         queue.enqueue(k);
                     }
                 }
                 health.first_list_done.store(true, Ordering::SeqCst);
                 tracing::info!(requests = pairs.len(), index, "first list done");
             }
-            WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p) => {
+            ev @ (WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_)) => {
+                let (p, deleted) = match ev {
+                    WatchEvent::Deleted(p) => (p, true),
+                    WatchEvent::Added(p) | WatchEvent::Modified(p) => (p, false),
+                    _ => continue,
+                };
                 health.consul_reachable.store(true, Ordering::Relaxed);
                 health
                     .last_watch_index
                     .fetch_max(p.modify_index, Ordering::Relaxed);
-                if let Some(k) = request_of(&keys, &p) {
+                if let Some(k) = ignored.request_of(&keys, &p.key, deleted) {
                     queue.enqueue(k);
                 }
             }
@@ -355,8 +444,13 @@ async fn watch_status_keys(
         max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
+    // Only keys a request could have (both segments DNS labels): anything else under status/ was
+    // not written by a controller and names no request.
     let enqueue = |k: &str| {
-        if let Some((ns, name)) = keys.parse_status_key(k) {
+        if let Some((ns, name)) = keys.parse_status_key(k)
+            && grammar::dns_label(ns).is_ok()
+            && grammar::dns_label(name).is_ok()
+        {
             queue.enqueue(RequestKey::new(ns, name));
         }
     };
@@ -464,5 +558,63 @@ async fn watch_leader_key(
                 health.consul_reachable.store(true, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(key: &str) -> KeyClass {
+        classify_request_key(&KeyLayout::default(), key)
+    }
+
+    #[test]
+    fn request_keys_are_two_dns_labels_under_requests() {
+        assert_eq!(
+            class("jobforge/requests/default/app"),
+            KeyClass::Request(RequestKey::new("default", "app"))
+        );
+        assert_eq!(class("jobforge/requests/"), KeyClass::Folder);
+        assert_eq!(class("jobforge/requests/default/"), KeyClass::Folder);
+        for bad in [
+            "jobforge/requests/default/a/b",
+            "jobforge/requests/justns",
+            "jobforge/requests/../x",
+            "jobforge/requests/Default/A",
+            "jobforge/requests/default/a b",
+            "jobforge/requests//x",
+            "jobforge/requests/default/-x",
+            "jobforge/status/default/app",
+        ] {
+            assert!(
+                matches!(class(bad), KeyClass::Ignored(_)),
+                "{bad}: {:?}",
+                class(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn an_ignored_key_is_noted_once_until_it_is_deleted() {
+        let keys = KeyLayout::default();
+        let mut ignored = IgnoredKeys::default();
+        for _ in 0..3 {
+            assert_eq!(
+                ignored.request_of(&keys, "jobforge/requests/default/a/b", false),
+                None
+            );
+        }
+        assert_eq!(ignored.seen.len(), 1);
+        assert_eq!(
+            ignored.request_of(&keys, "jobforge/requests/default/a/b", true),
+            None
+        );
+        assert!(ignored.seen.is_empty());
+        assert_eq!(
+            ignored.request_of(&keys, "jobforge/requests/default/ok", false),
+            Some(RequestKey::new("default", "ok"))
+        );
+        assert!(ignored.seen.is_empty());
     }
 }

@@ -26,7 +26,9 @@ pub struct BuildStatus {
     /// Per pipeline phase: the Nomad job and what became of it.
     #[serde(default, skip_serializing_if = "PhaseRecords::is_empty")]
     pub phases: PhaseRecords,
-    /// The published (or, before publish, the temporary) image.
+    /// The published image: present only once publish succeeded (phase `Succeeded`). A request
+    /// that did not publish (still running, failed, cancelled) has none; the temporary image the
+    /// build pushed is never reported here (its digest is `phases.build.digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageStatus>,
     /// What was checked out.
@@ -237,6 +239,11 @@ pub struct PhaseRecord {
     /// Exit code of the task, once terminated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Manifest digest `sha256:<64 hex>` the phase reported: for build, the temporary image's
+    /// (which lives under the registry's temporary prefix and is not the published image);
+    /// for publish, the published one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Pipeline attempt this record belongs to.
     #[serde(default)]
     pub attempt: u32,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jobforge_tests::{
     ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, bin, request_json,
-    wait_until, workspace_root,
+    wait_until, which, workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -166,6 +166,20 @@ async fn failing_test_command_is_test_failed_with_its_output_in_jobforge_logs() 
     let st = wait_terminal(&e, "tf").await;
     assert_eq!(st["phase"], "Failed", "{st:#}");
     assert_eq!(st["failure"]["reason"], "TestFailed", "{st:#}");
+    // The message names the failing command and its exit code, then the next step (issue 18, item 1).
+    let msg = st["failure"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains(
+            "test command 1 (\"echo checking the greeting; hello | grep -q Goodbye\") failed with exit code 1"
+        ),
+        "{st:#}"
+    );
+    assert!(
+        msg.contains("jobforge logs tf -n default --phase test"),
+        "{st:#}"
+    );
+    assert!(!msg.contains("Task Setup"), "{st:#}");
+    assert!(st.get("image").is_none(), "no image before publish: {st:#}");
     let logs = cli_logs(&e, "tf", "test");
     assert!(logs.contains("checking the greeting"), "{logs}");
     assert!(
@@ -200,6 +214,13 @@ async fn missing_git_ref_fails_git_revision_not_found_naming_the_ref() {
             .contains("no-such-branch"),
         "{st:#}"
     );
+    assert!(
+        !st["failure"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Task Setup"),
+        "{st:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -224,11 +245,87 @@ async fn containerfile_error_is_build_failed_with_buildahs_error_in_the_log_tail
         .expect("put");
     let st = wait_terminal(&e, "broken").await;
     assert_eq!(st["failure"]["reason"], "BuildFailed", "{st:#}");
+    let msg = st["failure"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("Error: ") && msg.contains("does-not-exist"),
+        "buildah's error line: {st:#}"
+    );
+    assert!(!msg.contains("Task Setup"), "{st:#}");
     let logs = cli_logs(&e, "broken", "build");
     assert!(
         logs.contains("does-not-exist"),
         "buildah's error line: {logs}"
     );
+}
+
+/// Issue 18, item 1: a failing `RUN` is explained by buildah's error line, not by Nomad's
+/// informational `Task Setup` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_run_step_is_build_failed_with_buildahs_error_in_the_message() {
+    let e = env().await;
+    let repo = GitRepo::from_dir(&workspace_root().join("examples/hello-world"), |work| {
+        let busybox =
+            which("busybox").ok_or_else(|| anyhow::anyhow!("busybox is not installed"))?;
+        std::fs::copy(&busybox, work.join("busybox"))?;
+        let mut cf = std::fs::read_to_string(work.join("Containerfile"))?;
+        cf.push_str("RUN exit 7\n");
+        std::fs::write(work.join("Failing"), cf)?;
+        Ok(())
+    })
+    .expect("repo");
+    let spec = hello_spec(&e, &repo, json!({"dockerfile_path": "Failing"}));
+    e.stack
+        .kv()
+        .put(
+            "jobforge/requests/default/failrun",
+            &request_json("default", "failrun", spec),
+        )
+        .await
+        .expect("put");
+    let st = wait_terminal(&e, "failrun").await;
+    assert_eq!(st["failure"]["reason"], "BuildFailed", "{st:#}");
+    let msg = st["failure"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("Error: building at STEP \"RUN exit 7\"") && msg.contains("exit status 7"),
+        "{st:#}"
+    );
+    assert!(
+        msg.contains("jobforge logs failrun -n default --phase build"),
+        "{st:#}"
+    );
+    assert!(!msg.contains("Task Setup"), "{st:#}");
+}
+
+/// Issue 18, item 1: a repo_url nobody answers is explained by git's `fatal:` line.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_repo_url_is_build_failed_with_gits_error_in_the_message() {
+    let e = env().await;
+    let spec = json!({
+        "repo_url": "https://127.0.0.1:1/nope.git",
+        "git_ref": "main",
+        "image_name": "hello-world",
+        "registry_url": format!("{}/e2e", e.registry.addr),
+    });
+    e.stack
+        .kv()
+        .put(
+            "jobforge/requests/default/norepo",
+            &request_json("default", "norepo", spec),
+        )
+        .await
+        .expect("put");
+    let st = wait_terminal(&e, "norepo").await;
+    assert_eq!(st["failure"]["reason"], "BuildFailed", "{st:#}");
+    let msg = st["failure"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("fatal: unable to access 'https://127.0.0.1:1/nope.git/'"),
+        "{st:#}"
+    );
+    assert!(
+        msg.contains("jobforge logs norepo -n default --phase build"),
+        "{st:#}"
+    );
+    assert!(!msg.contains("Task Setup"), "{st:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

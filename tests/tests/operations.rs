@@ -354,6 +354,7 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
         "jobforge_leader",
         "jobforge_leadership_transitions_total",
         "jobforge_consul_request_duration_seconds_count",
+        "jobforge_consul_blocking_wait_seconds_count",
         "jobforge_nomad_request_duration_seconds_count",
     ] {
         assert!(
@@ -377,6 +378,7 @@ async fn finished_requests_are_collected_after_their_ttl_and_unfinished_ones_nev
         "jobforge_reconcile_duration_seconds",
         "jobforge_phase_duration_seconds",
         "jobforge_consul_request_duration_seconds",
+        "jobforge_consul_blocking_wait_seconds",
         "jobforge_nomad_request_duration_seconds",
     ] {
         let inf: f64 = metrics
@@ -460,4 +462,99 @@ async fn unfinished_request_with_a_short_ttl_is_never_collected() {
         .unwrap();
     assert!(after.is_some(), "an unfinished request was collected");
     assert_eq!(st["phase"], "Building");
+}
+
+/// Issue 18, item 12: keys under `requests/` at the wrong depth or whose segments are not DNS
+/// labels are never reconciled (no status, no job); each is counted once in
+/// `jobforge_ignored_keys_total` (exported at 0 before the first), however often it is written,
+/// and a real request next to them still succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_that_are_not_requests_are_counted_once_and_never_reconciled() {
+    let stack = DevStackProcess::start(DevStackOptions {
+        fake_tools: true,
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let ctl = ControllerProcess::start(&stack, &[])
+        .await
+        .expect("controller");
+    ctl.wait_leader(T).await.expect("leader");
+    let metrics_page = || async {
+        reqwest::get(format!("{}/metrics", ctl.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let page = metrics_page().await;
+    assert!(
+        page.lines().any(|l| l == "jobforge_ignored_keys_total 0"),
+        "exported at 0:\n{page}"
+    );
+    let repo = GitRepo::hello_world().expect("repo");
+    let kv = stack.kv();
+    let bad = [
+        ("jobforge/requests/default/a/b", "default", "a"),
+        ("jobforge/requests/justns", "default", "justns"),
+        ("jobforge/requests/Default/A", "Default", "A"),
+    ];
+    for round in 0..2 {
+        for (key, ns, name) in bad {
+            let doc = request_json(
+                ns,
+                name,
+                json!({"repo_url": repo.url, "git_ref": format!("r{round}")}),
+            );
+            kv.put(key, &doc).await.unwrap();
+        }
+    }
+    kv.put(
+        "jobforge/requests/default/ok",
+        &request_json("default", "ok", json!({"repo_url": repo.url})),
+    )
+    .await
+    .unwrap();
+    kv.wait_json("jobforge/status/default/ok", T, |v| {
+        v["phase"] == "Succeeded"
+    })
+    .await
+    .expect("the real request succeeds");
+    let http = ctl.http.clone();
+    wait_until(T, "jobforge_ignored_keys_total reaches 3", || {
+        let http = http.clone();
+        async move {
+            let page = reqwest::get(format!("{http}/metrics"))
+                .await?
+                .text()
+                .await?;
+            Ok(sum(&page, "jobforge_ignored_keys_total") >= 3.0)
+        }
+    })
+    .await
+    .expect("counted");
+    let page = metrics_page().await;
+    assert_eq!(
+        sum(&page, "jobforge_ignored_keys_total"),
+        3.0,
+        "once per key, not per write:\n{page}"
+    );
+    assert_eq!(
+        kv.keys("jobforge/status/").await.unwrap(),
+        vec!["jobforge/status/default/ok".to_string()],
+        "only the real request has a status"
+    );
+    let jobs: Vec<Value> = reqwest::get(format!("{}/v1/jobs?prefix=jobforge-", stack.nomad))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jobs.iter().all(|j| j["ID"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("jobforge-default-ok-")),
+        "{jobs:?}"
+    );
 }

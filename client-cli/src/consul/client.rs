@@ -21,8 +21,23 @@ const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-/// Histogram of request durations in seconds, label `endpoint`.
+/// Histogram of request durations in seconds, label `endpoint`: requests that answer at once
+/// (blocking queries are not in it: their duration is mostly the server's wait for a change).
 pub const METRIC_REQUEST_DURATION: &str = "jobforge_consul_request_duration_seconds";
+/// Histogram of blocking-query durations in seconds (`?index=` with a wait), label `endpoint`:
+/// how long Consul held each one, up to its wait plus Consul's jitter of wait/16.
+pub const METRIC_BLOCKING_WAIT: &str = "jobforge_consul_blocking_wait_seconds";
+
+/// The histogram a request's duration goes to: [`METRIC_BLOCKING_WAIT`] when the server may hold
+/// it (`hold` > 0, a blocking query), else [`METRIC_REQUEST_DURATION`] (issue 18, item 14: the
+/// request latency must not include the waits of blocking queries).
+fn duration_metric(hold: Duration) -> &'static str {
+    if hold.is_zero() {
+        METRIC_REQUEST_DURATION
+    } else {
+        METRIC_BLOCKING_WAIT
+    }
+}
 /// Counter of failed requests (transport, unexpected status, decode), label `endpoint`.
 pub const METRIC_REQUEST_ERRORS: &str = "jobforge_consul_request_errors_total";
 
@@ -132,7 +147,7 @@ impl Client {
             })
         }
         .await;
-        metrics::histogram!(METRIC_REQUEST_DURATION, "endpoint" => endpoint)
+        metrics::histogram!(duration_metric(hold), "endpoint" => endpoint)
             .record(started.elapsed().as_secs_f64());
         if result.is_err() {
             record_error(endpoint);
@@ -503,4 +518,18 @@ impl Client {
 
 fn record_error(endpoint: &'static str) {
     metrics::counter!(METRIC_REQUEST_ERRORS, "endpoint" => endpoint).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocking_queries_are_measured_apart_from_request_latency() {
+        assert_eq!(duration_metric(Duration::ZERO), METRIC_REQUEST_DURATION);
+        assert_eq!(
+            duration_metric(Duration::from_secs(5)),
+            METRIC_BLOCKING_WAIT
+        );
+    }
 }

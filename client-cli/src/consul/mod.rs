@@ -22,7 +22,7 @@ mod session;
 mod txn;
 pub mod watch;
 
-pub use client::{Client, METRIC_REQUEST_DURATION, METRIC_REQUEST_ERRORS};
+pub use client::{Client, METRIC_BLOCKING_WAIT, METRIC_REQUEST_DURATION, METRIC_REQUEST_ERRORS};
 pub use config::{Config, DEFAULT_ADDR};
 pub use error::{ConsulError, Result};
 pub use kv::{DEFAULT_WAIT, DeleteOptions, KvPair, MAX_WAIT, PutOptions, QueryOptions};

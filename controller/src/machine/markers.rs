@@ -6,6 +6,7 @@
 //! ::jobforge::commit=<40 or 64 lowercase hex>       the commit `git_ref` resolved to
 //! ::jobforge::digest=sha256:<64 lowercase hex>      manifest digest from buildah's --digestfile
 //! ::jobforge::reason=<Reason>                       a failure reason from the vocabulary
+//! ::jobforge::failed-command=<n>|entry_point        the test command (1-based) or the entry point that failed
 //! ```
 //!
 //! Anything else (including malformed markers) is ordinary output and ignored. When a marker
@@ -25,6 +26,17 @@ pub struct Markers {
     pub digest: Option<String>,
     /// A reason the task reported (for example `GitRevisionNotFound` when `git_ref` is missing).
     pub reason: Option<Reason>,
+    /// What the test phase ran when it failed.
+    pub failed_command: Option<FailedCommand>,
+}
+
+/// The test step a `::jobforge::failed-command=` marker names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedCommand {
+    /// `spec.test.commands[n - 1]` (the marker's `n`, 1-based, at least 1).
+    Command(usize),
+    /// The image's entry point (`spec.test.entry_point`).
+    EntryPoint,
 }
 
 /// Parses the markers in `output` (see the module docs for the grammar).
@@ -55,6 +67,18 @@ pub fn parse_markers(output: &[u8]) -> Markers {
             "reason" => {
                 if let Some(r) = Reason::ALL.into_iter().find(|r| r.as_str() == value) {
                     m.reason = Some(r);
+                }
+            }
+            "failed-command" if value == "entry_point" => {
+                m.failed_command = Some(FailedCommand::EntryPoint);
+            }
+            "failed-command" => {
+                if let Some(n) = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n >= 1 && value.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    m.failed_command = Some(FailedCommand::Command(n));
                 }
             }
             _ => {}
@@ -95,6 +119,18 @@ mod tests {
         );
         assert_eq!(m.reason, Some(Reason::GitRevisionNotFound));
         assert_eq!(parse_markers(b"::jobforge::reason=Bogus\n").reason, None);
+    }
+
+    #[test]
+    fn failed_command_marker_names_a_command_or_the_entry_point() {
+        let m = parse_markers(b"jobforge: test command 2 of 3\n::jobforge::failed-command=2\n");
+        assert_eq!(m.failed_command, Some(FailedCommand::Command(2)));
+        let m = parse_markers(b"::jobforge::failed-command=entry_point\n");
+        assert_eq!(m.failed_command, Some(FailedCommand::EntryPoint));
+        for bad in ["0", "-1", "+2", "x", ""] {
+            let line = format!("::jobforge::failed-command={bad}\n");
+            assert_eq!(parse_markers(line.as_bytes()).failed_command, None, "{bad}");
+        }
     }
 
     #[test]

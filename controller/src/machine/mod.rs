@@ -34,6 +34,7 @@
 //! equals the input generation; exactly one `Succeeded` condition exists, Unknown while running,
 //! True on success, False on failure; every condition message names the next command to run.
 
+mod explain;
 mod job_id;
 mod markers;
 mod observe;
@@ -46,10 +47,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobforge_schema::{BuildSpec, BuildStatus, Phase, PipelinePhase, WebhookEvent};
 
+pub use explain::{MAX_EXPLANATION_CHARS, error_line};
 pub use job_id::{
     JobIdParts, MAX_JOB_ID_LEN, generation_job_prefix, job_id, parse_job_id, request_job_prefix,
 };
-pub use markers::{Markers, parse_markers};
+pub use markers::{FailedCommand, Markers, parse_markers};
 pub use observe::observation_of;
 pub use rules::step;
 
@@ -113,6 +115,9 @@ pub struct Observation {
     pub job: JobObservation,
     /// Markers parsed from that job's stdout ([`parse_markers`]); default when not read.
     pub markers: Markers,
+    /// The line of a finished task's output (stdout and stderr tails) that states the error that
+    /// ended it ([`error_line`]); `None` when not read or there is none.
+    pub error_line: Option<String>,
     /// Result of the Vault check asked for by [`Effect::CheckSecrets`]: the paths that do not exist
     /// (empty = all present). `None` = not checked this round.
     pub secrets_missing: Option<Vec<String>>,
@@ -155,7 +160,8 @@ pub enum JobObservation {
         exit_code: Option<i32>,
         /// Nomad's `Failed` flag of the task state.
         failed: bool,
-        /// The message of a `Driver Failure` / `Task Setup` event, if any.
+        /// The message of the last event that explains a task that did not run to its own exit
+        /// (`Driver Failure`, `Setup Failure`, `Killed`, a failing `Killing`), if any.
         event_message: Option<String>,
     },
 }

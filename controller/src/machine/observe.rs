@@ -8,8 +8,11 @@ use jobforge_schema::PipelinePhase;
 use super::JobObservation;
 use crate::nomad::{Allocation, Evaluation, TaskEvent};
 
-/// Task events whose message explains a dead task better than its exit code.
-const EXPLAINING_EVENTS: [&str; 4] = ["Driver Failure", "Task Setup", "Setup Failure", "Killed"];
+/// Task events whose message explains a dead task better than its exit code. Not `Task Setup`:
+/// every task gets that informational event ("Building Task Directory", Nomad
+/// `client/allocrunner/taskrunner/task_runner.go`); a task that ran and exited is explained by
+/// its output (`machine::error_line`), not by it.
+const EXPLAINING_EVENTS: [&str; 3] = ["Driver Failure", "Setup Failure", "Killed"];
 
 /// What a job whose latest allocation is `alloc` (`None`: no allocation yet, or it vanished
 /// between the listing and the read) and whose evaluations are `evals` (read only when there is
@@ -183,6 +186,35 @@ mod tests {
                 assert!(failed);
                 assert_eq!(event_message.as_deref(), Some("Driver Failure: no buildah"));
                 assert_eq!(started_at, now);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 18, item 1: the events of every task that ran and exited with code 1.
+    #[test]
+    fn task_setup_never_explains_a_task_that_ran_and_exited() {
+        let now = Utc::now();
+        let a = alloc(
+            "failed",
+            &[(
+                "build",
+                task(
+                    "dead",
+                    true,
+                    &[
+                        ("Received", "Task received by client"),
+                        ("Task Setup", "Building Task Directory"),
+                        ("Started", "Task started by client"),
+                        ("Terminated", "Exit Code: 1"),
+                        ("Not Restarting", "Policy allows no restarts"),
+                    ],
+                ),
+            )],
+        );
+        match observation_of(PipelinePhase::Build, Some(&a), &[], now) {
+            JobObservation::Finished { event_message, .. } => {
+                assert_eq!(event_message, None);
             }
             other => panic!("{other:?}"),
         }

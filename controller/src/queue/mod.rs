@@ -20,7 +20,9 @@
 //! Time is tokio's, so tests drive it with `tokio::time::pause()`.
 //!
 //! Metrics (the `metrics` facade; installed exporter decides where they go):
-//! `jobforge_queue_depth` (gauge, [`WorkQueue::len`]), `jobforge_reconciles_in_flight` (gauge),
+//! `jobforge_queue_depth` (gauge: keys due now that wait for a reconcile slot, not those scheduled
+//! for later; refreshed on every enqueue, start and end of a reconcile),
+//! `jobforge_reconciles_in_flight` (gauge),
 //! `jobforge_reconcile_total{result="requeue"|"await_change"|"error"}` (counter) and
 //! `jobforge_reconcile_duration_seconds` (histogram, seconds).
 
@@ -171,6 +173,18 @@ impl State {
     fn depth(&self) -> usize {
         self.deadlines.len() + self.held.len()
     }
+
+    /// Keys due at `now` that wait: scheduled and due, or held (due) behind their own running
+    /// reconcile. What `jobforge_queue_depth` reports: work waiting for a reconcile slot, not the
+    /// keys scheduled for later (every finished request waits for its TTL, every running phase
+    /// for its next log refresh), so that a growing depth means the queue is backing up.
+    fn due(&self, now: Instant) -> usize {
+        self.schedule
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .count()
+            + self.held.values().filter(|at| **at <= now).count()
+    }
 }
 
 /// The work queue; a cheap handle (clone it into watchers). See the module docs for the semantics.
@@ -217,7 +231,7 @@ impl WorkQueue {
         let depth = {
             let mut st = self.lock();
             st.schedule(key, at);
-            st.depth()
+            st.due(Instant::now())
         };
         metrics::gauge!("jobforge_queue_depth").set(depth as f64);
         self.wake.notify_one();
@@ -412,7 +426,7 @@ impl WorkQueue {
     fn publish_gauges(&self) {
         let (depth, running) = {
             let st = self.lock();
-            (st.depth(), st.running.len())
+            (st.due(Instant::now()), st.running.len())
         };
         metrics::gauge!("jobforge_queue_depth").set(depth as f64);
         metrics::gauge!("jobforge_reconciles_in_flight").set(running as f64);

@@ -114,7 +114,21 @@ impl Ctx<'_, '_> {
         }
         let mut status = match same {
             Some(s) => s.clone(),
-            None => self.fresh(stored.and_then(|s| s.webhook.clone())),
+            None => {
+                let mut fresh = self.fresh(stored.and_then(|s| s.webhook.clone()));
+                // `jobforge cancel` rewrites the spec, so a cancel arrives as a new generation:
+                // the Cancelled status still tells what ran and since when (issue 18, item 13).
+                if let (Ok(spec), Some(old)) = (self.input.spec, stored)
+                    && spec.cancel
+                    && !old.phase.is_terminal()
+                {
+                    fresh.phases = old.phases.clone();
+                    fresh.start_time = old.start_time.or(fresh.start_time);
+                    fresh.attempt = old.attempt.max(1);
+                    fresh.source = old.source.clone();
+                }
+                fresh
+            }
         };
         if status.phase.is_terminal() {
             self.retention(&mut status);

@@ -10,7 +10,7 @@ use jobforge_schema::{
 };
 
 use super::{Ctx, add, failure_reason, rank, running_reason, to_std};
-use crate::machine::{Effect, JobObservation};
+use crate::machine::{Effect, FailedCommand, JobObservation};
 
 impl Ctx<'_, '_> {
     /// The current phase's job exists (or should): follow what Nomad reports.
@@ -128,17 +128,38 @@ impl Ctx<'_, '_> {
             }
             _ => failure_reason(phase),
         };
-        let what = match (exit_code, event_message) {
-            (Some(c), Some(m)) => format!("exit code {c}: {m}"),
-            (Some(c), None) => format!("exit code {c}"),
+        // What ended the task: the tool's own error line from the output, else Nomad's
+        // explaining event (a task that never ran, or was killed).
+        let explanation = obs.error_line.as_ref().or(event_message.as_ref());
+        let code = exit_code.map(|c| format!("exit code {c}"));
+        let what = match (&code, explanation) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
             (None, Some(m)) => m.clone(),
             (None, None) => "the task failed".to_string(),
+        };
+        let failed_step = match obs.markers.failed_command {
+            Some(_) if phase != PipelinePhase::Test => None,
+            Some(FailedCommand::Command(n)) => Some(
+                match spec
+                    .test
+                    .as_ref()
+                    .and_then(|t| n.checked_sub(1).and_then(|i| t.commands.get(i)))
+                {
+                    Some(cmd) => format!("test command {n} ({cmd:?})"),
+                    None => format!("test command {n}"),
+                },
+            ),
+            Some(FailedCommand::EntryPoint) => Some("the image's entry point".to_string()),
+            None => None,
         };
         let detail = if reason == Reason::GitRevisionNotFound {
             format!(
                 "git_ref {:?} does not exist in {} ({what})",
                 spec.git_ref, spec.repo_url
             )
+        } else if let Some(step) = failed_step {
+            format!("{step} failed with {what}")
         } else {
             format!("{phase} failed with {what}")
         };
@@ -245,12 +266,13 @@ impl Ctx<'_, '_> {
             spec.registry_url.trim_end_matches('/'),
             spec.image_name
         );
-        if let Some(d) = &markers.digest {
-            status.image = Some(ImageStatus {
-                reference: format!("{repo}@{d}"),
-                digest: Some(d.clone()),
-                tags: Vec::new(),
-            });
+        // A digest belongs to the phase that reported it: the build's is the temporary image's,
+        // which the final repository does not hold, so it is never `status.image` (issue 18,
+        // item 5); only the end of publish sets that.
+        if let Some(d) = &markers.digest
+            && let Some(rec) = status.phases.slot(phase).as_mut()
+        {
+            rec.digest = Some(d.clone());
         }
         let next = match phase {
             PipelinePhase::Build if spec.has_tests() => Some(PipelinePhase::Test),
@@ -276,7 +298,11 @@ impl Ctx<'_, '_> {
             }
             None => {
                 let tags = spec.effective_tags();
-                let digest = status.image.as_ref().and_then(|i| i.digest.clone());
+                // Publish copies the temporary image's manifest unchanged, so the build's digest
+                // stands in when publish did not report one.
+                let digest = [PipelinePhase::Publish, PipelinePhase::Build]
+                    .into_iter()
+                    .find_map(|p| status.phases.get(p).and_then(|r| r.digest.clone()));
                 let reference = match &digest {
                     Some(d) => format!("{repo}@{d}"),
                     None => format!("{repo}:{}", tags.first().map_or("", String::as_str)),

@@ -236,6 +236,7 @@ fn the_pipeline_runs_build_test_publish_and_succeeds_with_image_and_commit() {
         commit_sha: Some(SHA.into()),
         digest: Some(digest()),
         reason: None,
+        ..Markers::default()
     };
     let d = run(&s, 7, Some(&st), obs, t(101));
     assert_eq!(d.status.phase, Phase::Testing);
@@ -550,4 +551,149 @@ fn long_names_give_job_ids_within_the_limit() {
         2,
     );
     assert!(id.len() <= MAX_JOB_ID_LEN);
+}
+
+/// Issue 18, item 13: `jobforge cancel` rewrites the spec (a new generation); the Cancelled
+/// status keeps the phases that ran and the real start time instead of an empty, 0 s record.
+#[test]
+fn cancel_of_a_running_request_keeps_its_phase_records_and_start_time() {
+    let mut s = spec();
+    let st = building(&s); // generation 7, started at t(0), build running since t(10)
+    s.cancel = true;
+    let d = run(&s, 8, Some(&st), Observation::default(), t(60));
+    assert_eq!(d.status.phase, Phase::Cancelled);
+    assert_eq!(d.status.observed_generation, 8);
+    assert_eq!(d.status.start_time, Some(t(0)));
+    assert_eq!(d.status.completion_time, Some(t(60)));
+    let build = d
+        .status
+        .phases
+        .build
+        .clone()
+        .expect("the build record is kept");
+    assert_eq!(build.nomad_job_id, "jobforge-team-a-app-7-build");
+    assert_eq!(build.started_at, Some(t(10)));
+    assert!(d.effects.contains(&Effect::StopGeneration {
+        generation: 7,
+        job_ids: vec!["jobforge-team-a-app-7-build".into()],
+    }));
+    assert!(registers(&d).is_empty());
+}
+
+/// Issue 18, item 5: before publish succeeded, `status.image` names nothing (the build's digest
+/// belongs to the temporary image, which the final repository does not hold); after a failed
+/// test it stays absent, and the `phase.test` webhook is sent without an image.
+#[test]
+fn only_a_published_image_is_reported() {
+    let s = spec();
+    let st = building(&s);
+    let mut obs = job(finished(10, 100, 0));
+    obs.markers = Markers {
+        commit_sha: Some(SHA.into()),
+        digest: Some(digest()),
+        reason: None,
+        ..Markers::default()
+    };
+    let d = run(&s, 7, Some(&st), obs, t(101));
+    assert_eq!(d.status.phase, Phase::Testing);
+    assert_eq!(d.status.image, None, "no image before publish");
+    assert_eq!(
+        d.status
+            .phases
+            .build
+            .as_ref()
+            .and_then(|r| r.digest.clone()),
+        Some(digest()),
+        "the temporary image's digest is recorded with the build phase"
+    );
+    let d = run(&s, 7, Some(&d.status), job(finished(110, 120, 1)), t(121));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.status.image, None, "a failed request has no image");
+}
+
+/// Issue 18, item 1: the failure message carries the real error (the tool's line from the
+/// output, the failing test command) and then the next step, never Nomad's informational
+/// `Task Setup` event.
+#[test]
+fn failure_messages_carry_the_real_error_and_the_next_step() {
+    let s = spec();
+    // BuildFailed: a failing RUN; buildah's error line.
+    let st = building(&s);
+    let mut obs = job(finished(10, 20, 1));
+    obs.error_line = Some("Error: building at STEP \"RUN false\": exit status 1".into());
+    let f = run(&s, 7, Some(&st), obs, t(21))
+        .status
+        .failure
+        .expect("failure");
+    assert_eq!(f.reason, Reason::BuildFailed);
+    assert!(
+        f.message
+            .contains("exit code 1: Error: building at STEP \"RUN false\": exit status 1"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message
+            .contains("jobforge logs app -n team-a --phase build"),
+        "{}",
+        f.message
+    );
+    assert!(!f.message.contains("Task Setup"), "{}", f.message);
+
+    // BuildFailed at the clone: git's fatal line.
+    let mut obs = job(finished(10, 20, 1));
+    obs.markers = parse_markers(b"::jobforge::reason=BuildFailed\n");
+    obs.error_line = Some(
+        "fatal: unable to access 'https://127.0.0.1:1/nope.git/': Failed to connect to 127.0.0.1 port 1".into(),
+    );
+    let f = run(&s, 7, Some(&st), obs, t(21))
+        .status
+        .failure
+        .expect("failure");
+    assert_eq!(f.reason, Reason::BuildFailed);
+    assert!(
+        f.message
+            .contains("fatal: unable to access 'https://127.0.0.1:1/nope.git/'"),
+        "{}",
+        f.message
+    );
+
+    // TestFailed: the failing command (spec.test.commands[n-1]) and its exit code.
+    let mut s2 = spec();
+    if let Some(t) = s2.test.as_mut() {
+        t.commands = vec!["make lint".into(), "make test".into()];
+    }
+    let st = building(&s2);
+    let st = run(&s2, 7, Some(&st), job(finished(10, 20, 0)), t(21)).status;
+    let mut obs = job(finished(30, 40, 2));
+    obs.markers = parse_markers(b"::jobforge::failed-command=2\n");
+    let f = run(&s2, 7, Some(&st), obs, t(41))
+        .status
+        .failure
+        .expect("failure");
+    assert_eq!(f.reason, Reason::TestFailed);
+    assert!(
+        f.message
+            .contains("test command 2 (\"make test\") failed with exit code 2"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message
+            .contains("jobforge logs app -n team-a --phase test"),
+        "{}",
+        f.message
+    );
+    let mut obs = job(finished(30, 40, 1));
+    obs.markers = parse_markers(b"::jobforge::failed-command=entry_point\n");
+    let f = run(&s2, 7, Some(&st), obs, t(41))
+        .status
+        .failure
+        .expect("failure");
+    assert!(
+        f.message
+            .contains("the image's entry point failed with exit code 1"),
+        "{}",
+        f.message
+    );
 }

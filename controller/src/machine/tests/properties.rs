@@ -77,6 +77,7 @@ fn observation(r: &Round, now: DateTime<Utc>) -> Observation {
             commit_sha: Some(SHA.into()),
             digest: Some(digest()),
             reason: None,
+            ..Markers::default()
         },
         secrets_missing: r.secrets_ok.map(|ok| {
             if ok {
@@ -86,6 +87,7 @@ fn observation(r: &Round, now: DateTime<Utc>) -> Observation {
             }
         }),
         nomad_unavailable: r.unavailable,
+        error_line: None,
     }
 }
 

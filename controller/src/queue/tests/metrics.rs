@@ -178,3 +178,42 @@ fn queue_depth_in_flight_results_and_durations_are_recorded() {
     assert_eq!(v.max.get("jobforge_reconciles_in_flight{}"), Some(&2.0));
     assert_eq!(v.last.get("jobforge_reconciles_in_flight{}"), Some(&0.0));
 }
+
+/// Issue 18, item 14: keys scheduled for later (a finished request waiting for its TTL, a running
+/// phase's next log refresh) are not work waiting for a slot: at idle the depth is 0 however many
+/// requests are stored, and a due key that cannot start counts.
+#[test]
+fn queue_depth_counts_only_keys_due_now() {
+    let rec = recorder::MemRecorder::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    metrics::with_local_recorder(&rec, || {
+        rt.block_on(async {
+            let q = WorkQueue::new(no_jitter());
+            for name in ["a", "b", "c"] {
+                q.enqueue_after(key(name), Duration::from_secs(3600));
+            }
+            assert_eq!(q.len(), 3, "still scheduled");
+            let depth = rec
+                .0
+                .lock()
+                .expect("values")
+                .last
+                .get("jobforge_queue_depth{}")
+                .copied();
+            assert_eq!(depth, Some(0.0), "nothing is due");
+            q.enqueue(key("d"));
+            let depth = rec
+                .0
+                .lock()
+                .expect("values")
+                .last
+                .get("jobforge_queue_depth{}")
+                .copied();
+            assert_eq!(depth, Some(1.0), "one key is due and waits for a slot");
+        })
+    });
+}
