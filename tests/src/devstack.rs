@@ -168,6 +168,50 @@ impl DevStackProcess {
         Kv::new(self.consul.clone())
     }
 
+    /// Waits (blocking queries, `timeout` overall) until the status of `namespace/name` is
+    /// terminal (`Succeeded`, `Failed` or `Cancelled`) and returns it.
+    ///
+    /// Errors: the timeout, with the last status seen.
+    pub async fn wait_terminal(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.kv()
+            .wait_json(
+                &format!("jobforge/status/{namespace}/{name}"),
+                timeout,
+                |v| {
+                    matches!(
+                        v["phase"].as_str(),
+                        Some("Succeeded" | "Failed" | "Cancelled")
+                    )
+                },
+            )
+            .await
+    }
+
+    /// What `jobforge logs NAME --phase PHASE` prints against this stack (stdout then stderr), as
+    /// a user reads it through the CLI (KV only).
+    pub fn cli_logs(&self, name: &str, phase: &str) -> String {
+        let out = bin("jobforge").and_then(|b| {
+            std::process::Command::new(b)
+                .args(["logs", name, "--phase", phase])
+                .envs(self.env())
+                .output()
+                .context("running jobforge logs")
+        });
+        match out {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("(jobforge logs failed: {e:#})"),
+        }
+    }
+
     /// Writes a KV v2 secret into this stack's Vault.
     pub async fn put_secret(&self, path: &str, data: serde_json::Value) -> anyhow::Result<()> {
         let rel = path.strip_prefix("secret/data/").unwrap_or(path);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use jobforge_tests::docker::{DockerEngine, tool_image};
 use jobforge_tests::githttp::GitHttpServer;
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, bin, request_json,
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
     wait_until, workspace_root,
 };
 use serde_json::{Value, json};
@@ -105,28 +105,13 @@ async fn serve(repo: &GitRepo) -> GitHttpServer {
 
 async fn wait_terminal(e: &Env, name: &str) -> Value {
     e.stack
-        .kv()
-        .wait_json(&format!("jobforge/status/default/{name}"), T, |v| {
-            matches!(
-                v["phase"].as_str(),
-                Some("Succeeded" | "Failed" | "Cancelled")
-            )
-        })
+        .wait_terminal("default", name, T)
         .await
         .expect("terminal status")
 }
 
 fn cli_logs(e: &Env, name: &str, phase: &str) -> String {
-    let out = Command::new(bin("jobforge").expect("jobforge built"))
-        .args(["logs", name, "--phase", phase])
-        .envs(e.stack.env())
-        .output()
-        .expect("jobforge logs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    e.stack.cli_logs(name, phase)
 }
 
 async fn nothing_left_behind(e: &Env) {

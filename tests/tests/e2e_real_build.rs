@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, bin, request_json,
+    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
     wait_until, which, workspace_root,
 };
 use serde_json::{Value, json};
@@ -61,29 +61,14 @@ fn hello_spec(e: &Env, repo: &GitRepo, extra: Value) -> Value {
 
 async fn wait_terminal(e: &Env, name: &str) -> Value {
     e.stack
-        .kv()
-        .wait_json(&format!("jobforge/status/default/{name}"), T, |v| {
-            matches!(
-                v["phase"].as_str(),
-                Some("Succeeded" | "Failed" | "Cancelled")
-            )
-        })
+        .wait_terminal("default", name, T)
         .await
         .expect("terminal status")
 }
 
 /// `jobforge logs NAME --phase P` output, through the CLI (KV only).
 fn cli_logs(e: &Env, name: &str, phase: &str) -> String {
-    let out = Command::new(bin("jobforge").expect("jobforge built"))
-        .args(["logs", name, "--phase", phase])
-        .envs(e.stack.env())
-        .output()
-        .expect("jobforge logs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    e.stack.cli_logs(name, phase)
 }
 
 #[tokio::test(flavor = "multi_thread")]
