@@ -5,6 +5,7 @@
 //! | `<prefix>/requests/<namespace>/<name>` | clients | BuildRequest JSON (the spec; its `ModifyIndex` is the generation) |
 //! | `<prefix>/status/<namespace>/<name>` | the leader, fenced CAS | BuildStatus JSON |
 //! | `<prefix>/logs/<namespace>/<name>/<phase>` | the leader | last 64 KiB of the phase's stdout+stderr |
+//! | `<prefix>/outbox/<namespace>/<name>/<entry>` | the leader, fenced, in the commit of the status transition | a webhook event waiting for delivery (JSON; removed, fenced, once delivered or given up) |
 //! | `<prefix>/config` | operators | controller defaults (JSON) |
 //! | `<prefix>/leader` | the leader's session (`?acquire=`) | leader identity JSON |
 
@@ -83,6 +84,33 @@ impl KeyLayout {
         format!("{}/logs/{namespace}/{name}/{}", self.prefix, phase.as_str())
     }
 
+    /// `<prefix>/outbox/` — every webhook event waiting for delivery is below it.
+    pub fn outbox_prefix(&self) -> String {
+        format!("{}/outbox/", self.prefix)
+    }
+
+    /// `<prefix>/outbox/<namespace>/<name>/` — the events of one request waiting for delivery;
+    /// their `<entry>` names sort in the order the events happened.
+    pub fn request_outbox_prefix(&self, namespace: &str, name: &str) -> String {
+        format!("{}/outbox/{namespace}/{name}/", self.prefix)
+    }
+
+    /// `<prefix>/outbox/<namespace>/<name>/<entry>`.
+    pub fn outbox_key(&self, namespace: &str, name: &str, entry: &str) -> String {
+        format!("{}/outbox/{namespace}/{name}/{entry}", self.prefix)
+    }
+
+    /// `(namespace, name)` of an outbox entry key (`<prefix>/outbox/<namespace>/<name>/<entry>`),
+    /// or `None` for any other shape.
+    pub fn parse_outbox_key<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = key.strip_prefix(&self.outbox_prefix())?;
+        let (request, entry) = rest.rsplit_once('/')?;
+        if entry.is_empty() {
+            return None;
+        }
+        parse_two(request)
+    }
+
     /// `<prefix>/config`.
     pub fn config_key(&self) -> String {
         format!("{}/config", self.prefix)
@@ -142,5 +170,26 @@ mod tests {
         assert_eq!(k.parse_request_key("jobforge/requests/a/"), None);
         assert_eq!(k.parse_request_key("jobforge/status/a/b"), None);
         assert_eq!(k.parse_status_key("jobforge/status/a/b"), Some(("a", "b")));
+    }
+
+    #[test]
+    fn outbox_keys_are_three_segments_under_outbox() {
+        let k = KeyLayout::default();
+        let key = k.outbox_key(
+            "team-a",
+            "app",
+            "00000000000000000012-0000000001-4-succeeded",
+        );
+        assert_eq!(
+            key,
+            "jobforge/outbox/team-a/app/00000000000000000012-0000000001-4-succeeded"
+        );
+        assert!(key.starts_with(&k.request_outbox_prefix("team-a", "app")));
+        assert!(key.starts_with(&k.outbox_prefix()));
+        assert_eq!(k.parse_outbox_key(&key), Some(("team-a", "app")));
+        assert_eq!(k.parse_outbox_key("jobforge/outbox/team-a/app/"), None);
+        assert_eq!(k.parse_outbox_key("jobforge/outbox/team-a/app"), None);
+        assert_eq!(k.parse_outbox_key("jobforge/outbox/a/b/c/d"), None);
+        assert_eq!(k.parse_outbox_key("jobforge/status/a/b/c"), None);
     }
 }

@@ -46,7 +46,8 @@ pub struct BuildStatus {
     /// Why the request failed; present only in phase `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
-    /// Webhook delivery bookkeeping (at most once per transition, see the controller's webhook docs).
+    /// Webhook delivery bookkeeping (events go through a fenced outbox and are delivered at least
+    /// once; see the controller's webhook docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookStatus>,
 }
@@ -328,15 +329,22 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookStatus {
-    /// Identity of the last event handed to delivery (`<event>:<generation>:<attempt>`).
+    /// Identity of the last event put into the outbox (`<event>:<generation>:<attempt>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<String>,
     /// When the last delivery succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivered_at: Option<DateTime<Utc>>,
-    /// The last delivery error, if the last delivery failed for good.
+    /// The event (`<event>:<generation>:<attempt>`) whose delivery succeeded last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivered_event: Option<String>,
+    /// Why the delivery of [`WebhookStatus::last_error_event`] was given up (`destination not
+    /// allowed`, `HTTP 404`, `timed out`, …; never the controller's own error text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The event whose delivery was given up last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_event: Option<String>,
 }
 
 impl BuildStatus {
