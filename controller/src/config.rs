@@ -13,12 +13,14 @@
 //!  "datacenters": ["dc1"], "nomad_namespace": "default", "buildah_image": "quay.io/buildah/stable:v1.37",
 //!  "skopeo_image": "registry.internal/jobforge/tools:1", "docker_network_mode": "host",
 //!  "max_retries": 10,
-//!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}}}
+//!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}},
+//!  "tenancy": {"webhook_allow_cidrs": ["127.0.0.0/8"]}}
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jobforge_schema::tenancy::TenancyConfig;
 use serde::Deserialize;
 
 use crate::jobspec::{PhaseDefaults, Profile, RenderConfig};
@@ -168,6 +170,9 @@ pub struct KvConfig {
     pub max_retries: Option<u32>,
     /// Default resources per phase.
     pub default_resources: Option<KvDefaultResources>,
+    /// The tenancy rules (`jobforge_schema::tenancy::TenancyConfig`); the controller reads
+    /// `webhook_allow_cidrs` for webhook delivery (`crate::egress`).
+    pub tenancy: Option<TenancyConfig>,
 }
 
 /// An invalid `<prefix>/config` document: the field path and what is allowed.
@@ -235,6 +240,11 @@ impl KvConfig {
                     }
                 }
             }
+        }
+        if let Some(t) = &cfg.tenancy
+            && let Err(e) = crate::egress::EgressPolicy::new(&t.webhook_allow_cidrs)
+        {
+            return Err(err("tenancy.webhook_allow_cidrs".to_string(), e));
         }
         if let Some(p) = &cfg.registry_temp_prefix {
             let ok = !p.is_empty()
@@ -311,6 +321,8 @@ pub struct EffectiveConfig {
     pub machine: MachineConfig,
     /// Rendering of Nomad jobs.
     pub render: RenderConfig,
+    /// The tenancy rules (the `tenancy` section of `<prefix>/config`, defaults when absent).
+    pub tenancy: TenancyConfig,
 }
 
 impl EffectiveConfig {
@@ -368,7 +380,11 @@ impl EffectiveConfig {
             apply(&mut render.test_defaults, &res.test);
             apply(&mut render.publish_defaults, &res.publish);
         }
-        EffectiveConfig { machine, render }
+        EffectiveConfig {
+            machine,
+            render,
+            tenancy: kv.tenancy.clone().unwrap_or_default(),
+        }
     }
 }
 
@@ -411,6 +427,24 @@ mod tests {
         assert_eq!(e.path, "default_resources.test.memory");
         let e = KvConfig::parse("k", br#"{"registry_temp_prefix":"Tmp/"}"#).expect_err("invalid");
         assert_eq!(e.path, "registry_temp_prefix");
+    }
+
+    #[test]
+    fn kv_config_tenancy_allowlist_is_parsed_and_a_bad_cidr_names_the_field() {
+        let cfg = KvConfig::parse(
+            "k",
+            br#"{"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8","::1/128"]}}"#,
+        )
+        .expect("valid");
+        let args = <ControllerArgs as clap::Parser>::parse_from(["jobforge-controller"]);
+        let eff = EffectiveConfig::merge(&args, &cfg);
+        assert_eq!(
+            eff.tenancy.webhook_allow_cidrs,
+            vec!["127.0.0.0/8".to_string(), "::1/128".to_string()]
+        );
+        let e = KvConfig::parse("k", br#"{"tenancy":{"webhook_allow_cidrs":["localhost"]}}"#)
+            .expect_err("invalid");
+        assert_eq!(e.path, "tenancy.webhook_allow_cidrs");
     }
 
     #[test]
