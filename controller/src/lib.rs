@@ -10,7 +10,7 @@
 //! - [`jobwatch`]: blocking watches of in-flight Nomad jobs' allocations.
 //! - [`nomad`]: Nomad HTTP client and the typed job specification.
 //! - [`vault`]: Vault KV v2 existence checks of referenced secret paths.
-//! - [`webhook`]: signed webhook delivery, at most once per transition.
+//! - [`webhook`]: signed webhook delivery, at least once, through a fenced outbox.
 //! - [`egress`]: which addresses request-controlled calls (webhooks) may reach.
 //! - [`logging`]: the log subscriber (format, filter, colour only on a terminal).
 //! - [`config`], [`health`]: flags and KV configuration; `/healthz`, `/readyz`, `/status`, `/metrics`.

@@ -5,7 +5,9 @@
 //! Safe to interrupt at any await: every Nomad call is idempotent (deterministic job IDs,
 //! registration with `EnforceIndex` 0), and every KV write is a `/v1/txn` fenced by the leader
 //! session, so a crash or a deposed leader repeats work harmlessly and never overwrites status.
-//! Invariant: the reconciler never writes Consul except through the [`Fence`].
+//! Invariant: the reconciler never writes Consul except through the [`Fence`]. Webhook events go
+//! into the outbox in the same transaction as the status that produced them
+//! ([`crate::webhook`]); the leader's delivery worker sends them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,7 +33,7 @@ use crate::machine::{
 use crate::nomad::{self, Client as NomadClient, QueryOptions};
 use crate::queue::{self, RequestKey};
 use crate::vault::{VaultChecker, VaultError};
-use crate::webhook::Webhooks;
+use crate::webhook;
 
 /// Bytes of stdout+stderr kept per phase in `logs/<ns>/<name>/<phase>`.
 pub const LOG_TAIL_BYTES: usize = 64 * 1024;
@@ -131,7 +133,7 @@ impl Observed {
 struct Applied {
     /// A job was registered.
     registered: bool,
-    /// Webhooks to hand to delivery once the status is written.
+    /// Webhook events to put into the outbox with the status.
     webhooks: Vec<(WebhookEvent, String)>,
     /// The TTL expired: clean the request up once the status is written.
     expired: bool,
@@ -183,8 +185,6 @@ pub struct Reconciler {
     deps: Deps,
     /// Watches of in-flight jobs.
     job_watches: Arc<JobWatches>,
-    /// Webhook delivery.
-    webhooks: Arc<Webhooks>,
     /// Phase of every request this term has seen, for the `jobforge_requests{phase}` gauge.
     phases: Mutex<PhaseCounts>,
     /// Hash of the last log tail written per logs key, to skip identical writes.
@@ -193,11 +193,10 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler for one leadership term.
-    pub fn new(deps: Deps, job_watches: Arc<JobWatches>, webhooks: Arc<Webhooks>) -> Reconciler {
+    pub fn new(deps: Deps, job_watches: Arc<JobWatches>) -> Reconciler {
         Reconciler {
             deps,
             job_watches,
-            webhooks,
             phases: Mutex::new(PhaseCounts::default()),
             written_logs: Mutex::new(HashMap::new()),
         }
@@ -255,15 +254,27 @@ impl Reconciler {
                 &cfg.render,
             )
             .await?;
-        // 5. Commit the status through the fence; only then webhooks and a TTL cleanup.
-        if let Committed::Conflict = self.commit(key, &stored, &decision.status).await? {
+        // 5. Commit the status, with its webhook events in the outbox, through the fence; only
+        // then a TTL cleanup.
+        let outbox = match &spec.parsed {
+            Ok(req) if !applied.webhooks.is_empty() => webhook::outbox_ops(
+                &self.deps.keys,
+                req,
+                spec.generation,
+                &decision.status,
+                &applied.webhooks,
+                Utc::now(),
+            )
+            .map_err(|message| {
+                ReconcileError::Consul(ConsulError::Decode {
+                    endpoint: "txn",
+                    message,
+                })
+            })?,
+            _ => Vec::new(),
+        };
+        if let Committed::Conflict = self.commit(key, &stored, &decision.status, &outbox).await? {
             return Ok(queue::Action::Requeue(Duration::ZERO));
-        }
-        if let Ok(req) = &spec.parsed {
-            for (event, id) in applied.webhooks {
-                self.webhooks
-                    .deliver(req, spec.generation, &decision.status, event, id);
-            }
         }
         if applied.expired {
             // Cleanup: the TTL after finishing expired.
@@ -461,26 +472,56 @@ impl Reconciler {
         Ok(applied)
     }
 
-    /// Step 5: writes `status` with a fenced CAS on the index read in step 1, if it changed.
-    /// Errors: [`ReconcileError::NotLeader`] when this replica no longer leads.
+    /// Step 5: writes `status` with a fenced CAS on the index read in step 1, if it changed,
+    /// together with `outbox` (the outbox records of the webhook events this status emits) in
+    /// one transaction.
+    /// Errors: [`ReconcileError::NotLeader`] when this replica no longer leads; a rollback of an
+    /// outbox operation (never expected: they are unconditional sets) as a Consul error, so the
+    /// queue backs off instead of retrying at once.
     async fn commit(
         &self,
         key: &RequestKey,
         stored: &Stored,
         status: &BuildStatus,
+        outbox: &[TxnOp],
     ) -> Result<Committed, ReconcileError> {
         let status_key = self.deps.keys.status_key(&key.namespace, &key.name);
         if stored.status.as_ref() == Some(status) {
+            // A new webhook event always changes `webhook.lastEvent`, so nothing is dropped here.
+            debug_assert!(outbox.is_empty(), "webhook events without a status change");
             self.record_phase(&status_key, Some(status.phase));
             return Ok(Committed::Unchanged);
         }
         let bytes = serde_json::to_vec(status)?;
-        match self
-            .deps
-            .fence
-            .cas_put(&status_key, &bytes, stored.status_index)
-            .await?
-        {
+        let written = if outbox.is_empty() {
+            self.deps
+                .fence
+                .cas_put(&status_key, &bytes, stored.status_index)
+                .await?
+        } else {
+            let mut ops = Vec::with_capacity(outbox.len() + 1);
+            ops.push(TxnOp::Cas {
+                key: status_key.clone(),
+                value: bytes,
+                flags: 0,
+                index: stored.status_index,
+            });
+            ops.extend_from_slice(outbox);
+            match self.deps.fence.txn(&ops).await? {
+                FencedTxn::Committed(_) => FencedWrite::Committed { modify_index: 0 },
+                FencedTxn::NotLeader => FencedWrite::NotLeader,
+                FencedTxn::RolledBack(errors) if errors.iter().all(|e| e.op_index == 0) => {
+                    FencedWrite::Conflict
+                }
+                FencedTxn::RolledBack(errors) => {
+                    return Err(ReconcileError::Consul(ConsulError::Decode {
+                        endpoint: "txn",
+                        message: format!("status and outbox commit rolled back: {errors:?}"),
+                    }));
+                }
+            }
+        };
+        match written {
             FencedWrite::Committed { .. } => {
                 if let Some(t) = phase_transition(stored.status.as_ref(), status) {
                     tracing::info!(

@@ -6,6 +6,7 @@
 //!     │                        watch status/   ─┼─► WorkQueue ─► Reconciler ─► Nomad / fenced KV
 //!     │                        watch config    ─┘        ▲
 //!     │                        JobWatches (Nomad allocations, blocking) ─┘
+//!     │                        Outbox: watch outbox/ ─► webhook POSTs ─► fenced remove + status
 //!     └─standby──► serve health and metrics only; never write
 //! ```
 //!
@@ -35,7 +36,7 @@ use crate::nomad::Client as NomadClient;
 use crate::queue::{QueueConfig, RequestKey, WorkQueue};
 use crate::reconcile::{Deps, Reconciler};
 use crate::vault::VaultChecker;
-use crate::webhook::Webhooks;
+use crate::webhook::{Outbox, OutboxDeps, Sender};
 
 /// Longest pause between retries of a failing Consul watch: a recovered Consul is seen within
 /// seconds (the watch then re-reads at once and reports what changed meanwhile).
@@ -244,8 +245,18 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
         ..
     } = d.deps.clone();
     let job_watches = JobWatches::new(nomad, queue.clone(), cancel.child_token());
-    let webhooks = Webhooks::new(vault, consul.clone(), fence, keys.clone());
-    let reconciler = Arc::new(Reconciler::new(d.deps, job_watches, webhooks));
+    // Webhook events the reconciler commits into the outbox (and those earlier leaders left).
+    let outbox = Outbox::spawn(
+        OutboxDeps {
+            consul: consul.clone(),
+            fence,
+            keys: keys.clone(),
+            sender: Arc::new(Sender::new(vault)),
+            config: d.deps.config.clone(),
+        },
+        cancel.child_token(),
+    );
+    let reconciler = Arc::new(Reconciler::new(d.deps, job_watches));
 
     let requests = tokio::spawn(watch_requests(
         consul.clone(),
@@ -278,6 +289,7 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
     d.health.set_queue(None);
     let _ = requests.await;
     let _ = statuses.await;
+    let _ = outbox.await;
 }
 
 /// What a key under `requests/` is (issue 18, item 12).

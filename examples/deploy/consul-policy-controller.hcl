@@ -16,6 +16,13 @@ key_prefix "jobforge/logs/" {
   policy = "write"
 }
 
+# Webhook outbox: the leader writes each event in the same fenced transaction as the status that
+# produced it, lists and watches the outbox, and removes an event (fenced) once delivered or given
+# up. Tenants never need this prefix.
+key_prefix "jobforge/outbox/" {
+  policy = "write"
+}
+
 # Leader election: the lock key (acquire/release with the replica's session, check-session in
 # every fence). Exact key: nothing else under the prefix.
 key "jobforge/leader" {

@@ -1,246 +1,96 @@
-//! Webhook delivery (`spec.webhook`).
+//! Webhook delivery (`spec.webhook`): at least once, through a fenced outbox in Consul KV.
 //!
-//! A JSON POST per event with headers `X-Jobforge-Event: <event>`, `X-Jobforge-Delivery: <id>` and,
-//! when `secret_path` names a Vault KV v2 secret with a `secret` field,
-//! `X-Jobforge-Signature: sha256=<hex HMAC-SHA256 of the exact body>`. Delivery runs on its own task
-//! (never blocking a reconcile), retried with exponential backoff and jitter (backon: 200 ms doubling
-//! to 10 s, 6 attempts) on connection errors, 429 and 5xx; any other 4xx is final.
+//! **What a receiver gets.** One JSON `POST` per event with headers
+//! `Content-Type: application/json`, `X-Jobforge-Event: <event>`, `X-Jobforge-Delivery: <id>`, the
+//! request's own `spec.webhook.headers`, and, when `secret_path` names a Vault KV v2 secret with a
+//! `secret` field, `X-Jobforge-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>`. The
+//! delivery id is `<namespace>/<name>/<event>:<generation>:<attempt>` (for example
+//! `team-a/app/succeeded:1234:1`); the generation is a Consul index, so an id is never reused.
 //!
-//! **At most once per transition, across failover.** The state machine puts the event's identity
-//! (`<event>:<generation>:<attempt>`) into the status's `webhook.lastEvent`, and the reconciler hands
-//! the event to this module only after that status write committed through the leader fence. A new
-//! leader sees the identity already recorded and never sends it again; a leader that dies between its
-//! write and the delivery loses that one event (at most once, not at least once). The outcome is then
-//! recorded in `webhook.lastDeliveredAt` / `webhook.lastError` with another fenced CAS, if the status
-//! still names the same event.
+//! **At least once.** The state machine emits an event with the status transition that produced
+//! it; the reconciler writes the event's [`OutboxRecord`] to
+//! `<prefix>/outbox/<namespace>/<name>/<entry>` in the *same* fenced `/v1/txn` as that status
+//! ([`outbox_ops`]), so either both are stored or neither. The body is rendered then, once, and
+//! stored in the record: every attempt, on any replica, sends the same bytes with the same
+//! delivery id, and the signature is recomputed over them with the key Vault holds at send time.
+//! The leader's [`Outbox`] worker watches the outbox (blocking queries), sends each record with
+//! retries (exponential backoff with jitter, 200 ms doubling to 10 s, 6 attempts, on connection
+//! errors, timeouts, 429 and 5xx), and only after a 2xx, or after giving up, removes it — fenced,
+//! in one transaction with the outcome it records in the status (`webhook.lastDeliveredAt` /
+//! `lastDeliveredEvent`, or `lastError` / `lastErrorEvent`). A leader that dies at any point
+//! leaves the record in place, and the next leader's worker starts by listing the outbox: the
+//! event is sent again, with the same id. So a receiver sees every event at least once and must
+//! **deduplicate on `X-Jobforge-Delivery`**.
+//!
+//! **Order.** A request's events are sent one at a time, in the order they happened (entries are
+//! named `<generation>-<attempt>-<ordinal>-<event>` and sort that way), each after the previous one
+//! was delivered or given up. Events of different requests are sent concurrently, in no particular
+//! order. After a failover an event that was delivered but not yet removed is sent again, and a
+//! deposed leader's in-flight request may still land after the new leader's: a duplicate can
+//! arrive after a later event. Receivers that care about order compare `generation`, `attempt`
+//! and `occurredAt` in the body.
+//!
+//! **Where it may go.** The client is [`crate::egress::client`]: loopback, private, link-local and
+//! other internal addresses are refused after DNS resolution and at connect time unless the
+//! operator allowlists their CIDRs (`tenancy.webhook_allow_cidrs` in `<prefix>/config`; the client
+//! is rebuilt when that changes); redirects are not followed. A refused destination is given up at
+//! once and recorded as `destination not allowed`. Nothing recorded in the (tenant-readable)
+//! status carries controller-internal text: see [`deliver::Failure`].
 
-use std::sync::Arc;
-use std::time::Duration;
+mod deliver;
+mod outbox;
+mod worker;
 
-use backon::{ExponentialBuilder, Retryable};
-use chrono::Utc;
+pub use deliver::{Failure, Sender};
+pub use outbox::{OutboxRecord, delivery_id, entry_name, outbox_ops};
+pub use worker::{Outbox, OutboxDeps};
+
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use jobforge_client::consul::leader::{Fence, FencedWrite};
-use jobforge_client::consul::{Client as ConsulClient, QueryOptions};
-use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, WebhookEvent};
+use jobforge_schema::{BuildRequest, BuildStatus, WebhookEvent};
 use serde_json::json;
 use sha2::Sha256;
 
 use crate::machine::webhook_event_name;
-use crate::vault::VaultChecker;
 
-/// Delivers webhook events for one leadership term.
-pub struct Webhooks {
-    http: reqwest::Client,
-    vault: Option<Arc<VaultChecker>>,
-    consul: ConsulClient,
-    fence: Fence,
-    keys: KeyLayout,
-}
-
-/// Why one delivery attempt failed.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error("{0}")]
-    Retryable(String),
-    #[error("{0}")]
-    Final(String),
-}
-
-impl Webhooks {
-    /// A deliverer using `vault` for HMAC keys and `fence` to record outcomes.
-    pub fn new(
-        vault: Option<Arc<VaultChecker>>,
-        consul: ConsulClient,
-        fence: Fence,
-        keys: KeyLayout,
-    ) -> Arc<Webhooks> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Arc::new(Webhooks {
-            http,
-            vault,
-            consul,
-            fence,
-            keys,
-        })
-    }
-
-    /// The JSON body of an event.
-    pub fn payload(
-        req: &BuildRequest,
-        generation: u64,
-        status: &BuildStatus,
-        event: WebhookEvent,
-        id: &str,
-    ) -> serde_json::Value {
-        json!({
-            "event": webhook_event_name(event),
-            "id": id,
-            "request": {
-                "namespace": req.metadata.namespace,
-                "name": req.metadata.name,
-                "generation": generation,
-                "labels": req.metadata.labels,
-            },
-            "phase": status.phase,
-            "attempt": status.attempt,
-            "status": status.succeeded_condition().map(|c| json!({
-                "status": c.status, "reason": c.reason, "message": c.message,
-            })),
-            "owner": req.spec.owner,
-            "repo_url": req.spec.repo_url,
-            "git_ref": req.spec.git_ref,
-            "commit_sha": status.source.as_ref().map(|s| s.commit_sha.clone()),
-            "image_name": req.spec.image_name,
-            "image_tags": req.spec.image_tags,
-            "image": status.image,
-            "failure": status.failure,
-            "startTime": status.start_time,
-            "completionTime": status.completion_time,
-            "sentAt": Utc::now(),
-        })
-    }
-
-    /// Starts delivering `event` on its own task. No-op when the request has no webhook or does
-    /// not subscribe to the event (the machine already filters; this is defence in depth).
-    pub fn deliver(
-        self: &Arc<Self>,
-        req: &BuildRequest,
-        generation: u64,
-        status: &BuildStatus,
-        event: WebhookEvent,
-        id: String,
-    ) {
-        let Some(hook) = req.spec.webhook.clone() else {
-            return;
-        };
-        let on = if hook.on.is_empty() {
-            vec![WebhookEvent::Succeeded, WebhookEvent::Failed]
-        } else {
-            hook.on.clone()
-        };
-        if !on.contains(&event) {
-            return;
-        }
-        let body = Webhooks::payload(req, generation, status, event, &id);
-        let this = Arc::clone(self);
-        let (ns, name) = (req.metadata.namespace.clone(), req.metadata.name.clone());
-        tokio::spawn(async move {
-            let outcome = this.send(&hook, event, &id, &body).await;
-            let label = if outcome.is_ok() {
-                "delivered"
-            } else {
-                "failed"
-            };
-            metrics::counter!("jobforge_webhook_deliveries_total", "outcome" => label).increment(1);
-            if let Err(e) = &outcome {
-                tracing::warn!(request = %format!("{ns}/{name}"), event = %id, error = %e, "webhook delivery failed");
-            }
-            this.record(&ns, &name, &id, outcome.err()).await;
-        });
-    }
-
-    async fn send(
-        &self,
-        hook: &jobforge_schema::WebhookSpec,
-        event: WebhookEvent,
-        id: &str,
-        body: &serde_json::Value,
-    ) -> Result<(), String> {
-        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let signature = match (&hook.secret_path, &self.vault) {
-            (Some(path), Some(vault)) => {
-                let secret = vault
-                    .read_secret(path)
-                    .await
-                    .map_err(|e| format!("reading the webhook secret {path}: {e}"))?
-                    .and_then(|m| m.get("secret").cloned())
-                    .ok_or_else(|| format!("webhook secret {path} has no `secret` field"))?;
-                Some(sign(secret.as_bytes(), &bytes))
-            }
-            (Some(path), None) => {
-                return Err(format!(
-                    "webhook secret {path} set but VAULT_ADDR is not configured"
-                ));
-            }
-            _ => None,
-        };
-        let attempt = || async {
-            let mut rb = self
-                .http
-                .post(&hook.url)
-                .header("content-type", "application/json")
-                .header("x-jobforge-event", webhook_event_name(event))
-                .header("x-jobforge-delivery", id)
-                .body(bytes.clone());
-            if let Some(sig) = &signature {
-                rb = rb.header("x-jobforge-signature", sig.as_str());
-            }
-            for (k, v) in &hook.headers {
-                rb = rb.header(k.as_str(), v.as_str());
-            }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| AttemptError::Retryable(format!("POST {}: {e}", hook.url)))?;
-            let st = resp.status();
-            if st.is_success() {
-                Ok(())
-            } else if st.is_server_error() || st.as_u16() == 429 {
-                Err(AttemptError::Retryable(format!("POST {}: {st}", hook.url)))
-            } else {
-                Err(AttemptError::Final(format!("POST {}: {st}", hook.url)))
-            }
-        };
-        attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10))
-                    .with_max_times(5)
-                    .with_jitter(),
-            )
-            .when(|e| matches!(e, AttemptError::Retryable(_)))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Records the outcome in the status (fenced CAS), if the status still names this event.
-    async fn record(&self, ns: &str, name: &str, id: &str, error: Option<String>) {
-        let key = self.keys.status_key(ns, name);
-        for _ in 0..5 {
-            let Ok((_, Some(pair))) = self.consul.kv_get(&key, QueryOptions::default()).await
-            else {
-                return;
-            };
-            let Ok(mut status) = serde_json::from_slice::<BuildStatus>(&pair.value) else {
-                return;
-            };
-            let Some(w) = status.webhook.as_mut() else {
-                return;
-            };
-            if w.last_event.as_deref() != Some(id) {
-                return;
-            }
-            match &error {
-                None => {
-                    w.last_delivered_at = Some(Utc::now());
-                    w.last_error = None;
-                }
-                Some(e) => w.last_error = Some(e.clone()),
-            }
-            let Ok(bytes) = serde_json::to_vec(&status) else {
-                return;
-            };
-            match self.fence.cas_put(&key, &bytes, pair.modify_index).await {
-                Ok(FencedWrite::Conflict) => continue,
-                _ => return,
-            }
-        }
-    }
+/// The JSON body of an event: what happened (`event`, `id` = the event id
+/// `<event>:<generation>:<attempt>`, `deliveryId`), to which request, its phase and outcome, and
+/// `occurredAt`, the time the transition was committed (identical on every attempt).
+pub fn payload(
+    req: &BuildRequest,
+    generation: u64,
+    status: &BuildStatus,
+    event: WebhookEvent,
+    event_id: &str,
+    occurred_at: DateTime<Utc>,
+) -> serde_json::Value {
+    json!({
+        "event": webhook_event_name(event),
+        "id": event_id,
+        "deliveryId": delivery_id(&req.metadata.namespace, &req.metadata.name, event_id),
+        "request": {
+            "namespace": req.metadata.namespace,
+            "name": req.metadata.name,
+            "generation": generation,
+            "labels": req.metadata.labels,
+        },
+        "phase": status.phase,
+        "attempt": status.attempt,
+        "status": status.succeeded_condition().map(|c| json!({
+            "status": c.status, "reason": c.reason, "message": c.message,
+        })),
+        "owner": req.spec.owner,
+        "repo_url": req.spec.repo_url,
+        "git_ref": req.spec.git_ref,
+        "commit_sha": status.source.as_ref().map(|s| s.commit_sha.clone()),
+        "image_name": req.spec.image_name,
+        "image_tags": req.spec.image_tags,
+        "image": status.image,
+        "failure": status.failure,
+        "startTime": status.start_time,
+        "completionTime": status.completion_time,
+        "occurredAt": occurred_at,
+    })
 }
 
 /// `sha256=<hex HMAC-SHA256(key, body)>`.

@@ -370,7 +370,6 @@ impl Ctx<'_, '_> {
             return;
         }
         book.last_event = Some(id.clone());
-        book.last_error = None;
         self.effects.push(Effect::Webhook { event, id });
     }
 }
