@@ -206,13 +206,19 @@ CONTROLLER_VAULT_TOKEN=$(curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H '
   die "could not create the controller's Vault token"
 
 
+# Webhooks may reach only public addresses unless the operator allowlists CIDRs; everything here
+# (a receiver you try, the example in examples/webhook-receiver/) runs on this machine's loopback,
+# so the quickstart allows 127.0.0.0/8 explicitly. Never do that where Consul, Nomad or Vault
+# listen on loopback for others (docs/tenancy.md).
+config='"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8"]}'
 if [ "$PROFILE" = docker ]; then
   # The tool containers share the client's network: the registry and git daemon listen on its
   # loopback. On a real cluster leave docker_network_mode unset.
-  say "writing the controller's docker-profile defaults to jobforge/config"
-  curl -fsS -X PUT --data "{\"buildah_image\":\"$TOOLS_IMAGE\",\"docker_network_mode\":\"host\"}" \
-    "http://$CONSUL_HTTP_ADDR/v1/kv/jobforge/config" >/dev/null || die "could not write jobforge/config"
+  config="\"buildah_image\":\"$TOOLS_IMAGE\",\"docker_network_mode\":\"host\",$config"
 fi
+say "writing the controller's defaults to jobforge/config: {$config}"
+curl -fsS -X PUT --data "{$config}" \
+  "http://$CONSUL_HTTP_ADDR/v1/kv/jobforge/config" >/dev/null || die "could not write jobforge/config"
 
 say "starting jobforge-controller ($PROFILE profile, metrics and health on 127.0.0.1:$CONTROLLER_PORT)"
 VAULT_TOKEN="$CONTROLLER_VAULT_TOKEN" "$BIN/jobforge-controller" --http-addr "127.0.0.1:$CONTROLLER_PORT" --profile "$PROFILE" \
