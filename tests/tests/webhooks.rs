@@ -11,6 +11,9 @@
 //! - 200 requests with webhooks under 3 leader SIGKILLs: every subscribed event arrives at least
 //!   once, none is lost, and duplicates carry the same delivery id and body.
 //!
+//! - The shipped example receiver (`examples/webhook-receiver/receiver.py`) accepts jobforge's
+//!   signatures, refuses a forged one and processes a repeated delivery id once.
+//!
 //! Tasks run under the dev stack's mock driver (no process), so the control plane alone is timed.
 
 #![allow(clippy::unwrap_used)]
@@ -25,7 +28,8 @@ use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use jobforge_tests::acl::{ConsulAcl, shipped_policy};
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, Kv, request_json, wait_until,
+    ControllerProcess, DevStackOptions, DevStackProcess, Kv, ProcessGuard, request_json,
+    wait_until, which, workspace_root,
 };
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -440,4 +444,86 @@ async fn two_hundred_requests_with_webhooks_lose_no_event_under_three_leader_sig
     })
     .await
     .expect("outbox drained");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_receiver_accepts_jobforge_signatures_and_deduplicates() {
+    let python = which("python3").expect("python3 on PATH runs the example receiver");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut cmd = ProcessGuard::command(python);
+    cmd.arg(workspace_root().join("examples/webhook-receiver/receiver.py"))
+        .args(["--port", "0", "--state"])
+        .arg(dir.path().join("seen"))
+        .env("JOBFORGE_WEBHOOK_SECRET", HMAC_KEY)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let _receiver = ProcessGuard::spawn("receiver.py", cmd).unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_until(T, "the example receiver listens", || async {
+        Ok(read(&err).contains("listening on"))
+    })
+    .await
+    .expect("listening");
+    let port = read(&err)
+        .split("listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port");
+    let url = format!("http://127.0.0.1:{port}/hook");
+
+    let stack = mock_stack(None);
+    let kv = stack.kv();
+    kv.put("jobforge/config", ALLOW_LOOPBACK).await.unwrap();
+    stack
+        .put_secret(SECRET_PATH, json!({"secret": HMAC_KEY}))
+        .await
+        .unwrap();
+    let ctl = ControllerProcess::start(&stack, &[]).await.expect("ctl");
+    ctl.wait_leader(T).await.expect("leader");
+    kv.put(
+        "jobforge/requests/default/example",
+        &request_json("default", "example", spec(&url, &["started", "succeeded"])),
+    )
+    .await
+    .unwrap();
+    let st = kv
+        .wait_json("jobforge/status/default/example", T, |v| {
+            v["webhook"]["lastDeliveredEvent"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("succeeded:"))
+                || v["webhook"]["lastError"].is_string()
+        })
+        .await
+        .expect("delivered or given up");
+    assert!(
+        st["webhook"]["lastError"].is_null(),
+        "the example receiver refused a jobforge delivery: {st:#}"
+    );
+    let lines: Vec<Value> = read(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(events, ["started", "succeeded"], "{lines:?}");
+
+    // A repeat of a delivery id is answered 200 and not processed again; a forged signature is 401.
+    let body = br#"{"event":"succeeded","request":{"namespace":"default","name":"example"}}"#;
+    let http = reqwest::Client::new();
+    let post = |id: &str, sig: String| {
+        http.post(&url)
+            .header("x-jobforge-delivery", id)
+            .header("x-jobforge-signature", sig)
+            .body(body.to_vec())
+            .send()
+    };
+    let id = lines[1]["delivery"].as_str().unwrap();
+    let again = post(id, signature(body)).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let forged = post("default/example/other", "sha256=00".into())
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(read(&out).lines().count(), 2, "{}", read(&out));
 }
