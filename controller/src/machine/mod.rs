@@ -14,9 +14,9 @@
 //! 4. Perform the job effects in order (`StopGeneration`, `DeregisterJob`, `RegisterJob`,
 //!    `CaptureLogs`); they are idempotent (deterministic [`job_id()`]s), so a crash anywhere repeats
 //!    them harmlessly. Then write [`Decision::status`] with the fenced CAS if
-//!    [`Decision::status_changed`]. Only after that write succeeded hand out `Webhook` effects
-//!    (their ID is already recorded in the written status: at most once per transition, issue 8),
-//!    and perform `DeleteRequest`.
+//!    [`Decision::status_changed`], with the `Webhook` effects' outbox records in the same
+//!    transaction (their ID is recorded in the written status, so each transition emits its event
+//!    once; delivery is at least once, `crate::webhook`), and perform `DeleteRequest`.
 //! 5. Requeue after [`Decision::requeue_after`] if set; otherwise wait for a watch event.
 //!
 //! # Rules (`docs/consul-nomad-vault-semantics.md` § Controller, issue 5)
@@ -218,7 +218,8 @@ pub enum Effect {
     },
     /// Deliver a webhook event (issue 8). `id` (`<event>:<generation>:<attempt>`, or
     /// `phase.<phase>:<generation>:<attempt>`) is already in the new status's
-    /// `webhook.lastEvent`; deliver only after that status is written.
+    /// `webhook.lastEvent`; its outbox record is written in the same transaction as that status
+    /// (issue 16, `crate::webhook::outbox_ops`).
     Webhook {
         /// The event.
         event: WebhookEvent,
@@ -306,7 +307,8 @@ pub fn secret_paths(spec: &BuildSpec) -> Vec<String> {
     paths
 }
 
-/// Identity of a webhook event for at-most-once bookkeeping (see [`Effect::Webhook`]).
+/// Identity of a webhook event: emitted once per transition (see [`Effect::Webhook`]), and the
+/// last part of its delivery id (`crate::webhook::delivery_id`).
 pub fn webhook_event_id(
     event: WebhookEvent,
     phase: Option<PipelinePhase>,
