@@ -257,7 +257,9 @@ impl Reconciler {
             .await?;
         // 5. Commit the status through the fence; only then webhooks and a TTL cleanup.
         if let Committed::Conflict = self.commit(key, &stored, &decision.status).await? {
-            return Ok(queue::Action::Requeue(Duration::ZERO));
+            // Someone wrote the status since step 1: start over, but after the key's backoff, so
+            // that a write that keeps losing is never an immediate-requeue loop.
+            return Ok(queue::Action::Backoff);
         }
         if let Ok(req) = &spec.parsed {
             for (event, id) in applied.webhooks {
