@@ -274,7 +274,9 @@ impl Reconciler {
             _ => Vec::new(),
         };
         if let Committed::Conflict = self.commit(key, &stored, &decision.status, &outbox).await? {
-            return Ok(queue::Action::Requeue(Duration::ZERO));
+            // Someone wrote the status since step 1: start over, but after the key's backoff, so
+            // that a write that keeps losing is never an immediate-requeue loop.
+            return Ok(queue::Action::Backoff);
         }
         if applied.expired {
             // Cleanup: the TTL after finishing expired.

@@ -25,7 +25,7 @@ use jobforge_client::consul::watch::{
     WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix,
 };
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
-use jobforge_schema::{KeyLayout, grammar};
+use jobforge_schema::{KeyClass, KeyLayout};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -292,44 +292,6 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
     let _ = outbox.await;
 }
 
-/// What a key under `requests/` is (issue 18, item 12).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum KeyClass {
-    /// `requests/<namespace>/<name>`, both DNS labels (`jobforge_schema::grammar::dns_label`,
-    /// the rule `metadata.namespace` and `metadata.name` follow): a request to reconcile.
-    Request(RequestKey),
-    /// A key ending in `/` (Consul's folder convention, as its UI creates them): not a document,
-    /// ignored without a word.
-    Folder,
-    /// Anything else (wrong depth, a segment that is not a DNS label): never reconciled; the
-    /// reason, for the log.
-    Ignored(String),
-}
-
-/// Classifies `key` (a key the `requests/` watch reported); see [`KeyClass`].
-fn classify_request_key(keys: &KeyLayout, key: &str) -> KeyClass {
-    let Some(rest) = key.strip_prefix(&keys.requests_prefix()) else {
-        return KeyClass::Ignored("not under the requests prefix".to_string());
-    };
-    if rest.is_empty() || rest.ends_with('/') {
-        return KeyClass::Folder;
-    }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let [ns, name] = segments.as_slice() else {
-        return KeyClass::Ignored(format!(
-            "{} path segment(s) after requests/; a request key is requests/<namespace>/<name>",
-            segments.len()
-        ));
-    };
-    if let Err(e) = grammar::dns_label(ns) {
-        return KeyClass::Ignored(format!("namespace {e}"));
-    }
-    if let Err(e) = grammar::dns_label(name) {
-        return KeyClass::Ignored(format!("name {e}"));
-    }
-    KeyClass::Request(RequestKey::new(*ns, *name))
-}
-
 /// The keys under `requests/` that are not requests, seen this term: each is logged once at WARN
 /// and counted once in `jobforge_ignored_keys_total` however often it changes; a deleted one is
 /// forgotten (logged again if it comes back). At most [`IgnoredKeys::MAX`] are remembered, so a
@@ -345,16 +307,18 @@ impl IgnoredKeys {
     /// Keys remembered at most.
     const MAX: usize = 10_000;
 
-    /// The request `pair`'s key names, if it is one; otherwise notes it (see the type's docs).
+    /// The request `key` names, if it is one; otherwise notes it (see the type's docs). The one
+    /// check every key the requests watch reports goes through; the rule itself is
+    /// [`KeyLayout::classify_request_key`] (the schema crate owns it for every boundary).
     fn request_of(&mut self, keys: &KeyLayout, key: &str, deleted: bool) -> Option<RequestKey> {
-        match classify_request_key(keys, key) {
-            KeyClass::Request(k) => Some(k),
+        match keys.classify_request_key(key) {
+            KeyClass::Request { namespace, name } => Some(RequestKey::new(namespace, name)),
             KeyClass::Folder => None,
-            KeyClass::Ignored(_) if deleted => {
+            KeyClass::NotARequest(_) if deleted => {
                 self.seen.remove(key);
                 None
             }
-            KeyClass::Ignored(why) => {
+            KeyClass::NotARequest(why) => {
                 if self.seen.contains(key) {
                     return None;
                 }
@@ -456,13 +420,10 @@ async fn watch_status_keys(
         max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
-    // Only keys a request could have (both segments DNS labels): anything else under status/ was
-    // not written by a controller and names no request.
+    // Only keys a request could have (`parse_status_key`: both segments DNS labels): anything
+    // else under status/ was not written by a controller and names no request.
     let enqueue = |k: &str| {
-        if let Some((ns, name)) = keys.parse_status_key(k)
-            && grammar::dns_label(ns).is_ok()
-            && grammar::dns_label(name).is_ok()
-        {
+        if let Some((ns, name)) = keys.parse_status_key(k) {
             queue.enqueue(RequestKey::new(ns, name));
         }
     };
@@ -577,36 +538,6 @@ async fn watch_leader_key(
 mod tests {
     use super::*;
 
-    fn class(key: &str) -> KeyClass {
-        classify_request_key(&KeyLayout::default(), key)
-    }
-
-    #[test]
-    fn request_keys_are_two_dns_labels_under_requests() {
-        assert_eq!(
-            class("jobforge/requests/default/app"),
-            KeyClass::Request(RequestKey::new("default", "app"))
-        );
-        assert_eq!(class("jobforge/requests/"), KeyClass::Folder);
-        assert_eq!(class("jobforge/requests/default/"), KeyClass::Folder);
-        for bad in [
-            "jobforge/requests/default/a/b",
-            "jobforge/requests/justns",
-            "jobforge/requests/../x",
-            "jobforge/requests/Default/A",
-            "jobforge/requests/default/a b",
-            "jobforge/requests//x",
-            "jobforge/requests/default/-x",
-            "jobforge/status/default/app",
-        ] {
-            assert!(
-                matches!(class(bad), KeyClass::Ignored(_)),
-                "{bad}: {:?}",
-                class(bad)
-            );
-        }
-    }
-
     #[test]
     fn an_ignored_key_is_noted_once_until_it_is_deleted() {
         let keys = KeyLayout::default();
@@ -616,6 +547,12 @@ mod tests {
                 ignored.request_of(&keys, "jobforge/requests/default/a/b", false),
                 None
             );
+        }
+        assert_eq!(ignored.seen.len(), 1);
+        for key in ["jobforge/requests/../x", "jobforge/requests/a/b/c"] {
+            assert_eq!(ignored.request_of(&keys, key, false), None);
+            assert_eq!(ignored.request_of(&keys, key, false), None);
+            assert_eq!(ignored.request_of(&keys, key, true), None);
         }
         assert_eq!(ignored.seen.len(), 1);
         assert_eq!(

@@ -55,7 +55,7 @@ pub mod validate;
 
 pub use accessors::{DEFAULT_TAGS, InvalidResource, ResolvedResources, resolve};
 pub use document::{Document, parse_document};
-pub use keys::KeyLayout;
+pub use keys::{KeyClass, KeyLayout, RefError, check_namespace, check_request_ref};
 pub use parse::{Format, MAX_DOCUMENT_BYTES, parse_request, parse_value};
 pub use problem::{Problem, Problems};
 pub use reason::Reason;

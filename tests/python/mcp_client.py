@@ -3,6 +3,8 @@
 Usage:
   mcp_client.py http URL [--token T]      # a running `jobforge mcp --http` at URL (…/mcp)
   mcp_client.py stdio JOBFORGE_BIN CONSUL_ADDR
+  mcp_client.py scope-http URL TOKEN_A TOKEN_B   # tokens file: A -> [team-a], B -> [team-b]
+  mcp_client.py scope-stdio JOBFORGE_BIN CONSUL_ADDR   # `jobforge mcp --stdio -n team-a`
 
 Checks: initialize; tools/list with input and output schemas; resource templates and a
 request status resource; submitJob (also that it answers the effective tags, [latest] when none
@@ -10,6 +12,12 @@ are given), getStatus, getLogs,
 killJob, getHistory, listRequests, cleanup; an invalid submitJob returns isError naming the field
 path; over HTTP, that the SDK's session termination (DELETE) succeeds without the SDK logging
 "Session termination failed". Prints "OK" on success; any failed check raises (non-zero exit).
+
+The scope modes (issue 14) check, as team A (scope [team-a]): calls naming team-b are tool errors
+naming team-b and the allowed namespace; a call naming none goes to team-a; names and namespaces
+that are not DNS labels (`../../../jobforge/leader`) are tool errors; listRequests and getHistory
+return only team-a, paged (limit, cursor, next_cursor, at most 500); a team-b resource is refused.
+scope-http also checks, as team B, that it sees only team-b.
 """
 
 import json
@@ -116,6 +124,122 @@ async def exercise(session: ClientSession) -> None:
     check(not res.is_error, f"cleanup failed: {res.content}")
 
 
+def text_of(res) -> str:
+    return " ".join(c.text for c in res.content if getattr(c, "text", None))
+
+
+SUBMIT = {
+    "repo_url": "https://github.com/example/repo.git",
+    "image_name": "myapp",
+    "registry_url": "registry.example.com",
+}
+
+
+async def scope_as_team_a(session: ClientSession, tag: str) -> None:
+    await session.initialize()
+    # Three requests in team-a (one without a namespace: the scope's namespace), for paging.
+    names = [f"a-{tag}-{i}" for i in range(3)]
+    for i, n in enumerate(names):
+        args = dict(SUBMIT, name=n)
+        if i:
+            args["namespace"] = "team-a"
+        res = await session.call_tool("submitJob", args)
+        check(not res.is_error, f"submitJob in scope failed: {text_of(res)}")
+        check(res.structured_content["namespace"] == "team-a", f"namespace {res.structured_content}")
+
+    # Outside the scope: a tool error naming the namespace and the allowed ones.
+    res = await session.call_tool("submitJob", dict(SUBMIT, name=f"x-{tag}", namespace="team-b"))
+    check(res.is_error, "submitJob into team-b accepted")
+    t = text_of(res)
+    check("team-b" in t and "team-a" in t and "scope" in t, f"unclear error: {t}")
+    for tool in ("getStatus", "getLogs", "killJob", "cleanup"):
+        res = await session.call_tool(tool, {"name": f"b-{tag}", "namespace": "team-b"})
+        check(res.is_error, f"{tool} on team-b accepted")
+        t = text_of(res)
+        check("team-b" in t and "allowed namespaces: team-a" in t, f"{tool}: unclear error: {t}")
+    for tool in ("listRequests", "getHistory"):
+        res = await session.call_tool(tool, {"namespace": "team-b"})
+        check(res.is_error and "team-b" in text_of(res), f"{tool} on team-b: {text_of(res)}")
+
+    # Names and namespaces that are not DNS labels never reach a key.
+    for args in ({"name": "../../../jobforge/leader"},
+                 {"name": "../../../jobforge/leader", "namespace": "team-a"},
+                 {"name": "x", "namespace": "../jobforge"},
+                 {"name": "a/b"}):
+        res = await session.call_tool("cleanup", args)
+        check(res.is_error and "DNS label" in text_of(res), f"cleanup {args}: {text_of(res)}")
+        res = await session.call_tool("getStatus", args)
+        check(res.is_error and "DNS label" in text_of(res), f"getStatus {args}: {text_of(res)}")
+
+    # Lists: only team-a, paged.
+    res = await session.call_tool("listRequests", {"limit": 2})
+    check(not res.is_error, f"listRequests: {text_of(res)}")
+    page = res.structured_content
+    check(page["total"] == 3 and len(page["items"]) == 2, f"page 1 {page}")
+    check(all(i["namespace"] == "team-a" for i in page["items"]), f"out of scope items {page}")
+    check(page["next_cursor"], f"no next_cursor {page}")
+    res = await session.call_tool("listRequests", {"limit": 2, "cursor": page["next_cursor"]})
+    page2 = res.structured_content
+    check(not res.is_error and len(page2["items"]) == 1 and page2["next_cursor"] is None, f"page 2 {page2}")
+    seen = [i["name"] for i in page["items"] + page2["items"]]
+    check(seen == sorted(names), f"pages {seen}")
+    res = await session.call_tool("listRequests", {"limit": 501})
+    check(res.is_error and "500" in text_of(res), f"limit over the cap: {text_of(res)}")
+    res = await session.call_tool("getHistory", {"limit": 501})
+    check(res.is_error and "500" in text_of(res), f"history limit over the cap: {text_of(res)}")
+    res = await session.call_tool("getHistory", {})
+    check(not res.is_error and "next_cursor" in res.structured_content, f"history {res.structured_content}")
+
+    # Resources of another namespace are refused.
+    try:
+        await session.read_resource(f"jobforge://requests/team-b/b-{tag}")
+        raise AssertionError("team-b resource readable")
+    except AssertionError:
+        raise
+    except Exception as e:  # McpError
+        check("team-b" in str(e), f"resource error {e}")
+    read = await session.read_resource(f"jobforge://requests/team-a/{names[0]}")
+    check(json.loads(read.contents[0].text)["name"] == names[0], "own resource")
+
+    for n in names:
+        res = await session.call_tool("cleanup", {"name": n, "namespace": "team-a", "purge": True})
+        check(not res.is_error, f"cleanup {n}: {text_of(res)}")
+
+
+async def scope_as_team_b(session: ClientSession, tag: str) -> None:
+    await session.initialize()
+    res = await session.call_tool("submitJob", dict(SUBMIT, name=f"b-{tag}"))
+    check(not res.is_error and res.structured_content["namespace"] == "team-b", f"B submit {text_of(res)}")
+    res = await session.call_tool("listRequests", {})
+    items = res.structured_content["items"]
+    check(not res.is_error and [i["name"] for i in items] == [f"b-{tag}"], f"B sees {items}")
+    res = await session.call_tool("getStatus", {"name": f"a-{tag}-0", "namespace": "team-a"})
+    check(res.is_error and "allowed namespaces: team-b" in text_of(res), f"B reads A: {text_of(res)}")
+
+
+async def run_scope_http(url: str, token_a: str, token_b: str) -> None:
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    tag = uuid.uuid4().hex[:6]
+
+    async def as_token(token, body):
+        async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as client:
+            async with streamable_http_client(url, http_client=client) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await body(session, tag)
+
+    await as_token(token_b, scope_as_team_b)
+    await as_token(token_a, scope_as_team_a)
+
+
+async def run_scope_stdio(binary: str, consul: str) -> None:
+    params = StdioServerParameters(command=binary, args=["mcp", "--stdio", "-n", "team-a"],
+                                   env={"CONSUL_HTTP_ADDR": consul})
+    async with stdio_client(params) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await scope_as_team_a(session, uuid.uuid4().hex[:6])
+
+
 async def run_http(url: str, token: str | None) -> None:
     import httpx2
     from mcp.shared._httpx_utils import create_mcp_http_client
@@ -157,6 +281,10 @@ def main() -> None:
         anyio.run(run_http, sys.argv[2], token)
     elif mode == "stdio":
         anyio.run(run_stdio, sys.argv[2], sys.argv[3])
+    elif mode == "scope-http":
+        anyio.run(run_scope_http, sys.argv[2], sys.argv[3], sys.argv[4])
+    elif mode == "scope-stdio":
+        anyio.run(run_scope_stdio, sys.argv[2], sys.argv[3])
     else:
         raise SystemExit(f"unknown mode {mode}")
     print("OK")

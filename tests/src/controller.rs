@@ -31,6 +31,27 @@ impl ControllerProcess {
         env: Vec<(String, String)>,
         extra: &[&str],
     ) -> anyhow::Result<ControllerProcess> {
+        ControllerProcess::start_env_stderr(env, extra, Stdio::inherit()).await
+    }
+
+    /// Like [`ControllerProcess::start`], with the controller's log (its stderr) written to the
+    /// file `log` instead of the test's stderr, for tests that read what it logged.
+    ///
+    /// Errors: the file cannot be created; the controller does not start.
+    pub async fn start_logged(
+        stack: &DevStackProcess,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> anyhow::Result<ControllerProcess> {
+        let file = std::fs::File::create(log)?;
+        ControllerProcess::start_env_stderr(stack.env(), extra, Stdio::from(file)).await
+    }
+
+    async fn start_env_stderr(
+        env: Vec<(String, String)>,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> anyhow::Result<ControllerProcess> {
         let port = free_port()?;
         let http = format!("http://127.0.0.1:{port}");
         let mut cmd = ProcessGuard::command(bin("jobforge-controller")?);
@@ -49,7 +70,7 @@ impl ControllerProcess {
                 std::env::var("JOBFORGE_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let proc = ProcessGuard::spawn("jobforge-controller", cmd)?;
         let url = format!("{http}/healthz");
         wait_http_ok(

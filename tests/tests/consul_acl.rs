@@ -6,7 +6,10 @@
 //! of `tests/fakes`), and the `jobforge` CLI with a team's token made from
 //! `examples/deploy/consul-policy-team.hcl` sees only its own namespace and cannot write into
 //! another; the MCP facade (`jobforge mcp`, stdio) with that token lists only the team's requests
-//! too. The policy files are loaded exactly as shipped.
+//! too. The policy files are loaded exactly as shipped. With team A's token, every change of a
+//! team-B request (submit, replace, cancel, delete, MCP submitJob/killJob/cleanup) fails with a
+//! message naming the key and the permission the token lacks, and nothing of team B changes
+//! (issue 14).
 
 #![allow(clippy::unwrap_used)]
 
@@ -227,6 +230,102 @@ async fn least_privilege_controller_and_team_tokens_work_and_stay_in_their_names
             .await
             .unwrap()
             .is_none()
+    );
+
+    // Issue 14: team A changes nothing of team B, and each refusal says which key and which
+    // permission. B's request has finished first, so its documents only change if A changes them.
+    let b_status = acl
+        .wait_json("jobforge/status/team-b/b-secret", T, |v| {
+            v["phase"] == "Succeeded" || v["phase"] == "Failed"
+        })
+        .await
+        .expect("team B's request finishes");
+    let b_spec = acl
+        .get_json("jobforge/requests/team-b/b-secret")
+        .await
+        .unwrap()
+        .expect("team B's spec");
+    let b_path = b.path().display().to_string();
+    let attempts: [(&[&str], &str, &str); 5] = [
+        (
+            &["cancel", "b-secret", "-n", "team-b"],
+            "read",
+            "jobforge/requests/team-b/b-secret",
+        ),
+        (
+            &["delete", "b-secret", "-n", "team-b"],
+            "read",
+            "jobforge/requests/team-b/b-secret",
+        ),
+        (
+            &["delete", "b-secret", "-n", "team-b", "--purge"],
+            "read",
+            "jobforge/requests/team-b/b-secret",
+        ),
+        (
+            &["submit", &b_path, "--replace"],
+            "read",
+            "jobforge/requests/team-b/b-secret",
+        ),
+        (
+            &["submit", &b_path],
+            "write",
+            "jobforge/requests/team-b/b-secret",
+        ),
+    ];
+    for (args, permission, key) in attempts {
+        let out = cli(&stack, team_a, args);
+        let msg = text(&out);
+        assert!(!out.status.success(), "{args:?} succeeded: {msg}");
+        assert!(
+            msg.contains(&format!("Consul refused to {permission} {key}"))
+                && msg.contains(&format!("lacks key:{permission} permission"))
+                && msg.contains("403"),
+            "{args:?}: {msg}"
+        );
+    }
+    for (tool, args, what) in [
+        (
+            "killJob",
+            json!({"name": "b-secret", "namespace": "team-b"}),
+            "read",
+        ),
+        (
+            "cleanup",
+            json!({"name": "b-secret", "namespace": "team-b", "purge": true}),
+            "read",
+        ),
+        (
+            "submitJob",
+            json!({"name": "b-secret", "namespace": "team-b", "repo_url": repo.url,
+                "image_name": "app", "registry_url": "127.0.0.1:5000"}),
+            "write",
+        ),
+    ] {
+        let result = mcp_call(&stack, team_a, tool, args);
+        let listed = result.to_string();
+        assert_eq!(result["isError"], json!(true), "{tool}: {listed}");
+        assert!(
+            listed.contains("jobforge/requests/team-b/b-secret")
+                && listed.contains(&format!("lacks key:{what} permission")),
+            "{tool}: {listed}"
+        );
+    }
+    assert_eq!(
+        acl.get_json("jobforge/requests/team-b/b-secret")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&b_spec),
+        "team B's spec changed"
+    );
+    assert_eq!(
+        acl.get_json("jobforge/status/team-b/b-secret")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&b_status),
+        "team B's status changed"
     );
     drop(ctl);
     drop(stack);

@@ -3,7 +3,9 @@
 //! is created when missing, replaced (CAS on the generation read) when its parsed document differs
 //! from the stored one, and left alone when equal — compared as documents, so formatting, key
 //! order and YAML vs JSON do not count. `--prune -l SEL` deletes requests that match the selector
-//! and are not in the files.
+//! and are not in the files, only in the namespaces the files name (plus `-n` when given
+//! explicitly), or everywhere the token reaches with `-A`; an empty selector is refused (it
+//! would match every request).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -117,6 +119,12 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> CliResult<()> {
         Some(s) => LabelSelector::parse(s).map_err(|e| CliError::Input(format!("-l: {e}")))?,
         None => LabelSelector::default(),
     };
+    if a.prune && selector.0.is_empty() {
+        return Err(CliError::Input(
+            "--prune needs a non-empty selector (-l key=value); an empty one would match every request"
+                .into(),
+        ));
+    }
     // 1. Parse and validate everything before writing anything.
     let mut docs: Vec<(PathBuf, BuildRequest)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
@@ -189,7 +197,7 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> CliResult<()> {
     }
     // 3. Prune.
     if a.prune {
-        for r in ctx.store.list(None).await? {
+        for r in prune_candidates(ctx, &a, &docs).await? {
             if !selector.matches(&r.labels())
                 || keys.contains(&(r.namespace.clone(), r.name.clone()))
             {
@@ -208,6 +216,32 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> CliResult<()> {
         }
     }
     report(ctx.output, a.dry_run, &outcomes)
+}
+
+/// The stored requests `--prune` may delete: those of every namespace with `-A`, else of the
+/// namespaces the applied files name, plus `-n` when the user gave it.
+async fn prune_candidates(
+    ctx: &Ctx,
+    a: &ApplyArgs,
+    docs: &[(PathBuf, BuildRequest)],
+) -> CliResult<Vec<jobforge_client::store::StoredRequest>> {
+    if a.all_namespaces {
+        return Ok(ctx.store.list(None).await?);
+    }
+    let namespaces = prune_namespaces(docs, ctx.namespace_chosen.then_some(ctx.namespace.as_str()));
+    let mut out = Vec::new();
+    for ns in &namespaces {
+        out.extend(ctx.store.list(Some(ns)).await?);
+    }
+    Ok(out)
+}
+
+/// The namespaces of the applied documents, plus `chosen` (the `-n` the user gave).
+fn prune_namespaces(docs: &[(PathBuf, BuildRequest)], chosen: Option<&str>) -> BTreeSet<String> {
+    docs.iter()
+        .map(|(_, r)| r.metadata.namespace.clone())
+        .chain(chosen.map(str::to_string))
+        .collect()
 }
 
 fn report(out: Output, dry_run: bool, outcomes: &[Outcome]) -> CliResult<()> {
@@ -260,11 +294,33 @@ fn report(out: Output, dry_run: bool, outcomes: &[Outcome]) -> CliResult<()> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::line_diff;
+    use super::*;
 
     #[test]
     fn line_diff_marks_removed_and_added_lines() {
         assert_eq!(line_diff("a\nb\nc\n", "a\nx\nc\n"), " a\n-b\n+x\n c\n");
         assert_eq!(line_diff("", "a\n"), "+a\n");
+    }
+
+    #[test]
+    fn prune_covers_the_files_namespaces_and_an_explicit_n() {
+        let doc = |ns: &str| {
+            let r = BuildRequest::new(ns, "x", jobforge_schema::BuildSpec::default());
+            (PathBuf::from("f"), r)
+        };
+        let docs = vec![doc("team-a"), doc("team-a"), doc("platform")];
+        assert_eq!(
+            prune_namespaces(&docs, None)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["platform", "team-a"]
+        );
+        assert_eq!(
+            prune_namespaces(&[], Some("team-c"))
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["team-c"]
+        );
+        assert!(prune_namespaces(&[], None).is_empty());
     }
 }

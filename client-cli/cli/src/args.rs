@@ -52,15 +52,17 @@ pub struct Global {
         default_value = "jobforge"
     )]
     pub prefix: String,
-    /// Namespace of the requests to act on.
+    /// Namespace of the requests to act on (a DNS label). `jobforge mcp` takes it several
+    /// times: the namespaces its tools may use.
     #[arg(
-        short,
-        long,
+        short = 'n',
+        long = "namespace",
         global = true,
         env = "JOBFORGE_NAMESPACE",
-        default_value = "default"
+        default_value = "default",
+        action = clap::ArgAction::Append
     )]
-    pub namespace: String,
+    pub namespace: Vec<String>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -228,7 +230,9 @@ unchanged: the command prints \"already Succeeded; nothing to cancel\" and exits
   jobforge apply -f examples/gitops/ --prune -l managed-by=gitops
 
 A second run over the same files writes nothing (every request reported unchanged).
---prune deletes requests that match the selector but are not in the files.")]
+--prune deletes requests that match the selector but are not in the files, only in the
+namespaces the files name (plus -n when given), unless -A/--all-namespaces. The selector must
+not be empty: `-l ''` would match every request and is refused.")]
     Apply(ApplyArgs),
     /// Print the Nomad jobs the controller would create for a request (for review; no Nomad access).
     #[command(after_help = "Examples:
@@ -257,7 +261,17 @@ overridable with the options listed above.")]
   JOBFORGE_MCP_TOKEN=s3cret jobforge mcp --http 0.0.0.0:8080
 
 Streamable HTTP is served at /mcp (health at /healthz). Binding a non-loopback address requires a
-bearer token (--token-file or JOBFORGE_MCP_TOKEN).")]
+bearer token (--token-file, JOBFORGE_MCP_TOKEN or --tokens-file).
+
+Scope: tools may only use the namespaces given with -n/--namespace (repeatable; every namespace
+when none is given):
+  jobforge mcp --stdio -n team-a -n team-b
+Over HTTP each bearer token can have its own namespaces:
+  jobforge mcp --http 0.0.0.0:8080 --tokens-file /etc/jobforge/mcp-tokens.yaml
+  # tokens: [{token: \"<32 random chars>\", namespaces: [team-a]}]
+A call naming another namespace is a tool error naming the allowed ones; listRequests and
+getHistory cover only the namespaces in scope, at most 500 items a page (limit, cursor,
+next_cursor).")]
     Mcp(McpArgs),
     /// Check BuildRequest files (YAML or JSON) or seed job_config files; exit 1 listing every problem.
     #[command(after_help = "Examples:
@@ -410,12 +424,16 @@ pub struct ApplyArgs {
     /// Show what would change (with a diff) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Delete requests matching --selector that are not in the files.
+    /// Delete requests matching --selector that are not in the files, in the namespaces of the
+    /// applied files (and -n when given) only.
     #[arg(long, requires = "selector")]
     pub prune: bool,
-    /// Label selector limiting --prune (`key=value[,key=value]`).
+    /// Label selector limiting --prune (`key=value[,key=value]`; must not be empty).
     #[arg(short = 'l', long = "selector")]
     pub selector: Option<String>,
+    /// With --prune: prune in every namespace the token can reach, not only the files'.
+    #[arg(short = 'A', long, requires = "prune")]
+    pub all_namespaces: bool,
 }
 
 /// `render` options.
@@ -461,9 +479,14 @@ pub struct McpArgs {
     /// Serve streamable HTTP on this address (port 0 picks one; the bound address is printed).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
-    /// File holding the bearer token clients must send (required on a non-loopback address).
+    /// File holding the bearer token clients must send (required on a non-loopback address,
+    /// unless --tokens-file is given); its callers get the -n scope.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// YAML or JSON file mapping bearer tokens to namespaces (HTTP only):
+    /// `tokens: [{token: "...", namespaces: [team-a]}]`; `"*"` means every namespace.
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// Extra allowed Host values (besides loopback names), for a server behind a name.
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,

@@ -139,7 +139,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::VersionInfo(a) => version::info(&a.version_file, g.output),
         Command::VersionMajor(a) => version::set_major(&a.version_file, a.value, g.output),
         Command::VersionMinor(a) => version::set_minor(&a.version_file, a.value, g.output),
-        Command::Mcp(a) => mcp::serve(Ctx::new(&g)?, a).await,
+        Command::Mcp(a) => mcp::serve(Ctx::with_namespaces(&g)?, a).await,
         Command::Submit(a) => submit::run(&Ctx::new(&g)?, a).await,
         Command::Get(a) => query::get(&Ctx::new(&g)?, &a.name).await,
         Command::List(a) => query::list(&Ctx::new(&g)?, a).await,

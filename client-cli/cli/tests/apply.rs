@@ -171,3 +171,65 @@ fn invalid_files_are_all_reported_and_nothing_is_written() {
     assert!(err.contains("bad2.json"), "{err}");
     assert!(c.get(&c.keys.request_key("default", "fine")).is_none());
 }
+
+/// `request_yaml` with `metadata.namespace`.
+fn request_in(ns: &str, name: &str, labels: &str) -> String {
+    request_yaml(name, labels).replacen(
+        "metadata:\n",
+        &format!("metadata:\n  namespace: {ns}\n"),
+        1,
+    )
+}
+
+/// Issue 14: `--prune` deletes only in the namespaces the applied files name (another team's
+/// requests with the same label are left alone) unless `-A`, and an empty selector is refused
+/// before anything is written.
+#[test]
+fn prune_stays_in_the_files_namespaces_unless_all_namespaces() {
+    let c = Consul::start();
+    let other = tempfile::tempdir().unwrap();
+    for (ns, name) in [("team-a", "gone"), ("team-b", "theirs")] {
+        let f = write(
+            other.path(),
+            &format!("{ns}.yaml"),
+            &request_in(ns, name, "managed-by: gitops"),
+        );
+        c.cmd()
+            .args(["submit", f.to_str().unwrap(), "-n", ns])
+            .assert()
+            .success();
+    }
+    let files = tempfile::tempdir().unwrap();
+    let d = files.path().to_str().unwrap();
+    write(
+        files.path(),
+        "kept.yaml",
+        &request_in("team-a", "kept", "managed-by: gitops"),
+    );
+
+    for empty in ["", " ", ","] {
+        c.cmd()
+            .args(["apply", "-f", d, "--prune", "-l", empty])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("non-empty selector"));
+    }
+    assert!(
+        c.get(&c.keys.request_key("team-a", "kept")).is_none(),
+        "nothing written"
+    );
+    assert!(c.get(&c.keys.request_key("team-a", "gone")).is_some());
+
+    let v = apply_json(&c, &["-f", d, "--prune", "-l", "managed-by=gitops"]);
+    assert_eq!(v["pruned"], 1, "{v}");
+    assert!(c.get(&c.keys.request_key("team-a", "gone")).is_none());
+    assert!(
+        c.get(&c.keys.request_key("team-b", "theirs")).is_some(),
+        "another namespace was pruned: {v}"
+    );
+
+    let v = apply_json(&c, &["-f", d, "--prune", "-A", "-l", "managed-by=gitops"]);
+    assert_eq!(v["pruned"], 1, "{v}");
+    assert!(c.get(&c.keys.request_key("team-b", "theirs")).is_none());
+    assert!(c.get(&c.keys.request_key("team-a", "kept")).is_some());
+}

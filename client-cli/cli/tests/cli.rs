@@ -781,3 +781,53 @@ fn submit_wait_exits_0_when_the_request_succeeds() {
     let child = guard.0.take().unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Issue 14: every subcommand taking a name or a namespace refuses one that is not a DNS label
+/// with a message naming it, before any key is built: `delete ../../../jobforge/leader` does not
+/// delete the leader key, and `-n` given twice is refused outside `jobforge mcp`.
+#[test]
+fn names_and_namespaces_that_are_not_dns_labels_are_refused_by_every_command() {
+    let c = Consul::start();
+    c.put("jobforge/leader", b"held");
+    let bad_names = ["../../../jobforge/leader", "a/b", "UPPER"];
+    for name in bad_names {
+        for cmd in [
+            vec!["get", name],
+            vec!["cancel", name],
+            vec!["delete", name],
+            vec!["delete", name, "--purge"],
+            vec!["logs", name],
+            vec!["watch", name],
+            vec!["render", name],
+        ] {
+            let out = c.cmd().args(&cmd).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+            assert!(
+                err.contains("is not a DNS label") && err.contains("name"),
+                "{cmd:?}: {err}"
+            );
+        }
+    }
+    for ns in ["../jobforge", "team-a/x", ""] {
+        for cmd in [
+            vec!["list"],
+            vec!["get", "app"],
+            vec!["delete", "app"],
+            vec!["history"],
+        ] {
+            let out = c.cmd().args(&cmd).args(["-n", ns]).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd:?} -n {ns:?}: {err}");
+            assert!(err.contains("--namespace"), "{cmd:?} -n {ns:?}: {err}");
+        }
+    }
+    let out = c
+        .cmd()
+        .args(["list", "-n", "a", "-n", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only `jobforge mcp`"));
+    assert_eq!(c.get("jobforge/leader").unwrap().value, b"held");
+}

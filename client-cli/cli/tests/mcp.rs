@@ -41,10 +41,15 @@ impl Drop for Server {
 }
 
 fn start_server(consul: &str, bind: &str, token: Option<&str>) -> Server {
+    start_server_with(consul, bind, token, &[])
+}
+
+fn start_server_with(consul: &str, bind: &str, token: Option<&str>, extra: &[&str]) -> Server {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("jobforge"));
     cmd.env_clear()
         .env("CONSUL_HTTP_ADDR", consul)
         .args(["mcp", "--http", bind])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(t) = token {
@@ -227,4 +232,80 @@ fn non_loopback_bind_requires_a_token_and_answers_401_without_it() {
         "--token",
         "s3cret-token",
     ]);
+}
+
+const TOKEN_A: &str = "team-a-token-0123456789";
+const TOKEN_B: &str = "team-b-token-0123456789";
+
+/// Issue 14: over HTTP each bearer token of `--tokens-file` has its own namespaces; as team A
+/// every call naming team-b is a tool error naming it and the allowed namespace, lists hold only
+/// team-a and are paged, and `cleanup` of `../../../jobforge/leader` is a tool error that leaves
+/// the leader key alone (checked by the Python SDK, `tests/python/mcp_client.py scope-http`).
+#[test]
+fn tokens_file_scopes_each_bearer_token_to_its_namespaces() {
+    let c = Consul::start();
+    c.put("jobforge/leader", b"{\"identity\": \"someone\"}");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = common::write(
+        dir.path(),
+        "tokens.yaml",
+        &format!(
+            "tokens:\n  - token: {TOKEN_A}\n    namespaces: [team-a]\n  - token: {TOKEN_B}\n    namespaces: [team-b]\n"
+        ),
+    );
+    let s = start_server_with(
+        &c.addr,
+        "127.0.0.1:0",
+        None,
+        &["--tokens-file", tokens.to_str().unwrap()],
+    );
+    let mut h = MCP_HEADERS.to_vec();
+    h.push(("Authorization", "Bearer not-a-known-token-at-all"));
+    assert_eq!(http_status(&s.addr, "POST", "/mcp", &h, INIT), 401);
+    run_python(&[
+        "scope-http",
+        &format!("http://{}/mcp", s.addr),
+        TOKEN_A,
+        TOKEN_B,
+    ]);
+    let leader = c
+        .get("jobforge/leader")
+        .expect("the leader key is untouched");
+    assert_eq!(leader.value, b"{\"identity\": \"someone\"}");
+}
+
+/// Issue 14: over stdio the scope is `-n/--namespace` (repeatable); the same checks as team A.
+#[test]
+fn stdio_scope_is_the_namespace_flags() {
+    let c = Consul::start();
+    c.put("jobforge/leader", b"held");
+    let bin = assert_cmd::cargo::cargo_bin("jobforge");
+    run_python(&["scope-stdio", bin.to_str().unwrap(), &c.addr]);
+    assert_eq!(c.get("jobforge/leader").unwrap().value, b"held");
+}
+
+/// A tokens file that does not parse, or names a bad namespace, stops the server at start with
+/// a message naming the problem.
+#[test]
+fn a_bad_tokens_file_is_refused_at_start() {
+    let c = Consul::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = common::write(
+        dir.path(),
+        "tokens.json",
+        r#"{"tokens": [{"token": "team-a-token-0123456789", "namespaces": ["../x"]}]}"#,
+    );
+    let out = Command::new(assert_cmd::cargo::cargo_bin("jobforge"))
+        .env_clear()
+        .env("CONSUL_HTTP_ADDR", &c.addr)
+        .args(["mcp", "--http", "127.0.0.1:0", "--tokens-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tokens[0].namespaces") && err.contains("DNS label"),
+        "{err}"
+    );
 }

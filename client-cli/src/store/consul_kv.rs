@@ -1,6 +1,7 @@
 //! [`Kv`] over our Consul client ([`crate::consul::Client`], Consul's `/v1/kv` endpoint with
 //! blocking queries and CAS). Transport failures become [`KvError::Unreachable`] naming the
-//! address; every other client error becomes [`KvError::Server`].
+//! address; an ACL refusal (HTTP 403) becomes [`KvError::Denied`] naming the key, what was tried
+//! and the permission the token lacks; every other client error becomes [`KvError::Server`].
 
 use crate::consul::{Client, Config, ConsulError, DeleteOptions, KvPair, PutOptions, QueryOptions};
 
@@ -21,6 +22,25 @@ pub fn client(addr: &str, token: Option<&str>, ssl: bool) -> Result<Client, KvEr
     })
     .map_err(|e| KvError::Config(e.to_string()))?;
     Client::new(cfg).map_err(|e| KvError::Config(e.to_string()))
+}
+
+/// [`map_err`] for a call on `key`: a 403 names the key, the operation and the permission.
+fn map_err_at(e: ConsulError, op: &'static str, key: &str) -> KvError {
+    match e {
+        ConsulError::Status {
+            code: 403, body, ..
+        } => KvError::Denied {
+            op,
+            key: key.to_string(),
+            permission: match op {
+                "read" => "read",
+                "list" => "list",
+                _ => "write",
+            },
+            detail: body.trim().to_string(),
+        },
+        other => map_err(other),
+    }
 }
 
 fn map_err(e: ConsulError) -> KvError {
@@ -58,7 +78,10 @@ fn query(b: Blocking) -> QueryOptions {
 
 impl Kv for Client {
     async fn get(&self, key: &str, blocking: Blocking) -> Result<(u64, Option<KvEntry>), KvError> {
-        let (i, p) = self.kv_get(key, query(blocking)).await.map_err(map_err)?;
+        let (i, p) = self
+            .kv_get(key, query(blocking))
+            .await
+            .map_err(|e| map_err_at(e, "read", key))?;
         Ok((i, p.map(entry)))
     }
 
@@ -66,7 +89,7 @@ impl Kv for Client {
         let (i, ps) = self
             .kv_list(prefix, query(blocking))
             .await
-            .map_err(map_err)?;
+            .map_err(|e| map_err_at(e, "list", prefix))?;
         let mut v: Vec<KvEntry> = ps
             .into_iter()
             .map(entry)
@@ -81,12 +104,50 @@ impl Kv for Client {
             cas,
             ..PutOptions::default()
         };
-        self.kv_put(key, value, opts).await.map_err(map_err)
+        self.kv_put(key, value, opts)
+            .await
+            .map_err(|e| map_err_at(e, "write", key))
     }
 
     async fn delete(&self, key: &str, cas: Option<u64>, recurse: bool) -> Result<bool, KvError> {
         self.kv_delete(key, DeleteOptions { cas, recurse })
             .await
-            .map_err(map_err)
+            .map_err(|e| map_err_at(e, "delete", key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_403_names_the_key_the_operation_and_the_missing_permission() {
+        let body = "Permission denied: token with AccessorID 'a1' lacks permission 'key:write' on \"jobforge/requests/team-b/x\"";
+        let e = map_err_at(
+            ConsulError::Status {
+                endpoint: "kv_put",
+                code: 403,
+                body: body.into(),
+            },
+            "write",
+            "jobforge/requests/team-b/x",
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "Consul refused to write jobforge/requests/team-b/x: the ACL token in use \
+                 (CONSUL_HTTP_TOKEN or --token) lacks key:write permission on it (HTTP 403: {body})"
+            )
+        );
+        let other = map_err_at(
+            ConsulError::Status {
+                endpoint: "kv_get",
+                code: 500,
+                body: "boom".into(),
+            },
+            "read",
+            "k",
+        );
+        assert!(matches!(other, KvError::Server(_)), "{other:?}");
     }
 }

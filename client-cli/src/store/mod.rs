@@ -6,6 +6,12 @@
 //! CAS replace, cancel read-modify-write, history ordering) is tested without a server
 //! ([`memory::MemoryKv`]) and served in production by our Consul client (see [`consul_kv`]).
 //!
+//! Every namespace and name it is given is checked first with
+//! [`jobforge_schema::check_request_ref`] (both DNS labels; [`StoreError::InvalidRef`] otherwise),
+//! so no input can build a key outside its own `requests/<ns>/<name>` (a `..` or a `/` never
+//! reaches Consul); keys read back from listings are parsed by the same rule
+//! ([`KeyLayout::parse_request_key`]).
+//!
 //! Rules it follows (Consul KV, `/v1/kv` endpoint docs):
 //! - create is `PUT ?cas=0` (succeeds only when the key does not exist);
 //! - replace and cancel are `PUT ?cas=<ModifyIndex>`; a `false` answer means somebody else wrote
@@ -23,7 +29,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use jobforge_schema::{BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase};
+use jobforge_schema::{
+    BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase, RefError, check_namespace,
+    check_request_ref,
+};
 use serde::Serialize;
 
 /// One KV entry as the store needs it.
@@ -58,7 +67,22 @@ pub enum KvError {
         /// What went wrong.
         message: String,
     },
-    /// The server answered with an error (ACL denied, bad request, 5xx).
+    /// Consul's ACL system refused the call (HTTP 403): the token in use may not touch `key`.
+    #[error(
+        "Consul refused to {op} {key}: the ACL token in use (CONSUL_HTTP_TOKEN or --token) lacks \
+         key:{permission} permission on it (HTTP 403: {detail})"
+    )]
+    Denied {
+        /// What was tried: `read`, `list`, `write` or `delete`.
+        op: &'static str,
+        /// The key (or prefix, for a listing).
+        key: String,
+        /// The ACL permission that is missing: `read`, `list` or `write`.
+        permission: &'static str,
+        /// Consul's own words (`Permission denied: token with AccessorID ... lacks permission ...`).
+        detail: String,
+    },
+    /// The server answered with an error (bad request, 5xx).
     #[error("Consul error: {0}")]
     Server(String),
     /// The connection settings are unusable (an address that does not parse).
@@ -103,6 +127,9 @@ pub enum StoreError {
     /// KV failure (see [`KvError`]).
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// A namespace or name that is not a DNS label (it would not name one request's key).
+    #[error("invalid request reference: {0}")]
+    InvalidRef(#[from] RefError),
     /// `create` found the key already present.
     #[error("request {namespace}/{name} already exists (use --replace to write a new generation)")]
     AlreadyExists {
@@ -336,6 +363,13 @@ impl<K: Kv> RequestStore<K> {
         &self.kv
     }
 
+    /// `<prefix>/requests/<ns>/<name>` after [`check_request_ref`]: the one way the store builds a
+    /// key from a namespace and a name it was given.
+    fn request_key(&self, ns: &str, name: &str) -> Result<String, StoreError> {
+        check_request_ref(ns, name)?;
+        Ok(self.keys.request_key(ns, name))
+    }
+
     fn encode(req: &BuildRequest) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec_pretty(req).map_err(|e| StoreError::Encode(e.to_string()))
     }
@@ -345,7 +379,7 @@ impl<K: Kv> RequestStore<K> {
     /// Errors: [`StoreError::AlreadyExists`] when the key exists; KV errors.
     pub async fn create(&self, req: &BuildRequest) -> Result<u64, StoreError> {
         let (ns, name) = (&req.metadata.namespace, &req.metadata.name);
-        let key = self.keys.request_key(ns, name);
+        let key = self.request_key(ns, name)?;
         if !self.kv.put(&key, &Self::encode(req)?, Some(0)).await? {
             return Err(StoreError::AlreadyExists {
                 namespace: ns.clone(),
@@ -365,7 +399,7 @@ impl<K: Kv> RequestStore<K> {
         expected: Option<u64>,
     ) -> Result<u64, StoreError> {
         let (ns, name) = (&req.metadata.namespace, &req.metadata.name);
-        let key = self.keys.request_key(ns, name);
+        let key = self.request_key(ns, name)?;
         let body = Self::encode(req)?;
         if let Some(g) = expected {
             if !self.kv.put(&key, &body, Some(g)).await? {
@@ -406,7 +440,7 @@ impl<K: Kv> RequestStore<K> {
     pub async fn get(&self, ns: &str, name: &str) -> Result<Option<StoredRequest>, StoreError> {
         let (_, spec) = self
             .kv
-            .get(&self.keys.request_key(ns, name), Blocking::default())
+            .get(&self.request_key(ns, name)?, Blocking::default())
             .await?;
         let Some(spec) = spec else { return Ok(None) };
         let (_, status) = self
@@ -439,6 +473,9 @@ impl<K: Kv> RequestStore<K> {
         ns: Option<&str>,
         blocking: Blocking,
     ) -> Result<(u64, Vec<StoredRequest>), StoreError> {
+        if let Some(ns) = ns {
+            check_namespace(ns)?;
+        }
         let prefix = match ns {
             Some(ns) => self.keys.namespace_requests_prefix(ns),
             None => self.keys.requests_prefix(),
@@ -481,6 +518,7 @@ impl<K: Kv> RequestStore<K> {
         index: u64,
         wait: Duration,
     ) -> Result<(u64, Option<BuildStatus>), StoreError> {
+        check_request_ref(ns, name)?;
         let (idx, e) = self
             .kv
             .get(
@@ -503,6 +541,7 @@ impl<K: Kv> RequestStore<K> {
         phase: PipelinePhase,
         blocking: Blocking,
     ) -> Result<(u64, Option<String>), StoreError> {
+        check_request_ref(ns, name)?;
         let (idx, e) = self
             .kv
             .get(&self.keys.logs_key(ns, name, phase), blocking)
@@ -526,7 +565,7 @@ impl<K: Kv> RequestStore<K> {
     /// Errors: [`StoreError::NotFound`], [`StoreError::Invalid`] (a spec that does not decode is
     /// not rewritten), [`StoreError::Conflict`] after repeated lost races.
     pub async fn cancel(&self, ns: &str, name: &str) -> Result<CancelOutcome, StoreError> {
-        let key = self.keys.request_key(ns, name);
+        let key = self.request_key(ns, name)?;
         let status_key = self.keys.status_key(ns, name);
         let mut last = 0;
         for _ in 0..CANCEL_ATTEMPTS {
@@ -580,7 +619,7 @@ impl<K: Kv> RequestStore<K> {
     /// With `purge`, also deletes the status key and the log keys (for use without a controller).
     /// Errors: [`StoreError::NotFound`] when there is no such request.
     pub async fn delete(&self, ns: &str, name: &str, purge: bool) -> Result<(), StoreError> {
-        let key = self.keys.request_key(ns, name);
+        let key = self.request_key(ns, name)?;
         let (_, cur) = self.kv.get(&key, Blocking::default()).await?;
         let Some(cur) = cur else {
             return Err(StoreError::NotFound {

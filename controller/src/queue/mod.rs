@@ -9,7 +9,9 @@
 //!   at most `max_concurrent` at once, and **never two reconciles of one key at once**: a key
 //!   enqueued while it runs is held and runs once after the current reconcile ends.
 //! - A reconcile returns an [`Action`]: [`Action::Requeue`] schedules the key again after the given
-//!   delay (deadlines, TTLs); [`Action::AwaitChange`] waits for the next enqueue (a watch event).
+//!   delay (deadlines, TTLs); [`Action::AwaitChange`] waits for the next enqueue (a watch event);
+//!   [`Action::Backoff`] (a lost CAS race) schedules it after the key's backoff, like an error but
+//!   without logging one, so a write that keeps losing can never become a hot loop.
 //!   An error schedules the key after a per-key exponential backoff with jitter ([`Backoff`]), reset
 //!   by the next success. A panicking reconcile counts as an error.
 //! - Shutdown is graceful: when the [`CancellationToken`] fires, no new reconcile starts; in-flight
@@ -23,7 +25,7 @@
 //! `jobforge_queue_depth` (gauge: keys due now that wait for a reconcile slot, not those scheduled
 //! for later; refreshed on every enqueue, start and end of a reconcile),
 //! `jobforge_reconciles_in_flight` (gauge),
-//! `jobforge_reconcile_total{result="requeue"|"await_change"|"error"}` (counter) and
+//! `jobforge_reconcile_total{result="requeue"|"await_change"|"conflict"|"error"}` (counter) and
 //! `jobforge_reconcile_duration_seconds` (histogram, seconds).
 
 mod backoff;
@@ -78,6 +80,12 @@ pub enum Action {
     Requeue(Duration),
     /// Nothing to do until something changes (the next enqueue from a watch).
     AwaitChange,
+    /// Reconcile this key again after its per-key backoff ([`Backoff`], the delay an error would
+    /// get; consecutive ones grow it, the next `Requeue`/`AwaitChange` resets it). For a fenced
+    /// CAS write that lost against another writer: trying again at once could lose again and
+    /// again (issue 14: a key whose reads and writes do not name the same record), so it waits.
+    /// Counted as `jobforge_reconcile_total{result="conflict"}`, logged at debug.
+    Backoff,
 }
 
 impl Action {
@@ -381,6 +389,14 @@ impl WorkQueue {
         st.running.remove(&key);
         let held = st.held.remove(&key);
         let next = match outcome {
+            Outcome::Ok(Action::Backoff) => {
+                let n = st.failures.entry(key.clone()).or_insert(0);
+                *n = n.saturating_add(1);
+                let delay = self.config.backoff.delay(*n);
+                tracing::debug!(key = %key, conflicts = *n, retry_in = ?delay, "write conflict; retrying after backoff");
+                metrics::counter!("jobforge_reconcile_total", "result" => "conflict").increment(1);
+                Some(now.checked_add(delay).unwrap_or_else(far_future))
+            }
             Outcome::Ok(action) => {
                 st.failures.remove(&key);
                 match action {
@@ -389,7 +405,7 @@ impl WorkQueue {
                             .increment(1);
                         Some(now.checked_add(d).unwrap_or_else(far_future))
                     }
-                    Action::AwaitChange => {
+                    Action::AwaitChange | Action::Backoff => {
                         metrics::counter!("jobforge_reconcile_total", "result" => "await_change")
                             .increment(1);
                         None

@@ -5,15 +5,19 @@
 //! `--allowed-origin`; requests without `Origin` pass, as in rmcp). Bound to a non-loopback
 //! address it refuses to start without a bearer token (`--token-file` or `JOBFORGE_MCP_TOKEN`);
 //! with a token every `/mcp` request must carry `Authorization: Bearer <token>` or gets 401.
+//! `--tokens-file` maps more tokens to namespaces ([`scope`]): each request's token decides the
+//! namespaces its tool calls may use; over stdio the scope is `-n/--namespace` (repeatable).
 //!
 //! Session termination (`DELETE /mcp` with `Mcp-Session-Id`, MCP spec 2025-06-18, "Transports",
 //! § Session Management) answers `200 OK`: the spec names no success code, and the SDKs agree on
 //! 200 (the Python SDK's server answers 200, its client logs "Session termination failed: 202"
 //! for anything but 200/204). rmcp answers 202, so [`session_delete_ok`] rewrites that one answer.
 
+pub mod scope;
 pub mod tools;
 pub mod types;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,16 +34,31 @@ use tokio_util::sync::CancellationToken;
 use crate::args::McpArgs;
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
+use scope::Scope;
 use tools::{JobforgeMcp, Shared};
 
 /// Environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "JOBFORGE_MCP_TOKEN";
 
 /// `jobforge mcp`.
+///
+/// The server's scope: the `-n/--namespace` values when given (each a DNS label), every
+/// namespace otherwise.
 pub async fn serve(ctx: Ctx, a: McpArgs) -> CliResult<()> {
+    let scope = if ctx.namespace_chosen {
+        Scope::of(&ctx.namespaces).map_err(|e| CliError::Input(format!("--namespace: {e}")))?
+    } else {
+        Scope::All
+    };
+    if a.tokens_file.is_some() && a.http.is_none() {
+        return Err(CliError::Input(
+            "--tokens-file applies to --http only; over stdio the scope is -n/--namespace".into(),
+        ));
+    }
     let shared = Arc::new(Shared {
         store: ctx.store,
         default_namespace: ctx.namespace,
+        scope,
     });
     match (a.stdio, a.http) {
         (_, Some(addr)) => serve_http(shared, addr, &a).await,
@@ -86,14 +105,32 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_bearer(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
-    let ok = req
+/// The scope of a bearer token: every known token is compared (in constant time each), so the
+/// time taken does not tell which one matched.
+fn scope_of_token(tokens: &[(String, Scope)], given: &str) -> Option<Scope> {
+    let mut found = None;
+    for (token, scope) in tokens {
+        if ct_eq(given.as_bytes(), token.as_bytes()) && found.is_none() {
+            found = Some(scope.clone());
+        }
+    }
+    found
+}
+
+/// Checks the bearer token and attaches its [`Scope`] to the request, where the tools find it.
+async fn require_bearer(
+    State(tokens): State<Arc<Vec<(String, Scope)>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let scope = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| ct_eq(t.trim().as_bytes(), token.as_bytes()));
-    if ok {
+        .and_then(|t| scope_of_token(&tokens, t.trim()));
+    if let Some(scope) = scope {
+        req.extensions_mut().insert(scope);
         next.run(req).await
     } else {
         (
@@ -103,6 +140,30 @@ async fn require_bearer(State(token): State<Arc<String>>, req: Request, next: Ne
         )
             .into_response()
     }
+}
+
+/// Without tokens (loopback only): every request gets the server's scope.
+async fn server_scope(State(scope): State<Scope>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(scope);
+    next.run(req).await
+}
+
+/// The bearer tokens and their scopes: `--tokens-file`'s, plus the single token of
+/// `--token-file`/`JOBFORGE_MCP_TOKEN` with the server's scope.
+fn tokens(a: &McpArgs, server: &Scope) -> CliResult<Vec<(String, Scope)>> {
+    let mut map: BTreeMap<String, Scope> = match &a.tokens_file {
+        Some(f) => scope::load_tokens(f).map_err(CliError::Input)?,
+        None => BTreeMap::new(),
+    };
+    if let Some(t) = load_token(a)?
+        && map.insert(t, server.clone()).is_some()
+    {
+        return Err(CliError::Input(
+            "the token of --token-file/JOBFORGE_MCP_TOKEN is also in --tokens-file; give each token once"
+                .into(),
+        ));
+    }
+    Ok(map.into_iter().collect())
 }
 
 /// Turns rmcp's `202 Accepted` answer to a session DELETE into `200 OK` (see the module docs).
@@ -117,11 +178,11 @@ async fn session_delete_ok(req: Request, next: Next) -> Response {
 }
 
 async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliResult<()> {
-    let token = load_token(a)?;
-    if !addr.ip().is_loopback() && token.is_none() {
+    let tokens = tokens(a, &shared.scope)?;
+    if !addr.ip().is_loopback() && tokens.is_empty() {
         return Err(CliError::Input(format!(
             "refusing to serve MCP on non-loopback address {addr} without a bearer token; \
-             set {TOKEN_ENV} or --token-file"
+             set {TOKEN_ENV}, --token-file or --tokens-file"
         )));
     }
     let listener = tokio::net::TcpListener::bind(addr)
@@ -153,9 +214,17 @@ async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliRe
     let mut mcp = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(middleware::from_fn(session_delete_ok));
-    if let Some(t) = token {
-        mcp = mcp.layer(middleware::from_fn_with_state(Arc::new(t), require_bearer));
-    }
+    mcp = if tokens.is_empty() {
+        mcp.layer(middleware::from_fn_with_state(
+            shared.scope.clone(),
+            server_scope,
+        ))
+    } else {
+        mcp.layer(middleware::from_fn_with_state(
+            Arc::new(tokens),
+            require_bearer,
+        ))
+    };
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(mcp);
@@ -174,12 +243,28 @@ async fn serve_http(shared: Arc<Shared>, addr: SocketAddr, a: &McpArgs) -> CliRe
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::ct_eq;
+    use super::*;
 
     #[test]
     fn token_comparison_needs_equal_bytes() {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn each_token_gets_its_own_scope() {
+        let a = Scope::of(["team-a"]).unwrap();
+        let tokens = vec![
+            ("aaaaaaaaaaaaaaaa".to_string(), a.clone()),
+            ("bbbbbbbbbbbbbbbb".to_string(), Scope::All),
+        ];
+        assert_eq!(scope_of_token(&tokens, "aaaaaaaaaaaaaaaa"), Some(a));
+        assert_eq!(
+            scope_of_token(&tokens, "bbbbbbbbbbbbbbbb"),
+            Some(Scope::All)
+        );
+        assert_eq!(scope_of_token(&tokens, "aaaaaaaaaaaaaaa"), None);
+        assert_eq!(scope_of_token(&tokens, ""), None);
     }
 }

@@ -3,21 +3,27 @@
 //! taken as a raw JSON object and decoded here (with the field path of any problem), so that bad
 //! input becomes a tool result with `isError: true` an agent can read and fix, never a protocol
 //! error. Input schemas come from the argument structs below; outputs are structured.
+//!
+//! Every call is confined to the caller's [`Scope`] (see [`super::scope`]): a namespace outside
+//! it is a tool error naming it and the allowed ones; lists without a namespace read only the
+//! namespaces in scope, at most [`MAX_PAGE`] items per page with a `next_cursor` to continue.
+//! Every namespace and name is checked as a DNS label ([`check_request_ref`]) before any key is
+//! built from it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jobforge_client::store::{Blocking, StoreError, StoredRequest};
+use jobforge_client::store::{Blocking, StoreError, StoredRequest, history_page};
 use jobforge_schema::seed::seed_job_from_value;
 use jobforge_schema::validate::validate;
-use jobforge_schema::{BuildRequest, BuildStatus, Phase, PipelinePhase};
+use jobforge_schema::{BuildRequest, BuildStatus, Phase, PipelinePhase, check_request_ref};
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{
-    JsonObject, ListResourceTemplatesResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, ResourceContents, ResourceTemplate,
-    ServerCapabilities, ServerConfig,
+    Extensions, JsonObject, ListResourceTemplatesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
+    ResourceTemplate, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -26,6 +32,7 @@ use serde::de::DeserializeOwned;
 
 use serde_json::Value;
 
+use super::scope::Scope;
 use super::types::*;
 use crate::ctx::Store;
 use crate::output::{elapsed, step};
@@ -36,8 +43,67 @@ use crate::submit::generated_name;
 pub struct Shared {
     /// The request store.
     pub store: Store,
-    /// Namespace used when a tool call names none.
+    /// Namespace used when a tool call names none (if in scope; else the first in scope).
     pub default_namespace: String,
+    /// The scope of calls that carry none of their own (stdio; see [`super::scope`]).
+    pub scope: Scope,
+}
+
+/// Most items one page of `listRequests` / `getHistory` holds.
+pub const MAX_PAGE: usize = 500;
+/// Page size of `listRequests` when the call gives no `limit`.
+pub const DEFAULT_LIST_PAGE: usize = 100;
+/// Page size of `getHistory` when the call gives no `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 20;
+
+/// `limit` checked against `1..=MAX_PAGE`.
+fn page_size(limit: Option<usize>, default: usize) -> Result<usize, String> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(format!(
+            "invalid argument `limit`: {limit} is outside 1..={MAX_PAGE}"
+        ));
+    }
+    Ok(limit)
+}
+
+/// One page of `items` (sorted by namespace, name) after `cursor` (`namespace/name` of the
+/// last item of the previous page), and the cursor of the next page when more remain.
+pub fn page_after(
+    items: Vec<StoredRequest>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<StoredRequest>, Option<String>), String> {
+    let after = match cursor {
+        None => None,
+        Some(c) => Some(c.split_once('/').ok_or_else(|| {
+            format!("invalid argument `cursor`: `{c}` is not a cursor returned as next_cursor")
+        })?),
+    };
+    let mut rest: Vec<StoredRequest> = items
+        .into_iter()
+        .filter(|r| after.is_none_or(|(ns, n)| (r.namespace.as_str(), r.name.as_str()) > (ns, n)))
+        .collect();
+    let more = rest.len() > limit;
+    rest.truncate(limit);
+    let next = more
+        .then(|| rest.last().map(|r| format!("{}/{}", r.namespace, r.name)))
+        .flatten();
+    Ok((rest, next))
+}
+
+/// The scope of the call whose context extensions are `ext`: over HTTP the one the bearer-token
+/// layer attached to the HTTP request (none attached: no namespace at all, fail closed); on
+/// stdio the server's.
+fn scope_of(ext: &Extensions, server: &Scope) -> Scope {
+    match ext.get::<axum::http::request::Parts>() {
+        Some(parts) => parts
+            .extensions
+            .get::<Scope>()
+            .cloned()
+            .unwrap_or_else(|| Scope::Only(Default::default())),
+        None => server.clone(),
+    }
 }
 
 /// Rewrites the CLI commands the controller suggests in its messages (`` `jobforge logs app -n
@@ -153,6 +219,7 @@ fn store_err(e: StoreError) -> String {
         } => {
             format!("request {namespace}/{name} changed concurrently; call getStatus and try again")
         }
+        StoreError::InvalidRef(e) => format!("invalid argument: {e}"),
         other => for_agents(&other.to_string()),
     }
 }
@@ -221,8 +288,37 @@ impl JobforgeMcp {
         }
     }
 
-    fn ns(&self, ns: Option<String>) -> String {
-        ns.unwrap_or_else(|| self.shared.default_namespace.clone())
+    fn scope(&self, ext: &Extensions) -> Scope {
+        scope_of(ext, &self.shared.scope)
+    }
+
+    /// The namespace of a call naming `ns` and `name`: in scope, and both DNS labels.
+    fn target(&self, ext: &Extensions, ns: Option<String>, name: &str) -> Result<String, String> {
+        let ns = self
+            .scope(ext)
+            .resolve(ns, &self.shared.default_namespace)?;
+        check_request_ref(&ns, name).map_err(|e| format!("invalid argument: {e}"))?;
+        Ok(ns)
+    }
+
+    /// Every stored request of the namespaces a listing covers (see [`Scope::list_targets`]),
+    /// sorted by namespace and name.
+    async fn list_in_scope(
+        &self,
+        ext: &Extensions,
+        ns: Option<&str>,
+    ) -> Result<Vec<StoredRequest>, String> {
+        let store = &self.shared.store;
+        match self.scope(ext).list_targets(ns)? {
+            None => store.list(None).await.map_err(store_err),
+            Some(namespaces) => {
+                let mut all = Vec::new();
+                for ns in namespaces {
+                    all.extend(store.list(Some(&ns)).await.map_err(store_err)?);
+                }
+                Ok(all)
+            }
+        }
     }
 
     /// submitJob.
@@ -234,8 +330,14 @@ impl JobforgeMcp {
     pub async fn submit_job(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<Submitted>, String> {
-        let req = submit_request(args, &self.shared.default_namespace)?;
+        let scope = self.scope(&ext);
+        let default = scope
+            .resolve(None, &self.shared.default_namespace)
+            .unwrap_or_else(|_| self.shared.default_namespace.clone());
+        let req = submit_request(args, &default)?;
+        scope.check(&req.metadata.namespace)?;
         let generation = self.shared.store.create(&req).await.map_err(store_err)?;
         Ok(Json(submitted(&req, generation)))
     }
@@ -249,9 +351,10 @@ impl JobforgeMcp {
     pub async fn get_status(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<StatusResult>, String> {
         let a: RequestRef = decode(args)?;
-        let ns = self.ns(a.namespace);
+        let ns = self.target(&ext, a.namespace, &a.name)?;
         let r = self
             .shared
             .store
@@ -273,9 +376,10 @@ impl JobforgeMcp {
     pub async fn get_logs(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<LogsResult>, String> {
         let a: LogsArgs = decode(args)?;
-        let ns = self.ns(a.namespace);
+        let ns = self.target(&ext, a.namespace, &a.name)?;
         let phases = match a.phase.as_deref() {
             Some(p) => vec![PipelinePhase::parse(p).ok_or_else(|| {
                 format!(
@@ -319,9 +423,10 @@ impl JobforgeMcp {
     pub async fn kill_job(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<Done>, String> {
         let a: RequestRef = decode(args)?;
-        let ns = self.ns(a.namespace);
+        let ns = self.target(&ext, a.namespace, &a.name)?;
         let outcome = self
             .shared
             .store
@@ -344,9 +449,10 @@ impl JobforgeMcp {
     pub async fn cleanup(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<Done>, String> {
         let a: CleanupArgs = decode(args)?;
-        let ns = self.ns(a.namespace);
+        let ns = self.target(&ext, a.namespace, &a.name)?;
         self.shared
             .store
             .delete(&ns, &a.name, a.purge)
@@ -362,68 +468,67 @@ impl JobforgeMcp {
     /// getHistory.
     #[tool(
         name = "getHistory",
-        description = "List finished build requests (Succeeded, Failed, Cancelled), newest completion first, with paging (limit, offset) and an optional owner filter.",
+        description = "List finished build requests (Succeeded, Failed, Cancelled) of the namespaces in this server's scope, newest completion first, with an optional owner filter. Paged: limit (1..=500, default 20) and offset; pass next_cursor of a result as cursor to get the next page (null when there is none).",
         input_schema = schema_for_type::<HistoryArgs>()
     )]
     pub async fn get_history(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<RequestList>, String> {
         let a: HistoryArgs = decode(args)?;
-        let limit = a.limit.unwrap_or(20);
-        if !(1..=500).contains(&limit) {
-            return Err(format!(
-                "invalid argument `limit`: {limit} is outside 1..=500"
-            ));
-        }
-        let page = self
-            .shared
-            .store
-            .history(
-                a.namespace.as_deref(),
-                a.owner.as_deref(),
-                limit,
-                a.offset.unwrap_or(0),
-            )
-            .await
-            .map_err(store_err)?;
+        let limit = page_size(a.limit, DEFAULT_HISTORY_PAGE)?;
+        let offset = match (&a.cursor, a.offset) {
+            (Some(_), Some(_)) => {
+                return Err("give either `cursor` or `offset`, not both".to_string());
+            }
+            (Some(c), None) => c.parse::<usize>().map_err(|_| {
+                format!("invalid argument `cursor`: `{c}` is not a cursor returned as next_cursor")
+            })?,
+            (None, o) => o.unwrap_or(0),
+        };
+        let all = self.list_in_scope(&ext, a.namespace.as_deref()).await?;
+        let page = history_page(all, a.owner.as_deref(), limit, offset);
+        let end = offset.saturating_add(page.items.len());
         Ok(Json(RequestList {
             total: page.total,
             items: page.items.iter().map(summary).collect(),
+            next_cursor: (end < page.total).then(|| end.to_string()),
         }))
     }
 
     /// listRequests.
     #[tool(
         name = "listRequests",
-        description = "List build requests (running and finished) with their phase, optionally filtered by namespace, phase and owner; sorted by namespace and name.",
+        description = "List build requests (running and finished) with their phase, in the namespaces of this server's scope, optionally filtered by namespace, phase and owner; sorted by namespace and name. Paged: limit (1..=500, default 100); pass next_cursor of a result as cursor to get the next page (null when there is none).",
         input_schema = schema_for_type::<ListArgs>()
     )]
     pub async fn list_requests(
         &self,
         Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
     ) -> Result<Json<RequestList>, String> {
         let a: ListArgs = decode(args)?;
+        let limit = page_size(a.limit, DEFAULT_LIST_PAGE)?;
         let phase = match a.phase.as_deref() {
             Some(p) => Some(Phase::parse(p).ok_or_else(|| {
                 format!("invalid argument `phase`: `{p}` is not one of Pending, Building, Testing, Publishing, Succeeded, Failed, Cancelled")
             })?),
             None => None,
         };
-        let items: Vec<RequestSummary> = self
-            .shared
-            .store
-            .list(a.namespace.as_deref())
-            .await
-            .map_err(store_err)?
-            .iter()
+        let matching: Vec<StoredRequest> = self
+            .list_in_scope(&ext, a.namespace.as_deref())
+            .await?
+            .into_iter()
             .filter(|r| phase.is_none_or(|p| r.phase() == p))
             .filter(|r| a.owner.as_deref().is_none_or(|o| r.owner() == o))
-            .map(summary)
             .collect();
+        let total = matching.len();
+        let (items, next_cursor) = page_after(matching, a.cursor.as_deref(), limit)?;
         Ok(Json(RequestList {
-            total: items.len(),
-            items,
+            total,
+            items: items.iter().map(summary).collect(),
+            next_cursor,
         }))
     }
 }
@@ -478,8 +583,9 @@ impl ServerHandler for JobforgeMcp {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let scope = self.scope(&context.extensions);
         let uri = request.uri;
         let not_found = |why: String| McpError::resource_not_found(why, None);
         let rest = uri
@@ -487,8 +593,15 @@ impl ServerHandler for JobforgeMcp {
             .ok_or_else(|| not_found(format!("{uri}: not a {RESOURCE_SCHEME} URI")))?;
         let parts: Vec<&str> = rest.split('/').collect();
         let store = &self.shared.store;
+        let in_scope = |ns: &str, name: &str| -> Result<(), McpError> {
+            scope
+                .check(ns)
+                .and_then(|()| check_request_ref(ns, name).map_err(|e| e.to_string()))
+                .map_err(|why| McpError::invalid_params(format!("{uri}: {why}"), None))
+        };
         let text = match parts.as_slice() {
             ["requests", ns, name] => {
+                in_scope(ns, name)?;
                 let r = store
                     .get(ns, name)
                     .await
@@ -501,6 +614,7 @@ impl ServerHandler for JobforgeMcp {
                 .map_err(|e| McpError::internal_error(e.to_string(), None))?
             }
             ["logs", ns, name, phase] => {
+                in_scope(ns, name)?;
                 let p = PipelinePhase::parse(phase).ok_or_else(|| {
                     not_found(format!(
                         "{phase} is not a phase; use build, test or publish"

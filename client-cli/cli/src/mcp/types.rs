@@ -110,10 +110,13 @@ pub struct HistoryArgs {
     /// Finished requests to skip; default 0.
     #[serde(default)]
     pub offset: Option<usize>,
+    /// `next_cursor` of the previous page (instead of `offset`).
+    #[serde(default)]
+    pub cursor: Option<String>,
     /// Only this owner's requests.
     #[serde(default)]
     pub owner: Option<String>,
-    /// Namespace; every namespace when absent.
+    /// Namespace; every namespace in this server's scope when absent.
     #[serde(default)]
     pub namespace: Option<String>,
 }
@@ -122,7 +125,7 @@ pub struct HistoryArgs {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
-    /// Namespace; every namespace when absent.
+    /// Namespace; every namespace in this server's scope when absent.
     #[serde(default)]
     pub namespace: Option<String>,
     /// Only this phase: Pending, Building, Testing, Publishing, Succeeded, Failed, Cancelled.
@@ -131,6 +134,12 @@ pub struct ListArgs {
     /// Only this owner's requests.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Page size (1..=500); default 100.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page; the first page when absent.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// Result of `submitJob`.
@@ -212,6 +221,8 @@ pub struct Done {
 pub struct RequestList {
     /// Matching requests before paging.
     pub total: usize,
-    /// The requests.
+    /// The requests of this page.
     pub items: Vec<RequestSummary>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }

@@ -230,6 +230,51 @@ async fn backoff_grows_per_failure_and_resets_on_success() {
     run.await.expect("run");
 }
 
+/// Issue 14: a reconcile that lost a CAS race and keeps losing is retried after a growing
+/// backoff, never at once (a hot loop), and the next ordinary result resets the count.
+#[tokio::test(start_paused = true)]
+async fn a_conflict_backs_off_like_an_error_and_never_requeues_at_once() {
+    let q = WorkQueue::new(no_jitter());
+    let log = Log::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cancel = CancellationToken::new();
+    let (l, c) = (log.clone(), calls.clone());
+    let run = tokio::spawn({
+        let q = q.clone();
+        let cancel = cancel.clone();
+        async move {
+            q.run(
+                move |k| {
+                    let (l, c) = (l.clone(), c.clone());
+                    async move {
+                        l.push(&k);
+                        match c.fetch_add(1, Ordering::SeqCst) {
+                            0..=6 => Ok::<_, String>(Action::Backoff),
+                            _ => Ok(Action::AwaitChange),
+                        }
+                    }
+                },
+                cancel,
+            )
+            .await
+        }
+    });
+    q.enqueue(key("a"));
+    until(Duration::from_secs(10), || log.total() >= 8).await;
+    let s = log.starts(&key("a"));
+    let gaps: Vec<u128> = s.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert_eq!(gaps, vec![5, 10, 20, 40, 80, 80, 80], "capped at max");
+    until(Duration::from_secs(1), || q.failures(&key("a")) == 0).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        log.total(),
+        8,
+        "AwaitChange after the conflicts: nothing more runs"
+    );
+    cancel.cancel();
+    run.await.expect("run");
+}
+
 #[tokio::test(start_paused = true)]
 async fn requeue_after_fires_at_its_time_and_an_earlier_enqueue_wins() {
     let q = WorkQueue::new(no_jitter());
