@@ -125,7 +125,9 @@ impl KeyLayout {
         if entry.is_empty() {
             return None;
         }
-        parse_two(request)
+        let (namespace, name) = request.split_once('/')?;
+        check_request_ref(namespace, name).ok()?;
+        Some((namespace, name))
     }
 
     /// `<prefix>/config`.
