@@ -136,6 +136,7 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
     fs::write(
         repo.join("app/Containerfile"),
         "FROM scratch\nCOPY sh /bin/sh\nCOPY hello.txt /hello.txt\n\
+         RUN echo ::jobforge::commit=eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\n\
          ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"test -f /hello.txt\"]\n",
     )
     .unwrap();
@@ -162,9 +163,18 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
                 commands: vec![
                     "test \"$GREETING\" = 'hi $(touch /pwned) `x`'".into(),
                     "test -f /hello.txt && ! test -e /pwned".into(),
+                    "test \"$NOMADISH\" = '${VAULT_TOKEN} ${NOMAD_ALLOC_ID} ${attr.kernel.name}'".into(),
+                    "test \"${#TRAILING}\" = 5 && test \"${TRAILING%?}\" = \"$(printf 'a\\n\\nb')\"".into(),
                 ],
                 entry_point: true,
-                env: BTreeMap::from([("GREETING".into(), "hi $(touch /pwned) `x`".into())]),
+                env: BTreeMap::from([
+                    ("GREETING".into(), "hi $(touch /pwned) `x`".into()),
+                    (
+                        "NOMADISH".into(),
+                        "${VAULT_TOKEN} ${NOMAD_ALLOC_ID} ${attr.kernel.name}".into(),
+                    ),
+                    ("TRAILING".into(), "a\n\nb\n".into()),
+                ]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -188,9 +198,19 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
         .to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
 
+    assert!(
+        out.contains(" ::jobforge::commit=eeee"),
+        "a RUN step's marker is indented, never taken: {out}"
+    );
+
     let test = jobspec::render(&req, 3, 1, PipelinePhase::Test, &cfg).unwrap();
     let (_, out) = run(&test, dir.path());
     assert!(out.contains("jobforge: all tests passed"), "{out}");
+    // Each task's buildah storage is its own and is removed when the task ends.
+    let left: Vec<_> = fs::read_dir(dir.path().join("buildah"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "storage left behind: {left:?}");
 
     let mut failing = req.clone();
     if let Some(t) = failing.spec.test.as_mut() {

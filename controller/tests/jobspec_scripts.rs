@@ -36,7 +36,17 @@ case "$tool $cmd" in
   "buildah from") echo stubctr ;;
   "buildah run")
     while [ "$1" != -- ]; do
-      if [ "$1" = --env ]; then export "$2"; shift 2; else shift; fi
+      case "$1" in
+        --env) export "$2"; shift 2 ;;
+        --volume)
+          for f in "${2%%:*}"/*; do
+            [ -f "$f" ] || continue
+            v=$(cat "$f"; echo x)
+            export "${f##*/}=${v%x}"
+          done
+          shift 2 ;;
+        *) shift ;;
+      esac
     done
     shift
     exec "$@" ;;

@@ -28,6 +28,11 @@ struct Cfg {
     root: PathBuf,
     /// `(user, password)` every request must carry; `None`: a public repository.
     auth: Option<(String, String)>,
+    /// Answer every request with `302 Found` to this base plus the request's path and query
+    /// (a host that moved, or one that hands a client to another host).
+    redirect: Option<String>,
+    /// Every `Authorization` header received, in order.
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A running server; stops when dropped.
@@ -36,6 +41,7 @@ pub struct GitHttpServer {
     pub base: String,
     ca: Option<tempfile::TempDir>,
     cancel: CancellationToken,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for GitHttpServer {
@@ -72,10 +78,35 @@ impl GitHttpServer {
     /// Serves the bare repositories under `root` (`<base><name>.git`) over HTTPS to
     /// `user`/`password` only.
     pub async fn start(root: PathBuf, user: &str, password: &str) -> anyhow::Result<GitHttpServer> {
-        let cfg = Cfg {
+        Self::start_tls(Cfg {
             root,
             auth: Some((user.to_string(), password.to_string())),
-        };
+            redirect: None,
+            seen: Arc::default(),
+        })
+        .await
+    }
+
+    /// An HTTPS server (its own test CA) that answers every request with `302 Found` to
+    /// `target_base` + the request's path and query, and records the `Authorization` headers it
+    /// receives ([`Self::authorizations`]).
+    pub async fn start_redirecting(target_base: &str) -> anyhow::Result<GitHttpServer> {
+        Self::start_tls(Cfg {
+            root: PathBuf::new(),
+            auth: None,
+            redirect: Some(target_base.trim_end_matches('/').to_string()),
+            seen: Arc::default(),
+        })
+        .await
+    }
+
+    /// Every `Authorization` header value this server received, in order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    async fn start_tls(cfg: Cfg) -> anyhow::Result<GitHttpServer> {
+        let seen = cfg.seen.clone();
         let pki = test_pki().context("test certificates")?;
         let ca = tempfile::tempdir()?;
         std::fs::write(ca.path().join("ca.pem"), &pki.ca_pem)?;
@@ -115,13 +146,20 @@ impl GitHttpServer {
             base: format!("https://{addr}/"),
             ca: Some(ca),
             cancel,
+            seen,
         })
     }
 
     /// Serves the bare repositories under `root` to anyone over plain HTTP: a public repository
     /// (jobforge sends no credentials over plain HTTP, so a private one needs [`Self::start`]).
     pub async fn start_public(root: PathBuf) -> anyhow::Result<GitHttpServer> {
-        let cfg = Cfg { root, auth: None };
+        let cfg = Cfg {
+            root,
+            auth: None,
+            redirect: None,
+            seen: Arc::default(),
+        };
+        let seen = cfg.seen.clone();
         let app = axum::Router::new().fallback(handle).with_state(cfg);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
@@ -136,6 +174,7 @@ impl GitHttpServer {
             base: format!("http://{addr}/"),
             ca: None,
             cancel,
+            seen,
         })
     }
 
@@ -162,6 +201,24 @@ fn authorized(headers: &HeaderMap, cfg: &Cfg) -> bool {
 }
 
 async fn handle(State(cfg): State<Cfg>, req: Request) -> Response {
+    if let Some(v) = req.headers().get("authorization")
+        && let Ok(mut seen) = cfg.seen.lock()
+    {
+        seen.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    if let Some(target) = &cfg.redirect {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::FOUND;
+        if let Ok(loc) = HeaderValue::from_str(&format!("{target}{pq}")) {
+            r.headers_mut().insert("location", loc);
+        }
+        return r;
+    }
     if !authorized(req.headers(), &cfg) {
         let mut r = Response::new(Body::from("authentication required\n"));
         *r.status_mut() = StatusCode::UNAUTHORIZED;

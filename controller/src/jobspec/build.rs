@@ -1,17 +1,27 @@
 //! The build phase: clone, check out `git_ref`, `buildah bud`, push the temporary image.
 //!
-//! Environment of [`BUILD_SCRIPT`] (every user value travels here, never in script text):
-//! `JF_REPO_URL`, `JF_GIT_REF`, `JF_DOCKERFILE`, `JF_CONTEXT`, `JF_TEMP_IMAGE`, `JF_NO_CACHE`
-//! (`0|1`), `JF_GIT_AUTH` (`none|https|ssh`), plus the prelude's (`JF_STORAGE_DRIVER`,
-//! `JF_TLS_VERIFY`, `JF_WORK_ROOT`, `JF_REGISTRY_*`).
+//! Environment of [`BUILD_SCRIPT`] (every request value base64-encoded, never in script text nor
+//! interpolated by Nomad: see [`super`]): `JF_REPO_URL_B64`, `JF_GIT_REF_B64`,
+//! `JF_DOCKERFILE_B64`, `JF_CONTEXT_B64`, `JF_TEMP_IMAGE_B64`, `JF_NO_CACHE` (`0|1`),
+//! `JF_GIT_AUTH` (`none|https|ssh`), `JF_GIT_HOST_B64` (https), plus the prelude's
+//! (`JF_STORAGE_DRIVER`, `JF_TLS_VERIFY`, `JF_WORK_ROOT`, `JF_REGISTRY_*`).
 //!
-//! Git credentials (`spec.git_credentials_path`, Vault KV v2):
-//! - https: fields `username`/`password` exported by a template into `JF_GIT_USERNAME` /
-//!   `JF_GIT_PASSWORD`, handed to git by a fixed credential helper set through
-//!   `GIT_CONFIG_COUNT` (git >= 2.31): never in the URL, argv or logs; unset after the clone.
+//! Git credentials (`spec.git_credentials_path`, Vault KV v2), only for `repo_url`'s own host:
+//! - https: fields `username`/`password` rendered by templates into `secrets/git_username` and
+//!   `secrets/git_password` (files, never the environment, argv, URL or logs). git gets them
+//!   from a fixed credential helper configured through `GIT_CONFIG_COUNT` (git >= 2.31) under
+//!   the URL-scoped key `credential.https://<host>.helper` (git-config(1) `credential.<url>.*`,
+//!   gitcredentials(7)), after `credential.helper=` emptied every helper the agent's own
+//!   configuration lists; the helper itself answers only a `get` whose `protocol` is `https`
+//!   and whose `host` is `repo_url`'s host (with port), so a redirect or a submodule on another
+//!   host, or any `http://` step, gets nothing. Credentials with a `repo_url` that is neither
+//!   https nor SSH are refused at render time.
 //! - ssh (`ssh://` or scp-like `user@host:path` URLs): field `ssh_key` written to
 //!   `secrets/git_ssh_key` (0600) and used through `GIT_SSH_COMMAND` (`IdentitiesOnly=yes`,
 //!   `StrictHostKeyChecking=accept-new`: the first connection trusts the host key).
+//!
+//! `buildah bud`'s stdout (the Containerfile's `RUN` output, user code) is passed through `sed`,
+//! which indents any line starting with `::jobforge::`, so only this script prints markers.
 //!
 //! Exit codes: 0 success; 3 `git_ref` not found (`::jobforge::reason=GitRevisionNotFound`);
 //! otherwise the failing tool's code or 1.
@@ -20,27 +30,57 @@ use std::collections::BTreeMap;
 
 use jobforge_schema::BuildRequest;
 
-use super::escaping::{env_template, file_template};
+use super::escaping::{file_template, value_file_template};
 use super::profiles::{Tool, add_registry_credentials, ensure_vault, tool_task};
-use super::{RenderConfig, RenderError, RenderedTask, check_relative_path, temp_image};
+use super::{RenderConfig, RenderError, RenderedTask, b64, check_relative_path, temp_image};
+
+/// The fixed git credential helper (a `!` helper git runs with `sh -c`); see the module docs.
+/// It reads `JF_GIT_HOST` (decoded by the script, never request text in a script) and the files
+/// in `JF_GIT_CRED_DIR`, and refuses values with a newline (they would add attributes). It
+/// holds no `'`: the script quotes it with single quotes.
+macro_rules! git_credential_helper {
+    () => {
+        r#"!f() { test "$1" = get || exit 0; jf_p=; jf_h=; while IFS= read -r jf_l && test -n "$jf_l"; do case "$jf_l" in protocol=*) jf_p=${jf_l#protocol=} ;; host=*) jf_h=${jf_l#host=} ;; esac; done; test "$jf_p" = https && test "$jf_h" = "$JF_GIT_HOST" || exit 0; jf_u=$(cat -- "$JF_GIT_CRED_DIR/git_username"); jf_w=$(cat -- "$JF_GIT_CRED_DIR/git_password"); test "$(printf %s "$jf_u$jf_w" | wc -l)" -eq 0 || exit 0; printf "username=%s\npassword=%s\n" "$jf_u" "$jf_w"; }; f"#
+    };
+}
+
+/// The text of the git credential helper the build script configures.
+pub const GIT_CREDENTIAL_HELPER: &str = git_credential_helper!();
 
 /// The build task's fixed script (run as `/bin/sh -c BUILD_SCRIPT jobforge-build`).
 pub const BUILD_SCRIPT: &str = concat!(
     sh_prelude!(),
-    r#"case "$JF_CONTEXT" in
+    r#"trap jf_drop_storage EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+jf_dec JF_CONTEXT_B64
+jf_context=$jf_v
+jf_dec JF_DOCKERFILE_B64
+jf_dockerfile=$jf_v
+jf_dec JF_REPO_URL_B64
+jf_repo=$jf_v
+jf_dec JF_GIT_REF_B64
+jf_ref=$jf_v
+jf_dec JF_TEMP_IMAGE_B64
+jf_image=$jf_v
+case "$jf_context" in
   /*|..|../*|*/..|*/../*) jf_fail InvalidSpec "dockerfile_context must be relative without '..'" ;;
 esac
-case "$JF_DOCKERFILE" in
+case "$jf_dockerfile" in
   /*|..|../*|*/..|*/../*) jf_fail InvalidSpec "dockerfile_path must be relative without '..'" ;;
 esac
 export GIT_TERMINAL_PROMPT=0
 case "$JF_GIT_AUTH" in
   none) ;;
   https)
+    jf_dec JF_GIT_HOST_B64
+    export JF_GIT_HOST="$jf_v" JF_GIT_CRED_DIR="$jf_secrets"
     export GIT_CONFIG_COUNT=2
     export GIT_CONFIG_KEY_0=credential.helper GIT_CONFIG_VALUE_0=
-    export GIT_CONFIG_KEY_1=credential.helper
-    export GIT_CONFIG_VALUE_1='!f() { test "$1" = get || exit 0; printf "username=%s\npassword=%s\n" "$JF_GIT_USERNAME" "$JF_GIT_PASSWORD"; }; f'
+    export GIT_CONFIG_KEY_1="credential.https://$JF_GIT_HOST.helper"
+    export GIT_CONFIG_VALUE_1='"#,
+    git_credential_helper!(),
+    r#"'
     ;;
   ssh)
     export GIT_SSH_COMMAND="ssh -i '$jf_secrets/git_ssh_key' -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new"
@@ -51,13 +91,13 @@ jf_login bh
 jf_src=$jf_task/src
 rm -rf -- "$jf_src"
 echo "jobforge: cloning the repository"
-if ! git clone --quiet --no-checkout -- "$JF_REPO_URL" "$jf_src"; then
+if ! git clone --quiet --no-checkout -- "$jf_repo" "$jf_src"; then
   jf_fail BuildFailed "git clone failed; check repo_url and git_credentials_path"
 fi
-unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0 GIT_CONFIG_KEY_1 GIT_CONFIG_VALUE_1 JF_GIT_USERNAME JF_GIT_PASSWORD
+unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0 GIT_CONFIG_KEY_1 GIT_CONFIG_VALUE_1
 cd -- "$jf_src"
 jf_commit=
-for jf_cand in "refs/remotes/origin/$JF_GIT_REF" "refs/tags/$JF_GIT_REF" "$JF_GIT_REF"; do
+for jf_cand in "refs/remotes/origin/$jf_ref" "refs/tags/$jf_ref" "$jf_ref"; do
   if jf_commit=$(git rev-parse --verify --quiet --end-of-options "$jf_cand^{commit}"); then
     break
   fi
@@ -65,20 +105,25 @@ for jf_cand in "refs/remotes/origin/$JF_GIT_REF" "refs/tags/$JF_GIT_REF" "$JF_GI
 done
 if [ -z "$jf_commit" ]; then
   echo '::jobforge::reason=GitRevisionNotFound'
-  printf 'jobforge: git ref "%s" not found in the repository (expected a branch, tag or commit SHA)\n' "$(printf '%s' "$JF_GIT_REF" | tr '\n\r' '  ')"
+  printf 'jobforge: git ref "%s" not found in the repository (expected a branch, tag or commit SHA)\n' "$(printf '%s' "$jf_ref" | tr '\n\r' '  ')"
   exit 3
 fi
 git -c advice.detachedHead=false checkout --quiet --detach "$jf_commit"
 printf '::jobforge::commit=%s\n' "$jf_commit"
-set -- --layers --isolation chroot --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$JF_DOCKERFILE" --tag "$JF_TEMP_IMAGE"
+set -- --layers --isolation chroot --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
 fi
-bh bud "$@" -- "$jf_src/$JF_CONTEXT"
+jf_rc=$jf_task/jobforge-bud-rc
+rm -f -- "$jf_rc"
+{ bh bud "$@" -- "$jf_src/$jf_context" || echo "$?" >"$jf_rc"; } | sed -u 's/^::jobforge::/ ::jobforge::/'
+if [ -s "$jf_rc" ]; then
+  exit "$(cat -- "$jf_rc")"
+fi
 jf_digestfile=$jf_task/jobforge-digest
-bh push --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --digestfile "$jf_digestfile" -- "$JF_TEMP_IMAGE" "docker://$JF_TEMP_IMAGE"
+bh push --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --digestfile "$jf_digestfile" -- "$jf_image" "docker://$jf_image"
 jf_digest=$(cat -- "$jf_digestfile")
-bh rmi -- "$JF_TEMP_IMAGE" >/dev/null 2>&1 || true
+bh rmi -- "$jf_image" >/dev/null 2>&1 || true
 printf '::jobforge::digest=%s\n' "$jf_digest"
 "#
 );
@@ -99,6 +144,41 @@ pub fn is_ssh_url(url: &str) -> bool {
     }
 }
 
+/// The host (`host[:port]`, as written) of an `https://` URL, when it is a plain DNS name, IPv4
+/// or bracketed IPv6 address with an optional decimal port: what git's credential protocol sends
+/// as `host=` and what `credential.https://<host>.helper` is scoped to. `None` for any other
+/// scheme or host syntax. Userinfo (`user@`) is not part of the host.
+pub fn https_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(r) => {
+            let (inner, after) = r.split_once(']')?;
+            if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+                return None;
+            }
+            let port = match after {
+                "" => None,
+                a => Some(a.strip_prefix(':')?),
+            };
+            (&hostport[..inner.len() + 2], port)
+        }
+        None => match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let host_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    (host_ok && port_ok).then_some(hostport)
+}
+
 pub(crate) fn build_task(
     req: &BuildRequest,
     generation: u64,
@@ -112,13 +192,13 @@ pub(crate) fn build_task(
     check_relative_path("spec.dockerfile_context", context)?;
 
     let mut env = BTreeMap::new();
-    env.insert("JF_REPO_URL".to_string(), spec.repo_url.clone());
-    env.insert("JF_GIT_REF".to_string(), spec.git_ref.clone());
-    env.insert("JF_DOCKERFILE".to_string(), dockerfile.to_string());
-    env.insert("JF_CONTEXT".to_string(), context.to_string());
+    env.insert("JF_REPO_URL_B64".to_string(), b64(&spec.repo_url));
+    env.insert("JF_GIT_REF_B64".to_string(), b64(&spec.git_ref));
+    env.insert("JF_DOCKERFILE_B64".to_string(), b64(dockerfile));
+    env.insert("JF_CONTEXT_B64".to_string(), b64(context));
     env.insert(
-        "JF_TEMP_IMAGE".to_string(),
-        temp_image(req, generation, attempt, cfg),
+        "JF_TEMP_IMAGE_B64".to_string(),
+        b64(&temp_image(req, generation, attempt, cfg)),
     );
     env.insert(
         "JF_NO_CACHE".to_string(),
@@ -128,26 +208,32 @@ pub(crate) fn build_task(
     let auth = match (&spec.git_credentials_path, ssh) {
         (None, _) => "none",
         (Some(_), true) => "ssh",
-        (Some(_), false) => "https",
+        (Some(_), false) => {
+            let host = https_host(&spec.repo_url).ok_or_else(|| RenderError::InvalidField {
+                field: "spec.repo_url".into(),
+                value: spec.repo_url.clone(),
+                allowed: "an https:// URL with a DNS name or IP address host (or an SSH URL) when git_credentials_path is set: credentials are never sent over http:// or git://",
+            })?;
+            env.insert("JF_GIT_HOST_B64".to_string(), b64(host));
+            "https"
+        }
     };
     env.insert("JF_GIT_AUTH".to_string(), auth.to_string());
 
     let mut task = tool_task(cfg, Tool::Buildah, "build", BUILD_SCRIPT, env);
     if let Some(path) = &spec.git_credentials_path {
-        let t = if ssh {
-            file_template("git_ssh_key", path, "ssh_key")
+        if ssh {
+            task.templates
+                .push(file_template("git_ssh_key", path, "ssh_key"));
         } else {
-            env_template(
-                "spec.git_credentials_path",
-                "git",
-                path,
-                &[
-                    ("username", "JF_GIT_USERNAME"),
-                    ("password", "JF_GIT_PASSWORD"),
-                ],
-            )?
-        };
-        task.templates.push(t);
+            for field in ["username", "password"] {
+                task.templates.push(value_file_template(
+                    &format!("secrets/git_{field}"),
+                    path,
+                    field,
+                ));
+            }
+        }
         ensure_vault(&mut task, cfg, &[]);
     }
     add_registry_credentials(&mut task, req, cfg)?;
@@ -169,5 +255,49 @@ mod tests {
         assert!(!is_ssh_url("https://host/x.git"));
         assert!(!is_ssh_url("file:///tmp/repo"));
         assert!(!is_ssh_url("/tmp/repo:x"));
+    }
+
+    #[test]
+    fn https_host_is_the_authority_without_userinfo_and_only_for_https() {
+        assert_eq!(
+            https_host("https://git.example.com/a.git"),
+            Some("git.example.com")
+        );
+        assert_eq!(
+            https_host("https://u@127.0.0.1:8443/a.git"),
+            Some("127.0.0.1:8443")
+        );
+        assert_eq!(https_host("https://[::1]:8443/a"), Some("[::1]:8443"));
+        assert_eq!(https_host("https://[::1]/a"), Some("[::1]"));
+        for bad in [
+            "http://git.example.com/a.git",
+            "git://git.example.com/a.git",
+            "https://",
+            "https://h:x/a",
+            "https://h:/a",
+            "https://h${VAULT_TOKEN}/a",
+            "https://a b/c",
+            "https://[::1]x/a",
+            "file:///tmp/a",
+        ] {
+            assert_eq!(https_host(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_over_http_or_git_are_refused() {
+        let mut r = crate::jobspec::snapshot_tests::minimal();
+        r.spec.git_credentials_path = Some("secret/data/jobforge/team-a/git".into());
+        for url in [
+            "http://git.example.com/a.git",
+            "git://git.example.com/a.git",
+        ] {
+            r.spec.repo_url = url.into();
+            let err = build_task(&r, 1, 1, &RenderConfig::default()).err();
+            assert!(
+                matches!(&err, Some(RenderError::InvalidField { field, .. }) if field == "spec.repo_url"),
+                "{url}: {err:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Escaping of user input that reaches Nomad template text (consul-template, Go `text/template`).
 //!
 //! The only user input that reaches a template is a Vault path, a Vault field name and an
-//! environment variable name. Paths and field names become Go string literals built by
+//! environment variable name (in a destination file name). Paths and field names become Go string literals built by
 //! [`escape_template_string`]; variable names must match `[A-Za-z_][A-Za-z0-9_]*`
 //! ([`validate_env_name`]). Nothing else from a request is ever placed in template text.
 
@@ -94,6 +94,26 @@ pub fn file_template(file_name: &str, path: &str, vault_field: &str) -> Template
         dest_path: format!("secrets/{file_name}"),
         embedded_tmpl: format!(
             "{{{{ with secret {} }}}}{{{{ index .Data.data {} }}}}\n{{{{ end }}}}",
+            escape_template_string(path),
+            escape_template_string(vault_field)
+        ),
+        change_mode: "noop".to_string(),
+        envvars: false,
+        perms: "0600".to_string(),
+        left_delim: None,
+        right_delim: None,
+    }
+}
+
+/// A template that writes one field of the Vault KV v2 secret at `path` to `dest` (relative to
+/// the task directory, for example `secrets/registry_password`) with mode `0600`, byte for byte:
+/// no trailing newline is added, so a script reading the file gets exactly the secret. Never
+/// `Envvars`: the value is in no process environment.
+pub fn value_file_template(dest: &str, path: &str, vault_field: &str) -> Template {
+    Template {
+        dest_path: dest.to_string(),
+        embedded_tmpl: format!(
+            "{{{{ with secret {} }}}}{{{{ index .Data.data {} }}}}{{{{ end }}}}",
             escape_template_string(path),
             escape_template_string(vault_field)
         ),

@@ -9,17 +9,29 @@
 //!
 //! Each task runs a FIXED shell script (a `const`, reviewed as code: [`build::BUILD_SCRIPT`],
 //! [`test::TEST_SCRIPT`], [`test::IMAGE_TEST_SCRIPT`], [`publish::PUBLISH_SCRIPT`]) as
-//! `/bin/sh -c <script> jobforge-<phase> [args]`. User input reaches a task only as an environment
-//! value (`JF_*`) or an argv element after the script name, and reaches template text only as an
-//! escaped Go string literal ([`escaping`]). Markers on stdout for the controller:
+//! `/bin/sh -c <script> jobforge-<phase>`. Markers on stdout for the controller:
 //! `::jobforge::commit=<sha>` (build, printed before any user code runs: take the first),
 //! `::jobforge::digest=<digest>` (build and publish, printed last: take the last),
 //! `::jobforge::reason=<Reason>` (for example `GitRevisionNotFound`), and
 //! `::jobforge::failed-command=<n>` (test, 1-based).
 //!
-//! Known Nomad behaviour: Nomad interpolates `${...}` in env values and driver args, so a value
-//! such as `${node.unique.name}` in a test command or env value is replaced by Nomad. This is not
-//! shell evaluation (nothing is executed), and the scripts never use `${NAME}` without an operator.
+//! **No user value is ever interpolated by Nomad** (issue 14). Nomad replaces `${name}` in every
+//! task `env` value, driver `command`/`args`/config and template destination
+//! (`helper/args.ReplaceEnv`, regular expression `\$\{[a-zA-Z0-9_\-\.]+\}`), with the task's
+//! environment, node attributes and, while the vault block's `Env` is true, `VAULT_TOKEN`. So
+//! every value a request supplies reaches a task only base64-encoded, in an env variable named
+//! `JF_*_B64` ([`b64`]; the alphabet has no `$`), decoded by the fixed script (`jf_dec`), never
+//! in script text, args or template text (Vault paths and field names reach templates only as
+//! escaped Go string literals: [`escaping`]). Env names a request chooses are checked
+//! identifiers. The vault block sets `Env: false`: no task has `VAULT_TOKEN` in its environment
+//! (the token stays in `secrets/vault_token`, which only Nomad's template runner needs).
+//! Constants of the operator's configuration (`work_root`, for example `${NOMAD_ALLOC_DIR}`)
+//! may use interpolation on purpose. What the schema's grammar already restricts to characters
+//! without `$` (image name, registry, tags) still travels encoded, except the temporary image in
+//! the docker driver's `image` option, which cannot be encoded (see [`test`]).
+//!
+//! Secrets (git, registry, test `vault_secrets`) are rendered by templates into files under
+//! `secrets/` (mode 0600, never `Envvars`), so they are in no task's environment and no argv.
 
 use std::collections::BTreeMap;
 
@@ -30,10 +42,19 @@ use crate::nomad::job_spec::{
     TaskGroup,
 };
 
-/// The shell prelude shared by every script: strict mode, task directories, the `bh` buildah
-/// wrapper (storage driver and optional root), `jf_fail` and `jf_login`. `umask 022` keeps the
-/// checkout's file modes as git records them (a stricter umask would leak into image layers);
-/// the authfile is created under `umask 077` (buildah/skopeo `login` write it 0600 themselves).
+/// The shell prelude shared by every script: strict mode, task directories, `jf_dec` (base64
+/// decoding of a `JF_*_B64` variable), the per-allocation buildah storage and its `bh` wrapper,
+/// `jf_fail` and `jf_login`. `umask 022` keeps the checkout's file modes as git records them (a
+/// stricter umask would leak into image layers); the authfile is created under `umask 077`
+/// (buildah/skopeo `login` write it 0600 themselves).
+///
+/// Storage (issue 14, builds are isolated): with `JF_WORK_ROOT` set (the `raw_exec` profile
+/// always sets it), buildah's `--root`/`--runroot` are `$JF_WORK_ROOT/jobforge-buildah-<alloc
+/// ID>/{storage,run}`, a directory of this allocation only, removed on exit
+/// (`jf_drop_storage`, called by each script's EXIT trap); a build never sees another
+/// request's images or tags. The docker profile's tool container has storage of its own.
+/// A shared layer cache (issue 19) would be an additional, read-only image store
+/// (`--storage-opt additionalimagestore=`), never this directory.
 macro_rules! sh_prelude {
     () => {
         r#"set -eu
@@ -41,11 +62,26 @@ umask 022
 jf_secrets=${NOMAD_SECRETS_DIR:-$PWD/secrets}
 jf_task=${NOMAD_TASK_DIR:-$PWD/local}
 jf_auth=$jf_secrets/jobforge-auth.json
+jf_dec() {
+  jf_v=$(printenv -- "$1" | base64 -d && echo x)
+  jf_v=${jf_v%x}
+}
+jf_storage=
+if [ -n "${JF_WORK_ROOT:-}" ]; then
+  jf_storage=$JF_WORK_ROOT/jobforge-buildah-${NOMAD_ALLOC_ID:-$$}
+fi
 bh() {
-  if [ -n "${JF_WORK_ROOT:-}" ]; then
-    buildah --storage-driver "$JF_STORAGE_DRIVER" --root "$JF_WORK_ROOT/storage" --runroot "$JF_WORK_ROOT/run" "$@"
+  if [ -n "$jf_storage" ]; then
+    buildah --storage-driver "$JF_STORAGE_DRIVER" --root "$jf_storage/storage" --runroot "$jf_storage/run" "$@"
   else
     buildah --storage-driver "$JF_STORAGE_DRIVER" "$@"
+  fi
+}
+jf_drop_storage() {
+  if [ -n "$jf_storage" ] && [ -d "$jf_storage" ]; then
+    bh rm --all >/dev/null 2>&1 || true
+    bh rmi --all --force >/dev/null 2>&1 || true
+    rm -rf -- "$jf_storage" 2>/dev/null || bh unshare rm -rf -- "$jf_storage" >/dev/null 2>&1 || true
   fi
 }
 jf_fail() {
@@ -56,8 +92,8 @@ jf_fail() {
 }
 jf_login() {
   if [ "${JF_REGISTRY_AUTH:-0}" = 1 ]; then
-    printf '%s' "$JF_REGISTRY_PASSWORD" | "$1" login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$JF_REGISTRY_USERNAME" --password-stdin -- "$JF_REGISTRY_HOST" >/dev/null
-    unset JF_REGISTRY_PASSWORD
+    jf_dec JF_REGISTRY_HOST_B64
+    "$1" login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$(cat -- "$jf_secrets/registry_username")" --password-stdin -- "$jf_v" <"$jf_secrets/registry_password" >/dev/null
   else
     (umask 077 && printf '{"auths":{}}\n' >"$jf_auth")
   fi
@@ -275,6 +311,29 @@ pub(crate) fn check_relative_path(field: &str, p: &str) -> Result<(), RenderErro
 /// The registry host (`host[:port]`) of a `registry_url` (`host[:port][/path]`), for `login`.
 pub(crate) fn registry_host(registry_url: &str) -> &str {
     registry_url.split('/').next().unwrap_or(registry_url)
+}
+
+/// Standard base64 (with padding) of `s`: how every request value travels in a task's
+/// environment (`JF_*_B64`), out of reach of Nomad's `${...}` interpolation. The scripts decode
+/// it with `base64 -d` (coreutils or busybox).
+pub fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+/// Whether Nomad would interpolate something in `s`: a match of `helper/args.ReplaceEnv`'s
+/// regular expression `\$\{[a-zA-Z0-9_\-\.]+\}` (Nomad `helper/args/args.go`).
+pub fn nomad_would_interpolate(s: &str) -> bool {
+    let b = s.as_bytes();
+    (0..b.len()).any(|i| {
+        b[i..].starts_with(b"${") && {
+            let n = b[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+                .count();
+            n > 0 && b.get(i + 2 + n) == Some(&b'}')
+        }
+    })
 }
 
 /// `true`/`false` text of a flag for `--tls-verify=`.

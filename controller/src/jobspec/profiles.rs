@@ -7,9 +7,12 @@
 //!   [`RenderConfig::docker_cap_add`]; `STORAGE_DRIVER=vfs`, `BUILDAH_ISOLATION=chroot`.
 //!
 //! Both profiles set the common environment of the prelude (`JF_STORAGE_DRIVER`,
-//! `JF_TLS_VERIFY`, `JF_WORK_ROOT`) and, when the request names registry credentials, a template
-//! exporting `JF_REGISTRY_USERNAME`/`JF_REGISTRY_PASSWORD` plus `JF_REGISTRY_AUTH=1` and
-//! `JF_REGISTRY_HOST`.
+//! `JF_TLS_VERIFY`, and for `raw_exec` `JF_WORK_ROOT`: the configured work root, by default
+//! `${NOMAD_ALLOC_DIR}`, under which each allocation gets buildah storage of its own) and, when
+//! the request names registry credentials, templates writing `secrets/registry_username` and
+//! `secrets/registry_password` plus `JF_REGISTRY_AUTH=1` and `JF_REGISTRY_HOST_B64` (the host
+//! of `registry_url`, the only host `login` is done for, into a per-task authfile in
+//! `secrets/`).
 
 use std::collections::BTreeMap;
 
@@ -18,8 +21,8 @@ use serde_json::{Map, Value, json};
 
 use crate::nomad::job_spec::{Task, Vault};
 
-use super::escaping::env_template;
-use super::{Profile, RenderConfig, RenderError, bool_text, registry_host};
+use super::escaping::value_file_template;
+use super::{Profile, RenderConfig, RenderError, b64, bool_text, registry_host};
 
 /// Which tool image a docker-profile task needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +67,13 @@ pub fn tool_task(
     env.insert("JF_TLS_VERIFY".into(), bool_text(cfg.tls_verify));
     let config = match cfg.profile {
         Profile::RawExec => {
-            if let Some(root) = &cfg.work_root {
-                env.insert("JF_WORK_ROOT".into(), root.display().to_string());
-            }
+            // Operator configuration, not request data: `${NOMAD_ALLOC_DIR}` is meant to be
+            // interpolated by Nomad.
+            let root = cfg.work_root.as_ref().map_or_else(
+                || "${NOMAD_ALLOC_DIR}".to_string(),
+                |r| r.display().to_string(),
+            );
+            env.insert("JF_WORK_ROOT".into(), root);
             let mut m = Map::new();
             m.insert("command".into(), json!("/bin/sh"));
             m.insert("args".into(), Value::Array(sh_args(script, phase, &[])));
@@ -102,10 +109,10 @@ pub fn tool_task(
     }
 }
 
-/// Adds registry login to a tool task when `spec.registry_credentials_path` is set: a template
-/// `secrets/registry.env` exporting `JF_REGISTRY_USERNAME` and `JF_REGISTRY_PASSWORD` (fields
-/// `username`, `password`), `JF_REGISTRY_AUTH=1`, `JF_REGISTRY_HOST` and the Vault block.
-/// Without credentials sets `JF_REGISTRY_AUTH=0` (anonymous).
+/// Adds registry login to a tool task when `spec.registry_credentials_path` is set: templates
+/// writing `secrets/registry_username` and `secrets/registry_password` (fields `username`,
+/// `password`; files, never the environment), `JF_REGISTRY_AUTH=1`, `JF_REGISTRY_HOST_B64` and
+/// the Vault block. Without credentials sets `JF_REGISTRY_AUTH=0` (anonymous).
 pub fn add_registry_credentials(
     task: &mut Task,
     req: &BuildRequest,
@@ -113,19 +120,17 @@ pub fn add_registry_credentials(
 ) -> Result<(), RenderError> {
     match &req.spec.registry_credentials_path {
         Some(path) => {
-            task.templates.push(env_template(
-                "spec.registry_credentials_path",
-                "registry",
-                path,
-                &[
-                    ("username", "JF_REGISTRY_USERNAME"),
-                    ("password", "JF_REGISTRY_PASSWORD"),
-                ],
-            )?);
+            for field in ["username", "password"] {
+                task.templates.push(value_file_template(
+                    &format!("secrets/registry_{field}"),
+                    path,
+                    field,
+                ));
+            }
             task.env.insert("JF_REGISTRY_AUTH".into(), "1".into());
             task.env.insert(
-                "JF_REGISTRY_HOST".into(),
-                registry_host(&req.spec.registry_url).to_string(),
+                "JF_REGISTRY_HOST_B64".into(),
+                b64(registry_host(&req.spec.registry_url)),
             );
             ensure_vault(task, cfg, &[]);
         }
@@ -137,10 +142,13 @@ pub fn add_registry_credentials(
 }
 
 /// Sets the task's Vault block to the configured policies plus `extra` (deduplicated, in order).
+/// `Env` is false: the token is never in the task's environment (see the module docs of
+/// [`super`]).
 pub fn ensure_vault(task: &mut Task, cfg: &RenderConfig, extra: &[String]) {
     let vault = task.vault.get_or_insert_with(|| Vault {
         policies: Vec::new(),
         change_mode: "noop".into(),
+        env: false,
     });
     for p in cfg.vault_policies.iter().chain(extra) {
         if !vault.policies.contains(p) {

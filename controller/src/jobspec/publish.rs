@@ -1,10 +1,12 @@
 //! The publish phase: copy the temporary image to every final tag, record the digest, delete the
 //! temporary tag.
 //!
-//! Environment of [`PUBLISH_SCRIPT`]: `JF_TEMP_IMAGE`, `JF_FINAL_REPO`
-//! (`<registry_url>/<image_name>`), `JF_IMAGE_TAGS` (one tag per line; `latest` when the request
-//! names none) plus the prelude's. Credentials: `skopeo login --password-stdin` into an authfile
-//! in `secrets/`, then `--authfile` for every skopeo command (never `--creds` in argv).
+//! Environment of [`PUBLISH_SCRIPT`] (request values base64-encoded, see [`super`]):
+//! `JF_TEMP_IMAGE_B64`, `JF_FINAL_REPO_B64` (`<registry_url>/<image_name>`), `JF_IMAGE_TAGS_B64`
+//! (one tag per line; `latest` when the request names none) plus the prelude's. Credentials:
+//! `skopeo login --password-stdin` (from `secrets/registry_password`) for `registry_url`'s host
+//! only, into an authfile in `secrets/`, then `--authfile` for every skopeo command (never
+//! `--creds` in argv).
 //! A failed delete of the temporary tag (a registry with deletes disabled) is a warning, not a
 //! failure: the final tags are already published.
 
@@ -13,28 +15,34 @@ use std::collections::BTreeMap;
 use jobforge_schema::BuildRequest;
 
 use super::profiles::{Tool, add_registry_credentials, tool_task};
-use super::{RenderConfig, RenderError, RenderedTask, final_repository, temp_image};
+use super::{RenderConfig, RenderError, RenderedTask, b64, final_repository, temp_image};
 
 /// The publish task's fixed script (run as `/bin/sh -c PUBLISH_SCRIPT jobforge-publish`).
 /// The `{{.Digest}}` Go template passed to `skopeo inspect` is this constant's text, never input.
 pub const PUBLISH_SCRIPT: &str = concat!(
     sh_prelude!(),
-    r#"jf_login skopeo
+    r#"jf_dec JF_TEMP_IMAGE_B64
+jf_image=$jf_v
+jf_dec JF_FINAL_REPO_B64
+jf_repo=$jf_v
+jf_dec JF_IMAGE_TAGS_B64
+jf_tags=$jf_v
+jf_login skopeo
 jf_n=0
 while IFS= read -r jf_tag; do
   if [ -n "$jf_tag" ]; then
-    printf 'jobforge: publishing %s:%s\n' "$JF_FINAL_REPO" "$jf_tag"
-    skopeo copy --authfile "$jf_auth" --src-tls-verify="$JF_TLS_VERIFY" --dest-tls-verify="$JF_TLS_VERIFY" --preserve-digests -- "docker://$JF_TEMP_IMAGE" "docker://$JF_FINAL_REPO:$jf_tag"
+    printf 'jobforge: publishing %s:%s\n' "$jf_repo" "$jf_tag"
+    skopeo copy --authfile "$jf_auth" --src-tls-verify="$JF_TLS_VERIFY" --dest-tls-verify="$JF_TLS_VERIFY" --preserve-digests -- "docker://$jf_image" "docker://$jf_repo:$jf_tag"
     jf_n=$((jf_n + 1))
   fi
 done <<JF_EOF
-$JF_IMAGE_TAGS
+$jf_tags
 JF_EOF
 if [ "$jf_n" -eq 0 ]; then
   jf_fail PublishFailed "no image tags to publish"
 fi
-jf_digest=$(skopeo inspect --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --format '{{.Digest}}' -- "docker://$JF_TEMP_IMAGE")
-if ! skopeo delete --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$JF_TEMP_IMAGE"; then
+jf_digest=$(skopeo inspect --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --format '{{.Digest}}' -- "docker://$jf_image")
+if ! skopeo delete --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$jf_image"; then
   echo "jobforge: warning: could not delete the temporary image; the registry may not allow deletes"
 fi
 printf '::jobforge::digest=%s\n' "$jf_digest"
@@ -68,11 +76,11 @@ pub(crate) fn publish_task(
     }
     let mut env = BTreeMap::new();
     env.insert(
-        "JF_TEMP_IMAGE".to_string(),
-        temp_image(req, generation, attempt, cfg),
+        "JF_TEMP_IMAGE_B64".to_string(),
+        b64(&temp_image(req, generation, attempt, cfg)),
     );
-    env.insert("JF_FINAL_REPO".to_string(), final_repository(req));
-    env.insert("JF_IMAGE_TAGS".to_string(), tags.join("\n"));
+    env.insert("JF_FINAL_REPO_B64".to_string(), b64(&final_repository(req)));
+    env.insert("JF_IMAGE_TAGS_B64".to_string(), b64(&tags.join("\n")));
     let mut task = tool_task(cfg, Tool::Skopeo, "publish", PUBLISH_SCRIPT, env);
     add_registry_credentials(&mut task, req, cfg)?;
     Ok(RenderedTask {

@@ -300,7 +300,15 @@ fn docker_profile_tests_commands_in_the_built_image_itself() {
     let image = task["Config"]["image"].as_str().unwrap();
     assert!(image.contains("/jobforge-tmp/"), "the temp image: {image}");
     assert_eq!(task["Config"]["entrypoint"], serde_json::json!(["/bin/sh"]));
-    assert_eq!(task["Config"]["args"][3], "/app/selftest");
+    assert_eq!(task["Config"]["args"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        task["Env"]["JF_TEST_CMDS_B64"],
+        format!(
+            "-{} -{}",
+            b64("/app/selftest"),
+            b64("test -f /etc/os-release")
+        )
+    );
     assert!(task["Config"].get("runtime").is_none(), "{task:#}");
     assert!(
         task["Config"].get("network_mode").is_none(),
@@ -312,4 +320,156 @@ fn docker_profile_tests_commands_in_the_built_image_itself() {
     let task = serde_json::to_value(&both).unwrap()["TaskGroups"][0]["Tasks"][0].clone();
     assert_eq!(task["Config"]["image"], cfg.buildah_image.as_str());
     assert_eq!(task["Config"]["network_mode"], "host");
+}
+
+/// The strings Nomad interpolates in a job: every task env value, every string in the driver
+/// config (command, args, image, ...), every template destination (Nomad `helper/args`,
+/// `client/taskenv`). Paired with where they are.
+fn interpolated_strings(job: &crate::nomad::job_spec::Job) -> Vec<(String, String)> {
+    fn walk(at: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) => out.push((at.to_string(), s.clone())),
+            Value::Array(a) => a.iter().for_each(|x| walk(at, x, out)),
+            Value::Object(o) => o
+                .iter()
+                .for_each(|(k, x)| walk(&format!("{at}.{k}"), x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for task in job.task_groups.iter().flat_map(|g| &g.tasks) {
+        for (k, v) in &task.env {
+            out.push((format!("Env.{k}"), v.clone()));
+        }
+        walk("Config", &Value::Object(task.config.clone()), &mut out);
+        for t in &task.templates {
+            out.push(("Template.DestPath".into(), t.dest_path.clone()));
+        }
+    }
+    out
+}
+
+/// Issue 14: a request whose every free-text field holds Nomad interpolation reaches no place
+/// Nomad interpolates as such (the operator's `${NOMAD_ALLOC_DIR}` work root is the one
+/// intended use), the values decode byte for byte, and no task gets `VAULT_TOKEN` in its
+/// environment.
+#[test]
+fn no_request_value_reaches_a_task_where_nomad_interpolates_it() {
+    let evil = "${VAULT_TOKEN} ${NOMAD_ALLOC_ID} ${attr.kernel.name}";
+    let mut r = with_credentials();
+    r.spec.repo_url = format!("https://git.example.com/{evil}.git");
+    r.spec.git_ref = format!("main{evil}");
+    r.spec.dockerfile_path = Some(format!("d{evil}/Containerfile"));
+    r.spec.dockerfile_context = Some(format!("c{evil}"));
+    r.spec.test = Some(TestSpec {
+        commands: vec![format!("echo '{evil}'"), String::new()],
+        env: BTreeMap::from([("GREETING".into(), evil.to_string())]),
+        vault_secrets: vec![VaultSecret {
+            path: format!("secret/data/jobforge/team-a/{evil}"),
+            fields: BTreeMap::from([("f".into(), "SECRET".into())]),
+        }],
+        ..Default::default()
+    });
+    for entry_point in [true, false] {
+        r.spec.test.as_mut().unwrap().entry_point = entry_point;
+        for profile in [Profile::RawExec, Profile::Docker] {
+            let cfg = RenderConfig {
+                profile,
+                ..Default::default()
+            };
+            for job in render_all(&r, 3, 1, &cfg).unwrap() {
+                for (at, s) in interpolated_strings(&job) {
+                    let operator = at == "Env.JF_WORK_ROOT" && s == "${NOMAD_ALLOC_DIR}";
+                    assert!(
+                        operator || !nomad_would_interpolate(&s),
+                        "{} {at} = {s:?}",
+                        job.id
+                    );
+                }
+                let task = &job.task_groups[0].tasks[0];
+                if let Some(v) = &task.vault {
+                    assert!(!v.env, "{}: the vault block must set Env false", job.id);
+                }
+                let text = serde_json::to_string(&job).unwrap();
+                assert!(!text.contains("${VAULT_TOKEN}"), "{text}");
+            }
+        }
+    }
+    let build = render(&r, 3, 1, PipelinePhase::Build, &RenderConfig::default()).unwrap();
+    let env = &build.task_groups[0].tasks[0].env;
+    let dec = |k: &str| {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(&env[k])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(dec("JF_REPO_URL_B64"), r.spec.repo_url);
+    assert_eq!(dec("JF_GIT_REF_B64"), r.spec.git_ref);
+    assert_eq!(dec("JF_GIT_HOST_B64"), "git.example.com");
+}
+
+/// The scripts themselves hold nothing Nomad would replace (they travel in `args`).
+#[test]
+fn no_script_holds_text_nomad_interpolates() {
+    for (name, text) in [
+        ("build", build::BUILD_SCRIPT),
+        ("test", test::TEST_SCRIPT),
+        ("image test", test::IMAGE_TEST_SCRIPT),
+        ("publish", publish::PUBLISH_SCRIPT),
+        ("env wrapper", test::ENV_WRAPPER),
+        ("git credential helper", build::GIT_CREDENTIAL_HELPER),
+    ] {
+        assert!(!nomad_would_interpolate(text), "{name}");
+    }
+    assert!(!build::GIT_CREDENTIAL_HELPER.contains('\''));
+    assert!(test::TEST_SCRIPT.contains(test::ENV_WRAPPER));
+    assert!(build::BUILD_SCRIPT.contains(build::GIT_CREDENTIAL_HELPER));
+}
+
+#[test]
+fn nomad_would_interpolate_follows_nomads_regexp() {
+    for yes in ["${A}", "x${attr.kernel.name}y", "${a ${B}", "${a-b.c_D}"] {
+        assert!(nomad_would_interpolate(yes), "{yes}");
+    }
+    for no in [
+        "${}",
+        "${a b}",
+        "$A",
+        "${A",
+        "${NOMAD_SECRETS_DIR:-x}",
+        "{A}",
+        "$ {A}",
+    ] {
+        assert!(!nomad_would_interpolate(no), "{no}");
+    }
+}
+
+#[test]
+fn test_env_names_with_the_scripts_prefixes_are_refused() {
+    for name in ["JF_X", "jf_i", "jobforge_v", "JOBFORGE_F"] {
+        let mut r = with_tests();
+        r.spec.test.as_mut().unwrap().env = BTreeMap::from([(name.into(), "v".into())]);
+        let err = render(&r, 1, 1, PipelinePhase::Test, &RenderConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("spec.test.env"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn gpu_entry_point_refuses_an_env_value_nomad_would_interpolate() {
+    let cfg = RenderConfig {
+        profile: Profile::Docker,
+        ..Default::default()
+    };
+    let mut r = with_tests();
+    let t = r.spec.test.as_mut().unwrap();
+    t.commands.clear();
+    t.gpu_required = true;
+    t.env = BTreeMap::from([("A".into(), "${VAULT_TOKEN}".into())]);
+    let err = render(&r, 1, 1, PipelinePhase::Test, &cfg).unwrap_err();
+    assert!(err.to_string().contains("spec.test.env.A"), "{err}");
+    r.spec.test.as_mut().unwrap().env = BTreeMap::from([("A".into(), "$HOME {x}".into())]);
+    render(&r, 1, 1, PipelinePhase::Test, &cfg).unwrap();
 }

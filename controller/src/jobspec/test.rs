@@ -1,29 +1,45 @@
 //! The test phase: run the entry point and/or each command inside the temporary image.
 //!
-//! Two ways, chosen per request:
-//! - **buildah** (the `raw_exec` profile, and the `docker` profile when a request without a GPU
-//!   asks for both the entry point and commands, whose order only one container can keep): the tool task
-//!   runs [`TEST_SCRIPT`]: `buildah from` the temporary image (pulled from the registry), then
-//!   `buildah run <ctr> -- /bin/sh -c "$cmd"` for each command in order, then the image's
-//!   entry point + CMD (read with `buildah inspect`) when `entry_point` is set. The first failure
-//!   stops the phase: it prints `::jobforge::failed-command=<n>` and exits with that code. The
-//!   container and the pulled image are removed on exit (trap). Commands travel as env values
-//!   `JF_TEST_CMD_1..N` (`JF_TEST_CMD_COUNT`); the test environment as `JF_TEST_ENV_<NAME>` with
-//!   the names listed one per line in `JF_TEST_ENV_NAMES`, passed to `buildah run --env`
-//!   (so, in this mode, values are visible in the host's process list while a command runs).
-//! - **image** (the `docker` profile otherwise): the docker driver runs the temporary image
-//!   itself as the task's container (with `runtime: nvidia` when `gpu_required`). Commands:
-//!   `entrypoint: ["/bin/sh"]`, args
-//!   `["-c", IMAGE_TEST_SCRIPT, "jobforge-test", cmd1, cmd2, ...]` (each command one argv element);
-//!   entry point: the image's own entry point and CMD, unchanged. Both at once is unsupported
-//!   with a GPU (the entry point is not known at render time; without a GPU that case uses
-//!   the buildah way). `gpu_count > 0` requests that many
-//!   `nvidia/gpu` devices; 0 sets `NVIDIA_VISIBLE_DEVICES=all`. Env and Vault secrets keep their
-//!   own names. Registry TLS settings and pull credentials are the Nomad client's docker plugin
-//!   configuration (`auth { config = ... }`): per-job credentials would be visible to the tests.
+//! Every request value reaches the task base64-encoded (see [`super`]): `JF_TEMP_IMAGE_B64`,
+//! `JF_TEST_CMDS_B64` (one `-<base64>` word per command, in order, separated by spaces),
+//! `JF_TEST_ENV_LINES` (one `NAME=<base64 of the value>` word per `spec.test.env` entry; names
+//! are checked identifiers). `test.vault_secrets` are rendered by templates into
+//! `secrets/jobforge-env-secret/<NAME>` (0600, the value byte for byte): no secret is in the
+//! task's environment, a job spec, or any argv.
 //!
-//! `test.vault_secrets` become templates `secrets/test-<i>.env`; `test.vault_policies` join the
-//! task's Vault block; `test.constraints` become group constraints.
+//! Two ways, chosen per request:
+//! - **buildah** (the `raw_exec` profile, and the `docker` profile unless the image itself can
+//!   run the tests: see below): the tool task runs [`TEST_SCRIPT`]: `buildah from` the
+//!   temporary image (pulled from the registry into the allocation's own storage), then
+//!   `buildah run <ctr> -- /bin/sh -c "$cmd"` for each command in order, then the image's
+//!   entry point + CMD (read with `buildah inspect`) when `entry_point` is set. The first
+//!   failure stops the phase: it prints `::jobforge::failed-command=<n>` and exits with that
+//!   code. The container, the pulled image and the storage are removed on exit (trap). The test
+//!   environment (plain and secret) is written by the script as one file per variable into
+//!   `secrets/jobforge-env/` (0700), bind-mounted read-only at `/run/jobforge-env` and read by
+//!   [`ENV_WRAPPER`] inside the container, which exports each file's bytes under its name and
+//!   `exec`s the command: values never travel in argv (`buildah run --env`) nor in the tool
+//!   script's environment. With an environment, the image needs `/bin/sh`; without one the
+//!   entry point runs directly.
+//! - **image** (the `docker` profile when `gpu_required`, or when the request has commands and
+//!   no entry point): the docker driver runs the temporary image itself as the task's
+//!   container (with `runtime: nvidia` when `gpu_required`). Commands:
+//!   `entrypoint: ["/bin/sh"]`, args `["-c", IMAGE_TEST_SCRIPT, "jobforge-test"]`; the script
+//!   decodes the environment and the commands (with the image's `base64`, as in coreutils or
+//!   busybox) and runs each command with `/bin/sh -c`. Entry point (with a GPU only): the
+//!   image's own entry point and CMD, unchanged, so test env values travel as plain task env and
+//!   a value Nomad would interpolate (`${...}`) is refused at render time, and secrets are
+//!   exported by `Envvars` templates (consul-template output is never interpolated). Both at
+//!   once is unsupported with a GPU (the entry point is not known at render time). The image
+//!   name in the driver's `image` option is built from fields whose grammar has no `$`.
+//!   `gpu_count > 0` requests that many `nvidia/gpu` devices; 0 sets
+//!   `NVIDIA_VISIBLE_DEVICES=all`. Registry TLS settings and pull credentials are the Nomad
+//!   client's docker plugin configuration (`auth { config = ... }`): per-job credentials would
+//!   be visible to the tests.
+//!
+//! Env names starting with `JF_` or `jobforge_` (any case) are reserved for the scripts.
+//! `test.vault_policies` join the task's Vault block; `test.constraints` become group
+//! constraints.
 
 use std::collections::BTreeMap;
 
@@ -32,47 +48,97 @@ use serde_json::{Value, json};
 
 use crate::nomad::job_spec::{Constraint, RequestedDevice, Template};
 
-use super::escaping::{env_template, validate_env_name};
+use super::escaping::{env_template, validate_env_name, value_file_template};
 use super::profiles::{Tool, add_registry_credentials, ensure_vault, sh_args, tool_task};
-use super::{Profile, RenderConfig, RenderError, RenderedTask, temp_image};
+use super::{
+    Profile, RenderConfig, RenderError, RenderedTask, b64, nomad_would_interpolate, temp_image,
+};
+
+/// The wrapper run inside the container as `/bin/sh -c ENV_WRAPPER jobforge-env CMD...` when
+/// the test has an environment: exports each regular file in `/run/jobforge-env` under its
+/// name, with its exact bytes (only shell built-ins: neither `cat` nor the image's `PATH` is
+/// needed), then `exec`s the command. Its own variables are `jobforge_*`, a reserved prefix.
+macro_rules! env_wrapper {
+    () => {
+        r#"for jobforge_f in /run/jobforge-env/*; do
+  [ -f "$jobforge_f" ] || continue
+  jobforge_v=
+  jobforge_nl=
+  jobforge_l=
+  while IFS= read -r jobforge_l; do
+    jobforge_v=$jobforge_v$jobforge_nl$jobforge_l
+    jobforge_nl='
+'
+  done <"$jobforge_f"
+  export "${jobforge_f##*/}=$jobforge_v$jobforge_nl$jobforge_l"
+done
+unset jobforge_f jobforge_v jobforge_nl jobforge_l
+exec "$@"
+"#
+    };
+}
+
+/// The text of the in-container environment wrapper (see [`env_wrapper!`]).
+pub const ENV_WRAPPER: &str = env_wrapper!();
 
 /// The buildah-mode test script (run as `/bin/sh -c TEST_SCRIPT jobforge-test`).
 pub const TEST_SCRIPT: &str = concat!(
     sh_prelude!(),
-    r#"jf_ctr=
+    r#"set -f
+jf_ctr=
+jf_image=
 jf_cleanup() {
   if [ -n "$jf_ctr" ]; then
     bh rm -- "$jf_ctr" >/dev/null 2>&1 || true
-    bh rmi -- "$JF_TEMP_IMAGE" >/dev/null 2>&1 || true
+    bh rmi -- "$jf_image" >/dev/null 2>&1 || true
   fi
+  jf_drop_storage
 }
 trap jf_cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
-jf_getenv() {
-  jf_v=$(printenv "$1"; echo x)
-  jf_v=${jf_v%x}
-  jf_v=${jf_v%?}
-}
+jf_dec JF_TEMP_IMAGE_B64
+jf_image=$jf_v
+jf_envdir=$jf_secrets/jobforge-env
+rm -rf -- "$jf_envdir"
+(umask 077 && mkdir -p -- "$jf_envdir")
+jf_nenv=0
+for jf_kv in $JF_TEST_ENV_LINES; do
+  (umask 077 && printf '%s' "${jf_kv#*=}" | base64 -d >"$jf_envdir/${jf_kv%%=*}")
+  jf_nenv=$((jf_nenv + 1))
+done
+set +f
+for jf_f in "$jf_secrets/jobforge-env-secret"/*; do
+  if [ -f "$jf_f" ]; then
+    (umask 077 && cp -- "$jf_f" "$jf_envdir/")
+    jf_nenv=$((jf_nenv + 1))
+  fi
+done
+set -f
+jf_wrapper=$(cat <<'JF_WRAPPER'
+"#,
+    env_wrapper!(),
+    r#"JF_WRAPPER
+)
 jf_run() {
-  set -- "$jf_ctr" -- "$@"
-  while IFS= read -r jf_n; do
-    if [ -n "$jf_n" ]; then
-      jf_getenv "JF_TEST_ENV_$jf_n"
-      set -- --env "$jf_n=$jf_v" "$@"
-    fi
-  done <<JF_EOF
-$JF_TEST_ENV_NAMES
-JF_EOF
-  bh run --isolation chroot "$@"
+  if [ "$jf_nenv" -gt 0 ]; then
+    bh run --isolation chroot --volume "$jf_envdir:/run/jobforge-env:ro" "$jf_ctr" -- /bin/sh -c "$jf_wrapper" jobforge-env "$@"
+  else
+    bh run --isolation chroot "$jf_ctr" -- "$@"
+  fi
 }
 jf_login bh
-jf_ctr=$(bh from --quiet --pull=always --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$JF_TEMP_IMAGE")
-jf_i=1
-while [ "$jf_i" -le "$JF_TEST_CMD_COUNT" ]; do
-  jf_getenv "JF_TEST_CMD_$jf_i"
-  jf_cmd=$jf_v
-  printf 'jobforge: test command %s of %s: %s\n' "$jf_i" "$JF_TEST_CMD_COUNT" "$(printf '%s' "$jf_cmd" | tr '\n\r' '  ')"
+jf_ctr=$(bh from --quiet --pull=always --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$jf_image")
+jf_count=0
+for jf_b in $JF_TEST_CMDS_B64; do
+  jf_count=$((jf_count + 1))
+done
+jf_i=0
+for jf_b in $JF_TEST_CMDS_B64; do
+  jf_i=$((jf_i + 1))
+  jf_v=$(printf '%s' "${jf_b#-}" | base64 -d && echo x)
+  jf_cmd=${jf_v%x}
+  printf 'jobforge: test command %s of %s: %s\n' "$jf_i" "$jf_count" "$(printf '%s' "$jf_cmd" | tr '\n\r' '  ')"
   jf_rc=0
   jf_run /bin/sh -c "$jf_cmd" || jf_rc=$?
   if [ "$jf_rc" -ne 0 ]; then
@@ -80,7 +146,6 @@ while [ "$jf_i" -le "$JF_TEST_CMD_COUNT" ]; do
     printf 'jobforge: test command %s failed with exit code %s\n' "$jf_i" "$jf_rc"
     exit "$jf_rc"
   fi
-  jf_i=$((jf_i + 1))
 done
 if [ "$JF_TEST_ENTRY_POINT" = 1 ]; then
   jf_ep=$(bh inspect --type container --format '{{range .OCIv1.Config.Entrypoint}}{{println .}}{{end}}{{range .OCIv1.Config.Cmd}}{{println .}}{{end}}' -- "$jf_ctr")
@@ -106,15 +171,48 @@ echo "jobforge: all tests passed"
 "#
 );
 
-/// The image-mode script: runs each argument after `$0` as `/bin/sh -c <arg>`, in order, and
-/// stops at the first failure with its exit code.
-pub const IMAGE_TEST_SCRIPT: &str = r#"set -u
+/// The image-mode script, run by the image's own `/bin/sh`: decodes the test environment
+/// (`JF_TEST_ENV_LINES`) into one file per variable in `$NOMAD_SECRETS_DIR/jobforge-env`, then
+/// runs each command of `JF_TEST_CMDS_B64` as `/bin/sh -c <command>`, in order, in a subshell
+/// that first exports those files and the secret files in
+/// `$NOMAD_SECRETS_DIR/jobforge-env-secret` (read with built-ins, after decoding, so a test
+/// `PATH` cannot break the script); it stops at the first failure with its exit code. Needs
+/// `base64` and `mkdir` in the image (coreutils or busybox).
+pub const IMAGE_TEST_SCRIPT: &str = r#"set -uf
+jf_sec=${NOMAD_SECRETS_DIR:-/secrets}
+jf_envdir=$jf_sec/jobforge-env
+(umask 077 && mkdir -p -- "$jf_envdir")
+for jf_kv in $JF_TEST_ENV_LINES; do
+  (umask 077 && printf '%s' "${jf_kv#*=}" | base64 -d >"$jf_envdir/${jf_kv%%=*}") || exit 1
+done
+jf_load_env() {
+  set +f
+  for jf_f in "$jf_envdir"/* "$jf_sec/jobforge-env-secret"/*; do
+    [ -f "$jf_f" ] || continue
+    jf_v=
+    jf_nl=
+    jf_l=
+    while IFS= read -r jf_l; do
+      jf_v=$jf_v$jf_nl$jf_l
+      jf_nl='
+'
+    done <"$jf_f"
+    export "${jf_f##*/}=$jf_v$jf_nl$jf_l"
+  done
+  unset jf_f jf_v jf_nl jf_l
+}
+jf_count=0
+for jf_b in $JF_TEST_CMDS_B64; do
+  jf_count=$((jf_count + 1))
+done
 jf_i=0
-for jf_cmd in "$@"; do
+for jf_b in $JF_TEST_CMDS_B64; do
   jf_i=$((jf_i + 1))
-  printf 'jobforge: test command %s of %s\n' "$jf_i" "$#"
+  jf_v=$(printf '%s' "${jf_b#-}" | base64 -d && echo x) || exit 1
+  jf_cmd=${jf_v%x}
+  printf 'jobforge: test command %s of %s\n' "$jf_i" "$jf_count"
   jf_rc=0
-  /bin/sh -c "$jf_cmd" || jf_rc=$?
+  (jf_load_env && exec /bin/sh -c "$jf_cmd") || jf_rc=$?
   if [ "$jf_rc" -ne 0 ]; then
     printf '::jobforge::failed-command=%s\n' "$jf_i"
     printf 'jobforge: test command %s failed with exit code %s\n' "$jf_i" "$jf_rc"
@@ -124,9 +222,43 @@ done
 echo "jobforge: all tests passed"
 "#;
 
-/// The test phase's task. About 80 lines on purpose: it reads top to bottom in the order the
-/// test script consumes its inputs (constraints, mode, secrets, then the script's env); the
-/// secret templates and the GPU image task are already their own functions.
+/// Checks a test env name (`spec.test.env` key or a Vault secret's variable): an identifier
+/// that does not use the scripts' reserved prefixes `JF_` and `jobforge_` (any case).
+///
+/// Errors: [`RenderError::InvalidField`] naming `field`.
+fn check_test_env_name(field: &str, name: &str) -> Result<(), RenderError> {
+    validate_env_name(field, name)?;
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("jf_") || lower.starts_with("jobforge_") {
+        return Err(RenderError::InvalidField {
+            field: field.to_string(),
+            value: name.to_string(),
+            allowed: "a variable name not starting with JF_ or jobforge_ (reserved for the task scripts)",
+        });
+    }
+    Ok(())
+}
+
+/// `JF_TEST_CMDS_B64`: one `-<base64>` word per command (the `-` keeps an empty command a word).
+fn commands_b64(commands: &[String]) -> String {
+    commands
+        .iter()
+        .map(|c| format!("-{}", b64(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `JF_TEST_ENV_LINES`: one `NAME=<base64>` word per variable.
+fn env_lines(env: &BTreeMap<String, String>) -> String {
+    env.iter()
+        .map(|(k, v)| format!("{k}={}", b64(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The test phase's task. It reads top to bottom in the order the test script consumes its
+/// inputs (constraints, mode, secrets, then the script's env); the secret templates and the
+/// image task are their own functions.
 pub(crate) fn test_task(
     req: &BuildRequest,
     generation: u64,
@@ -138,7 +270,7 @@ pub(crate) fn test_task(
         _ => return Err(RenderError::NoTests),
     };
     for name in test.env.keys() {
-        validate_env_name("spec.test.env", name)?;
+        check_test_env_name("spec.test.env", name)?;
     }
     let image = temp_image(req, generation, attempt, cfg);
     let group_constraints = test
@@ -163,12 +295,12 @@ pub(crate) fn test_task(
             });
         }
         (Profile::Docker, true) => true,
-        (Profile::Docker, false) => !test.entry_point || test.commands.is_empty(),
+        (Profile::Docker, false) => !test.entry_point,
         _ => false,
     };
-    // Vault secrets: one template per secret; env names prefixed in buildah mode.
-    let prefix = if image_mode { "" } else { "JF_TEST_ENV_" };
-    let (templates, secret_names) = secret_templates(test, prefix)?;
+    // The image's own entry point, unwrapped (GPU only): secrets as env templates.
+    let bare_entry_point = image_mode && test.commands.is_empty();
+    let templates = secret_templates(test, bare_entry_point)?;
 
     let mut task = if image_mode {
         image_task(
@@ -178,28 +310,13 @@ pub(crate) fn test_task(
         )?
     } else {
         let mut env = BTreeMap::new();
-        env.insert("JF_TEMP_IMAGE".to_string(), image);
-        env.insert(
-            "JF_TEST_CMD_COUNT".to_string(),
-            test.commands.len().to_string(),
-        );
-        for (i, cmd) in test.commands.iter().enumerate() {
-            env.insert(format!("JF_TEST_CMD_{}", i + 1), cmd.clone());
-        }
+        env.insert("JF_TEMP_IMAGE_B64".to_string(), b64(&image));
+        env.insert("JF_TEST_CMDS_B64".to_string(), commands_b64(&test.commands));
         env.insert(
             "JF_TEST_ENTRY_POINT".to_string(),
             if test.entry_point { "1" } else { "0" }.to_string(),
         );
-        let mut names: Vec<String> = test.env.keys().cloned().collect();
-        for (k, v) in &test.env {
-            env.insert(format!("JF_TEST_ENV_{k}"), v.clone());
-        }
-        for n in &secret_names {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
-        env.insert("JF_TEST_ENV_NAMES".to_string(), names.join("\n"));
+        env.insert("JF_TEST_ENV_LINES".to_string(), env_lines(&test.env));
         let mut t = tool_task(cfg, Tool::Buildah, "test", TEST_SCRIPT, env);
         add_registry_credentials(&mut t, req, cfg)?;
         t
@@ -215,37 +332,50 @@ pub(crate) fn test_task(
     })
 }
 
-/// One env template per `spec.test.vault_secrets` entry (the env names prefixed with `prefix`),
-/// and the names of the variables they set, in order.
+/// The templates of `spec.test.vault_secrets`: one file per variable,
+/// `secrets/jobforge-env-secret/<NAME>` holding the field's value byte for byte; or, for an
+/// image whose own entry point runs unwrapped (`as_env`), one `Envvars` template per secret
+/// (consul-template output is never interpolated by Nomad).
 ///
-/// Errors: [`RenderError::InvalidField`] for an env name that is not an identifier or a path the
-/// template cannot carry.
-fn secret_templates(
-    test: &TestSpec,
-    prefix: &str,
-) -> Result<(Vec<Template>, Vec<String>), RenderError> {
+/// Errors: [`RenderError::InvalidField`] for an env name that is not an identifier or uses a
+/// reserved prefix.
+fn secret_templates(test: &TestSpec, as_env: bool) -> Result<Vec<Template>, RenderError> {
     let mut templates = Vec::new();
-    let mut secret_names = Vec::new();
     for (i, secret) in test.vault_secrets.iter().enumerate() {
         let field = format!("spec.test.vault_secrets[{i}].fields");
-        let mut pairs = Vec::new();
-        for (vault_field, env) in &secret.fields {
-            validate_env_name(&field, env)?;
-            pairs.push((vault_field.as_str(), format!("{prefix}{env}")));
-            secret_names.push(env.clone());
+        for env in secret.fields.values() {
+            check_test_env_name(&field, env)?;
         }
-        let refs: Vec<(&str, &str)> = pairs.iter().map(|(f, e)| (*f, e.as_str())).collect();
-        templates.push(env_template(
-            &field,
-            &format!("test-{i}"),
-            &secret.path,
-            &refs,
-        )?);
+        if as_env {
+            let refs: Vec<(&str, &str)> = secret
+                .fields
+                .iter()
+                .map(|(f, e)| (f.as_str(), e.as_str()))
+                .collect();
+            templates.push(env_template(
+                &field,
+                &format!("test-{i}"),
+                &secret.path,
+                &refs,
+            )?);
+        } else {
+            for (vault_field, env) in &secret.fields {
+                templates.push(value_file_template(
+                    &format!("secrets/jobforge-env-secret/{env}"),
+                    &secret.path,
+                    vault_field,
+                ));
+            }
+        }
     }
-    Ok((templates, secret_names))
+    Ok(templates)
 }
 
 /// The docker task that runs the temporary image itself (with the NVIDIA runtime when `gpu`).
+///
+/// Errors: [`RenderError::Unsupported`] for entry point and commands with a GPU;
+/// [`RenderError::InvalidField`] for a test env value Nomad would interpolate when the image's
+/// entry point runs unwrapped.
 fn image_task(
     test: &jobforge_schema::TestSpec,
     image: &str,
@@ -263,14 +393,28 @@ fn image_task(
     if gpu {
         config.insert("runtime".into(), json!("nvidia"));
     }
-    if !test.commands.is_empty() {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    if test.commands.is_empty() {
+        // The image's entry point runs as is: the values are plain task env.
+        for (k, v) in &test.env {
+            if nomad_would_interpolate(v) {
+                return Err(RenderError::InvalidField {
+                    field: format!("spec.test.env.{k}"),
+                    value: v.clone(),
+                    allowed: "with gpu_required and entry_point, a value without `${name}` (Nomad would replace it); use commands to pass it verbatim",
+                });
+            }
+        }
+        env.extend(test.env.clone());
+    } else {
         config.insert("entrypoint".into(), json!(["/bin/sh"]));
         config.insert(
             "args".into(),
-            Value::Array(sh_args(IMAGE_TEST_SCRIPT, "test", &test.commands)),
+            Value::Array(sh_args(IMAGE_TEST_SCRIPT, "test", &[])),
         );
+        env.insert("JF_TEST_CMDS_B64".into(), commands_b64(&test.commands));
+        env.insert("JF_TEST_ENV_LINES".into(), env_lines(&test.env));
     }
-    let mut env: BTreeMap<String, String> = test.env.clone();
     let mut task = crate::nomad::job_spec::Task {
         driver: "docker".into(),
         ..Default::default()

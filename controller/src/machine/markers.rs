@@ -10,8 +10,13 @@
 //! ```
 //!
 //! Anything else (including malformed markers) is ordinary output and ignored. When a marker
-//! occurs more than once, the last well-formed occurrence wins. Input is arbitrary bytes (task
-//! output need not be UTF-8); the parser never fails.
+//! occurs more than once, the last well-formed occurrence wins, except `commit`, where the FIRST
+//! wins: the build script prints it after the checkout and before any user code (the
+//! Containerfile's `RUN` steps) runs, so a later `::jobforge::commit=` line is user output and
+//! never overrides it (issue 14). The build script also indents every line of `buildah bud`'s
+//! output that would start with the marker prefix, and the state machine takes the commit only
+//! from the build phase's output (`rules/pipeline.rs`, `succeeded_phase`). Input is arbitrary
+//! bytes (task output need not be UTF-8); the parser never fails.
 
 use jobforge_schema::Reason;
 
@@ -54,7 +59,11 @@ pub fn parse_markers(output: &[u8]) -> Markers {
             continue;
         };
         match name {
-            "commit" if is_lower_hex(value) && (value.len() == 40 || value.len() == 64) => {
+            "commit"
+                if m.commit_sha.is_none()
+                    && is_lower_hex(value)
+                    && (value.len() == 40 || value.len() == 64) =>
+            {
                 m.commit_sha = Some(value.to_string());
             }
             "digest"
@@ -143,12 +152,14 @@ mod tests {
     }
 
     #[test]
-    fn the_last_well_formed_marker_wins() {
+    fn the_last_well_formed_marker_wins_except_commit_where_the_first_does() {
         let other = "f".repeat(64);
         let out = format!(
-            "::jobforge::commit={SHA}\n::jobforge::commit={other}\n::jobforge::commit=nope\n"
+            "::jobforge::commit=nope\n::jobforge::commit={SHA}\n::jobforge::commit={other}\n::jobforge::digest={DIGEST}\n::jobforge::digest=sha256:{other}\n"
         );
-        assert_eq!(parse_markers(out.as_bytes()).commit_sha, Some(other));
+        let m = parse_markers(out.as_bytes());
+        assert_eq!(m.commit_sha.as_deref(), Some(SHA));
+        assert_eq!(m.digest, Some(format!("sha256:{other}")));
     }
 
     fn noise_line() -> impl Strategy<Value = String> {
@@ -182,6 +193,22 @@ mod tests {
             prop_assert_eq!(m.commit_sha, Some(sha));
             prop_assert_eq!(m.digest, Some(format!("sha256:{hex}")));
             prop_assert_eq!(m.reason, Some(reason));
+        }
+
+        /// Whatever user code prints after the build's own commit marker (well-formed markers
+        /// included), the commit stays the first one.
+        #[test]
+        fn later_commit_markers_never_override_the_first(
+            first in "[0-9a-f]{40}",
+            later in proptest::collection::vec(
+                prop_oneof![noise_line(), "[0-9a-f]{40}|[0-9a-f]{64}".prop_map(|s| format!("::jobforge::commit={s}"))],
+                0..12,
+            ),
+        ) {
+            let mut lines = vec![format!("::jobforge::commit={first}")];
+            lines.extend(later);
+            let m = parse_markers(lines.join("\n").as_bytes());
+            prop_assert_eq!(m.commit_sha, Some(first));
         }
     }
 }

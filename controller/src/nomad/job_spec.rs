@@ -210,6 +210,10 @@ pub struct Vault {
     pub policies: Vec<String>,
     /// Change mode on token renewal (`noop`).
     pub change_mode: String,
+    /// Whether Nomad puts the token in the task's `VAULT_TOKEN` (Nomad's default: true). Always
+    /// false here: a variable in the environment is one `${VAULT_TOKEN}` away from any
+    /// interpolated value, and the templates read Vault with the token file (issue 14).
+    pub env: bool,
 }
 
 /// Task log rotation.

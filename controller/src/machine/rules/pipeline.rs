@@ -256,7 +256,11 @@ impl Ctx<'_, '_> {
         phase: PipelinePhase,
     ) {
         let markers = &self.input.observation.markers;
-        if let Some(sha) = &markers.commit_sha {
+        // Only the build phase resolves the commit: a test command printing
+        // `::jobforge::commit=` must not change what was built (issue 14).
+        if phase == PipelinePhase::Build
+            && let Some(sha) = &markers.commit_sha
+        {
             status.source = Some(SourceStatus {
                 commit_sha: sha.clone(),
             });

@@ -275,6 +275,33 @@ fn the_pipeline_runs_build_test_publish_and_succeeds_with_image_and_commit() {
     assert!(d.status.phases.publish.is_some() && d.status.phases.test.is_some());
 }
 
+/// Issue 14: a test command printing `::jobforge::commit=` never changes the recorded commit;
+/// only the build phase's output names it.
+#[test]
+fn a_commit_marker_printed_by_a_test_command_does_not_overwrite_the_builds() {
+    let s = spec();
+    let st = building(&s);
+    let mut obs = job(finished(10, 100, 0));
+    obs.markers = Markers {
+        commit_sha: Some(SHA.into()),
+        ..Markers::default()
+    };
+    let d = run(&s, 7, Some(&st), obs, t(101));
+    assert_eq!(d.status.phase, Phase::Testing);
+    let mut obs = job(finished(110, 120, 0));
+    obs.markers = parse_markers(format!("::jobforge::commit={}\n", "e".repeat(40)).as_bytes());
+    assert!(
+        obs.markers.commit_sha.is_some(),
+        "the line is a well-formed marker"
+    );
+    let d = run(&s, 7, Some(&d.status), obs, t(121));
+    assert_eq!(d.status.phase, Phase::Publishing);
+    assert_eq!(
+        d.status.source.as_ref().map(|s| s.commit_sha.as_str()),
+        Some(SHA)
+    );
+}
+
 #[test]
 fn without_tests_build_is_followed_by_publish() {
     let mut s = spec();

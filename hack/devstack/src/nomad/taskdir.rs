@@ -154,38 +154,47 @@ pub fn task_env(i: &EnvInput<'_>) -> BTreeMap<String, String> {
     env
 }
 
-/// Replaces `${NAME}` with the env value, `${attr.X}`/`${meta.X}`/`${node.X}` with the node's;
-/// unknown references stay as written (Nomad leaves them). One pass, no recursion: values are
-/// never re-parsed.
+/// Nomad's `helper/args.ReplaceEnv(s, nodeAttrs, envMap)`, used for task `env` values
+/// (`client/taskenv/env.go`, `buildEnv`), driver `command`/`args`/config
+/// (`TaskEnv.ReplaceEnv`) and template destinations: every match of the regular expression
+/// `\$\{[a-zA-Z0-9_\-\.]+\}` (leftmost first, non-overlapping, as Go's
+/// `ReplaceAllStringFunc`) whose inner name is a node attribute (`attr.X`, `meta.X`,
+/// `node.*`, looked up first) or an environment variable is replaced by its value; any other
+/// match stays as written. One pass: values are never re-parsed. So in `${a ${VAULT_TOKEN}`
+/// the first `${` is no match (a space is outside the class) and `${VAULT_TOKEN}` is replaced,
+/// exactly as in Nomad.
 pub fn interpolate(s: &str, env: &BTreeMap<String, String>, node: &Node) -> String {
+    let is_name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        match after.find('}') {
-            Some(j) => {
-                let name = &after[..j];
-                let val = env.get(name).cloned().or_else(|| {
-                    (name.starts_with("attr.")
-                        || name.starts_with("meta.")
-                        || name.starts_with("node."))
-                    .then(|| node.resolve(&format!("${{{name}}}")))
-                    .flatten()
-                });
-                match val {
-                    Some(v) => out.push_str(&v),
-                    None => out.push_str(&rest[i..i + 3 + j]),
-                }
-                rest = &after[j + 1..];
-            }
-            None => {
-                out.push_str(&rest[i..]);
-                rest = "";
-            }
+    let mut copied = 0;
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] != b'$' || bytes[i + 1] != b'{' {
+            i += 1;
+            continue;
         }
+        let start = i + 2;
+        let len = bytes[start..].iter().take_while(|&&b| is_name(b)).count();
+        let end = start + len;
+        if len == 0 || bytes.get(end) != Some(&b'}') {
+            i += 1;
+            continue;
+        }
+        // Only ASCII bytes were matched, so these are char boundaries.
+        let name = &s[start..end];
+        let node_value =
+            (name.starts_with("attr.") || name.starts_with("meta.") || name.starts_with("node."))
+                .then(|| node.resolve(&format!("${{{name}}}")))
+                .flatten();
+        if let Some(v) = node_value.or_else(|| env.get(name).cloned()) {
+            out.push_str(&s[copied..i]);
+            out.push_str(&v);
+            copied = end + 1;
+        }
+        i = end + 1;
     }
-    out.push_str(rest);
+    out.push_str(&s[copied..]);
     out
 }
 
@@ -256,5 +265,27 @@ mod tests {
             ),
             "/a/t/local/x ${nope} dc1 ${"
         );
+    }
+
+    /// Go's `regexp` finds the leftmost match: a `${` that cannot start a match (a character
+    /// outside `[a-zA-Z0-9_.-]` before the `}`) does not hide a later `${NAME}`.
+    #[test]
+    fn interpolation_matches_nomads_regexp_not_the_first_closing_brace() {
+        let node = Node::local();
+        let mut env = BTreeMap::new();
+        env.insert("VAULT_TOKEN".to_string(), "hvs.T".to_string());
+        env.insert("A-B.C".to_string(), "dash".to_string());
+        for (input, want) in [
+            ("${a ${VAULT_TOKEN}", "${a hvs.T"),
+            ("${x${VAULT_TOKEN}}", "${xhvs.T}"),
+            ("$${VAULT_TOKEN}", "$hvs.T"),
+            ("${}${VAULT_TOKEN", "${}${VAULT_TOKEN"),
+            ("${A-B.C}", "dash"),
+            ("${attr.kernel.name}", std::env::consts::OS),
+            ("${VAULT_TOKEN }", "${VAULT_TOKEN }"),
+            ("é${VAULT_TOKEN}é", "éhvs.Té"),
+        ] {
+            assert_eq!(interpolate(input, &env, &node), want, "{input}");
+        }
     }
 }

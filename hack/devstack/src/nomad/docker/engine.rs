@@ -245,21 +245,38 @@ impl Engine {
         resp.json().await.map_err(|e| self.transport(e))
     }
 
-    /// `GET /containers/{id}/logs?follow=1&stdout=1&stderr=1`: the raw multiplexed stream
-    /// (demultiplex with [`Demux`]).
+    /// `GET /containers/{id}/logs?follow=<0|1>&stdout=1&stderr=1`: the raw multiplexed stream
+    /// (demultiplex with [`Demux`]); without `follow` the engine sends what it has and ends.
     pub async fn logs(
         &self,
         id: &str,
+        follow: bool,
     ) -> Result<impl Stream<Item = Result<Bytes, reqwest::Error>> + use<>, EngineError> {
         let path = format!("/containers/{id}/logs");
         let resp = self
             .send(self.http.get(self.url(&path)).query(&[
-                ("follow", "1"),
+                ("follow", if follow { "1" } else { "0" }),
                 ("stdout", "1"),
                 ("stderr", "1"),
             ]))
             .await?;
         Ok(resp.bytes_stream())
+    }
+
+    /// Everything the engine kept of a container's output, demultiplexed: `(stdout, stderr)`.
+    ///
+    /// Errors: the request failed.
+    pub async fn all_logs(&self, id: &str) -> Result<(Vec<u8>, Vec<u8>), EngineError> {
+        let mut stream = Box::pin(self.logs(id, false).await?);
+        let mut demux = Demux::default();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.transport(e))?;
+            for (s, payload) in demux.push(&chunk) {
+                if s == 2 { &mut err } else { &mut out }.extend_from_slice(&payload);
+            }
+        }
+        Ok((out, err))
     }
 
     /// `POST /containers/{id}/kill?signal=`.
@@ -385,23 +402,32 @@ impl Demux {
 }
 
 /// Copies a logs stream into two writers (stdout, stderr) until it ends.
-pub async fn pump_logs<S, W>(mut stream: S, mut stdout: W, mut stderr: W)
+/// Copies a followed log stream into `stdout`/`stderr` until it ends; returns how many bytes
+/// of each it wrote, or `None` when a write failed.
+pub async fn pump_logs<S, W>(mut stream: S, mut stdout: W, mut stderr: W) -> Option<(usize, usize)>
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
     let mut demux = Demux::default();
+    let (mut n_out, mut n_err) = (0, 0);
     while let Some(Ok(chunk)) = stream.next().await {
         for (s, payload) in demux.push(&chunk) {
-            let w = if s == 2 { &mut stderr } else { &mut stdout };
+            let (w, n) = if s == 2 {
+                (&mut stderr, &mut n_err)
+            } else {
+                (&mut stdout, &mut n_out)
+            };
             if w.write_all(&payload).await.is_err() {
-                return;
+                return None;
             }
+            *n += payload.len();
         }
     }
     let _ = stdout.shutdown().await;
     let _ = stderr.shutdown().await;
+    Some((n_out, n_err))
 }
 
 #[cfg(test)]

@@ -325,8 +325,9 @@ pub async fn run_task(state: Arc<NomadState>, run: TaskRun<'_>) {
             return driver_failure(&state, alloc, name, err).await;
         }
         let mut pumps = Vec::new();
+        let mut follower = None;
         let sinks = state.sinks(alloc, name);
-        if let ([o, e], Ok(stream)) = (sinks.as_slice(), docker.engine.logs(&id).await) {
+        if let ([o, e], Ok(stream)) = (sinks.as_slice(), docker.engine.logs(&id, true).await) {
             let (ow, or) = tokio::io::duplex(64 * 1024);
             let (ew, er) = tokio::io::duplex(64 * 1024);
             let (o, e) = (o.clone(), e.clone());
@@ -336,7 +337,7 @@ pub async fn run_task(state: Arc<NomadState>, run: TaskRun<'_>) {
             pumps.push(tokio::spawn(async move {
                 let _ = e.pump(er).await;
             }));
-            pumps.push(tokio::spawn(pump_logs(Box::pin(stream), ow, ew)));
+            follower = Some(tokio::spawn(pump_logs(Box::pin(stream), ow, ew)));
         }
         state.update_task(alloc, name, |ts: &mut TaskStateRecord| {
             ts.push(TaskEvent::new("Started", "Task started by client"));
@@ -390,8 +391,32 @@ pub async fn run_task(state: Arc<NomadState>, run: TaskRun<'_>) {
             .unwrap_or(false);
         // Logs end when the container is gone from the engine's point of view; wait for them,
         // bounded, then destroy the container.
+        let followed = match follower {
+            Some(f) => tokio::time::timeout(Duration::from_secs(10), f)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten(),
+            None => None,
+        };
+        let mut drained = true;
         for p in pumps {
-            let _ = tokio::time::timeout(Duration::from_secs(10), p).await;
+            drained &= tokio::time::timeout(Duration::from_secs(10), p)
+                .await
+                .is_ok();
+        }
+        // A followed stream may end before the engine delivered the container's last lines
+        // (podman's `logs?follow=1` returns as the container stops; the lost tail was a test's
+        // last output, issue 14 item 6). Read everything once more, without follow, and append
+        // what the followed stream did not deliver, before the task is reported dead.
+        if let (Some((n_out, n_err)), true, [o, e]) = (followed, drained, sinks.as_slice())
+            && let Ok((out, err)) = docker.engine.all_logs(&id).await
+        {
+            for (sink, all, n) in [(o, &out, n_out), (e, &err, n_err)] {
+                if let Some(rest) = all.get(n..).filter(|r| !r.is_empty()) {
+                    let _ = sink.pump(rest).await;
+                }
+            }
         }
         if let Err(e) = docker.engine.remove(&id).await {
             tracing::warn!(container = %id, error = %e, "docker: container not removed");
