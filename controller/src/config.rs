@@ -13,14 +13,24 @@
 //!  "datacenters": ["dc1"], "nomad_namespace": "default", "buildah_image": "quay.io/buildah/stable:v1.37",
 //!  "skopeo_image": "registry.internal/jobforge/tools:1", "docker_network_mode": "host",
 //!  "max_retries": 10,
-//!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}}}
+//!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}},
+//!  "tenancy": {"vault_path_prefix": "secret/data/jobforge/{namespace}/",
+//!              "vault_policy": "jobforge-{namespace}",
+//!              "vault_policies_allowed": {"team-a": ["aws-read"]},
+//!              "webhook_allow_cidrs": ["127.0.0.0/8"]}}
 //! ```
+//!
+//! `tenancy` is [`TenancyConfig`] (the rules and their defaults are documented there and in
+//! `docs/tenancy.md`); an invalid `tenancy` section makes the whole document invalid, so the
+//! previous tenancy rules stay in force, never a looser default.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jobforge_schema::tenancy::TenancyConfig;
 use serde::Deserialize;
 
+use crate::egress::EgressPolicy;
 use crate::jobspec::{PhaseDefaults, Profile, RenderConfig};
 use crate::machine::MachineConfig;
 
@@ -168,6 +178,9 @@ pub struct KvConfig {
     pub max_retries: Option<u32>,
     /// Default resources per phase.
     pub default_resources: Option<KvDefaultResources>,
+    /// The tenancy rules (Vault path prefix and policy templates, allowlisted Vault policies per
+    /// namespace, webhook CIDR allowlist); [`TenancyConfig::default`] when absent.
+    pub tenancy: Option<TenancyConfig>,
 }
 
 /// An invalid `<prefix>/config` document: the field path and what is allowed.
@@ -233,6 +246,21 @@ impl KvConfig {
                             ),
                         ));
                     }
+                }
+            }
+        }
+        if let Some(t) = &cfg.tenancy {
+            if let Err(problems) = t.problems() {
+                let first = problems.0.into_iter().next();
+                let (path, message) = first.map_or_else(
+                    || ("tenancy".to_string(), "invalid".to_string()),
+                    |p| (p.path, p.message),
+                );
+                return Err(err(path, message));
+            }
+            for (i, cidr) in t.webhook_allow_cidrs.iter().enumerate() {
+                if let Err(e) = EgressPolicy::new(std::slice::from_ref(cidr)) {
+                    return Err(err(format!("tenancy.webhook_allow_cidrs[{i}]"), e));
                 }
             }
         }
@@ -311,6 +339,10 @@ pub struct EffectiveConfig {
     pub machine: MachineConfig,
     /// Rendering of Nomad jobs.
     pub render: RenderConfig,
+    /// The tenancy rules in force: what requests of a namespace may name (checked before any
+    /// job), the Vault policy their tasks get, and where webhooks may go. `render.tenancy` is a
+    /// copy, for the renderer.
+    pub tenancy: TenancyConfig,
 }
 
 impl EffectiveConfig {
@@ -368,7 +400,13 @@ impl EffectiveConfig {
             apply(&mut render.test_defaults, &res.test);
             apply(&mut render.publish_defaults, &res.publish);
         }
-        EffectiveConfig { machine, render }
+        let tenancy = kv.tenancy.clone().unwrap_or_default();
+        render.tenancy = tenancy.clone();
+        EffectiveConfig {
+            machine,
+            render,
+            tenancy,
+        }
     }
 }
 
@@ -411,6 +449,84 @@ mod tests {
         assert_eq!(e.path, "default_resources.test.memory");
         let e = KvConfig::parse("k", br#"{"registry_temp_prefix":"Tmp/"}"#).expect_err("invalid");
         assert_eq!(e.path, "registry_temp_prefix");
+    }
+
+    #[test]
+    fn kv_config_tenancy_section_is_parsed_and_merged() {
+        let doc = br#"{"tenancy":{"vault_path_prefix":"kv/data/ci/{namespace}/",
+            "vault_policy":"ci-{namespace}","vault_policies_allowed":{"team-a":["aws-read"]},
+            "webhook_allow_cidrs":["127.0.0.0/8","::1/128"]}}"#;
+        let kv = KvConfig::parse("jobforge/config", doc).expect("valid");
+        let args = <ControllerArgs as clap::Parser>::parse_from(["jobforge-controller"]);
+        let eff = EffectiveConfig::merge(&args, &kv);
+        assert_eq!(
+            eff.tenancy.vault_path_prefix_for("team-a"),
+            "kv/data/ci/team-a/"
+        );
+        assert_eq!(eff.tenancy.vault_policy_for("team-b"), "ci-team-b");
+        assert_eq!(
+            eff.tenancy.vault_policies_allowed["team-a"],
+            ["aws-read".to_string()]
+        );
+        assert_eq!(eff.tenancy.webhook_allow_cidrs, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(
+            eff.render.tenancy, eff.tenancy,
+            "the renderer sees the same rules"
+        );
+    }
+
+    #[test]
+    fn kv_config_partial_or_absent_tenancy_takes_the_defaults() {
+        let args = <ControllerArgs as clap::Parser>::parse_from(["jobforge-controller"]);
+        let eff = EffectiveConfig::merge(&args, &KvConfig::default());
+        assert_eq!(eff.tenancy, TenancyConfig::default());
+        let kv = KvConfig::parse("k", br#"{"tenancy":{"vault_policy":"t-{namespace}"}}"#)
+            .expect("valid");
+        let eff = EffectiveConfig::merge(&args, &kv);
+        assert_eq!(
+            eff.tenancy.vault_path_prefix,
+            jobforge_schema::tenancy::DEFAULT_VAULT_PATH_PREFIX
+        );
+        assert_eq!(eff.tenancy.vault_policy_for("a"), "t-a");
+    }
+
+    #[test]
+    fn kv_config_invalid_tenancy_names_the_key() {
+        for (doc, path) in [
+            (
+                &br#"{"tenancy":{"vault_path_prefx":"x/"}}"#[..],
+                "tenancy.vault_path_prefx",
+            ),
+            (
+                br#"{"tenancy":{"vault_path_prefix":"secret/data/{namespace}"}}"#,
+                "tenancy.vault_path_prefix",
+            ),
+            (
+                br#"{"tenancy":{"vault_path_prefix":"secret/../{namespace}/"}}"#,
+                "tenancy.vault_path_prefix",
+            ),
+            (
+                br#"{"tenancy":{"vault_policy":""}}"#,
+                "tenancy.vault_policy",
+            ),
+            (
+                br#"{"tenancy":{"vault_policies_allowed":{"team-a":"aws"}}}"#,
+                "tenancy.vault_policies_allowed.team-a",
+            ),
+            (
+                br#"{"tenancy":{"vault_policies_allowed":{"Team A":["aws"]}}}"#,
+                "tenancy.vault_policies_allowed[\"Team A\"]",
+            ),
+            (
+                br#"{"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8","localhost"]}}"#,
+                "tenancy.webhook_allow_cidrs[1]",
+            ),
+            (br#"{"tenancy":"strict"}"#, "tenancy"),
+        ] {
+            let e = KvConfig::parse("jobforge/config", doc).expect_err("invalid");
+            assert_eq!(e.path, path, "{e}");
+            assert!(e.to_string().starts_with("jobforge/config: tenancy"), "{e}");
+        }
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub fn add_registry_credentials(
                 "JF_REGISTRY_HOST".into(),
                 registry_host(&req.spec.registry_url).to_string(),
             );
-            ensure_vault(task, cfg, &[]);
+            ensure_vault(task, &req.metadata.namespace, cfg, &[]);
         }
         None => {
             task.env.insert("JF_REGISTRY_AUTH".into(), "0".into());
@@ -136,13 +136,24 @@ pub fn add_registry_credentials(
     Ok(())
 }
 
-/// Sets the task's Vault block to the configured policies plus `extra` (deduplicated, in order).
-pub fn ensure_vault(task: &mut Task, cfg: &RenderConfig, extra: &[String]) {
+/// Sets the task's Vault block to namespace `ns`'s policy ([`TenancyConfig::vault_policy_for`],
+/// default `jobforge-<ns>`) plus those of `extra` the namespace's allowlist
+/// (`tenancy.vault_policies_allowed`) holds, deduplicated, in order. A policy outside the
+/// allowlist never reaches a task, even if validation was skipped: the controller refuses such a
+/// request with `InvalidSpec` before any job (`jobforge_schema::tenancy::tenancy_problems`).
+///
+/// [`TenancyConfig::vault_policy_for`]: jobforge_schema::tenancy::TenancyConfig::vault_policy_for
+pub fn ensure_vault(task: &mut Task, ns: &str, cfg: &RenderConfig, extra: &[String]) {
     let vault = task.vault.get_or_insert_with(|| Vault {
         policies: Vec::new(),
         change_mode: "noop".into(),
     });
-    for p in cfg.vault_policies.iter().chain(extra) {
+    let own = cfg.tenancy.vault_policy_for(ns);
+    let allowed = cfg.tenancy.vault_policies_allowed.get(ns);
+    let extra = extra
+        .iter()
+        .filter(|p| allowed.is_some_and(|a| a.contains(p)));
+    for p in std::iter::once(&own).chain(extra) {
         if !vault.policies.contains(p) {
             vault.policies.push(p.clone());
         }
