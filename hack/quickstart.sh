@@ -14,7 +14,8 @@
 # It installs what is missing (buildah, skopeo, docker-registry, busybox-static, git; apt, only when
 # absent), builds the workspace, starts the dev stack (Consul, Nomad, Vault emulators), a registry and
 # a git daemon on loopback, starts jobforge-controller with the raw_exec profile (its Vault token
-# made from examples/deploy/vault-policy-controller.hcl), writes the Vault
+# made from examples/deploy/vault-policy-controller.hcl; the tasks of namespace default get
+# examples/deploy/vault-policy-namespace.hcl through hack/vault-team-policy.sh), writes the Vault
 # secret the example references, submits examples/hello-world/buildrequest.yaml with the jobforge CLI
 # and follows it to the end. Ctrl-C stops everything it started.
 #
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --profile)
       PROFILE=${2:-}; shift 2 || true
       case "$PROFILE" in raw_exec|docker) ;; *) echo "quickstart: --profile raw_exec|docker" >&2; exit 2 ;; esac ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "quickstart: unknown argument $1 (allowed: --once, --check-only, --profile raw_exec|docker)" >&2; exit 2 ;;
   esac
 done
@@ -184,10 +185,12 @@ export NOMAD_ADDR="http://127.0.0.1:$NOMAD_PORT"
 export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
 export VAULT_TOKEN=root
 
-say "writing the Vault secret the example references (secret/data/jobforge/registry)"
+# The example's namespace is `default`: its secrets live under secret/data/jobforge/default/ (the
+# controller refuses a request naming a Vault path outside its namespace's prefix, docs/tenancy.md).
+say "writing the Vault secret the example references (secret/data/jobforge/default/registry)"
 curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
   --data '{"data":{"username":"quickstart","password":"quickstart"}}' \
-  "$VAULT_ADDR/v1/secret/data/jobforge/registry" >/dev/null || die "could not write the Vault secret"
+  "$VAULT_ADDR/v1/secret/data/jobforge/default/registry" >/dev/null || die "could not write the Vault secret"
 
 # Vault enforces ACL policies: load the shipped ones through Vault's API, as an operator would
 # (`vault policy write NAME FILE`), and give the controller a least-privilege token.
@@ -196,8 +199,8 @@ vault_policy() {
     curl -fsS -X PUT -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' --data @- \
       "$VAULT_ADDR/v1/sys/policies/acl/$1" >/dev/null || die "could not write the Vault policy $1"
 }
-say "loading the Vault policies jobforge (build tasks) and jobforge-controller from examples/deploy/"
-vault_policy jobforge examples/deploy/vault-policy-tasks.hcl
+say "loading the Vault policies jobforge-default (the tasks of namespace default) and jobforge-controller from examples/deploy/"
+hack/vault-team-policy.sh default >/dev/null || die "could not write the Vault policy jobforge-default"
 vault_policy jobforge-controller examples/deploy/vault-policy-controller.hcl
 CONTROLLER_VAULT_TOKEN=$(curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
   --data '{"policies":["jobforge-controller"],"display_name":"jobforge-controller"}' \

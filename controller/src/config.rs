@@ -14,8 +14,15 @@
 //!  "skopeo_image": "registry.internal/jobforge/tools:1", "docker_network_mode": "host",
 //!  "max_retries": 10,
 //!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}},
-//!  "tenancy": {"webhook_allow_cidrs": ["127.0.0.0/8"]}}
+//!  "tenancy": {"vault_path_prefix": "secret/data/jobforge/{namespace}/",
+//!              "vault_policy": "jobforge-{namespace}",
+//!              "vault_policies_allowed": {"team-a": ["aws-read"]},
+//!              "webhook_allow_cidrs": ["127.0.0.0/8"]}}
 //! ```
+//!
+//! `tenancy` is [`TenancyConfig`] (the rules and their defaults are documented there and in
+//! `docs/tenancy.md`); an invalid `tenancy` section makes the whole document invalid, so the
+//! previous tenancy rules stay in force, never a looser default.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +30,7 @@ use std::time::Duration;
 use jobforge_schema::tenancy::TenancyConfig;
 use serde::Deserialize;
 
+use crate::egress::EgressPolicy;
 use crate::jobspec::{PhaseDefaults, Profile, RenderConfig};
 use crate::machine::MachineConfig;
 
@@ -170,8 +178,8 @@ pub struct KvConfig {
     pub max_retries: Option<u32>,
     /// Default resources per phase.
     pub default_resources: Option<KvDefaultResources>,
-    /// The tenancy rules (`jobforge_schema::tenancy::TenancyConfig`); the controller reads
-    /// `webhook_allow_cidrs` for webhook delivery (`crate::egress`).
+    /// The tenancy rules (Vault path prefix and policy templates, allowlisted Vault policies per
+    /// namespace, webhook CIDR allowlist); [`TenancyConfig::default`] when absent.
     pub tenancy: Option<TenancyConfig>,
 }
 
@@ -241,10 +249,20 @@ impl KvConfig {
                 }
             }
         }
-        if let Some(t) = &cfg.tenancy
-            && let Err(e) = crate::egress::EgressPolicy::new(&t.webhook_allow_cidrs)
-        {
-            return Err(err("tenancy.webhook_allow_cidrs".to_string(), e));
+        if let Some(t) = &cfg.tenancy {
+            if let Err(problems) = t.problems() {
+                let first = problems.0.into_iter().next();
+                let (path, message) = first.map_or_else(
+                    || ("tenancy".to_string(), "invalid".to_string()),
+                    |p| (p.path, p.message),
+                );
+                return Err(err(path, message));
+            }
+            for (i, cidr) in t.webhook_allow_cidrs.iter().enumerate() {
+                if let Err(e) = EgressPolicy::new(std::slice::from_ref(cidr)) {
+                    return Err(err(format!("tenancy.webhook_allow_cidrs[{i}]"), e));
+                }
+            }
         }
         if let Some(p) = &cfg.registry_temp_prefix {
             let ok = !p.is_empty()
@@ -321,7 +339,9 @@ pub struct EffectiveConfig {
     pub machine: MachineConfig,
     /// Rendering of Nomad jobs.
     pub render: RenderConfig,
-    /// The tenancy rules (the `tenancy` section of `<prefix>/config`, defaults when absent).
+    /// The tenancy rules in force: what requests of a namespace may name (checked before any
+    /// job), the Vault policy their tasks get, and where webhooks may go. `render.tenancy` is a
+    /// copy, for the renderer.
     pub tenancy: TenancyConfig,
 }
 
@@ -380,10 +400,12 @@ impl EffectiveConfig {
             apply(&mut render.test_defaults, &res.test);
             apply(&mut render.publish_defaults, &res.publish);
         }
+        let tenancy = kv.tenancy.clone().unwrap_or_default();
+        render.tenancy = tenancy.clone();
         EffectiveConfig {
             machine,
             render,
-            tenancy: kv.tenancy.clone().unwrap_or_default(),
+            tenancy,
         }
     }
 }
@@ -430,21 +452,81 @@ mod tests {
     }
 
     #[test]
-    fn kv_config_tenancy_allowlist_is_parsed_and_a_bad_cidr_names_the_field() {
-        let cfg = KvConfig::parse(
-            "k",
-            br#"{"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8","::1/128"]}}"#,
-        )
-        .expect("valid");
+    fn kv_config_tenancy_section_is_parsed_and_merged() {
+        let doc = br#"{"tenancy":{"vault_path_prefix":"kv/data/ci/{namespace}/",
+            "vault_policy":"ci-{namespace}","vault_policies_allowed":{"team-a":["aws-read"]},
+            "webhook_allow_cidrs":["127.0.0.0/8","::1/128"]}}"#;
+        let kv = KvConfig::parse("jobforge/config", doc).expect("valid");
         let args = <ControllerArgs as clap::Parser>::parse_from(["jobforge-controller"]);
-        let eff = EffectiveConfig::merge(&args, &cfg);
+        let eff = EffectiveConfig::merge(&args, &kv);
         assert_eq!(
-            eff.tenancy.webhook_allow_cidrs,
-            vec!["127.0.0.0/8".to_string(), "::1/128".to_string()]
+            eff.tenancy.vault_path_prefix_for("team-a"),
+            "kv/data/ci/team-a/"
         );
-        let e = KvConfig::parse("k", br#"{"tenancy":{"webhook_allow_cidrs":["localhost"]}}"#)
-            .expect_err("invalid");
-        assert_eq!(e.path, "tenancy.webhook_allow_cidrs");
+        assert_eq!(eff.tenancy.vault_policy_for("team-b"), "ci-team-b");
+        assert_eq!(
+            eff.tenancy.vault_policies_allowed["team-a"],
+            ["aws-read".to_string()]
+        );
+        assert_eq!(eff.tenancy.webhook_allow_cidrs, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(
+            eff.render.tenancy, eff.tenancy,
+            "the renderer sees the same rules"
+        );
+    }
+
+    #[test]
+    fn kv_config_partial_or_absent_tenancy_takes_the_defaults() {
+        let args = <ControllerArgs as clap::Parser>::parse_from(["jobforge-controller"]);
+        let eff = EffectiveConfig::merge(&args, &KvConfig::default());
+        assert_eq!(eff.tenancy, TenancyConfig::default());
+        let kv = KvConfig::parse("k", br#"{"tenancy":{"vault_policy":"t-{namespace}"}}"#)
+            .expect("valid");
+        let eff = EffectiveConfig::merge(&args, &kv);
+        assert_eq!(
+            eff.tenancy.vault_path_prefix,
+            jobforge_schema::tenancy::DEFAULT_VAULT_PATH_PREFIX
+        );
+        assert_eq!(eff.tenancy.vault_policy_for("a"), "t-a");
+    }
+
+    #[test]
+    fn kv_config_invalid_tenancy_names_the_key() {
+        for (doc, path) in [
+            (
+                &br#"{"tenancy":{"vault_path_prefx":"x/"}}"#[..],
+                "tenancy.vault_path_prefx",
+            ),
+            (
+                br#"{"tenancy":{"vault_path_prefix":"secret/data/{namespace}"}}"#,
+                "tenancy.vault_path_prefix",
+            ),
+            (
+                br#"{"tenancy":{"vault_path_prefix":"secret/../{namespace}/"}}"#,
+                "tenancy.vault_path_prefix",
+            ),
+            (
+                br#"{"tenancy":{"vault_policy":""}}"#,
+                "tenancy.vault_policy",
+            ),
+            (
+                br#"{"tenancy":{"vault_policies_allowed":{"team-a":"aws"}}}"#,
+                "tenancy.vault_policies_allowed.team-a",
+            ),
+            (
+                br#"{"tenancy":{"vault_policies_allowed":{"Team A":["aws"]}}}"#,
+                "tenancy.vault_policies_allowed[\"Team A\"]",
+            ),
+            (
+                br#"{"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8","localhost"]}}"#,
+                "tenancy.webhook_allow_cidrs[1]",
+            ),
+            (br#"{"tenancy":"strict"}"#, "tenancy"),
+        ] {
+            let e = KvConfig::parse("jobforge/config", doc).expect_err("invalid");
+            assert_eq!(e.path, path, "{e}");
+            assert!(e.to_string().starts_with("jobforge/config: tenancy"), "{e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use jobforge_client::consul::{
     Client as ConsulClient, ConsulError, QueryOptions as KvQuery, TxnOp,
 };
 use jobforge_schema::parse::{Format, parse_request};
+use jobforge_schema::tenancy::{TenancyConfig, tenancy_problems};
 use jobforge_schema::{
     BuildRequest, BuildStatus, KeyLayout, Phase, PipelinePhase, Reason, WebhookEvent,
 };
@@ -226,7 +227,7 @@ impl Reconciler {
     async fn reconcile_inner(&self, key: &RequestKey) -> Result<queue::Action, ReconcileError> {
         let cfg = self.deps.config.borrow().clone();
         // 1. Read the spec (and its generation) and the status.
-        let stored = self.read(key).await?;
+        let stored = self.read(key, &cfg.tenancy).await?;
         let Some(spec) = &stored.spec else {
             // Cleanup: the request was deleted.
             self.delete_request(key, stored.status.as_ref(), Cleanup::SpecGone)
@@ -307,8 +308,13 @@ impl Reconciler {
         )))
     }
 
-    /// Step 1: the spec (its generation and the parsed request, or every problem) and the status.
-    async fn read(&self, key: &RequestKey) -> Result<Stored, ReconcileError> {
+    /// Step 1: the spec (its generation and the parsed request, or every problem, the tenancy
+    /// rules in force included) and the status.
+    async fn read(
+        &self,
+        key: &RequestKey,
+        tenancy: &TenancyConfig,
+    ) -> Result<Stored, ReconcileError> {
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let spec_key = self.deps.keys.request_key(ns, name);
         let status_key = self.deps.keys.status_key(ns, name);
@@ -327,7 +333,7 @@ impl Reconciler {
             status: status_pair.and_then(|p| serde_json::from_slice(&p.value).ok()),
             spec: spec_pair.map(|p| Spec {
                 generation: p.modify_index,
-                parsed: parse_spec(&p.value, ns, name),
+                parsed: parse_spec(&p.value, ns, name, tenancy),
             }),
         })
     }
@@ -802,8 +808,17 @@ impl PhaseCounts {
     }
 }
 
-/// Parses the stored spec; a document whose metadata disagrees with its key is invalid too.
-fn parse_spec(bytes: &[u8], ns: &str, name: &str) -> Result<BuildRequest, Vec<String>> {
+/// Parses the stored spec; a document whose metadata disagrees with its key is invalid too, and
+/// so is one that breaks the tenancy rules in force (a Vault path outside its namespace's prefix,
+/// a Vault policy its namespace may not request: [`tenancy_problems`]). This is the one place a
+/// request is judged before the machine sees it, so any problem ends it `InvalidSpec` before any
+/// Nomad job is registered.
+fn parse_spec(
+    bytes: &[u8],
+    ns: &str,
+    name: &str,
+    tenancy: &TenancyConfig,
+) -> Result<BuildRequest, Vec<String>> {
     let req = parse_request(bytes, Format::detect(bytes))
         .map_err(|p| p.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
     let mut problems = Vec::new();
@@ -818,6 +833,9 @@ fn parse_spec(bytes: &[u8], ns: &str, name: &str) -> Result<BuildRequest, Vec<St
             "metadata.name: {:?} does not match the key's name {name:?} (the key is the request's identity)",
             req.metadata.name
         ));
+    }
+    if let Err(p) = tenancy_problems(&req, tenancy) {
+        problems.extend(p.iter().map(|x| x.to_string()));
     }
     if problems.is_empty() {
         Ok(req)
@@ -938,10 +956,58 @@ mod tests {
 
     #[test]
     fn spec_whose_metadata_disagrees_with_its_key_is_invalid() {
-        assert!(parse_spec(&doc("team-a", "app"), "team-a", "app").is_ok());
-        let e = parse_spec(&doc("team-a", "app"), "team-b", "other").expect_err("mismatch");
+        let t = TenancyConfig::default();
+        assert!(parse_spec(&doc("team-a", "app"), "team-a", "app", &t).is_ok());
+        let e = parse_spec(&doc("team-a", "app"), "team-b", "other", &t).expect_err("mismatch");
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("metadata.namespace:"), "{e:?}");
+    }
+
+    #[test]
+    fn spec_naming_another_namespaces_vault_path_is_invalid_with_the_allowed_prefix() {
+        let with = |path: &str| {
+            let mut v: serde_json::Value = serde_json::from_slice(&doc("team-a", "app")).unwrap();
+            v["spec"]["git_credentials_path"] = path.into();
+            serde_json::to_vec(&v).unwrap()
+        };
+        let t = TenancyConfig::default();
+        assert!(
+            parse_spec(
+                &with("secret/data/jobforge/team-a/git"),
+                "team-a",
+                "app",
+                &t
+            )
+            .is_ok()
+        );
+        let e = parse_spec(
+            &with("secret/data/jobforge/team-b/git"),
+            "team-a",
+            "app",
+            &t,
+        )
+        .expect_err("outside team-a's prefix");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("spec.git_credentials_path:"), "{e:?}");
+        assert!(
+            e[0].contains("allowed: a path under secret/data/jobforge/team-a/"),
+            "{e:?}"
+        );
+        // The operator's template is the rule, not the default.
+        let custom = TenancyConfig {
+            vault_path_prefix: "kv/data/ci/{namespace}/".into(),
+            ..TenancyConfig::default()
+        };
+        assert!(parse_spec(&with("kv/data/ci/team-a/git"), "team-a", "app", &custom).is_ok());
+        assert!(
+            parse_spec(
+                &with("secret/data/jobforge/team-a/git"),
+                "team-a",
+                "app",
+                &custom
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -1068,9 +1134,10 @@ mod tests {
 
     #[test]
     fn junk_spec_yields_problems_not_a_panic() {
-        let e = parse_spec(&[0xff, 0, 1, 2], "a", "b").expect_err("junk");
+        let e =
+            parse_spec(&[0xff, 0, 1, 2], "a", "b", &TenancyConfig::default()).expect_err("junk");
         assert!(!e.is_empty());
         let big = vec![b'x'; 500 * 1024];
-        assert!(parse_spec(&big, "a", "b").is_err());
+        assert!(parse_spec(&big, "a", "b", &TenancyConfig::default()).is_err());
     }
 }

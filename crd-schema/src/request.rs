@@ -72,7 +72,8 @@ pub struct BuildSpec {
     /// Branch, tag or commit to build (required).
     pub git_ref: String,
     /// Vault KV v2 path of the git credentials (`username`/`password` or `ssh_key`), for example
-    /// `secret/data/jobforge/git`. Never a secret value.
+    /// `secret/data/jobforge/team-a/git`: under the namespace's prefix (docs/tenancy.md). Never a
+    /// secret value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_credentials_path: Option<String>,
     /// Containerfile path relative to the repository root; `Dockerfile` when absent.
@@ -144,7 +145,8 @@ pub struct TestSpec {
     /// Vault secrets exported into the test environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vault_secrets: Vec<VaultSecret>,
-    /// Vault policies the test task needs (passed to Nomad's `vault` block).
+    /// Extra Vault policies the test task needs (passed to Nomad's `vault` block); only those the
+    /// operator allowlists for the namespace (`tenancy.vault_policies_allowed`, docs/tenancy.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vault_policies: Vec<String>,
     /// Resources of the test phase; overrides `spec.resource_limits.test`.

@@ -117,22 +117,51 @@ impl TenancyConfig {
 
     /// The problems of the configuration itself, with paths under `tenancy` (for the controller's
     /// report of an invalid `<prefix>/config`). CIDRs are checked by the code that parses them.
+    ///
+    /// Rules: `vault_path_prefix` ends with `/`, does not start with one, and with `{namespace}`
+    /// replaced is a Vault path ([`crate::grammar::vault_path`]: no empty, `.` or `..` segment);
+    /// `vault_policy` with `{namespace}` replaced is a Vault policy name
+    /// ([`crate::grammar::vault_name`]); every key of `vault_policies_allowed` is a namespace (a
+    /// DNS label) and every policy in it a Vault policy name.
     pub fn problems(&self) -> Result<(), Problems> {
+        // Any DNS label stands for the namespace: the rules hold for all of them alike.
+        const SAMPLE: &str = "team-a";
         let mut p = Problems::default();
-        if !self.vault_path_prefix.ends_with('/') || self.vault_path_prefix.starts_with('/') {
+        let prefix = self.vault_path_prefix_for(SAMPLE);
+        if !prefix.ends_with('/')
+            || prefix.starts_with('/')
+            || crate::grammar::vault_path(&format!("{prefix}x")).is_err()
+        {
             p.push(
                 "tenancy.vault_path_prefix",
                 format!(
-                    "{} must end with '/' and not start with one, for example {DEFAULT_VAULT_PATH_PREFIX}",
+                    "{} is not a Vault path prefix: mount/path segments ending with '/', not \
+                     starting with one, with no empty, '.' or '..' segment, for example \
+                     {DEFAULT_VAULT_PATH_PREFIX}",
                     quote(&self.vault_path_prefix)
                 ),
             );
         }
-        if self.vault_policy.is_empty() {
+        if crate::grammar::vault_name(&self.vault_policy_for(SAMPLE)).is_err() {
             p.push(
                 "tenancy.vault_policy",
-                format!("must not be empty, for example {DEFAULT_VAULT_POLICY}"),
+                format!(
+                    "{} is not a Vault policy name template ([A-Za-z0-9_.-] and {NAMESPACE_PLACEHOLDER}), \
+                     for example {DEFAULT_VAULT_POLICY}",
+                    quote(&self.vault_policy)
+                ),
             );
+        }
+        for (ns, policies) in &self.vault_policies_allowed {
+            let at = join_field("tenancy.vault_policies_allowed", ns);
+            if let Err(e) = crate::grammar::dns_label(ns) {
+                p.push(at.clone(), format!("the key is not a namespace: {e}"));
+            }
+            for (i, pol) in policies.iter().enumerate() {
+                if let Err(e) = crate::grammar::vault_name(pol) {
+                    p.push(join_index(&at, i), e);
+                }
+            }
         }
         p.into_result()
     }
@@ -441,5 +470,40 @@ mod tests {
         };
         assert!(cfg.problems().is_err());
         assert_eq!(TenancyConfig::default().problems(), Ok(()));
+    }
+
+    #[test]
+    fn templates_and_allowlists_of_the_config_are_checked() {
+        for (prefix, ok) in [
+            ("kv/data/teams/{namespace}/ci/", true),
+            ("secret/data/shared/", true),
+            ("/secret/data/{namespace}/", false),
+            ("secret//{namespace}/", false),
+            ("secret/data/../{namespace}/", false),
+            ("secret/", true),
+            ("secret/data/{namespace}", false),
+        ] {
+            let cfg = TenancyConfig {
+                vault_path_prefix: prefix.into(),
+                ..TenancyConfig::default()
+            };
+            assert_eq!(cfg.problems().is_ok(), ok, "{prefix}");
+        }
+        let cfg = TenancyConfig {
+            vault_policy: "ci {namespace}".into(),
+            vault_policies_allowed: BTreeMap::from([
+                ("Team_A".into(), vec!["ok".into()]),
+                ("team-b".into(), vec!["ok".into(), "no/slash".into()]),
+            ]),
+            ..TenancyConfig::default()
+        };
+        assert_eq!(
+            paths(cfg.problems()),
+            [
+                "tenancy.vault_policy",
+                "tenancy.vault_policies_allowed.Team_A",
+                "tenancy.vault_policies_allowed.team-b[1]"
+            ]
+        );
     }
 }

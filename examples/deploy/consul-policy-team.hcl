@@ -6,7 +6,9 @@
 # The team submits, replaces, cancels and deletes its own requests, and reads their status and
 # log tails. `jobforge list` reads the whole requests/ and status/ trees; Consul drops the keys
 # this token cannot read, so a team sees only its own requests. Writing into another namespace
-# is refused (403 Permission denied).
+# is refused (403 Permission denied). It reads the operator's defaults, jobforge/config, so that
+# `jobforge submit` and `jobforge validate` check a request against the tenancy rules in force
+# (docs/tenancy.md) before writing it.
 
 key_prefix "jobforge/requests/<namespace>/" {
   policy = "write"
@@ -15,5 +17,8 @@ key_prefix "jobforge/status/<namespace>/" {
   policy = "read"
 }
 key_prefix "jobforge/logs/<namespace>/" {
+  policy = "read"
+}
+key "jobforge/config" {
   policy = "read"
 }

@@ -25,7 +25,12 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 const MANAGEMENT: &str = "3e1f0c55-7a5b-4b1e-9a2d-5c8f6e0d4a21";
-const REGISTRY_SECRET: &str = "secret/data/jobforge/registry";
+
+/// Namespace `ns`'s registry credentials, under its Vault prefix (the default
+/// `tenancy.vault_path_prefix`, `secret/data/jobforge/{namespace}/`).
+fn registry_secret(ns: &str) -> String {
+    format!("secret/data/jobforge/{ns}/registry")
+}
 
 /// `jobforge <args>` against `stack` with `token`.
 fn cli(stack: &DevStackProcess, token: &str, args: &[&str]) -> Output {
@@ -93,11 +98,11 @@ fn mcp_call(
 
 /// Writes a request document of `ns/name` to a temporary file for `jobforge submit`. Its registry
 /// credentials come from Vault, so the build task reads a secret with its own token (policy
-/// `jobforge`, `examples/deploy/vault-policy-tasks.hcl`).
+/// `jobforge-<ns>`, `examples/deploy/vault-policy-namespace.hcl`).
 fn request_file(repo: &GitRepo, ns: &str, name: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("tmp");
     let spec = json!({"repo_url": repo.url, "image_tags": ["v1"],
-        "registry_credentials_path": REGISTRY_SECRET});
+        "registry_credentials_path": registry_secret(ns)});
     std::fs::write(file.path(), request_json(ns, name, spec)).expect("write");
     file
 }
@@ -128,15 +133,17 @@ async fn least_privilege_controller_and_team_tokens_work_and_stay_in_their_names
     }
     let (team_a, team_b) = (&team[0], &team[1]);
 
-    stack
-        .put_secret(
-            REGISTRY_SECRET,
-            json!({"username": "builder", "password": "registry-pass"}),
-        )
-        .await
-        .expect("registry secret");
+    for ns in ["team-a", "team-b"] {
+        stack
+            .put_secret(
+                &registry_secret(ns),
+                json!({"username": "builder", "password": "registry-pass"}),
+            )
+            .await
+            .expect("registry secret");
+    }
     // Least privilege on both sides: Consul (the shipped controller policy) and Vault (the
-    // shipped vault-policy-controller.hcl); tasks get the shipped task policy from Nomad.
+    // shipped vault-policy-controller.hcl); tasks get the shipped namespace policy from Nomad.
     let mut env = stack
         .least_privilege_env()
         .await

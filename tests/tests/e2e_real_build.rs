@@ -322,7 +322,7 @@ async fn missing_vault_secret_fails_secret_not_found_before_any_job() {
         &repo,
         // The repository is a local file:// one: credentials for it would be refused as
         // InvalidSpec (they travel only over https/ssh), so the missing secret is the registry's.
-        json!({"registry_credentials_path": "secret/data/jobforge/absent"}),
+        json!({"registry_credentials_path": "secret/data/jobforge/default/absent"}),
     );
     e.stack
         .kv()
@@ -338,7 +338,7 @@ async fn missing_vault_secret_fails_secret_not_found_before_any_job() {
         st["failure"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("secret/data/jobforge/absent"),
+            .contains("secret/data/jobforge/default/absent"),
         "{st:#}"
     );
     let jobs: Vec<Value> = reqwest::get(format!(
@@ -437,7 +437,7 @@ async fn private_repository_clones_with_credentials_from_vault() {
     );
     e.stack
         .put_secret(
-            "secret/data/jobforge/git",
+            "secret/data/jobforge/default/git",
             json!({"username": "builder", "password": "s3cret-token"}),
         )
         .await
@@ -445,7 +445,7 @@ async fn private_repository_clones_with_credentials_from_vault() {
     let spec = hello_spec(
         &e,
         &repo,
-        json!({"repo_url": url, "git_credentials_path": "secret/data/jobforge/git", "image_tags": ["private"]}),
+        json!({"repo_url": url, "git_credentials_path": "secret/data/jobforge/default/git", "image_tags": ["private"]}),
     );
     e.stack
         .kv()

@@ -177,7 +177,7 @@ async fn webhooks_are_signed_ordered_and_delivered_at_least_once_across_retries_
     });
     stack
         .put_secret(
-            "secret/data/jobforge/webhook",
+            "secret/data/jobforge/default/webhook",
             json!({"secret": "hmac-key-123"}),
         )
         .await
@@ -203,7 +203,7 @@ async fn webhooks_are_signed_ordered_and_delivered_at_least_once_across_retries_
     let repo = GitRepo::hello_world().expect("repo");
     let spec = json!({
         "repo_url": repo.url,
-        "webhook": {"url": format!("http://{hook_addr}/hook"), "secret_path": "secret/data/jobforge/webhook",
+        "webhook": {"url": format!("http://{hook_addr}/hook"), "secret_path": "secret/data/jobforge/default/webhook",
                     "headers": {"X-Team": "a"}, "on": ["started", "succeeded", "failed"]},
     });
     let kv = stack.kv();
@@ -249,7 +249,10 @@ async fn webhooks_are_signed_ordered_and_delivered_at_least_once_across_retries_
     .expect("succeeded delivered");
     // Read the key back from Vault, as a receiver would hold it, and check every signature.
     let secret: Value = reqwest::Client::new()
-        .get(format!("{}/v1/secret/data/jobforge/webhook", stack.vault))
+        .get(format!(
+            "{}/v1/secret/data/jobforge/default/webhook",
+            stack.vault
+        ))
         .header("X-Vault-Token", "root")
         .send()
         .await

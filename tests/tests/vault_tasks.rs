@@ -29,7 +29,7 @@ async fn the_dev_stacks_tokens_never_reach_a_task_environment() {
     let job = json!({"Job": {"ID": "envdump", "Type": "batch", "Datacenters": ["dc1"],
         "TaskGroups": [{"Name": "g", "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
             "Tasks": [{"Name": "t", "Driver": "raw_exec",
-                "Vault": {"Policies": ["jobforge"]},
+                "Vault": {"Policies": ["jobforge-default"]},
                 "Config": {"command": "/usr/bin/env"}}]}]}});
     let r = http
         .post(format!("{}/v1/jobs", stack.nomad))

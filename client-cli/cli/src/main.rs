@@ -18,6 +18,7 @@ mod output;
 mod query;
 mod render;
 mod submit;
+mod tenancy;
 mod validate;
 mod version;
 mod watch;
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
     // The offline document commands (owned by the schema crate's engineer) keep their own exit
     // codes: 0 valid, 1 problems found, 2 when the command itself failed.
     let cli = match cli.command {
-        Command::Validate(args) => return offline(validate::run(args)),
+        Command::Validate(args) => return offline(validate::run(args, &cli.global)),
         Command::Schema(args) => return offline(schema::run(args)),
         command => Cli { command, ..cli },
     };

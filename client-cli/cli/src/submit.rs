@@ -1,6 +1,7 @@
 //! `jobforge submit`: read a document (BuildRequest, seed job_config, or seed global+build pair),
-//! name it, add tags and the version tag, validate, write create-only (or `--replace`), and
-//! optionally follow it to the end.
+//! name it, add tags and the version tag, validate (the schema's rules, then the operator's
+//! tenancy rules read from `<prefix>/config`, [`crate::tenancy`]), write create-only (or
+//! `--replace`), and optionally follow it to the end.
 
 use std::io::Read;
 use std::path::Path;
@@ -15,6 +16,7 @@ use crate::args::{Output, SubmitArgs};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::output::print_doc;
+use crate::tenancy::Rules;
 use crate::version;
 
 /// Reads a file, or stdin for `-`.
@@ -192,6 +194,12 @@ pub async fn run(ctx: &Ctx, a: SubmitArgs) -> CliResult<()> {
     let mut req = loaded.request;
     // Validate before touching the version file, so a bad document does not bump it.
     validate(&req).map_err(|p| invalid(Path::new(&source_label(&a)), p))?;
+    // The operator's tenancy rules, as the controller will apply them (crate::tenancy).
+    let rules = Rules::read(ctx.store.kv(), ctx.store.keys()).await;
+    if let Err(p) = rules.check(&req) {
+        eprintln!("{}", rules.describe());
+        return Err(invalid(Path::new(&source_label(&a)), p));
+    }
     // The seed CLI kept version.yaml in `deploy_dir` (default `deploy`) and bumped it on every
     // submit-job; a BuildRequest is a complete document and is only bumped when asked.
     let default_file =

@@ -2,14 +2,24 @@
 //! prints every problem as `FILE: path: message`, one per line. Exit 0 when every file is valid,
 //! 1 otherwise. `-` reads stdin. The format comes from the extension (`.json`, `.yaml`, `.yml`),
 //! else from the content.
+//!
+//! Besides the schema's rules, each request is checked against the operator's tenancy rules
+//! ([`crate::tenancy`]): read from `<prefix>/config` when Consul answers, the defaults otherwise
+//! (or with `--offline`); one line on stderr says which. A seed document is checked as a request of
+//! `--namespace`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use jobforge_client::store::consul_kv;
 use jobforge_schema::{
-    Document, Format, MAX_DOCUMENT_BYTES, Problems, merge_named, parse_document,
+    BuildRequest, BuildSpec, Document, Format, KeyLayout, MAX_DOCUMENT_BYTES, Problems,
+    merge_named, parse_document,
 };
+
+use crate::args::Global;
+use crate::tenancy::Rules;
 
 /// Arguments of `jobforge validate`.
 #[derive(Debug, clap::Args)]
@@ -21,10 +31,39 @@ pub struct Args {
     /// win whenever present, lists replace, maps merge key by key).
     #[arg(long, value_name = "GLOBAL_YAML")]
     pub global: Option<PathBuf>,
+    /// Do not read the operator's tenancy rules from Consul (`<prefix>/config`); check against
+    /// the default rules.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// The tenancy rules to check against: from Consul unless `offline` (see [`Rules::read`]).
+fn tenancy_rules(g: &Global, offline: bool) -> anyhow::Result<Rules> {
+    if offline {
+        return Ok(Rules::defaults("--offline"));
+    }
+    let kv = match consul_kv::client(&g.consul_addr, g.token.as_deref(), g.consul_ssl) {
+        Ok(kv) => kv,
+        Err(e) => return Ok(Rules::defaults(e)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(Rules::read(&kv, &KeyLayout::new(&g.prefix))))
 }
 
 /// Runs the command; the exit code is 1 when any file has a problem.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    let rules = tenancy_rules(g, args.offline)?;
+    eprintln!("{}", rules.describe());
+    let ns = match g.namespace.as_slice() {
+        [] => jobforge_schema::request::DEFAULT_NAMESPACE,
+        [one] => one.as_str(),
+        many => anyhow::bail!(
+            "--namespace given {} times; only `jobforge mcp` takes several",
+            many.len()
+        ),
+    };
     let global = match &args.global {
         Some(path) => match read_input(path) {
             Ok(bytes) => Some((label(path), bytes)),
@@ -41,8 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let outcome = match read_input(path) {
             Err(e) => Err(vec![format!("{name}: cannot read: {e}")]),
             Ok(bytes) => match &global {
-                Some((gname, gbytes)) => check_merged(gname, gbytes, &name, &bytes),
-                None => check(&name, path, &bytes),
+                Some((gname, gbytes)) => check_merged(gname, gbytes, &name, &bytes, ns, &rules),
+                None => check(&name, path, &bytes, ns, &rules),
             },
         };
         match outcome {
@@ -97,18 +136,30 @@ fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// One file: `Ok("NAME: valid (...)")`, or one `NAME: path: message` line per problem.
-fn check(name: &str, path: &Path, bytes: &[u8]) -> Result<String, Vec<String>> {
+fn check(
+    name: &str,
+    path: &Path,
+    bytes: &[u8],
+    ns: &str,
+    rules: &Rules,
+) -> Result<String, Vec<String>> {
     let format = if path == Path::new("-") {
         Format::detect(bytes)
     } else {
         Format::for_file(path, bytes)
     };
     match parse_document(bytes, format) {
-        Ok(Document::Request(r)) => Ok(format!(
-            "{name}: valid (BuildRequest {}/{})",
-            r.metadata.namespace, r.metadata.name
-        )),
-        Ok(Document::Seed(_)) => Ok(format!("{name}: valid (seed job_config)")),
+        Ok(Document::Request(r)) => {
+            tenancy(name, &r, rules)?;
+            Ok(format!(
+                "{name}: valid (BuildRequest {}/{})",
+                r.metadata.namespace, r.metadata.name
+            ))
+        }
+        Ok(Document::Seed(job)) => {
+            tenancy(name, &seed_request(ns, job.spec), rules)?;
+            Ok(format!("{name}: valid (seed job_config)"))
+        }
         Err(p) => Err(problem_lines(&p.prefixed(name))),
     }
 }
@@ -119,13 +170,30 @@ fn check_merged(
     gbytes: &[u8],
     name: &str,
     bytes: &[u8],
+    ns: &str,
+    rules: &Rules,
 ) -> Result<String, Vec<String>> {
     match merge_named((gname, gbytes), (name, bytes)) {
-        Ok(_) => Ok(format!(
-            "{name}: valid (seed job_config merged over {gname})"
-        )),
+        Ok(job) => {
+            tenancy(name, &seed_request(ns, job.spec), rules)?;
+            Ok(format!(
+                "{name}: valid (seed job_config merged over {gname})"
+            ))
+        }
         Err(p) => Err(problem_lines(&p)),
     }
+}
+
+/// A seed document as the request `jobforge submit` makes of it in namespace `ns`.
+fn seed_request(ns: &str, spec: BuildSpec) -> BuildRequest {
+    BuildRequest::new(ns, "seed", spec)
+}
+
+/// The tenancy problems of `req`, as `NAME: path: message` lines.
+fn tenancy(name: &str, req: &BuildRequest, rules: &Rules) -> Result<(), Vec<String>> {
+    rules
+        .check(req)
+        .map_err(|p| problem_lines(&p.prefixed(name)))
 }
 
 fn problem_lines(p: &Problems) -> Vec<String> {

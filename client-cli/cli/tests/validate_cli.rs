@@ -190,3 +190,41 @@ fn schema_prints_json() {
     assert_eq!(v["title"], "BuildRequest");
     assert_eq!(v["additionalProperties"], false);
 }
+
+#[test]
+fn a_vault_path_of_another_namespace_is_a_problem_and_the_rules_checked_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        format!("{VALID}  registry_credentials_path: secret/data/jobforge/team-b/registry\n");
+    let f = write(&dir, "other.yaml", &text);
+    jobforge()
+        .args(["validate", "--offline"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "spec.registry_credentials_path: \"secret/data/jobforge/team-b/registry\" is outside \
+             namespace \"team-a\"'s Vault paths; allowed: a path under secret/data/jobforge/team-a/",
+        ))
+        .stderr(predicate::str::contains(
+            "tenancy: checked against the default rules (--offline): Vault paths under \
+             secret/data/jobforge/{namespace}/",
+        ));
+    // Without --offline and with no Consul listening, the defaults are used and the reason said.
+    jobforge()
+        .args(["validate", "--consul-addr", "127.0.0.1:1"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("the default rules (Consul at"));
+    let own = write(
+        &dir,
+        "own.yaml",
+        &format!("{VALID}  registry_credentials_path: secret/data/jobforge/team-a/registry\n"),
+    );
+    jobforge()
+        .args(["validate", "--offline"])
+        .arg(&own)
+        .assert()
+        .success();
+}

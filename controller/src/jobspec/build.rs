@@ -234,7 +234,7 @@ pub(crate) fn build_task(
                 ));
             }
         }
-        ensure_vault(&mut task, cfg, &[]);
+        ensure_vault(&mut task, &req.metadata.namespace, cfg, &[]);
     }
     add_registry_credentials(&mut task, req, cfg)?;
     Ok(RenderedTask {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jobforge_schema::PipelinePhase;
+use jobforge_schema::tenancy::TenancyConfig;
 
 /// How a phase's task runs on the Nomad client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,9 +62,11 @@ pub struct RenderConfig {
     /// `${NOMAD_ALLOC_DIR}/buildah` (Nomad interpolates it) or a shared directory that keeps the
     /// layer cache between builds. `None` = buildah's default for the agent's user.
     pub work_root: Option<PathBuf>,
-    /// Vault policies of every task that reads a secret (Nomad `vault` block); test adds
-    /// `spec.test.vault_policies`.
-    pub vault_policies: Vec<String>,
+    /// The tenancy rules (a copy of [`crate::config::EffectiveConfig::tenancy`]): a task of
+    /// namespace `<ns>` that reads a secret gets the one Vault policy
+    /// [`TenancyConfig::vault_policy_for`]`(<ns>)` (Nomad `vault` block), and the test task adds
+    /// only those `spec.test.vault_policies` the namespace's allowlist holds.
+    pub tenancy: TenancyConfig,
     /// Time between the kill signal and SIGKILL.
     pub kill_timeout: Duration,
     /// Log files kept per stream by Nomad.
@@ -104,7 +107,7 @@ impl Default for RenderConfig {
             tls_verify: true,
             storage_driver: "vfs".to_string(),
             work_root: None,
-            vault_policies: vec!["jobforge".to_string()],
+            tenancy: TenancyConfig::default(),
             kill_timeout: Duration::from_secs(30),
             log_max_files: 2,
             log_max_file_size_mb: 10,

@@ -132,7 +132,7 @@ pub fn add_registry_credentials(
                 "JF_REGISTRY_HOST_B64".into(),
                 b64(registry_host(&req.spec.registry_url)),
             );
-            ensure_vault(task, cfg, &[]);
+            ensure_vault(task, &req.metadata.namespace, cfg, &[]);
         }
         None => {
             task.env.insert("JF_REGISTRY_AUTH".into(), "0".into());
@@ -141,16 +141,27 @@ pub fn add_registry_credentials(
     Ok(())
 }
 
-/// Sets the task's Vault block to the configured policies plus `extra` (deduplicated, in order).
+/// Sets the task's Vault block to namespace `ns`'s policy ([`TenancyConfig::vault_policy_for`],
+/// default `jobforge-<ns>`) plus those of `extra` the namespace's allowlist
+/// (`tenancy.vault_policies_allowed`) holds, deduplicated, in order. A policy outside the
+/// allowlist never reaches a task, even if validation was skipped: the controller refuses such a
+/// request with `InvalidSpec` before any job (`jobforge_schema::tenancy::tenancy_problems`).
+///
+/// [`TenancyConfig::vault_policy_for`]: jobforge_schema::tenancy::TenancyConfig::vault_policy_for
 /// `Env` is false: the token is never in the task's environment (see the module docs of
 /// [`super`]).
-pub fn ensure_vault(task: &mut Task, cfg: &RenderConfig, extra: &[String]) {
+pub fn ensure_vault(task: &mut Task, ns: &str, cfg: &RenderConfig, extra: &[String]) {
     let vault = task.vault.get_or_insert_with(|| Vault {
         policies: Vec::new(),
         change_mode: "noop".into(),
         env: false,
     });
-    for p in cfg.vault_policies.iter().chain(extra) {
+    let own = cfg.tenancy.vault_policy_for(ns);
+    let allowed = cfg.tenancy.vault_policies_allowed.get(ns);
+    let extra = extra
+        .iter()
+        .filter(|p| allowed.is_some_and(|a| a.contains(p)));
+    for p in std::iter::once(&own).chain(extra) {
         if !vault.policies.contains(p) {
             vault.policies.push(p.clone());
         }

@@ -35,7 +35,7 @@ fn with_tests() -> BuildRequest {
         entry_point: true,
         env: BTreeMap::from([("A".into(), "b".into())]),
         vault_secrets: vec![VaultSecret {
-            path: "secret/data/aws/transcription".into(),
+            path: "secret/data/jobforge/team-a/aws-transcription".into(),
             fields: BTreeMap::from([("access_key".into(), "AWS_ACCESS_KEY_ID".into())]),
         }],
         vault_policies: vec!["aws-read".into()],
@@ -51,8 +51,8 @@ fn with_tests() -> BuildRequest {
 
 fn with_credentials() -> BuildRequest {
     let mut r = minimal();
-    r.spec.git_credentials_path = Some("secret/data/jobforge/git".into());
-    r.spec.registry_credentials_path = Some("secret/data/jobforge/registry".into());
+    r.spec.git_credentials_path = Some("secret/data/jobforge/team-a/git".into());
+    r.spec.registry_credentials_path = Some("secret/data/jobforge/team-a/registry".into());
     r.spec.clear_cache = true;
     r.spec.dockerfile_path = Some("build/Containerfile".into());
     r.spec.dockerfile_context = Some("app".into());
@@ -273,6 +273,43 @@ fn dockerfile_path_escaping_the_repository_is_rejected() {
     r.spec.dockerfile_path = Some("../etc/passwd".into());
     let err = render(&r, 1, 1, PipelinePhase::Build, &RenderConfig::default()).unwrap_err();
     assert!(err.to_string().contains("spec.dockerfile_path"), "{err}");
+}
+
+#[test]
+fn tasks_get_their_namespaces_vault_policy_and_only_allowlisted_extra_policies() {
+    let policies = |r: &BuildRequest, cfg: &RenderConfig| -> Vec<String> {
+        let job = render(r, 1, 1, PipelinePhase::Test, cfg).unwrap();
+        let v = serde_json::to_value(&job).unwrap();
+        serde_json::from_value(v["TaskGroups"][0]["Tasks"][0]["Vault"]["Policies"].clone()).unwrap()
+    };
+    let mut r = with_tests();
+    if let Some(t) = r.spec.test.as_mut() {
+        t.vault_policies = vec!["aws-read".into(), "root".into()];
+    }
+    // Default: the namespace's own policy only, whatever the request names.
+    assert_eq!(policies(&r, &RenderConfig::default()), ["jobforge-team-a"]);
+    // The operator's template and allowlist.
+    let cfg = RenderConfig {
+        tenancy: jobforge_schema::tenancy::TenancyConfig {
+            vault_policy: "ci-{namespace}".into(),
+            vault_policies_allowed: BTreeMap::from([(
+                "team-a".to_string(),
+                vec!["aws-read".to_string()],
+            )]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(policies(&r, &cfg), ["ci-team-a", "aws-read"]);
+    // Another namespace's allowlist is not this one's.
+    r.metadata.namespace = "team-b".into();
+    assert_eq!(policies(&r, &cfg), ["ci-team-b"]);
+    let build = render(&with_credentials(), 1, 1, PipelinePhase::Build, &cfg).unwrap();
+    let v = serde_json::to_value(&build).unwrap();
+    assert_eq!(
+        v["TaskGroups"][0]["Tasks"][0]["Vault"]["Policies"],
+        serde_json::json!(["ci-team-a"])
+    );
 }
 
 #[test]

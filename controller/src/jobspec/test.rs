@@ -324,7 +324,12 @@ pub(crate) fn test_task(
     let has_secrets = !templates.is_empty();
     task.templates.extend(templates);
     if has_secrets || !test.vault_policies.is_empty() {
-        ensure_vault(&mut task, cfg, &test.vault_policies);
+        ensure_vault(
+            &mut task,
+            &req.metadata.namespace,
+            cfg,
+            &test.vault_policies,
+        );
     }
     Ok(RenderedTask {
         task,

@@ -364,33 +364,48 @@ async fn tokens_expire_with_their_ttl_and_revocation_reaches_children() {
 async fn the_shipped_policies_give_tasks_and_the_controller_what_they_need_only() {
     let v = V::start().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
-    for (name, file) in [
-        ("jobforge", "vault-policy-tasks.hcl"),
-        ("jobforge-controller", "vault-policy-controller.hcl"),
+    // The namespace template, loaded as hack/vault-team-policy.sh loads it.
+    let team = std::fs::read_to_string(root.join("vault-policy-namespace.hcl"))
+        .unwrap()
+        .replace("<namespace>", "team-a");
+    v.policy("jobforge-team-a", &team).await;
+    v.policy(
+        "jobforge-controller",
+        &std::fs::read_to_string(root.join("vault-policy-controller.hcl")).unwrap(),
+    )
+    .await;
+    for path in [
+        "secret/data/jobforge/team-a/git",
+        "secret/data/jobforge/team-b/git",
     ] {
-        v.policy(name, &std::fs::read_to_string(root.join(file)).unwrap())
+        let (s, _) = v
+            .call("POST", path, "root", Some(json!({"data": {"k": 1}})))
             .await;
+        assert_eq!(s, 200);
     }
-    let (s, _) = v
-        .call(
-            "POST",
-            "secret/data/jobforge/git",
-            "root",
-            Some(json!({"data": {"k": 1}})),
-        )
+    let t = v
+        .token("root", json!({"policies": ["jobforge-team-a"]}))
         .await;
-    assert_eq!(s, 200);
-    for policy in ["jobforge", "jobforge-controller"] {
+    assert_eq!(
+        v.call("GET", "secret/data/jobforge/team-b/git", &t, None)
+            .await
+            .0,
+        403,
+        "a team's tasks read no other team's secrets"
+    );
+    for policy in ["jobforge-team-a", "jobforge-controller"] {
         let t = v.token("root", json!({"policies": [policy]})).await;
         assert_eq!(
-            v.call("GET", "secret/data/jobforge/git", &t, None).await.0,
+            v.call("GET", "secret/data/jobforge/team-a/git", &t, None)
+                .await
+                .0,
             200,
             "{policy}"
         );
         let (s, _) = v
             .call(
                 "POST",
-                "secret/data/jobforge/git",
+                "secret/data/jobforge/team-a/git",
                 &t,
                 Some(json!({"data": {"k": 2}})),
             )

@@ -218,7 +218,16 @@ impl Ctx<'_, '_> {
         self.retention(status);
     }
 
+    /// Terminal `InvalidSpec`. A spec is judged again on every reconcile, with the tenancy rules
+    /// in force then, so an operator who tightens them can fail a request whose job already runs:
+    /// that job is stopped, as on cancel.
     fn invalid(&mut self, status: &mut BuildStatus, problems: &[String]) {
+        if let Some(r) = current_phase(status).and_then(|p| status.phases.get(p)) {
+            self.effects.push(Effect::DeregisterJob {
+                job_id: r.nomad_job_id.clone(),
+                purge: false,
+            });
+        }
         let list = if problems.is_empty() {
             "the document could not be read".to_string()
         } else {

@@ -174,6 +174,38 @@ fn invalid_spec_fails_with_every_problem_and_creates_no_job() {
 }
 
 #[test]
+fn a_spec_found_invalid_while_its_job_runs_stops_the_job() {
+    // The tenancy rules in force judge the spec on every reconcile: an operator who tightens
+    // them fails a running request, and its job must not keep running.
+    let st = building(&spec());
+    let problems = vec!["spec.git_credentials_path: outside the namespace".to_string()];
+    let cfg = MachineConfig::default();
+    let obs = job(running(10));
+    let d = step(
+        &StepInput {
+            namespace: NS,
+            name: NAME,
+            generation: 7,
+            spec: Err(&problems),
+            status: Some(&st),
+            observation: &obs,
+            config: &cfg,
+        },
+        t(20),
+    );
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(
+        d.status.failure.as_ref().map(|f| f.reason),
+        Some(Reason::InvalidSpec)
+    );
+    assert!(d.effects.contains(&Effect::DeregisterJob {
+        job_id: "jobforge-team-a-app-7-build".into(),
+        purge: false
+    }));
+    assert!(registers(&d).is_empty());
+}
+
+#[test]
 fn unparsable_timeout_is_an_invalid_spec() {
     let mut s = spec();
     s.build_timeout = Some("soon".into());

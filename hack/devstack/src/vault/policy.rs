@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn shipped_example_policies_parse() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
-        for f in ["vault-policy-controller.hcl", "vault-policy-tasks.hcl"] {
+        for f in ["vault-policy-controller.hcl", "vault-policy-namespace.hcl"] {
             let text = std::fs::read_to_string(root.join(f)).unwrap();
             let p = parse("x", &text).unwrap();
             assert!(!p.rules.is_empty(), "{f}");
