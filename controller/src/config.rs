@@ -104,6 +104,11 @@ pub struct ControllerArgs {
     /// On SIGTERM, how long in-flight reconciles may take before they are abandoned.
     #[arg(long, env = "JOBFORGE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How often the leader stops `jobforge-*` Nomad jobs whose request or generation no longer
+    /// exists (matched by the job's Meta; `0s` turns the sweep off). A late register by a
+    /// deposed leader runs at most this long.
+    #[arg(long, env = "JOBFORGE_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

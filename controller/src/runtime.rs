@@ -100,6 +100,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         health: health.clone(),
         max_concurrent: args.max_concurrent_reconciles,
         shutdown_grace: args.shutdown_timeout,
+        sweep_interval: args.sweep_interval,
     };
     let term = follow_leadership(&leadership, &health, term_deps, &cancel).await;
 
@@ -138,9 +139,9 @@ async fn follow_leadership(
             }
             (LeaderState::Leader { .. }, true) => {}
             (_, true) => {
-                tracing::warn!("lost leadership: stopping reconciles");
+                tracing::warn!("lost leadership: aborting in-flight reconciles");
                 if let Some(t) = term.take() {
-                    t.stop().await;
+                    t.abort().await;
                 }
                 health.first_list_done.store(false, Ordering::SeqCst);
             }
@@ -200,6 +201,7 @@ fn record_leadership(health: &HealthState, state: &LeaderState) {
 /// A running leadership term.
 struct Term {
     cancel: CancellationToken,
+    abort: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -207,13 +209,29 @@ impl Term {
     /// Starts [`leader_term`] under a child token of `cancel`.
     fn start(deps: TermDeps, cancel: &CancellationToken) -> Term {
         let cancel = cancel.child_token();
-        let t = cancel.clone();
-        let handle = tokio::spawn(async move { leader_term(deps, t).await });
-        Term { cancel, handle }
+        let abort = CancellationToken::new();
+        let (t, a) = (cancel.clone(), abort.clone());
+        let handle = tokio::spawn(async move { leader_term(deps, t, a).await });
+        Term {
+            cancel,
+            abort,
+            handle,
+        }
     }
 
-    /// Stops taking work and waits for the term to drain.
+    /// Stops taking work and waits for the term to drain (SIGTERM: in-flight reconciles finish,
+    /// up to `--shutdown-timeout`, while this replica still leads).
     async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.handle.await;
+    }
+
+    /// Leadership is lost: drops every in-flight reconcile and the sweep at their next await,
+    /// without waiting for them to finish (whatever they would still send is no longer this
+    /// replica's to send; each Nomad action and KV write is fenced besides), then waits for the
+    /// term's tasks to end.
+    async fn abort(self) {
+        self.abort.cancel();
         self.cancel.cancel();
         let _ = self.handle.await;
     }
@@ -225,11 +243,13 @@ struct TermDeps {
     health: Arc<HealthState>,
     max_concurrent: usize,
     shutdown_grace: std::time::Duration,
+    sweep_interval: std::time::Duration,
 }
 
-/// One leadership term: watches feed the queue; the queue runs reconciles; everything stops when
-/// `cancel` fires.
-async fn leader_term(d: TermDeps, cancel: CancellationToken) {
+/// One leadership term: watches feed the queue; the queue runs reconciles; the orphan sweep runs
+/// every `sweep_interval`; everything stops when `cancel` fires (in-flight reconciles get the
+/// shutdown grace), or at once when `abort` fires (leadership lost).
+async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: CancellationToken) {
     let queue = WorkQueue::new(QueueConfig {
         max_concurrent: d.max_concurrent.max(1),
         shutdown_grace: d.shutdown_grace,
@@ -261,23 +281,64 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
         cancel.clone(),
     ));
     d.health.set_queue(Some(queue.clone()));
+    let sweeper = tokio::spawn(sweep_loop(
+        reconciler.clone(),
+        d.sweep_interval,
+        cancel.clone(),
+    ));
 
     let r = reconciler.clone();
-    let report = queue
-        .run(
-            move |key: RequestKey| {
-                let r = r.clone();
-                async move { r.reconcile(key).await }
-            },
-            cancel.clone(),
-        )
-        .await;
-    if !report.abandoned.is_empty() {
-        tracing::warn!(abandoned = ?report.abandoned, "reconciles abandoned at shutdown (they are restartable)");
+    let run = queue.run(
+        move |key: RequestKey| {
+            let r = r.clone();
+            async move { r.reconcile(key).await }
+        },
+        cancel.clone(),
+    );
+    tokio::select! {
+        report = run => {
+            if !report.abandoned.is_empty() {
+                tracing::warn!(abandoned = ?report.abandoned, "reconciles abandoned at shutdown (they are restartable)");
+            }
+        }
+        // Dropping the queue's run drops its task set, which aborts every in-flight reconcile.
+        _ = abort.cancelled() => {
+            metrics::counter!("jobforge_term_aborts_total").increment(1);
+            tracing::warn!("leadership lost: in-flight reconciles aborted");
+        }
     }
+    sweeper.abort();
     d.health.set_queue(None);
     let _ = requests.await;
     let _ = statuses.await;
+}
+
+/// Runs [`Reconciler::sweep`] at the start of the term and then every `interval` (zero: never),
+/// until `cancel`.
+async fn sweep_loop(
+    reconciler: Arc<Reconciler>,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = reconciler.sweep() => r,
+        };
+        match outcome {
+            Ok(0) => tracing::debug!("sweep: no orphaned Nomad job"),
+            Ok(n) => tracing::info!(stopped = n, "sweep: orphaned Nomad jobs stopped"),
+            Err(crate::reconcile::ReconcileError::NotLeader) => return,
+            Err(e) => tracing::warn!(error = %e, retry_in = ?interval, "sweep failed"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 /// What a key under `requests/` is (issue 18, item 12).
