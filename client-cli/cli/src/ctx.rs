@@ -27,7 +27,12 @@ pub struct Ctx {
 impl Ctx {
     /// Builds the context from global options (no network access yet).
     pub fn new(g: &Global) -> CliResult<Self> {
-        let kv = consul_kv::client(&g.consul_addr, g.token.as_deref(), g.consul_ssl)?;
+        let kv = consul_kv::client_with_timeout(
+            &g.consul_addr,
+            g.token.as_deref(),
+            g.consul_ssl,
+            g.timeout,
+        )?;
         Ok(Ctx {
             store: RequestStore::new(kv, KeyLayout::new(&g.prefix)),
             namespace: g.namespace.clone(),
