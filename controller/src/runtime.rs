@@ -85,6 +85,18 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     let leader_cfg = leader_config(&args, &keys, &identity, http_addr)?;
     let leadership = Leadership::start(consul.clone(), leader_cfg, cancel.child_token())
         .context("starting leader election")?;
+    // Every session renewal (each TTL/2) is an answer from Consul: `/readyz` turns 503 when
+    // none came within TTL/2 plus slack (a frozen Consul).
+    health.consul_answer_bound_ms.store(
+        u64::try_from(health::consul_answer_bound(args.session_ttl).as_millis())
+            .unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    let contact_task = tokio::spawn(forward_contact(
+        leadership.contact(),
+        health.clone(),
+        cancel.clone(),
+    ));
     // A new term's dependencies; the fence is the state's (built from it if not yet exposed).
     let term_deps = |session: &str| TermDeps {
         deps: Deps {
@@ -113,8 +125,28 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     metrics::gauge!("jobforge_leader").set(0.0);
     let _ = config_task.await;
     let _ = leader_watch_task.await;
+    contact_task.abort();
     let _ = http_task.await;
     Ok(())
+}
+
+/// Marks Consul as answering each time the campaign hears from it.
+async fn forward_contact(
+    mut contact: watch::Receiver<Option<tokio::time::Instant>>,
+    health: Arc<HealthState>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = contact.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                health.consul_answered();
+            }
+        }
+    }
 }
 
 /// Follows the leader election until `cancel` fires or it ends: a term starts when this replica
@@ -184,7 +216,53 @@ fn leader_config(
     // minute (mostly the TTL/2 session renewals).
     cfg.monitor_wait = std::time::Duration::from_secs(300);
     cfg.session_name = format!("jobforge-controller {identity}");
+    if args.service_registration {
+        cfg.service = Some(service_registration(args, identity, http_addr));
+    }
     Ok(cfg)
+}
+
+/// This replica's service: ID `<service name>-<identity>` (identities are unique per replica),
+/// meta `identity` and `version`, an HTTP check on its own `/healthz` at `--check-interval` /
+/// `--check-timeout`, registered `passing` (the endpoint answers before the campaign starts).
+fn service_registration(
+    args: &ControllerArgs,
+    identity: &str,
+    http_addr: std::net::SocketAddr,
+) -> jobforge_client::consul::ServiceRegistration {
+    let ip = args
+        .service_address
+        .unwrap_or(if http_addr.ip().is_unspecified() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            http_addr.ip()
+        });
+    let host = std::net::SocketAddr::new(ip, http_addr.port());
+    let id: String = format!("{}-{identity}", args.service_name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    jobforge_client::consul::ServiceRegistration {
+        id,
+        name: args.service_name.clone(),
+        tags: vec!["jobforge-controller".to_string()],
+        address: ip.to_string(),
+        port: http_addr.port(),
+        meta: std::collections::BTreeMap::from([
+            ("identity".to_string(), identity.to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]),
+        check_url: format!("http://{host}/healthz"),
+        check_interval: args.check_interval,
+        check_timeout: args.check_timeout,
+        initial_status: Some("passing"),
+    }
 }
 
 /// Tells `/status` and the metrics what the leader election says.
@@ -575,20 +653,26 @@ async fn watch_config(
     }
 }
 
-/// Blocking watch of the leader key: tells `/readyz` whether Consul answers and `/status` who leads.
+/// Blocking reads of the leader key (5 min wait; a change answers at once): tells `/status` who
+/// leads and counts as an answer from Consul for `/readyz`. Follows the blocking-query rules:
+/// index reset when it goes backwards, at least 100 ms between reads, exponential backoff
+/// (100 ms .. 2 s) on errors, which also mark Consul unreachable at once.
 async fn watch_leader_key(
     consul: ConsulClient,
     key: String,
     health: Arc<HealthState>,
     cancel: CancellationToken,
 ) {
-    let opts = WatchOptions {
-        cancel: cancel.clone(),
-        min_backoff: std::time::Duration::from_millis(100),
-        max_backoff: std::time::Duration::from_secs(2),
-        ..WatchOptions::default()
+    use backon::BackoffBuilder;
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(2))
+            .without_max_times()
+            .build()
     };
-    let mut stream = Box::pin(watch_key(consul, key, opts));
+    let mut backoff = new_backoff();
     let identity = |p: &KvPair| -> Option<String> {
         p.session.as_ref()?;
         serde_json::from_slice::<serde_json::Value>(&p.value)
@@ -596,28 +680,37 @@ async fn watch_leader_key(
             .and_then(|v| v.get("identity").and_then(|i| i.as_str()).map(String::from))
             .or_else(|| Some(String::from_utf8_lossy(&p.value).into_owned()))
     };
-    while let Some(ev) = stream.next().await {
-        match ev {
-            WatchEvent::Initial { pairs, .. } => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-                health.set_leader_identity(pairs.first().and_then(identity));
+    let mut index = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        let q = jobforge_client::consul::QueryOptions::blocking(
+            index,
+            std::time::Duration::from_secs(300),
+        );
+        let got = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = consul.kv_get(&key, q) => r,
+        };
+        let pause = match got {
+            Ok((new_index, pair)) => {
+                backoff = new_backoff();
+                index = jobforge_client::consul::watch::next_index(index, new_index);
+                health.consul_answered();
+                health.set_leader_identity(pair.as_ref().and_then(identity));
+                std::time::Duration::from_millis(100).saturating_sub(started.elapsed())
             }
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-                health.set_leader_identity(identity(&p));
-            }
-            WatchEvent::Deleted(_) => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-                health.set_leader_identity(None);
-            }
-            WatchEvent::Restarting { .. } => {
+            Err(e) => {
                 health.consul_reachable.store(false, Ordering::Relaxed);
                 metrics::counter!("jobforge_watch_restarts_total", "watch" => "leader")
                     .increment(1);
+                let d = backoff.next().unwrap_or(std::time::Duration::from_secs(2));
+                tracing::debug!(error = %e, retry_in = ?d, "reading the leader key failed");
+                d
             }
-            WatchEvent::Resumed { .. } => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

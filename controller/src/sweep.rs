@@ -6,7 +6,7 @@
 //! campaign sees leadership lost. One window stays: a leader that passed the check and is then
 //! paused (GC, SIGSTOP, a VM migration) can still reach Nomad after its successor took over,
 //! for a request deleted or re-specified meanwhile. Its job would then run with no request to
-//! own it. The leader therefore sweeps every [`SweepConfig::interval`] (and once at the start of
+//! own it. The leader therefore sweeps every `--sweep-interval` (default [`DEFAULT_SWEEP_INTERVAL`]) (and once at the start of
 //! each term): every live job whose ID starts with [`JOB_ID_PREFIX`] **and** whose Meta
 //! (`jobforge.request` = `<namespace>/<name>`, `jobforge.generation`, set by
 //! `jobspec::render`) names a request that no longer exists, or a generation that is not the
@@ -66,21 +66,6 @@ impl JobOwner {
                 Some("its generation is not the request's current one")
             }
             Some(_) => None,
-        }
-    }
-}
-
-/// Settings of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SweepConfig {
-    /// Time between sweeps; zero turns the sweep off.
-    pub interval: Duration,
-}
-
-impl Default for SweepConfig {
-    fn default() -> Self {
-        SweepConfig {
-            interval: DEFAULT_SWEEP_INTERVAL,
         }
     }
 }
