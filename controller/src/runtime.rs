@@ -391,8 +391,9 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: Cancellation
     let _ = statuses.await;
 }
 
-/// Runs [`Reconciler::sweep`] at the start of the term and then every `interval` (zero: never),
-/// until `cancel`.
+/// Runs [`Reconciler::sweep`] every `interval` (zero: never), the first one interval after the
+/// term starts (not at once: the new term's first listing and reconciles come first, and a
+/// failover must not wait behind a sweep), until `cancel`.
 async fn sweep_loop(
     reconciler: Arc<Reconciler>,
     interval: std::time::Duration,
@@ -402,6 +403,10 @@ async fn sweep_loop(
         return;
     }
     loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
             r = reconciler.sweep() => r,
@@ -411,10 +416,6 @@ async fn sweep_loop(
             Ok(n) => tracing::info!(stopped = n, "sweep: orphaned Nomad jobs stopped"),
             Err(crate::reconcile::ReconcileError::NotLeader) => return,
             Err(e) => tracing::warn!(error = %e, retry_in = ?interval, "sweep failed"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
         }
     }
 }
