@@ -248,7 +248,7 @@ async fn sigterm_hands_leadership_over_to_the_standby_at_once() {
     })
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
-    // Default TTL and lock-delay (15 s each): only a release makes the handover fast.
+    // Default TTL (15 s): only a release (or the check-bound session) makes the handover fast.
     let mut a = ControllerProcess::start(&stack, &[]).await.expect("a");
     a.wait_leader(Duration::from_secs(30))
         .await
