@@ -81,8 +81,10 @@ pub struct ControllerArgs {
     #[arg(long, env = "JOBFORGE_SESSION_TTL", default_value = "15s", value_parser = parse_duration)]
     pub session_ttl: Duration,
     /// Consul session lock-delay (0s..=60s): how long the lock stays unavailable after a leader's
-    /// session is invalidated.
-    #[arg(long, env = "JOBFORGE_LOCK_DELAY", default_value = "15s", value_parser = parse_duration)]
+    /// session is invalidated. 0 by default: every write a leader makes is fenced by
+    /// `check-session` on the leader key, so a deposed leader's late writes are refused whatever
+    /// the delay (docs/operations.md, "Failover and lock-delay").
+    #[arg(long, env = "JOBFORGE_LOCK_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub lock_delay: Duration,
     /// Reconciles running at once.
     #[arg(long, env = "JOBFORGE_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
@@ -114,6 +116,30 @@ pub struct ControllerArgs {
     /// On SIGTERM, how long in-flight reconciles may take before they are abandoned.
     #[arg(long, env = "JOBFORGE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How often the leader stops `jobforge-*` Nomad jobs whose request or generation no longer
+    /// exists (matched by the job's Meta; `0s` turns the sweep off). A late register by a
+    /// deposed leader runs at most this long.
+    #[arg(long, env = "JOBFORGE_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Register this replica with the local Consul agent as a service with an HTTP check on its
+    /// own `/healthz`, and bind the leader session to that check (fast failover; the catalog
+    /// and `consul_sd_configs` list the replicas). The token needs `service:write` on the name.
+    #[arg(long, env = "JOBFORGE_SERVICE_REGISTRATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub service_registration: bool,
+    /// Consul service name of the replicas.
+    #[arg(long, env = "JOBFORGE_SERVICE_NAME", default_value = "jobforge")]
+    pub service_name: String,
+    /// Address the Consul agent reaches this replica's `/healthz` on (default: the IP of
+    /// `--http-addr`, or 127.0.0.1 when that is unspecified, 0.0.0.0 / ::).
+    #[arg(long, env = "JOBFORGE_SERVICE_ADDRESS")]
+    pub service_address: Option<std::net::IpAddr>,
+    /// How often the agent runs the `/healthz` check. With the check timeout it bounds how
+    /// long a crashed leader keeps the lock.
+    #[arg(long, env = "JOBFORGE_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub check_interval: Duration,
+    /// How long the agent waits for `/healthz` before the check is critical.
+    #[arg(long, env = "JOBFORGE_CHECK_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub check_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

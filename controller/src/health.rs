@@ -24,9 +24,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::WorkQueue;
 
+/// Slack on top of the renewal period in [`consul_answer_bound`].
+pub const CONSUL_ANSWER_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long `/readyz` tolerates no answer from Consul: every replica, leader or standby, renews
+/// its session every `session_ttl / 2` (and reads the leader key besides), so an answer is due at
+/// least that often; [`CONSUL_ANSWER_SLACK`] on top. 9.5 s with the default TTL of 15 s. A
+/// frozen or black-holed Consul is noticed within this bound, without any request made only for
+/// the purpose.
+pub fn consul_answer_bound(session_ttl: std::time::Duration) -> std::time::Duration {
+    session_ttl / 2 + CONSUL_ANSWER_SLACK
+}
+
 /// Live facts about the controller, shared by the runtime (writer) and the endpoints (readers).
 #[derive(Debug, Default)]
 pub struct HealthState {
+    /// When Consul last answered this replica's campaign (`None` = never).
+    pub consul_answered_at: Mutex<Option<std::time::Instant>>,
+    /// [`consul_answer_bound`] of this replica's TTL, in milliseconds (0 = the default TTL's).
+    pub consul_answer_bound_ms: AtomicU64,
     /// This replica holds the leader lock.
     pub is_leader: AtomicBool,
     /// The last Consul request succeeded.
@@ -56,10 +72,40 @@ impl HealthState {
         })
     }
 
+    /// Records that Consul answered (reachable from now on, until the bound passes or a request
+    /// fails).
+    pub fn consul_answered(&self) {
+        self.consul_reachable.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.consul_answered_at.lock() {
+            *g = Some(std::time::Instant::now());
+        }
+    }
+
+    /// The bound of [`HealthState::consul_fresh`].
+    pub fn consul_bound(&self) -> std::time::Duration {
+        match self.consul_answer_bound_ms.load(Ordering::Relaxed) {
+            0 => consul_answer_bound(std::time::Duration::from_secs(15)),
+            ms => std::time::Duration::from_millis(ms),
+        }
+    }
+
+    /// True when Consul answered within [`HealthState::consul_bound`].
+    pub fn consul_fresh(&self) -> bool {
+        let bound = self.consul_bound();
+        self.consul_answered_at
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|t| t.elapsed() <= bound)
+    }
+
     /// Whether `/readyz` answers 200, and why not otherwise.
     pub fn readiness(&self) -> Result<&'static str, &'static str> {
         if !self.consul_reachable.load(Ordering::Relaxed) {
             return Err("consul unreachable");
+        }
+        if !self.consul_fresh() {
+            return Err("consul has not answered within the bound (session TTL/2 + 2s)");
         }
         if self.is_leader.load(Ordering::Relaxed) {
             if self.first_list_done.load(Ordering::Relaxed) {
@@ -357,6 +403,7 @@ pub async fn serve(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -365,7 +412,13 @@ mod tests {
         let h = HealthState::new("a");
         assert_eq!(h.readiness(), Err("consul unreachable"));
         h.consul_reachable.store(true, Ordering::Relaxed);
+        assert!(h.readiness().is_err(), "never answered");
+        h.consul_answered();
         assert_eq!(h.readiness(), Ok("standby"));
+        *h.consul_answered_at.lock().unwrap() = std::time::Instant::now()
+            .checked_sub(h.consul_bound() + std::time::Duration::from_millis(100));
+        assert!(h.readiness().unwrap_err().contains("has not answered"));
+        h.consul_answered();
         h.is_leader.store(true, Ordering::Relaxed);
         assert_eq!(h.readiness(), Err("leader, first list not finished"));
         h.first_list_done.store(true, Ordering::Relaxed);

@@ -33,6 +33,7 @@ use crate::machine::{
 };
 use crate::nomad::{self, Client as NomadClient, QueryOptions};
 use crate::queue::{self, RequestKey};
+use crate::sweep::JobOwner;
 use crate::vault::{VaultChecker, VaultError};
 use crate::webhook;
 
@@ -449,8 +450,7 @@ impl Reconciler {
                     job_ids,
                 } => self.stop_generation(key, *old, job_ids).await?,
                 Effect::DeregisterJob { job_id, purge } => {
-                    self.job_watches.stop(job_id);
-                    self.deps.nomad.deregister_job(job_id, *purge).await?;
+                    self.stop_job(job_id, *purge).await?;
                 }
                 Effect::RegisterJob {
                     phase,
@@ -583,20 +583,7 @@ impl Reconciler {
         job_id: &str,
         render: &RenderConfig,
     ) -> Result<(), ReconcileError> {
-        // A deposed leader must not start work: ask Consul (not local state) right before.
-        match self
-            .deps
-            .fence
-            .txn(&[TxnOp::Get {
-                key: self.deps.keys.leader_key(),
-            }])
-            .await?
-        {
-            FencedTxn::Committed(_) => {}
-            FencedTxn::NotLeader | FencedTxn::RolledBack(_) => {
-                return Err(ReconcileError::NotLeader);
-            }
-        }
+        self.ensure_leader().await?;
         // The machine and the renderer share one ID rule (`machine::job_id`).
         let job = jobspec::render(req, generation, attempt, phase, render)?;
         debug_assert_eq!(
@@ -607,6 +594,40 @@ impl Reconciler {
             Ok(_) | Err(nomad::Error::JobExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Asks Consul (not local state) whether this term's session still holds the leader key: a
+    /// fenced `get` of the key. Called right before every Nomad register, deregister and purge,
+    /// so a deposed leader (paused, partitioned, its session invalidated) starts and stops
+    /// nothing. A leader deposed between this answer and Nomad's is the window the sweep
+    /// ([`Reconciler::sweep`]) closes, and its reconciles are aborted as soon as the campaign
+    /// notices (`runtime::Term::abort`).
+    ///
+    /// Errors: [`ReconcileError::NotLeader`]; Consul's errors.
+    pub(crate) async fn ensure_leader(&self) -> Result<(), ReconcileError> {
+        match self
+            .deps
+            .fence
+            .txn(&[TxnOp::Get {
+                key: self.deps.keys.leader_key(),
+            }])
+            .await?
+        {
+            FencedTxn::Committed(_) => Ok(()),
+            FencedTxn::NotLeader | FencedTxn::RolledBack(_) => {
+                metrics::counter!("jobforge_fenced_nomad_actions_refused_total").increment(1);
+                Err(ReconcileError::NotLeader)
+            }
+        }
+    }
+
+    /// Stops (or with `purge`, purges) Nomad job `id` after [`Reconciler::ensure_leader`], and
+    /// forgets its allocation watch.
+    async fn stop_job(&self, id: &str, purge: bool) -> Result<(), ReconcileError> {
+        self.ensure_leader().await?;
+        self.job_watches.stop(id);
+        self.deps.nomad.deregister_job(id, purge).await?;
+        Ok(())
     }
 
     async fn read_tail(
@@ -675,8 +696,10 @@ impl Reconciler {
         }
     }
 
-    /// Stops every job of an older generation: the recorded IDs, and any other job of that
-    /// generation found by prefix (a crash may have registered one without recording it).
+    /// Stops every job of an older generation: the recorded IDs, and any other live job found
+    /// by prefix whose Meta names this request and that generation (a crash may have registered
+    /// one without recording it). The prefix only narrows the listing: `jobforge-a-b-5-…` may
+    /// be request `a`/`b` or `a-b`/… , so the job's Meta decides (`sweep::JobOwner`).
     async fn stop_generation(
         &self,
         key: &RequestKey,
@@ -687,18 +710,88 @@ impl Reconciler {
         let prefix = machine::generation_job_prefix(ns, name, generation);
         let mut ids: Vec<String> = job_ids.to_vec();
         for stub in self.deps.nomad.list_jobs(&prefix).await? {
-            // The prefix may also list another request's jobs (`a`/`b` and `a`/`b-5`).
-            let ours = machine::parse_job_id(ns, name, &stub.id)
-                .is_some_and(|p| p.generation == generation);
-            if ours && !ids.contains(&stub.id) && !stub.stop && stub.status != "dead" {
+            if ids.contains(&stub.id) || stub.stop || stub.status == "dead" {
+                continue;
+            }
+            let Some(owner) = self.job_owner(&stub).await? else {
+                continue;
+            };
+            if owner.is_request(ns, name) && owner.generation == generation {
                 ids.push(stub.id);
             }
         }
         for id in ids {
-            self.job_watches.stop(&id);
-            self.deps.nomad.deregister_job(&id, false).await?;
+            self.stop_job(&id, false).await?;
         }
         Ok(())
+    }
+
+    /// Who a listed job belongs to, by its Meta: the list stub's when Nomad includes it, else
+    /// the job's own (`GET /v1/job/:id`). `None` for a job without jobforge's Meta (not ours,
+    /// whatever its ID says) or one gone meanwhile.
+    async fn job_owner(
+        &self,
+        stub: &nomad::JobListStub,
+    ) -> Result<Option<JobOwner>, ReconcileError> {
+        if let Some(owner) = JobOwner::from_meta(&stub.meta) {
+            return Ok(Some(owner));
+        }
+        Ok(self
+            .deps
+            .nomad
+            .get_job(&stub.id)
+            .await?
+            .and_then(|job| JobOwner::from_meta(&job.meta)))
+    }
+
+    /// One sweep (issue 14): stops every live `jobforge-*` Nomad job whose request no longer
+    /// exists or whose generation is not the request's current one, as told by the job's Meta
+    /// (never by its ID alone). A late register by a deposed leader (or a crash between a
+    /// register and the status write of a request deleted since) can so never leave a job
+    /// running for good. Each stop is fenced ([`Reconciler::ensure_leader`]). Returns how many
+    /// jobs it stopped.
+    ///
+    /// Errors: Nomad or Consul failed (the next sweep tries again); `NotLeader`.
+    pub async fn sweep(&self) -> Result<usize, ReconcileError> {
+        let mut generations: HashMap<(String, String), Option<u64>> = HashMap::new();
+        let mut stopped = 0;
+        for stub in self
+            .deps
+            .nomad
+            .list_jobs(crate::sweep::JOB_ID_PREFIX)
+            .await?
+        {
+            if stub.stop || stub.status == "dead" {
+                continue;
+            }
+            let Some(owner) = self.job_owner(&stub).await? else {
+                continue;
+            };
+            // Only names a request could have: anything else was not rendered by a controller.
+            if jobforge_schema::grammar::dns_label(&owner.namespace).is_err()
+                || jobforge_schema::grammar::dns_label(&owner.name).is_err()
+            {
+                continue;
+            }
+            let k = (owner.namespace.clone(), owner.name.clone());
+            let current = match generations.get(&k) {
+                Some(g) => *g,
+                None => {
+                    let key = self.deps.keys.request_key(&k.0, &k.1);
+                    let (_, pair) = self.deps.consul.kv_get(&key, KvQuery::default()).await?;
+                    let g = pair.map(|p| p.modify_index);
+                    generations.insert(k, g);
+                    g
+                }
+            };
+            if let Some(why) = owner.orphaned(current) {
+                tracing::warn!(job = %stub.id, request = %format!("{}/{}", owner.namespace, owner.name), generation = owner.generation, why, "sweep: stopping an orphaned Nomad job");
+                self.stop_job(&stub.id, false).await?;
+                metrics::counter!("jobforge_sweep_stopped_jobs_total").increment(1);
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
     }
 
     /// Cleanup: the request is gone (or its TTL expired): purge its Nomad jobs, then delete its
@@ -715,7 +808,6 @@ impl Reconciler {
             Cleanup::Expired { generation } => Some(generation),
         };
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
-        let request = format!("{ns}/{name}");
         let mut ids: Vec<String> = status
             .map(|s| {
                 PipelinePhase::ALL
@@ -734,15 +826,16 @@ impl Reconciler {
                 continue;
             }
             // `jobforge-a-b-c-…` could be namespace "a-b" or name "b-c": trust only the job's Meta.
-            if let Some(job) = self.deps.nomad.get_job(&stub.id).await?
-                && job.meta.get("jobforge.request") == Some(&request)
+            if self
+                .job_owner(&stub)
+                .await?
+                .is_some_and(|o| o.is_request(ns, name))
             {
                 ids.push(stub.id);
             }
         }
         for id in ids {
-            self.job_watches.stop(&id);
-            self.deps.nomad.deregister_job(&id, true).await?;
+            self.stop_job(&id, true).await?;
         }
         let mut ops = vec![
             TxnOp::Delete {

@@ -86,6 +86,18 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     let leader_cfg = leader_config(&args, &keys, &identity, http_addr)?;
     let leadership = Leadership::start(consul.clone(), leader_cfg, cancel.child_token())
         .context("starting leader election")?;
+    // Every session renewal (each TTL/2) is an answer from Consul: `/readyz` turns 503 when
+    // none came within TTL/2 plus slack (a frozen Consul).
+    health.consul_answer_bound_ms.store(
+        u64::try_from(health::consul_answer_bound(args.session_ttl).as_millis())
+            .unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    let contact_task = tokio::spawn(forward_contact(
+        leadership.contact(),
+        health.clone(),
+        cancel.clone(),
+    ));
     // A new term's dependencies; the fence is the state's (built from it if not yet exposed).
     let term_deps = |session: &str| TermDeps {
         deps: Deps {
@@ -101,6 +113,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         health: health.clone(),
         max_concurrent: args.max_concurrent_reconciles,
         shutdown_grace: args.shutdown_timeout,
+        sweep_interval: args.sweep_interval,
     };
     let term = follow_leadership(&leadership, &health, term_deps, &cancel).await;
 
@@ -113,8 +126,28 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
     metrics::gauge!("jobforge_leader").set(0.0);
     let _ = config_task.await;
     let _ = leader_watch_task.await;
+    contact_task.abort();
     let _ = http_task.await;
     Ok(())
+}
+
+/// Marks Consul as answering each time the campaign hears from it.
+async fn forward_contact(
+    mut contact: watch::Receiver<Option<tokio::time::Instant>>,
+    health: Arc<HealthState>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = contact.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                health.consul_answered();
+            }
+        }
+    }
 }
 
 /// Follows the leader election until `cancel` fires or it ends: a term starts when this replica
@@ -139,9 +172,9 @@ async fn follow_leadership(
             }
             (LeaderState::Leader { .. }, true) => {}
             (_, true) => {
-                tracing::warn!("lost leadership: stopping reconciles");
+                tracing::warn!("lost leadership: aborting in-flight reconciles");
                 if let Some(t) = term.take() {
-                    t.stop().await;
+                    t.abort().await;
                 }
                 health.first_list_done.store(false, Ordering::SeqCst);
             }
@@ -184,7 +217,53 @@ fn leader_config(
     // minute (mostly the TTL/2 session renewals).
     cfg.monitor_wait = std::time::Duration::from_secs(300);
     cfg.session_name = format!("jobforge-controller {identity}");
+    if args.service_registration {
+        cfg.service = Some(service_registration(args, identity, http_addr));
+    }
     Ok(cfg)
+}
+
+/// This replica's service: ID `<service name>-<identity>` (identities are unique per replica),
+/// meta `identity` and `version`, an HTTP check on its own `/healthz` at `--check-interval` /
+/// `--check-timeout`, registered `passing` (the endpoint answers before the campaign starts).
+fn service_registration(
+    args: &ControllerArgs,
+    identity: &str,
+    http_addr: std::net::SocketAddr,
+) -> jobforge_client::consul::ServiceRegistration {
+    let ip = args
+        .service_address
+        .unwrap_or(if http_addr.ip().is_unspecified() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            http_addr.ip()
+        });
+    let host = std::net::SocketAddr::new(ip, http_addr.port());
+    let id: String = format!("{}-{identity}", args.service_name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    jobforge_client::consul::ServiceRegistration {
+        id,
+        name: args.service_name.clone(),
+        tags: vec!["jobforge-controller".to_string()],
+        address: ip.to_string(),
+        port: http_addr.port(),
+        meta: std::collections::BTreeMap::from([
+            ("identity".to_string(), identity.to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]),
+        check_url: format!("http://{host}/healthz"),
+        check_interval: args.check_interval,
+        check_timeout: args.check_timeout,
+        initial_status: Some("passing"),
+    }
 }
 
 /// Tells `/status` and the metrics what the leader election says.
@@ -201,6 +280,7 @@ fn record_leadership(health: &HealthState, state: &LeaderState) {
 /// A running leadership term.
 struct Term {
     cancel: CancellationToken,
+    abort: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -208,13 +288,29 @@ impl Term {
     /// Starts [`leader_term`] under a child token of `cancel`.
     fn start(deps: TermDeps, cancel: &CancellationToken) -> Term {
         let cancel = cancel.child_token();
-        let t = cancel.clone();
-        let handle = tokio::spawn(async move { leader_term(deps, t).await });
-        Term { cancel, handle }
+        let abort = CancellationToken::new();
+        let (t, a) = (cancel.clone(), abort.clone());
+        let handle = tokio::spawn(async move { leader_term(deps, t, a).await });
+        Term {
+            cancel,
+            abort,
+            handle,
+        }
     }
 
-    /// Stops taking work and waits for the term to drain.
+    /// Stops taking work and waits for the term to drain (SIGTERM: in-flight reconciles finish,
+    /// up to `--shutdown-timeout`, while this replica still leads).
     async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.handle.await;
+    }
+
+    /// Leadership is lost: drops every in-flight reconcile and the sweep at their next await,
+    /// without waiting for them to finish (whatever they would still send is no longer this
+    /// replica's to send; each Nomad action and KV write is fenced besides), then waits for the
+    /// term's tasks to end.
+    async fn abort(self) {
+        self.abort.cancel();
         self.cancel.cancel();
         let _ = self.handle.await;
     }
@@ -226,11 +322,13 @@ struct TermDeps {
     health: Arc<HealthState>,
     max_concurrent: usize,
     shutdown_grace: std::time::Duration,
+    sweep_interval: std::time::Duration,
 }
 
-/// One leadership term: watches feed the queue; the queue runs reconciles; everything stops when
-/// `cancel` fires.
-async fn leader_term(d: TermDeps, cancel: CancellationToken) {
+/// One leadership term: watches feed the queue; the queue runs reconciles; the orphan sweep runs
+/// every `sweep_interval`; everything stops when `cancel` fires (in-flight reconciles get the
+/// shutdown grace), or at once when `abort` fires (leadership lost).
+async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: CancellationToken) {
     let queue = WorkQueue::new(QueueConfig {
         max_concurrent: d.max_concurrent.max(1),
         shutdown_grace: d.shutdown_grace,
@@ -272,24 +370,66 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
         cancel.clone(),
     ));
     d.health.set_queue(Some(queue.clone()));
+    let sweeper = tokio::spawn(sweep_loop(
+        reconciler.clone(),
+        d.sweep_interval,
+        cancel.clone(),
+    ));
 
     let r = reconciler.clone();
-    let report = queue
-        .run(
-            move |key: RequestKey| {
-                let r = r.clone();
-                async move { r.reconcile(key).await }
-            },
-            cancel.clone(),
-        )
-        .await;
-    if !report.abandoned.is_empty() {
-        tracing::warn!(abandoned = ?report.abandoned, "reconciles abandoned at shutdown (they are restartable)");
+    let run = queue.run(
+        move |key: RequestKey| {
+            let r = r.clone();
+            async move { r.reconcile(key).await }
+        },
+        cancel.clone(),
+    );
+    tokio::select! {
+        report = run => {
+            if !report.abandoned.is_empty() {
+                tracing::warn!(abandoned = ?report.abandoned, "reconciles abandoned at shutdown (they are restartable)");
+            }
+        }
+        // Dropping the queue's run drops its task set, which aborts every in-flight reconcile.
+        _ = abort.cancelled() => {
+            metrics::counter!("jobforge_term_aborts_total").increment(1);
+            tracing::warn!("leadership lost: in-flight reconciles aborted");
+        }
     }
+    sweeper.abort();
     d.health.set_queue(None);
     let _ = requests.await;
     let _ = statuses.await;
     let _ = outbox.await;
+}
+
+/// Runs [`Reconciler::sweep`] every `interval` (zero: never), the first one interval after the
+/// term starts (not at once: the new term's first listing and reconciles come first, and a
+/// failover must not wait behind a sweep), until `cancel`.
+async fn sweep_loop(
+    reconciler: Arc<Reconciler>,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = reconciler.sweep() => r,
+        };
+        match outcome {
+            Ok(0) => tracing::debug!("sweep: no orphaned Nomad job"),
+            Ok(n) => tracing::info!(stopped = n, "sweep: orphaned Nomad jobs stopped"),
+            Err(crate::reconcile::ReconcileError::NotLeader) => return,
+            Err(e) => tracing::warn!(error = %e, retry_in = ?interval, "sweep failed"),
+        }
+    }
 }
 
 /// The keys under `requests/` that are not requests, seen this term: each is logged once at WARN
@@ -487,20 +627,26 @@ async fn watch_config(
     }
 }
 
-/// Blocking watch of the leader key: tells `/readyz` whether Consul answers and `/status` who leads.
+/// Blocking reads of the leader key (5 min wait; a change answers at once): tells `/status` who
+/// leads and counts as an answer from Consul for `/readyz`. Follows the blocking-query rules:
+/// index reset when it goes backwards, at least 100 ms between reads, exponential backoff
+/// (100 ms .. 2 s) on errors, which also mark Consul unreachable at once.
 async fn watch_leader_key(
     consul: ConsulClient,
     key: String,
     health: Arc<HealthState>,
     cancel: CancellationToken,
 ) {
-    let opts = WatchOptions {
-        cancel: cancel.clone(),
-        min_backoff: std::time::Duration::from_millis(100),
-        max_backoff: std::time::Duration::from_secs(2),
-        ..WatchOptions::default()
+    use backon::BackoffBuilder;
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(2))
+            .without_max_times()
+            .build()
     };
-    let mut stream = Box::pin(watch_key(consul, key, opts));
+    let mut backoff = new_backoff();
     let identity = |p: &KvPair| -> Option<String> {
         p.session.as_ref()?;
         serde_json::from_slice::<serde_json::Value>(&p.value)
@@ -508,28 +654,37 @@ async fn watch_leader_key(
             .and_then(|v| v.get("identity").and_then(|i| i.as_str()).map(String::from))
             .or_else(|| Some(String::from_utf8_lossy(&p.value).into_owned()))
     };
-    while let Some(ev) = stream.next().await {
-        match ev {
-            WatchEvent::Initial { pairs, .. } => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-                health.set_leader_identity(pairs.first().and_then(identity));
+    let mut index = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        let q = jobforge_client::consul::QueryOptions::blocking(
+            index,
+            std::time::Duration::from_secs(300),
+        );
+        let got = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = consul.kv_get(&key, q) => r,
+        };
+        let pause = match got {
+            Ok((new_index, pair)) => {
+                backoff = new_backoff();
+                index = jobforge_client::consul::watch::next_index(index, new_index);
+                health.consul_answered();
+                health.set_leader_identity(pair.as_ref().and_then(identity));
+                std::time::Duration::from_millis(100).saturating_sub(started.elapsed())
             }
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-                health.set_leader_identity(identity(&p));
-            }
-            WatchEvent::Deleted(_) => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-                health.set_leader_identity(None);
-            }
-            WatchEvent::Restarting { .. } => {
+            Err(e) => {
                 health.consul_reachable.store(false, Ordering::Relaxed);
                 metrics::counter!("jobforge_watch_restarts_total", "watch" => "leader")
                     .increment(1);
+                let d = backoff.next().unwrap_or(std::time::Duration::from_secs(2));
+                tracing::debug!(error = %e, retry_in = ?d, "reading the leader key failed");
+                d
             }
-            WatchEvent::Resumed { .. } => {
-                health.consul_reachable.store(true, Ordering::Relaxed);
-            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -34,6 +34,14 @@ key "jobforge/config" {
   policy = "read"
 }
 
+# Each replica registers itself with the local agent as service "jobforge" (--service-name) with an
+# HTTP check on its /healthz, binds its leader session to that check, and deregisters on shutdown
+# (agent service register / deregister need service:write on the name). Another --service-name:
+# replace "jobforge" below.
+service_prefix "jobforge" {
+  policy = "write"
+}
+
 # Leader election holds a session. A session is created on the local agent's node, and replicas
 # run on whichever Nomad client the scheduler picks, so no single node name fits every replica.
 # With one token per replica host, narrow this to: session "<node name>" { policy = "write" }.

@@ -1,6 +1,8 @@
 # Two jobforge-controller replicas: one leads (Consul session lock on jobforge/leader), the other
-# stands by and takes over within 2 x session TTL + lock-delay if the leader dies, or at once on a
-# graceful stop. Both serve /healthz, /readyz and /metrics on the "http" port.
+# stands by and takes over within about two seconds if the leader dies (each replica registers
+# itself with the local Consul agent as service "jobforge" with a /healthz check, and the leader's
+# session is bound to that check), or at once on a graceful stop. Both serve /healthz, /readyz and
+# /metrics on the "http" port; Prometheus finds them as service "jobforge" (prometheus.yml).
 job "jobforge-controller" {
   type        = "service"
   datacenters = ["dc1"]
@@ -18,28 +20,9 @@ job "jobforge-controller" {
       port "http" {}
     }
 
-    service {
-      name = "jobforge-controller-metrics"
-      port = "http"
-      tags = ["metrics"]
-      meta {
-        metrics_path = "/metrics"
-      }
-      check {
-        name     = "alive"
-        type     = "http"
-        path     = "/healthz"
-        interval = "10s"
-        timeout  = "2s"
-      }
-      check {
-        name     = "ready"
-        type     = "http"
-        path     = "/readyz"
-        interval = "10s"
-        timeout  = "2s"
-      }
-    }
+    # No Nomad service stanza: each replica registers itself with the local Consul agent (service
+    # "jobforge", an HTTP check on /healthz every 1 s), binds its leader session to that check and
+    # deregisters on shutdown (docs/operations.md). Its token needs service:write on "jobforge".
 
     task "controller" {
       driver = "exec"
@@ -48,6 +31,8 @@ job "jobforge-controller" {
         command = "/usr/local/bin/jobforge-controller"
         args = [
           "--http-addr", "0.0.0.0:${NOMAD_PORT_http}",
+          # The address the local Consul agent runs the /healthz check against.
+          "--service-address", "${NOMAD_IP_http}",
           "--profile", "docker",
           "--log-format", "json",
         ]

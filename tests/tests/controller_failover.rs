@@ -184,6 +184,9 @@ async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
         .unwrap()
         .parse()
         .unwrap();
+    // Nomad's job table before A wakes: every job's modify index and stop flag.
+    let jobs_before = nomad_jobs(&client, &stack.nomad).await;
+    assert!(!jobs_before.is_empty(), "B ran the requests' jobs");
     // Resume A: whatever it was about to write is fenced off. A blocking query on status/ from the
     // last index must see no write at all while A wakes up and steps down.
     a.process().signal(Signal::SIGCONT).expect("cont");
@@ -206,6 +209,35 @@ async fn deposed_leader_paused_past_its_session_ttl_writes_nothing() {
     assert_eq!(after, index, "a deposed leader's write reached status/");
     let s = a.status().await.expect("a answers");
     assert_eq!(s["role"], "standby", "{s}");
+    // Nor did A register, stop or purge any Nomad job (issue 14: Nomad actions are fenced too).
+    assert_eq!(
+        nomad_jobs(&client, &stack.nomad).await,
+        jobs_before,
+        "a deposed leader changed Nomad's job table"
+    );
+}
+
+/// Nomad's job table: ID → (ModifyIndex, Stop), from `GET /v1/jobs`.
+async fn nomad_jobs(
+    client: &reqwest::Client,
+    nomad: &str,
+) -> std::collections::BTreeMap<String, (u64, bool)> {
+    let jobs: Vec<Value> = client
+        .get(format!("{nomad}/v1/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jobs.iter()
+        .map(|j| {
+            (
+                j["ID"].as_str().unwrap_or_default().to_string(),
+                (j["ModifyIndex"].as_u64().unwrap_or(0), j["Stop"] == true),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,7 +248,7 @@ async fn sigterm_hands_leadership_over_to_the_standby_at_once() {
     })
     .expect("dev stack");
     let repo = GitRepo::hello_world().expect("repo");
-    // Default TTL and lock-delay (15 s each): only a release makes the handover fast.
+    // Default TTL (15 s): only a release (or the check-bound session) makes the handover fast.
     let mut a = ControllerProcess::start(&stack, &[]).await.expect("a");
     a.wait_leader(Duration::from_secs(30))
         .await

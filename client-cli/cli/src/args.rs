@@ -41,6 +41,17 @@ pub struct Global {
     /// Consul ACL token.
     #[arg(long, global = true, env = "CONSUL_HTTP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How long one Consul request may take before the command fails with a timeout naming the
+    /// address (blocking reads of `watch`, `--wait` and `logs --follow` wait longer: their
+    /// blocking wait plus a margin).
+    #[arg(
+        long,
+        global = true,
+        env = "JOBFORGE_CONSUL_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_timeout
+    )]
+    pub timeout: std::time::Duration,
     /// Use https when the address has no scheme.
     #[arg(long, global = true, env = "CONSUL_HTTP_SSL", default_value_t = false)]
     pub consul_ssl: bool,
@@ -72,6 +83,14 @@ pub struct Global {
     pub namespace_chosen: bool,
 }
 
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be greater than zero".to_string()),
+        Err(e) => Err(format!("{s:?} is not a duration like 10s or 1m: {e}")),
+    }
+}
+
 /// The command names of the seed's `submit-job` (ours is `submit`, with `submit-job` an alias).
 pub const SEED_SUBMIT_COMMANDS: [&str; 2] = ["submit-job", "submit"];
 
@@ -81,8 +100,9 @@ pub const SEED_SUBMIT_COMMANDS: [&str; 2] = ["submit-job", "submit"];
 pub const SEED_SINGLE_DASH_FLAGS: [&str; 3] = ["global", "config", "image-tags"];
 
 /// Global options that take a value as the next argument (skipped when looking for the command).
-const GLOBAL_VALUE_OPTIONS: [&str; 7] = [
+const GLOBAL_VALUE_OPTIONS: [&str; 8] = [
     "--consul-addr",
+    "--timeout",
     "--token",
     "--prefix",
     "-n",

@@ -51,7 +51,12 @@ impl Ctx {
             .first()
             .cloned()
             .unwrap_or_else(|| "default".to_string());
-        let kv = consul_kv::client(&g.consul_addr, g.token.as_deref(), g.consul_ssl)?;
+        let kv = consul_kv::client_with_timeout(
+            &g.consul_addr,
+            g.token.as_deref(),
+            g.consul_ssl,
+            g.timeout,
+        )?;
         Ok(Ctx {
             store: RequestStore::new(kv, KeyLayout::new(&g.prefix)),
             namespace,

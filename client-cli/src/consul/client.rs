@@ -7,6 +7,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use super::agent::ServiceRegistration;
 use super::config::Config;
 use super::error::{ConsulError, Result, truncate_body};
 use super::kv::{DeleteOptions, KvPair, PutOptions, QueryOptions, WireKvPair, key_arg};
@@ -129,6 +130,7 @@ impl Client {
         let transport = |source| ConsulError::Transport {
             addr: self.cfg.base(),
             endpoint,
+            timeout,
             source,
         };
         let result = async {
@@ -468,6 +470,54 @@ impl Client {
                 s.into_iter().next().map(|s| s.decode(EP)).transpose()
             }
             StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Self::unexpected(EP, &a)),
+        }
+    }
+
+    /// Registers (or replaces) a service with the local agent (`PUT
+    /// /v1/agent/service/register`, `api-docs/agent/service.mdx`). The agent runs the
+    /// registration's check and syncs both to the catalog.
+    ///
+    /// Errors: `Status` (400 invalid definition, 403 without `service:write`), transport errors.
+    pub async fn agent_service_register(&self, reg: &ServiceRegistration) -> Result<()> {
+        const EP: &str = "agent_service_register";
+        let body =
+            serde_json::to_vec(&reg.to_json()).map_err(|e| ConsulError::InvalidArgument {
+                field: "ServiceRegistration",
+                message: e.to_string(),
+            })?;
+        let a = self
+            .send(
+                EP,
+                Method::PUT,
+                self.api_url("/v1/agent/service/register"),
+                Some(body),
+                Duration::ZERO,
+            )
+            .await?;
+        if a.status != StatusCode::OK {
+            return Err(Self::unexpected(EP, &a));
+        }
+        Ok(())
+    }
+
+    /// Deregisters service `id` from the local agent (`PUT /v1/agent/service/deregister/<id>`);
+    /// `Ok(false)` when the agent does not know it (404).
+    ///
+    /// Errors: `Status` (403 without `service:write`), transport errors.
+    pub async fn agent_service_deregister(&self, id: &str) -> Result<bool> {
+        const EP: &str = "agent_service_deregister";
+        let id = key_arg("id", id)?;
+        let url = self.api_url(&format!(
+            "/v1/agent/service/deregister/{}",
+            utf8_percent_encode(id, KEY_SET)
+        ));
+        let a = self
+            .send(EP, Method::PUT, url, None, Duration::ZERO)
+            .await?;
+        match a.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
             _ => Err(Self::unexpected(EP, &a)),
         }
     }

@@ -31,6 +31,9 @@ pub enum ConsulError {
         addr: String,
         /// The endpoint label.
         endpoint: &'static str,
+        /// The request's timeout (the request timeout, or a blocking query's wait plus margin):
+        /// when `source.is_timeout()`, how long it waited for an answer.
+        timeout: std::time::Duration,
         /// The underlying reqwest error.
         #[source]
         source: reqwest::Error,

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::agent::ServiceRegistration;
 use super::client::Client;
 use super::error::{ConsulError, Result};
 use super::kv::{PutOptions, QueryOptions, key_arg};
@@ -57,6 +58,13 @@ pub struct LeaderConfig {
     pub lock_retry: Duration,
     /// Pause between failed renewals (default 1 s).
     pub renew_retry: Duration,
+    /// This candidate's service registration (default none). When set, the candidate
+    /// (re-)registers it with the local agent before creating each session, binds the session
+    /// to the registration's check (`ServiceChecks`), so Consul invalidates the session — and
+    /// frees the key — as soon as the check turns critical (a crashed or hung candidate is
+    /// noticed within one check interval plus timeout, not after up to 2×TTL), and deregisters
+    /// it on shutdown after releasing the key.
+    pub service: Option<ServiceRegistration>,
 }
 
 impl LeaderConfig {
@@ -71,6 +79,7 @@ impl LeaderConfig {
             monitor_wait: Duration::from_secs(15),
             lock_retry: Duration::from_secs(5),
             renew_retry: Duration::from_secs(1),
+            service: None,
         }
     }
 
@@ -147,6 +156,7 @@ pub struct Leadership {
     client: Client,
     key: String,
     state: watch::Receiver<LeaderState>,
+    contact: watch::Receiver<Option<Instant>>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -164,6 +174,7 @@ impl Leadership {
     ) -> Result<Leadership> {
         cfg.validate()?;
         let (tx, rx) = watch::channel(LeaderState::Starting);
+        let (contact_tx, contact) = watch::channel(None);
         let cancel = cancel.child_token();
         let key = key_arg("key", &cfg.key)?.to_string();
         let campaign = Campaign {
@@ -171,6 +182,7 @@ impl Leadership {
             key: key.clone(),
             cfg,
             state: tx,
+            contact: contact_tx,
             cancel: cancel.clone(),
         };
         let task = tokio::spawn(campaign.run());
@@ -178,6 +190,7 @@ impl Leadership {
             client,
             key,
             state: rx,
+            contact,
             cancel,
             task: Some(task),
         })
@@ -191,6 +204,13 @@ impl Leadership {
     /// The current state.
     pub fn state(&self) -> LeaderState {
         self.state.borrow().clone()
+    }
+
+    /// When Consul last answered the campaign (a session created or renewed, a read of the key):
+    /// at least every TTL/2 while Consul answers, since every candidate renews its session that
+    /// often. A receiver notified on each answer.
+    pub fn contact(&self) -> watch::Receiver<Option<Instant>> {
+        self.contact.clone()
     }
 
     /// A receiver notified on every state change.
@@ -287,6 +307,7 @@ struct Campaign {
     key: String,
     cfg: LeaderConfig,
     state: watch::Sender<LeaderState>,
+    contact: watch::Sender<Option<Instant>>,
     cancel: CancellationToken,
 }
 
@@ -295,6 +316,11 @@ enum Lost {
 }
 
 impl Campaign {
+    /// Consul answered (see [`Leadership::contact`]).
+    fn answered(&self) {
+        self.contact.send_replace(Some(Instant::now()));
+    }
+
     fn set(&self, new: LeaderState) {
         self.state.send_if_modified(|s| {
             if *s == new {
@@ -335,11 +361,37 @@ impl Campaign {
     async fn run(self) {
         let mut backoff = Self::backoff();
         while !self.cancel.is_cancelled() {
+            // The check must exist (and not be critical) before a session can list it.
+            let mut bound_check = None;
+            if let Some(svc) = &self.cfg.service {
+                let registered = tokio::select! {
+                    _ = self.cancel.cancelled() => break,
+                    r = self.client.agent_service_register(svc) => r,
+                };
+                match registered {
+                    Ok(()) => bound_check = Some(svc.check_id()),
+                    // Consul did not answer: a session cannot be created either; retry.
+                    Err(e) if e.is_transient() && e.status_code().is_none() => {
+                        let d = backoff.next().unwrap_or(Duration::from_secs(10));
+                        tracing::warn!(error = %e, retry_in = ?d, service = %svc.id, "registering this replica's service failed");
+                        self.pause(d).await;
+                        continue;
+                    }
+                    // Refused (no service:write, an invalid definition): campaign anyway, with a
+                    // session that only the TTL ends, rather than never lead.
+                    Err(e) => {
+                        metrics::counter!("jobforge_service_registration_failures_total")
+                            .increment(1);
+                        tracing::error!(error = %e, service = %svc.id, "registering this replica's service was refused; the leader session is not bound to a health check, so failover waits for the session TTL");
+                    }
+                }
+            }
             let req = SessionRequest {
                 name: Some(self.cfg.session_name.clone()),
                 ttl: Some(self.cfg.ttl),
                 lock_delay: Some(self.cfg.lock_delay),
                 behavior: SessionBehavior::Release,
+                service_checks: bound_check.into_iter().collect(),
                 ..SessionRequest::default()
             };
             let created = tokio::select! {
@@ -356,6 +408,7 @@ impl Campaign {
                 }
             };
             backoff = Self::backoff();
+            self.answered();
             self.set(LeaderState::Standby {
                 session: session.clone(),
                 leader_identity: None,
@@ -376,6 +429,8 @@ impl Campaign {
                 tracing::debug!(error = %e, "destroying the lost session failed");
             }
         }
+        // Shutdown (also before any session existed): the service goes after the key.
+        self.deregister().await;
         self.set(LeaderState::Stopped);
     }
 
@@ -401,6 +456,16 @@ impl Campaign {
         }
     }
 
+    /// Removes this candidate's service from the agent (after the key is released, so the
+    /// check's removal cannot invalidate a session that still holds it).
+    async fn deregister(&self) {
+        if let Some(svc) = &self.cfg.service
+            && let Err(e) = self.client.agent_service_deregister(&svc.id).await
+        {
+            tracing::warn!(error = %e, service = %svc.id, "deregistering this replica's service failed");
+        }
+    }
+
     /// Watches the key and acquires it when free. Returns only when the session is gone.
     async fn campaign(&self, session: &str) -> Lost {
         let mut index = 0;
@@ -418,6 +483,7 @@ impl Campaign {
                 }
             };
             backoff = Self::backoff();
+            self.answered();
             index = next_index(index, got);
             wait = self.cfg.monitor_wait;
             match pair.as_ref().and_then(|p| p.session.as_deref()) {
@@ -488,6 +554,7 @@ impl Campaign {
                             ttl = t;
                         }
                         last_ok = Instant::now();
+                        self.answered();
                         break;
                     }
                     Ok(Ok(None)) => {

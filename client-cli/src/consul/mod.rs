@@ -11,6 +11,7 @@
 //! Semantics follow hashicorp/consul's `api-docs/{kv,txn,session}` and `api/lock.go`; the facts
 //! relied on are in `docs/consul-nomad-vault-semantics.md` § Consul KV.
 
+pub mod agent;
 mod client;
 mod config;
 pub mod duration;
@@ -22,6 +23,7 @@ mod session;
 mod txn;
 pub mod watch;
 
+pub use agent::ServiceRegistration;
 pub use client::{Client, METRIC_BLOCKING_WAIT, METRIC_REQUEST_DURATION, METRIC_REQUEST_ERRORS};
 pub use config::{Config, DEFAULT_ADDR};
 pub use error::{ConsulError, Result};

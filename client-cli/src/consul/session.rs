@@ -50,6 +50,9 @@ pub struct SessionRequest {
     pub node: Option<String>,
     /// Node health checks tied to the session (`Some(vec![])` = none).
     pub node_checks: Option<Vec<String>>,
+    /// Service health checks tied to the session (`ServiceChecks`, by check ID): Consul
+    /// invalidates the session as soon as one of them turns critical.
+    pub service_checks: Vec<String>,
 }
 
 impl SessionRequest {
@@ -85,6 +88,14 @@ impl SessionRequest {
         }
         if let Some(c) = &self.node_checks {
             body.insert("NodeChecks".into(), json!(c));
+        }
+        if !self.service_checks.is_empty() {
+            let list: Vec<Value> = self
+                .service_checks
+                .iter()
+                .map(|id| json!({ "ID": id }))
+                .collect();
+            body.insert("ServiceChecks".into(), Value::Array(list));
         }
         Ok(Value::Object(body))
     }

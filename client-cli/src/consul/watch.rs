@@ -101,7 +101,9 @@ pub enum WatchEvent {
 /// Next `index` after a read answered `got` when the previous request used `prev`
 /// (Consul `features/blocking`, "Implementation details"): backwards → 0, otherwise `got`
 /// kept ≥ 1.
-pub(crate) fn next_index(prev: u64, got: u64) -> u64 {
+/// The index of the next blocking read after an answer with index `got` to a read at `prev`:
+/// 0 (a fresh read) when the index went backwards, else at least 1 (Consul's client rules).
+pub fn next_index(prev: u64, got: u64) -> u64 {
     if got < prev { 0 } else { got.max(1) }
 }
 

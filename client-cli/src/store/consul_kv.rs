@@ -14,13 +14,31 @@ use super::{Blocking, Kv, KvEntry, KvError};
 ///
 /// Errors: [`KvError::Config`] for an address the client cannot parse.
 pub fn client(addr: &str, token: Option<&str>, ssl: bool) -> Result<Client, KvError> {
+    client_with_timeout(addr, token, ssl, DEFAULT_TIMEOUT)
+}
+
+/// Default timeout of one non-blocking Consul request of the CLI and the MCP facade
+/// (`--timeout`, `JOBFORGE_CONSUL_TIMEOUT`): a frozen or black-holed Consul ends a command with
+/// an error naming the address within this long instead of hanging.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`client`] whose non-blocking requests give up after `timeout` (blocking reads after their
+/// wait plus the client's margin). A request that times out is
+/// [`KvError::Unreachable`] saying what it waited for, how long, and the address.
+pub fn client_with_timeout(
+    addr: &str,
+    token: Option<&str>,
+    ssl: bool,
+    timeout: std::time::Duration,
+) -> Result<Client, KvError> {
     let cfg = Config::from_lookup(|name| match name {
         "CONSUL_HTTP_ADDR" => Some(addr.to_string()),
         "CONSUL_HTTP_TOKEN" => token.map(str::to_string),
         "CONSUL_HTTP_SSL" => ssl.then(|| "true".to_string()),
         other => std::env::var(other).ok(),
     })
-    .map_err(|e| KvError::Config(e.to_string()))?;
+    .map_err(|e| KvError::Config(e.to_string()))?
+    .with_request_timeout(timeout);
     Client::new(cfg).map_err(|e| KvError::Config(e.to_string()))
 }
 
@@ -45,6 +63,18 @@ fn map_err_at(e: ConsulError, op: &'static str, key: &str) -> KvError {
 
 fn map_err(e: ConsulError) -> KvError {
     match e {
+        ConsulError::Transport {
+            addr,
+            endpoint,
+            timeout,
+            source,
+        } if source.is_timeout() => KvError::Unreachable {
+            addr,
+            message: format!(
+                "timed out after {} waiting for Consul's answer to {endpoint} (--timeout / JOBFORGE_CONSUL_TIMEOUT)",
+                humantime::format_duration(timeout)
+            ),
+        },
         ConsulError::Transport { addr, source, .. } => {
             // The innermost cause ("Connection refused", "dns error: ...") is the useful part;
             // the outer layers repeat the URL.

@@ -1,5 +1,6 @@
-//! Failover: two replicas; the leader is SIGKILLed (its session must expire: TTL, then the
-//! lock-delay) or SIGTERMed (it releases the lock), a request is submitted right after, and the time
+//! Failover: two replicas; the leader is SIGKILLed (its `/healthz` check turns critical at the
+//! agent's next run, which invalidates its session; without the check, the session would have to
+//! expire: TTL, then the lock-delay) or SIGTERMed (it releases the lock), a request is submitted right after, and the time
 //! until that request's status first appears in KV (written by the new leader) is measured. The
 //! stopped replica is replaced by a fresh standby before the next trial.
 
@@ -83,17 +84,26 @@ pub async fn run(
         drop(old);
         ctls[li] = Some(Controller::start(bins, &stack).await?);
     }
-    let bound = 2.0 * ttl_s + lock_delay_s;
+    // Issue 16's targets with the shipped defaults (check every 1 s, timeout 1 s, lock-delay 0):
+    // p50 ≤ 3 s, max ≤ 5 s; a lock-delay adds itself to both.
     report.add_target(
         "failover.sigkill.p50_s",
         quantile(&kill, 0.5),
         "s",
         Cmp::AtMost,
-        bound,
+        3.0 + lock_delay_s,
         format!(
-            "n={trials}, TTL {ttl_s} s, lock-delay {lock_delay_s} s, max {:.2} s",
+            "n={trials}, TTL {ttl_s} s, lock-delay {lock_delay_s} s, check 1 s/1 s, max {:.2} s",
             quantile(&kill, 1.0)
         ),
+    );
+    report.add_target(
+        "failover.sigkill.max_s",
+        quantile(&kill, 1.0),
+        "s",
+        Cmp::AtMost,
+        5.0 + lock_delay_s,
+        format!("n={trials}"),
     );
     report.add_target(
         "failover.sigterm.p50_s",

@@ -51,8 +51,9 @@ struct Args {
     /// The default is the controller's own, so the idle cost is what a default deployment pays.
     #[arg(long, default_value = "15s")]
     session_ttl: String,
-    /// Controllers' `--lock-delay`, whole seconds with an `s` suffix (0s..=60s).
-    #[arg(long, default_value = "1s")]
+    /// Controllers' `--lock-delay`, whole seconds with an `s` suffix (0s..=60s). The default is
+    /// the controller's own (0s: every write is fenced).
+    #[arg(long, default_value = "0s")]
     lock_delay: String,
     /// How tasks run: `mock` (the dev stack's mock driver: no process, the control plane alone)
     /// or `process` (the phase scripts with no-op buildah/skopeo, competing for the same cores).

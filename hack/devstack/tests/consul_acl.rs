@@ -521,3 +521,105 @@ async fn invalid_policies_are_refused_with_the_reason() {
     );
     s.stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn services_need_service_write_and_lists_show_only_readable_services() {
+    let s = Acl::start(true).await;
+    let svc = s
+        .token_with(
+            "jobforge-svc",
+            r#"service_prefix "jobforge" { policy = "write" }
+node_prefix "" { policy = "read" }"#,
+        )
+        .await;
+    let kv_only = s.token_with("kv-only", TEAM_A).await;
+    let body = |name: &str| {
+        Some(
+            json!({"Name": name, "ID": format!("{name}-1"), "Check": {"TTL": "30s", "Status": "passing"}})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    let (st, text) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(&kv_only),
+            body("jobforge"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{text}");
+    assert!(
+        text.ends_with("lacks permission 'service:write' on \"jobforge\""),
+        "{text}"
+    );
+    let (st, text) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(&svc),
+            body("jobforge"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(&svc),
+            body("other"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(ROOT),
+            body("other"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // Lists drop what the token cannot read.
+    let (_, listed) = s
+        .call(Method::GET, "/v1/catalog/services", Some(&svc), None)
+        .await;
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    assert!(
+        listed.get("jobforge").is_some() && listed.get("other").is_none(),
+        "{listed}"
+    );
+    let (_, listed) = s
+        .call(Method::GET, "/v1/agent/services", Some(&kv_only), None)
+        .await;
+    assert_eq!(listed.trim(), "{}");
+    // Deregistering needs service:write on the registered service's name; unknown IDs are 404.
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/deregister/other-1",
+            Some(&svc),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, text) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/deregister/nope",
+            Some(ROOT),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(text.starts_with("Unknown service ID \"nope\""), "{text}");
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/agent/service/deregister/jobforge-1",
+            Some(&svc),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}

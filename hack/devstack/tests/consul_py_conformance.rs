@@ -75,3 +75,8 @@ async fn py_consul_sees_acls_enforced_inside_and_outside_a_key_prefix() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn py_consul_sees_services_checks_health_catalog_and_check_bound_sessions() {
+    run_script("consul_catalog_conformance.py", None).await;
+}

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::time::Instant;
 
 use super::acl::{AclError, AclStore, Authorizer};
+use super::catalog::{Catalog, Check, Health, Registration, Service};
 use super::sessions::{Behavior, CreateRequest, LockDelays, Session};
 use super::store::{DirEntry, KvStore};
 use super::watch::Watchers;
@@ -73,6 +74,8 @@ pub struct Db {
     pub watchers: Watchers,
     /// ACL policies and tokens; `None` = ACLs disabled (the `-dev` default).
     pub acl: Option<AclStore>,
+    /// The node's services and checks (agent and catalog alike on this one-node emulator).
+    pub catalog: Catalog,
 }
 
 impl Default for Db {
@@ -87,6 +90,7 @@ impl Default for Db {
             lock_delays: LockDelays::default(),
             watchers: Watchers::default(),
             acl: None,
+            catalog: Catalog::new(INITIAL_RAFT_INDEX),
         }
     }
 }
@@ -259,6 +263,8 @@ impl Db {
             ttl: req.ttl,
             create_index: idx,
             modify_index: idx,
+            node_checks: req.node_checks,
+            service_checks: req.service_checks,
         };
         if let Some(d) = s.deadline(now) {
             self.deadlines.insert(s.id.clone(), d);
@@ -325,6 +331,123 @@ impl Db {
             self.invalidate_session(&id, now);
         }
         self.deadlines.values().min().copied()
+    }
+
+    /// Commits a catalog change: the next raft index, which becomes the catalog's index.
+    fn commit_catalog(&mut self) -> u64 {
+        let idx = self.next_index();
+        self.raft_index = idx;
+        self.catalog.index = idx;
+        self.watchers.catalog_changed();
+        idx
+    }
+
+    /// Invalidates every session that lists one of `checks` (`ensureCheckTxn` /
+    /// `deleteCheckTxn` in `state/catalog.go`), with each session's behavior and lock-delay.
+    fn invalidate_sessions_of(&mut self, checks: &[String], now: Instant) {
+        let ids: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| checks.iter().any(|c| s.lists_check(c)))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            tracing::debug!(session = %id, ?checks, "consul emulator: session invalidated by its check");
+            self.invalidate_session(&id, now);
+        }
+    }
+
+    /// Registers (or replaces) a service and its checks. Checks the new registration no longer
+    /// has are removed; a check that is critical after the registration invalidates the
+    /// sessions listing it. Returns the checks to run (HTTP checks of this service).
+    pub fn register_service(&mut self, reg: Registration, now: Instant) -> Vec<Check> {
+        let idx = self.commit_catalog();
+        let Registration {
+            mut service,
+            mut checks,
+        } = reg;
+        service.create_index = self
+            .catalog
+            .services
+            .get(&service.id)
+            .map_or(idx, |s| s.create_index);
+        service.modify_index = idx;
+        let stale: Vec<String> = self
+            .catalog
+            .service_checks(&service.id)
+            .filter(|c| !checks.iter().any(|n| n.id == c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in &stale {
+            self.catalog.checks.remove(id);
+        }
+        let mut critical = stale;
+        for c in &mut checks {
+            c.create_index = self
+                .catalog
+                .checks
+                .get(&c.id)
+                .map_or(idx, |old| old.create_index);
+            c.modify_index = idx;
+            if c.status == Health::Critical {
+                critical.push(c.id.clone());
+            }
+            self.catalog.checks.insert(c.id.clone(), c.clone());
+        }
+        self.catalog.services.insert(service.id.clone(), service);
+        self.invalidate_sessions_of(&critical, now);
+        checks
+    }
+
+    /// Deregisters service `id` and its checks, invalidating the sessions that list them.
+    /// Returns the removed service, `None` when unknown.
+    pub fn deregister_service(&mut self, id: &str, now: Instant) -> Option<Service> {
+        let svc = self
+            .catalog
+            .services
+            .get(id)
+            .filter(|s| !s.builtin)?
+            .clone();
+        self.commit_catalog();
+        self.catalog.services.remove(id);
+        let checks: Vec<String> = self
+            .catalog
+            .service_checks(id)
+            .map(|c| c.id.clone())
+            .collect();
+        for c in &checks {
+            self.catalog.checks.remove(c);
+        }
+        self.invalidate_sessions_of(&checks, now);
+        Some(svc)
+    }
+
+    /// Records a check run: `status` and `output`. A status change is a catalog write (new
+    /// index); turning critical invalidates the sessions that list the check. Returns false
+    /// when the check no longer exists (its runner then stops).
+    pub fn set_check_status(
+        &mut self,
+        id: &str,
+        status: Health,
+        output: String,
+        now: Instant,
+    ) -> bool {
+        let Some(c) = self.catalog.checks.get_mut(id) else {
+            return false;
+        };
+        c.output = output;
+        if c.status == status {
+            return true;
+        }
+        c.status = status;
+        let idx = self.commit_catalog();
+        if let Some(c) = self.catalog.checks.get_mut(id) {
+            c.modify_index = idx;
+        }
+        if status == Health::Critical {
+            self.invalidate_sessions_of(&[id.to_string()], now);
+        }
+        true
     }
 
     /// Restarts every TTL timer from `now` (after loading a snapshot, as a new Consul leader does).

@@ -10,6 +10,8 @@
 //! - `sessions`: session create parsing, TTL and lock-delay rules;
 //! - `txn`: `/v1/txn`;
 //! - `acl`: ACL policies, tokens and the authorizer (off unless enabled, as in `consul agent -dev`);
+//! - `catalog`: the agent's services and checks (= the one-node catalog), sessions bound to checks;
+//! - `checks`: the runners of HTTP checks, one task per check at its interval;
 //! - `persist`: `--data-dir` snapshots;
 //! - `http`: the axum handlers.
 //!
@@ -27,6 +29,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod acl;
+pub mod catalog;
+pub mod checks;
 pub mod db;
 pub mod duration;
 pub mod http;
@@ -50,6 +54,8 @@ pub struct ConsulState {
     /// Wakes the session reaper when a deadline may have moved earlier.
     reaper_wake: Arc<Notify>,
     cancel: CancellationToken,
+    /// The running check runners by check ID (cancelled on deregistration or replacement).
+    runners: Mutex<std::collections::HashMap<String, CancellationToken>>,
 }
 
 impl Drop for ConsulState {
@@ -97,6 +103,7 @@ impl ConsulState {
             persister,
             reaper_wake: Arc::new(Notify::new()),
             cancel: CancellationToken::new(),
+            runners: Mutex::new(std::collections::HashMap::new()),
         });
         handle.spawn(reaper(
             Arc::downgrade(&state),

@@ -92,9 +92,33 @@ pub struct Session {
     pub create_index: u64,
     /// Raft index of the last change (= creation; renew is not a raft write).
     pub modify_index: u64,
+    /// Node checks it is bound to (`Checks` and `NodeChecks`); invalidated when one turns
+    /// critical (`super::catalog`).
+    #[serde(default)]
+    pub node_checks: Vec<String>,
+    /// Service checks it is bound to (`ServiceChecks[].ID`).
+    #[serde(default)]
+    pub service_checks: Vec<String>,
 }
 
 impl Session {
+    /// True when the session lists check `id`.
+    pub fn lists_check(&self, id: &str) -> bool {
+        self.node_checks
+            .iter()
+            .chain(&self.service_checks)
+            .any(|c| c == id)
+    }
+
+    /// Every check it lists.
+    pub fn checks(&self) -> Vec<String> {
+        self.node_checks
+            .iter()
+            .chain(&self.service_checks)
+            .cloned()
+            .collect()
+    }
+
     /// The API JSON (`/v1/session/info`): `{ID, Name, Node, LockDelay (ns), Behavior, TTL,
     /// NodeChecks, ServiceChecks, CreateIndex, ModifyIndex}`.
     pub fn to_json(&self) -> Value {
@@ -105,8 +129,17 @@ impl Session {
             "LockDelay": u64::try_from(self.lock_delay.as_nanos()).unwrap_or(u64::MAX),
             "Behavior": self.behavior.as_str(),
             "TTL": self.ttl.map(format_go_duration).unwrap_or_default(),
-            "NodeChecks": ["serfHealth"],
-            "ServiceChecks": null,
+            "NodeChecks": self.node_checks,
+            "ServiceChecks": if self.service_checks.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(
+                    self.service_checks
+                        .iter()
+                        .map(|id| serde_json::json!({"ID": id, "Namespace": ""}))
+                        .collect(),
+                )
+            },
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
         })
@@ -131,6 +164,10 @@ pub struct CreateRequest {
     pub behavior: Behavior,
     /// TTL.
     pub ttl: Option<Duration>,
+    /// Node checks (default `["serfHealth"]`).
+    pub node_checks: Vec<String>,
+    /// Service checks.
+    pub service_checks: Vec<String>,
 }
 
 fn as_text(v: &Value) -> Option<String> {
@@ -152,10 +189,14 @@ pub fn parse_create(body: &[u8]) -> Result<CreateRequest, SessionError> {
         lock_delay: DEFAULT_LOCK_DELAY,
         behavior: Behavior::Release,
         ttl: None,
+        node_checks: vec![super::catalog::SERF_CHECK_ID.to_string()],
+        service_checks: Vec::new(),
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(req);
     }
+    (req.node_checks, req.service_checks) =
+        super::catalog::session_checks(body).map_err(SessionError::Decode)?;
     let obj: serde_json::Map<String, Value> =
         serde_json::from_slice(body).map_err(|e| SessionError::Decode(e.to_string()))?;
     for (k, v) in obj {

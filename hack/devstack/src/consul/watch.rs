@@ -19,6 +19,8 @@ pub enum WatchTarget {
     Prefix(String),
     /// Any change to the session table.
     Sessions,
+    /// Any change to the catalog (nodes, services, checks).
+    Catalog,
 }
 
 /// Registry of waiters; ids are unique for the process.
@@ -28,6 +30,7 @@ pub struct Watchers {
     keys: HashMap<String, Vec<(u64, Arc<Notify>)>>,
     prefixes: BTreeMap<String, Vec<(u64, Arc<Notify>)>>,
     sessions: Vec<(u64, Arc<Notify>)>,
+    catalog: Vec<(u64, Arc<Notify>)>,
 }
 
 impl Watchers {
@@ -40,6 +43,7 @@ impl Watchers {
             WatchTarget::Key(k) => self.keys.entry(k.clone()).or_default(),
             WatchTarget::Prefix(p) => self.prefixes.entry(p.clone()).or_default(),
             WatchTarget::Sessions => &mut self.sessions,
+            WatchTarget::Catalog => &mut self.catalog,
         };
         list.push((id, n.clone()));
         (id, n)
@@ -70,6 +74,9 @@ impl Watchers {
             WatchTarget::Sessions => {
                 self.sessions.retain(|(i, _)| *i != id);
             }
+            WatchTarget::Catalog => {
+                self.catalog.retain(|(i, _)| *i != id);
+            }
         }
     }
 
@@ -95,6 +102,11 @@ impl Watchers {
         self.sessions.iter().for_each(|(_, n)| n.notify_one());
     }
 
+    /// Wakes the catalog waiters (health and catalog endpoints).
+    pub fn catalog_changed(&self) {
+        self.catalog.iter().for_each(|(_, n)| n.notify_one());
+    }
+
     /// True when no query waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -105,6 +117,7 @@ impl Watchers {
         self.keys.values().map(Vec::len).sum::<usize>()
             + self.prefixes.values().map(Vec::len).sum::<usize>()
             + self.sessions.len()
+            + self.catalog.len()
     }
 }
 

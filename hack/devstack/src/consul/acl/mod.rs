@@ -236,6 +236,29 @@ impl Authorizer {
         self.check(ok, "agent", Access::Read, Some(node))
     }
 
+    /// `service:write` on service `name` (agent service register / deregister,
+    /// `vetServiceRegister` in `agent/acl.go`).
+    pub fn service_write(&self, name: &str) -> Result<(), AclError> {
+        let ok = self.decide(|r| &r.service, name, Access::Write);
+        self.check(ok, "service", Access::Write, Some(name))
+    }
+
+    /// `service:read` on service `name`.
+    pub fn service_read(&self, name: &str) -> Result<(), AclError> {
+        let ok = self.decide(|r| &r.service, name, Access::Read);
+        self.check(ok, "service", Access::Read, Some(name))
+    }
+
+    /// True when `service:read` on `name` is granted (filtering catalog and agent lists).
+    pub fn can_read_service(&self, name: &str) -> bool {
+        self.decide(|r| &r.service, name, Access::Read)
+    }
+
+    /// True when `node:read` on `node` is granted (filtering health and catalog answers).
+    pub fn can_read_node(&self, node: &str) -> bool {
+        self.decide(|r| &r.node, node, Access::Read)
+    }
+
     fn global(&self, v: fn(&PolicyRules) -> Option<Access>, level: Access) -> bool {
         match &self.rules {
             None => true,

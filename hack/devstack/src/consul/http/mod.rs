@@ -27,6 +27,7 @@ use super::ConsulState;
 use super::duration::parse_go_duration;
 
 mod acl;
+mod agent;
 pub mod extract;
 mod kv;
 pub mod metrics;
@@ -46,7 +47,8 @@ pub const LEADER_ADDR: &str = "127.0.0.1:8300";
 pub const DATACENTER: &str = "dc1";
 
 /// The Consul HTTP API router: `/v1/kv/*`, `/v1/txn`, `/v1/session/*`, `/v1/status/{leader,peers}`,
-/// `/v1/agent/self`, `/v1/acl/{policy,policies,token,tokens}` (see [`crate::consul::acl`]),
+/// `/v1/agent/self`, the agent's services and checks, `/v1/health/service/<name>` and
+/// `/v1/catalog/service(s)` (see `agent.rs`), `/v1/acl/{policy,policies,token,tokens}` (see [`crate::consul::acl`]),
 /// `/v1/agent/metrics` (request counters, see [`metrics`]).
 pub fn router(state: Arc<ConsulState>) -> Router {
     let router = Router::new()
@@ -65,6 +67,13 @@ pub fn router(state: Arc<ConsulState>) -> Router {
         .route("/v1/status/leader", get(session::leader))
         .route("/v1/status/peers", get(session::peers))
         .route("/v1/agent/self", get(session::agent_self))
+        .route("/v1/agent/service/register", put(agent::register))
+        .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
+        .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/health/service/{name}", get(agent::health_service))
+        .route("/v1/catalog/service/{name}", get(agent::catalog_service))
+        .route("/v1/catalog/services", get(agent::catalog_services))
         .route("/v1/acl/policy", put(acl::policy_create))
         .route("/v1/acl/policies", get(acl::policy_list))
         .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name))

@@ -43,6 +43,13 @@ pub async fn create(
         if let Err(e) = allowed.and_then(|a| a.session_write(&req.node)) {
             return denied(e);
         }
+        // `validateSessionChecksTxn`: every listed check exists and is not critical (an RPC
+        // error, hence 500).
+        let mut listed = req.node_checks.clone();
+        listed.extend(req.service_checks.iter().cloned());
+        if let Err(e) = crate::consul::catalog::validate_session_checks(&db.catalog, &listed) {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, e);
+        }
         let before = db.raft_index;
         let s = db.create_session(req, Instant::now());
         (s.id, before, db.raft_index)
