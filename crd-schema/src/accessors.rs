@@ -20,6 +20,11 @@ impl BuildSpec {
         parse_duration("spec.build_timeout", self.build_timeout.as_deref())
     }
 
+    /// Whether the build checks out git submodules: `spec.submodules`, `true` when absent.
+    pub fn submodules(&self) -> bool {
+        self.submodules.unwrap_or(true)
+    }
+
     /// `ttl_after_finished` parsed as humantime: `Ok(None)` when absent (the controller's default
     /// applies). Errors as [`BuildSpec::build_timeout`], for `spec.ttl_after_finished`.
     pub fn ttl_after_finished(&self) -> Result<Option<Duration>, String> {

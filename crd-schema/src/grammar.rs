@@ -27,6 +27,12 @@ pub const IMAGE_NAME: &str =
 pub const ENV_NAME: &str = "[A-Za-z_][A-Za-z0-9_]*";
 /// Characters of a Vault path segment.
 pub const VAULT_SEGMENT: &str = "[A-Za-z0-9_.-]+";
+/// A Containerfile stage name (`FROM … AS <name>`, `--target`); BuildKit's rule
+/// (`dockerfile/instructions/parse.go`: `^[a-z][a-z0-9-_.]*$` after lowercasing), length-capped.
+pub const STAGE: &str = "[A-Za-z][A-Za-z0-9_.-]{0,127}";
+/// An OCI label or annotation key (the image-spec's `annotations.md` asks for reverse-domain keys
+/// such as `org.opencontainers.image.source`).
+pub const OCI_KEY: &str = "[A-Za-z0-9][A-Za-z0-9._/-]{0,252}";
 /// Nomad constraint operands (empty means `=`).
 pub const CONSTRAINT_OPERANDS: [&str; 13] = [
     "=",
@@ -54,6 +60,8 @@ static LABEL_NAME_RE: LazyLock<Regex> =
 static HOST_LABEL_RE: LazyLock<Regex> =
     LazyLock::new(|| re("^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$"));
 static HTTP_TOKEN_RE: LazyLock<Regex> = LazyLock::new(|| re("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"));
+static STAGE_RE: LazyLock<Regex> = LazyLock::new(|| re(&format!("^{STAGE}$")));
+static OCI_KEY_RE: LazyLock<Regex> = LazyLock::new(|| re(&format!("^{OCI_KEY}$")));
 static CONSTRAINT_ATTR_RE: LazyLock<Regex> =
     LazyLock::new(|| re("^\\$\\{(attr|meta|node)\\.[A-Za-z0-9_.-]+\\}$"));
 
@@ -181,6 +189,29 @@ fn host_port(hp: &str) -> bool {
             && matches!(p.parse::<u32>(), Ok(1..=65535))
     });
     host(h) && port_ok
+}
+
+/// A Containerfile stage name for `--target` (see [`STAGE`]).
+pub fn stage(s: &str) -> Result<(), String> {
+    matching(&STAGE_RE, s, "stage name", STAGE)
+}
+
+/// An OCI label or annotation key (see [`OCI_KEY`]).
+pub fn oci_key(s: &str) -> Result<(), String> {
+    matching(&OCI_KEY_RE, s, "label or annotation key", OCI_KEY)
+}
+
+/// A registry host alone: `host[:port]`, no scheme and no path (`mirror.internal:5000`).
+pub fn registry_host(s: &str) -> Result<(), String> {
+    if !s.contains('/') && host_port(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a registry host; allowed: host[:port] without a scheme or path, for example \
+             registry.internal:5000",
+            quote(s)
+        ))
+    }
 }
 
 /// A registry reference: `host[:port][/path]`, no scheme; path components follow the image name grammar.

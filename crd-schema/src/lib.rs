@@ -60,8 +60,8 @@ pub use parse::{Format, MAX_DOCUMENT_BYTES, parse_request, parse_value};
 pub use problem::{Problem, Problems};
 pub use reason::Reason;
 pub use request::{
-    BuildRequest, BuildSpec, Constraint, ObjectMeta, PhaseResources, ResourceLimits, TestSpec,
-    VaultSecret, WebhookEvent, WebhookSpec,
+    BuildRequest, BuildSecret, BuildSpec, Constraint, ObjectMeta, PhaseResources, ResourceLimits,
+    TestSpec, VaultSecret, WebhookEvent, WebhookSpec,
 };
 pub use schema::request_schema;
 pub use seed::{SeedJob, merge_global_and_build, merge_named, parse_seed_job};

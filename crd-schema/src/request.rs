@@ -102,6 +102,42 @@ pub struct BuildSpec {
     /// which stops the job and fails the request with reason `Timeout`. 1s ..= 24h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_timeout: Option<String>,
+    /// Build arguments, as `--build-arg NAME=VALUE` for the Containerfile's `ARG` lines. Names
+    /// `[A-Za-z_][A-Za-z0-9_]*`; values are data (never shell, template or Nomad-interpolated
+    /// text), at most [`crate::validate::MAX_VALUE_BYTES`] bytes without control characters. At
+    /// most [`crate::validate::MAX_MAP_ENTRIES`] entries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
+    /// Secrets for `RUN --mount=type=secret,id=<id>` steps, read from Vault by the build task and
+    /// mounted from its secrets directory: never in argv, the environment, a layer or a log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_secrets: Vec<BuildSecret>,
+    /// Stage of a multi-stage Containerfile to build (`--target`); the last stage when absent.
+    /// `[A-Za-z][A-Za-z0-9_.-]{0,127}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Registry host (`host[:port]`) the base images are pulled from with
+    /// `pull_credentials_path`; those credentials are given to this host only. Required with
+    /// `pull_credentials_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_registry: Option<String>,
+    /// Vault KV v2 path of the credentials (`username`, `password`) for base-image pulls from
+    /// `pull_registry`. Never a secret value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_credentials_path: Option<String>,
+    /// Check out git submodules (`git submodule update --init --recursive`) with the same
+    /// host-bound credentials as the repository; `true` when absent (see
+    /// [`BuildSpec::submodules`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submodules: Option<bool>,
+    /// OCI image labels (config `Labels`, `--label KEY=VALUE`). Keys
+    /// `[A-Za-z0-9][A-Za-z0-9._/-]{0,252}` (for example `org.opencontainers.image.source`);
+    /// values as `build_args` values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub image_labels: BTreeMap<String, String>,
+    /// OCI manifest annotations (`--annotation KEY=VALUE`); keys and values as `image_labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub image_annotations: BTreeMap<String, String>,
     /// Start the build without the layer cache (the seed's `clear_cache`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub clear_cache: bool,
@@ -181,6 +217,20 @@ pub struct VaultSecret {
     pub path: String,
     /// Field mappings `{vault_field: ENV_VAR_NAME}`.
     pub fields: BTreeMap<String, String>,
+}
+
+/// A build secret: Vault field `field` of the KV v2 secret at `vault_path`, mounted for
+/// `RUN --mount=type=secret,id=<id>` (Docker's and buildah's `--secret id=…,src=…`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSecret {
+    /// The id `RUN --mount=type=secret,id=…` names: `[A-Za-z0-9_.-]+`, unique in the request.
+    pub id: String,
+    /// Vault KV v2 path under the namespace's prefix, for example
+    /// `secret/data/jobforge/team-a/npm`. Never a secret value.
+    pub vault_path: String,
+    /// Field of that secret holding the value: `[A-Za-z0-9_.-]+`.
+    pub field: String,
 }
 
 /// A Nomad constraint (`attribute operand value`), for example `${meta.gpu} = true`.

@@ -236,6 +236,13 @@ pub fn vault_paths(req: &BuildRequest) -> Vec<(String, &str)> {
     if let Some(v) = &s.registry_credentials_path {
         out.push(("spec.registry_credentials_path".to_string(), v.as_str()));
     }
+    if let Some(v) = &s.pull_credentials_path {
+        out.push(("spec.pull_credentials_path".to_string(), v.as_str()));
+    }
+    for (i, sec) in s.build_secrets.iter().enumerate() {
+        let at = join_index("spec.build_secrets", i);
+        out.push((join_field(&at, "vault_path"), sec.vault_path.as_str()));
+    }
     if let Some(t) = &s.test {
         for (i, sec) in t.vault_secrets.iter().enumerate() {
             let at = join_index("spec.test.vault_secrets", i);
@@ -316,6 +323,32 @@ mod tests {
         r.err()
             .map(|p| p.0.into_iter().map(|p| p.path).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn build_secrets_and_pull_credentials_are_bound_to_the_namespace() {
+        let mut r = request("team-a");
+        r.spec.pull_registry = Some("mirror:5000".into());
+        r.spec.pull_credentials_path = Some("secret/data/jobforge/team-b/pull".into());
+        r.spec.build_secrets = vec![
+            crate::request::BuildSecret {
+                id: "ok".into(),
+                vault_path: "secret/data/jobforge/team-a/npm".into(),
+                field: "f".into(),
+            },
+            crate::request::BuildSecret {
+                id: "theirs".into(),
+                vault_path: "secret/data/jobforge/team-b/npm".into(),
+                field: "f".into(),
+            },
+        ];
+        assert_eq!(
+            paths(tenancy_problems(&r, &TenancyConfig::default())),
+            [
+                "spec.pull_credentials_path",
+                "spec.build_secrets[1].vault_path"
+            ]
+        );
     }
 
     #[test]

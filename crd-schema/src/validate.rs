@@ -24,6 +24,12 @@ pub const MAX_RETRIES: u32 = 10;
 pub const CPU_MHZ_BOUNDS: (u64, u64) = (1, 1_000_000);
 /// Memory and disk bounds in MB.
 pub const MB_BOUNDS: (u64, u64) = (1, 10_000_000);
+/// Most entries of each of `build_args`, `image_labels`, `image_annotations`.
+pub const MAX_MAP_ENTRIES: usize = 64;
+/// Longest value of a `build_args`, `image_labels` or `image_annotations` entry, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4096;
+/// Most `build_secrets`.
+pub const MAX_BUILD_SECRETS: usize = 16;
 /// Longest `owner`.
 pub const MAX_OWNER_LEN: usize = 128;
 
@@ -108,6 +114,7 @@ fn spec_problems(p: &mut Problems, at: &str, s: &BuildSpec) {
     for (name, v) in [
         ("git_credentials_path", &s.git_credentials_path),
         ("registry_credentials_path", &s.registry_credentials_path),
+        ("pull_credentials_path", &s.pull_credentials_path),
     ] {
         if let Some(v) = v {
             check(p, &f(name), grammar::vault_path(v));
@@ -149,6 +156,7 @@ fn spec_problems(p: &mut Problems, at: &str, s: &BuildSpec) {
             format!("{} is too many; allowed: 0 ..= {MAX_RETRIES}", s.retries),
         );
     }
+    build_problems(p, at, s);
     if let Some(t) = &s.test {
         test_problems(p, &f("test"), t);
     }
@@ -159,6 +167,102 @@ fn spec_problems(p: &mut Problems, at: &str, s: &BuildSpec) {
         webhook_problems(p, &f("webhook"), w);
     }
     crate::tenancy::spec_problems(p, at, s);
+}
+
+/// `build_args`, `build_secrets`, `target`, `pull_registry`/`pull_credentials_path` and the image
+/// labels and annotations.
+fn build_problems(p: &mut Problems, at: &str, s: &BuildSpec) {
+    let f = |name: &str| join_field(at, name);
+    data_map(p, &f("build_args"), &s.build_args, grammar::env_name);
+    data_map(p, &f("image_labels"), &s.image_labels, grammar::oci_key);
+    data_map(
+        p,
+        &f("image_annotations"),
+        &s.image_annotations,
+        grammar::oci_key,
+    );
+    if s.build_secrets.len() > MAX_BUILD_SECRETS {
+        p.push(
+            f("build_secrets"),
+            format!(
+                "has {} entries; allowed: at most {MAX_BUILD_SECRETS}",
+                s.build_secrets.len()
+            ),
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for (i, sec) in s.build_secrets.iter().enumerate() {
+        let sp = join_index(&f("build_secrets"), i);
+        check(p, &join_field(&sp, "id"), grammar::vault_name(&sec.id));
+        if !ids.insert(sec.id.as_str()) {
+            p.push(
+                join_field(&sp, "id"),
+                format!("{} is listed twice; ids must be unique", quote(&sec.id)),
+            );
+        }
+        check(
+            p,
+            &join_field(&sp, "vault_path"),
+            grammar::vault_path(&sec.vault_path),
+        );
+        check(
+            p,
+            &join_field(&sp, "field"),
+            grammar::vault_name(&sec.field),
+        );
+    }
+    if let Some(t) = &s.target {
+        check(p, &f("target"), grammar::stage(t));
+    }
+    if let Some(h) = &s.pull_registry {
+        check(p, &f("pull_registry"), grammar::registry_host(h));
+    }
+    match (&s.pull_registry, &s.pull_credentials_path) {
+        (None, Some(_)) => p.push(
+            f("pull_registry"),
+            "is required with pull_credentials_path: the host those credentials are for \
+             (host[:port])",
+        ),
+        (Some(_), None) => p.push(
+            f("pull_credentials_path"),
+            "is required with pull_registry: the Vault path of that registry's credentials",
+        ),
+        _ => {}
+    }
+}
+
+/// A map of data values (`build_args`, `image_labels`, `image_annotations`): at most
+/// [`MAX_MAP_ENTRIES`], keys by `key_rule`, values at most [`MAX_VALUE_BYTES`] without control
+/// characters.
+fn data_map(
+    p: &mut Problems,
+    at: &str,
+    m: &std::collections::BTreeMap<String, String>,
+    key_rule: fn(&str) -> Result<(), String>,
+) {
+    if m.len() > MAX_MAP_ENTRIES {
+        p.push(
+            at,
+            format!(
+                "has {} entries; allowed: at most {MAX_MAP_ENTRIES}",
+                m.len()
+            ),
+        );
+    }
+    for (k, v) in m {
+        let path = join_field(at, k);
+        check(p, &path, key_rule(k));
+        check(p, &path, grammar::no_control(v, &[]));
+        if v.len() > MAX_VALUE_BYTES {
+            p.push(
+                &path,
+                format!(
+                    "is {} bytes long; allowed: at most {MAX_VALUE_BYTES}",
+                    v.len()
+                ),
+            );
+        }
+    }
 }
 
 fn test_problems(p: &mut Problems, at: &str, t: &TestSpec) {
@@ -308,5 +412,125 @@ fn webhook_problems(p: &mut Problems, at: &str, w: &WebhookSpec) {
         let path = join_field(&join_field(at, "headers"), k);
         check(p, &path, grammar::header_name(k));
         check(p, &path, grammar::no_control(v, &['\t']));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod build_field_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::request::BuildSecret;
+
+    fn spec() -> BuildSpec {
+        BuildSpec {
+            owner: "t".into(),
+            repo_url: "https://git.example.com/a.git".into(),
+            git_ref: "main".into(),
+            image_name: "app".into(),
+            registry_url: "registry:5000".into(),
+            ..BuildSpec::default()
+        }
+    }
+
+    fn paths(s: &BuildSpec) -> Vec<String> {
+        validate_spec(s)
+            .err()
+            .map(|p| p.0.into_iter().map(|p| p.path).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn valid_build_fields_pass() {
+        let mut s = spec();
+        s.build_args = BTreeMap::from([("VERSION".into(), "${VAULT_TOKEN} $(id)".into())]);
+        s.build_secrets = vec![BuildSecret {
+            id: "npmrc".into(),
+            vault_path: "secret/data/jobforge/team-a/npm".into(),
+            field: "npmrc".into(),
+        }];
+        s.target = Some("runtime".into());
+        s.pull_registry = Some("mirror.internal:5000".into());
+        s.pull_credentials_path = Some("secret/data/jobforge/team-a/pull".into());
+        s.submodules = Some(false);
+        s.image_labels = BTreeMap::from([(
+            "org.opencontainers.image.source".into(),
+            "https://git.example.com/a".into(),
+        )]);
+        s.image_annotations = BTreeMap::from([("org.example/team".into(), "a".into())]);
+        assert_eq!(paths(&s), Vec::<String>::new());
+        assert!(!s.submodules());
+        assert!(spec().submodules(), "submodules default to true");
+    }
+
+    #[test]
+    fn bad_build_fields_name_their_paths() {
+        let mut s = spec();
+        s.build_args = BTreeMap::from([
+            ("1BAD".into(), "x".into()),
+            ("OK".into(), "line\nbreak".into()),
+            ("LONG".into(), "x".repeat(MAX_VALUE_BYTES + 1)),
+        ]);
+        s.build_secrets = vec![
+            BuildSecret {
+                id: "a b".into(),
+                vault_path: "/abs".into(),
+                field: "f".into(),
+            },
+            BuildSecret {
+                id: "x".into(),
+                vault_path: "secret/data/x".into(),
+                field: "".into(),
+            },
+            BuildSecret {
+                id: "x".into(),
+                vault_path: "secret/data/x".into(),
+                field: "f".into(),
+            },
+        ];
+        s.target = Some("-stage".into());
+        s.pull_credentials_path = Some("secret/data/x".into());
+        s.image_labels = BTreeMap::from([("-k".into(), "v".into())]);
+        s.image_annotations = BTreeMap::from([("k".into(), "\u{7}".into())]);
+        let got = paths(&s);
+        for want in [
+            "build_args.1BAD",
+            "build_args.OK",
+            "build_args.LONG",
+            "build_secrets[0].id",
+            "build_secrets[0].vault_path",
+            "build_secrets[1].field",
+            "build_secrets[2].id",
+            "target",
+            "pull_registry",
+            "image_labels.-k",
+            "image_annotations.k",
+        ] {
+            assert!(got.iter().any(|g| g == want), "{want} missing in {got:?}");
+        }
+    }
+
+    #[test]
+    fn pull_registry_is_a_host_and_needs_its_credentials() {
+        let mut s = spec();
+        s.pull_registry = Some("https://mirror/x".into());
+        assert_eq!(paths(&s), ["pull_registry", "pull_credentials_path"]);
+    }
+
+    #[test]
+    fn map_and_list_sizes_are_capped() {
+        let mut s = spec();
+        s.build_args = (0..=MAX_MAP_ENTRIES)
+            .map(|i| (format!("A{i}"), String::new()))
+            .collect();
+        s.build_secrets = (0..=MAX_BUILD_SECRETS)
+            .map(|i| BuildSecret {
+                id: format!("s{i}"),
+                vault_path: "secret/data/x".into(),
+                field: "f".into(),
+            })
+            .collect();
+        assert_eq!(paths(&s), ["build_args", "build_secrets"]);
     }
 }

@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use jobforge_schema::{
-    BuildRequest, BuildSpec, Constraint, Format, ObjectMeta, PhaseResources, ResourceLimits,
-    TestSpec, VaultSecret, WebhookEvent, WebhookSpec, parse_document, parse_request, validate,
+    BuildRequest, BuildSecret, BuildSpec, Constraint, Format, ObjectMeta, PhaseResources,
+    ResourceLimits, TestSpec, VaultSecret, WebhookEvent, WebhookSpec, parse_document,
+    parse_request, validate,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option::of;
@@ -194,7 +195,28 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
         ]),
         of(webhook()),
     );
-    (a, b).prop_map(
+    let c = (
+        btree_map(env_name(), printable(), 0..3),
+        prop::collection::btree_map("[a-z][a-z0-9_.-]{0,8}", (vault_path(), "[a-z_]{1,8}"), 0..3)
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|(id, (vault_path, field))| BuildSecret {
+                        id,
+                        vault_path,
+                        field,
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        of("[A-Za-z][A-Za-z0-9_.-]{0,12}"),
+        of((
+            "[a-z]{1,10}(\\.[a-z]{2,5})?(:[1-9][0-9]{1,3})?",
+            vault_path(),
+        )),
+        of(any::<bool>()),
+        btree_map("[a-z]{1,5}(\\.[a-z]{1,5}){0,3}", printable(), 0..3),
+        btree_map("[a-z]{1,5}(\\.[a-z]{1,5}){0,3}", printable(), 0..3),
+    );
+    (a, b, c).prop_map(
         |(
             (
                 owner,
@@ -218,6 +240,7 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
                 ttl_after_finished,
                 webhook,
             ),
+            (build_args, build_secrets, target, pull, submodules, image_labels, image_annotations),
         )| BuildSpec {
             // Credentials travel only over https:// or ssh:// (jobforge_schema::tenancy).
             git_credentials_path: gcp.filter(|_| {
@@ -242,6 +265,14 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
             cancel,
             ttl_after_finished,
             webhook,
+            build_args,
+            build_secrets,
+            target,
+            pull_registry: pull.as_ref().map(|(h, _)| h.clone()),
+            pull_credentials_path: pull.map(|(_, p)| p),
+            submodules,
+            image_labels,
+            image_annotations,
         },
     )
 }
