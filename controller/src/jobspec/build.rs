@@ -20,6 +20,21 @@
 //!   `secrets/git_ssh_key` (0600) and used through `GIT_SSH_COMMAND` (`IdentitiesOnly=yes`,
 //!   `StrictHostKeyChecking=accept-new`: the first connection trusts the host key).
 //!
+//! Build options (issue 19), each a list of base64 words decoded by the script, so a value is
+//! one argv element of `buildah bud` and never shell or Nomad text: `JF_BUILD_ARGS`
+//! (`--build-arg`, one `<base64 of NAME=VALUE>` word per entry), `JF_LABELS` (`--label`),
+//! `JF_ANNOTATIONS` (`--annotation`), `JF_SECRET_IDS` (`--secret id=<id>,src=secrets/build_secret_<i>`,
+//! the i-th word's file written by a Vault template: the value is in no argv, environment or
+//! layer), `JF_TARGET_B64` (`--target`, empty for the last stage), `JF_SUBMODULES` (`0|1`:
+//! `git submodule update --init --recursive` with the same host-bound credential helper), and
+//! `JF_PULL_AUTH` (`0|1`) with `JF_PULL_HOST_B64`: a login into the task's authfile for the
+//! base-image registry only, with `secrets/pull_username` / `secrets/pull_password`.
+//!
+//! The build context is the checkout without `.git` (as BuildKit's git contexts): identical
+//! sources give identical `COPY` layers whatever the clone, and the history stays out of the
+//! image; the commit SHA is printed before `.git` goes. `--force-rm` removes the working
+//! container of a failed step.
+//!
 //! `buildah bud`'s stdout (the Containerfile's `RUN` output, user code) is passed through `sed`,
 //! which indents any line starting with `::jobforge::`, so only this script prints markers.
 //!
@@ -88,13 +103,16 @@ case "$JF_GIT_AUTH" in
   *) jf_fail BuildFailed "unknown JF_GIT_AUTH" ;;
 esac
 jf_login bh
+if [ "${JF_PULL_AUTH:-0}" = 1 ]; then
+  jf_dec JF_PULL_HOST_B64
+  bh login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$(cat -- "$jf_secrets/pull_username")" --password-stdin -- "$jf_v" <"$jf_secrets/pull_password" >/dev/null
+fi
 jf_src=$jf_task/src
 rm -rf -- "$jf_src"
 echo "jobforge: cloning the repository"
 if ! git clone --quiet --no-checkout -- "$jf_repo" "$jf_src"; then
   jf_fail BuildFailed "git clone failed; check repo_url and git_credentials_path"
 fi
-unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0 GIT_CONFIG_KEY_1 GIT_CONFIG_VALUE_1
 cd -- "$jf_src"
 jf_commit=
 for jf_cand in "refs/remotes/origin/$jf_ref" "refs/tags/$jf_ref" "$jf_ref"; do
@@ -110,10 +128,40 @@ if [ -z "$jf_commit" ]; then
 fi
 git -c advice.detachedHead=false checkout --quiet --detach "$jf_commit"
 printf '::jobforge::commit=%s\n' "$jf_commit"
-set -- --layers --isolation chroot --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
+if [ "${JF_SUBMODULES:-1}" = 1 ] && [ -f .gitmodules ]; then
+  echo "jobforge: checking out submodules"
+  if ! git submodule update --quiet --init --recursive; then
+    jf_fail BuildFailed "git submodule update failed; submodules are fetched with the repository's credentials only from repo_url's host (set submodules: false to skip them)"
+  fi
+fi
+unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0 GIT_CONFIG_KEY_1 GIT_CONFIG_VALUE_1
+find . -name .git -prune -exec rm -rf -- {} +
+set -- --layers --force-rm --isolation chroot --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
 fi
+jf_dec JF_TARGET_B64
+if [ -n "$jf_v" ]; then
+  set -- "$@" --target "$jf_v"
+fi
+for jf_w in ${JF_BUILD_ARGS:-}; do
+  jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+  set -- "$@" --build-arg "${jf_v%x}"
+done
+for jf_w in ${JF_LABELS:-}; do
+  jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+  set -- "$@" --label "${jf_v%x}"
+done
+for jf_w in ${JF_ANNOTATIONS:-}; do
+  jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+  set -- "$@" --annotation "${jf_v%x}"
+done
+jf_i=0
+for jf_w in ${JF_SECRET_IDS:-}; do
+  jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+  set -- "$@" --secret "id=${jf_v%x},src=$jf_secrets/build_secret_$jf_i"
+  jf_i=$((jf_i + 1))
+done
 jf_rc=$jf_task/jobforge-bud-rc
 rm -f -- "$jf_rc"
 { bh bud "$@" -- "$jf_src/$jf_context" || echo "$?" >"$jf_rc"; } | sed -u 's/^::jobforge::/ ::jobforge::/'
@@ -204,6 +252,7 @@ pub(crate) fn build_task(
         "JF_NO_CACHE".to_string(),
         if spec.clear_cache { "1" } else { "0" }.to_string(),
     );
+    build_options(&mut env, req);
     let ssh = is_ssh_url(&spec.repo_url);
     let auth = match (&spec.git_credentials_path, ssh) {
         (None, _) => "none",
@@ -237,10 +286,81 @@ pub(crate) fn build_task(
         ensure_vault(&mut task, &req.metadata.namespace, cfg, &[]);
     }
     add_registry_credentials(&mut task, req, cfg)?;
+    add_build_secrets(&mut task, req, cfg);
     Ok(RenderedTask {
         task,
         group_constraints: Vec::new(),
     })
+}
+
+/// One base64 word per `KEY=VALUE` entry, space-separated (see the module docs).
+fn kv_words(m: &BTreeMap<String, String>) -> String {
+    m.iter()
+        .map(|(k, v)| b64(&format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The build options of the spec as the script's environment (see the module docs).
+fn build_options(env: &mut BTreeMap<String, String>, req: &BuildRequest) {
+    let spec = &req.spec;
+    env.insert("JF_BUILD_ARGS".into(), kv_words(&spec.build_args));
+    env.insert("JF_LABELS".into(), kv_words(&spec.image_labels));
+    env.insert("JF_ANNOTATIONS".into(), kv_words(&spec.image_annotations));
+    env.insert(
+        "JF_TARGET_B64".into(),
+        b64(spec.target.as_deref().unwrap_or_default()),
+    );
+    env.insert(
+        "JF_SUBMODULES".into(),
+        if spec.submodules() { "1" } else { "0" }.into(),
+    );
+    env.insert(
+        "JF_SECRET_IDS".into(),
+        spec.build_secrets
+            .iter()
+            .map(|s| b64(&s.id))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+}
+
+/// The Vault templates of the build secrets (`secrets/build_secret_<i>`, 0600, byte for byte)
+/// and of the pull credentials (`secrets/pull_username`, `secrets/pull_password`, with
+/// `JF_PULL_AUTH=1` and `JF_PULL_HOST_B64`), and the Vault block when any is present.
+fn add_build_secrets(
+    task: &mut crate::nomad::job_spec::Task,
+    req: &BuildRequest,
+    cfg: &RenderConfig,
+) {
+    let spec = &req.spec;
+    for (i, sec) in spec.build_secrets.iter().enumerate() {
+        task.templates.push(value_file_template(
+            &format!("secrets/build_secret_{i}"),
+            &sec.vault_path,
+            &sec.field,
+        ));
+    }
+    match (&spec.pull_registry, &spec.pull_credentials_path) {
+        (Some(host), Some(path)) => {
+            for field in ["username", "password"] {
+                task.templates.push(value_file_template(
+                    &format!("secrets/pull_{field}"),
+                    path,
+                    field,
+                ));
+            }
+            task.env.insert("JF_PULL_AUTH".into(), "1".into());
+            task.env.insert("JF_PULL_HOST_B64".into(), b64(host));
+            ensure_vault(task, &req.metadata.namespace, cfg, &[]);
+        }
+        _ => {
+            task.env.insert("JF_PULL_AUTH".into(), "0".into());
+        }
+    }
+    if !spec.build_secrets.is_empty() {
+        ensure_vault(task, &req.metadata.namespace, cfg, &[]);
+    }
 }
 
 #[cfg(test)]
