@@ -13,6 +13,13 @@
 //!   `secrets/git_ssh_key` (0600) and used through `GIT_SSH_COMMAND` (`IdentitiesOnly=yes`,
 //!   `StrictHostKeyChecking=accept-new`: the first connection trusts the host key).
 //!
+//! Reproducible images: the image is built with `--timestamp` = the commit's committer time
+//! (`SOURCE_DATE_EPOCH`, <https://reproducible-builds.org/specs/source-date-epoch/>, exported for
+//! the tools too), so every created time in the config and history is the commit's and two
+//! builds of the same commit, Containerfile and base images push the same manifest digest.
+//! buildah records the last stage's base image in the manifest annotations
+//! `org.opencontainers.image.base.name` / `.base.digest`, which the provenance reads back.
+//!
 //! Exit codes: 0 success; 3 `git_ref` not found (`::jobforge::reason=GitRevisionNotFound`);
 //! otherwise the failing tool's code or 1.
 
@@ -70,7 +77,9 @@ if [ -z "$jf_commit" ]; then
 fi
 git -c advice.detachedHead=false checkout --quiet --detach "$jf_commit"
 printf '::jobforge::commit=%s\n' "$jf_commit"
-set -- --layers --isolation chroot --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$JF_DOCKERFILE" --tag "$JF_TEMP_IMAGE"
+SOURCE_DATE_EPOCH=$(git show -s --format=%ct "$jf_commit")
+export SOURCE_DATE_EPOCH
+set -- --layers --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$JF_DOCKERFILE" --tag "$JF_TEMP_IMAGE"
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
 fi
