@@ -16,6 +16,7 @@
 //!  "default_resources": {"build": {"cpu": "1000", "memory": "2048", "disk": "10240"}}}
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -168,6 +169,56 @@ pub struct KvConfig {
     pub max_retries: Option<u32>,
     /// Default resources per phase.
     pub default_resources: Option<KvDefaultResources>,
+    /// Image signing and provenance (issue 20): absent = images are not signed.
+    pub signing: Option<KvSigning>,
+}
+
+/// `signing` in `<prefix>/config`: the Vault transit key that signs published images.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSigning {
+    /// The transit key (`ecdsa-p256`) signing every namespace without an override.
+    pub transit_key: String,
+    /// Mount of the transit engine (default `transit`).
+    pub transit_mount: Option<String>,
+    /// SLSA `runDetails.builder.id` (default `https://example.invalid/jobforge/controller`).
+    pub builder_id: Option<String>,
+    /// Per-namespace overrides: namespace → `{ "transit_key": ... }`.
+    pub namespaces: Option<BTreeMap<String, KvSigningNamespace>>,
+}
+
+/// A namespace's signing override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSigningNamespace {
+    /// The transit key signing this namespace's images.
+    pub transit_key: String,
+}
+
+/// Default SLSA builder id when the operator sets none.
+pub const DEFAULT_BUILDER_ID: &str = "https://example.invalid/jobforge/controller";
+
+impl KvSigning {
+    /// The effective signing configuration.
+    pub fn to_config(&self) -> crate::supply_chain::SigningConfig {
+        crate::supply_chain::SigningConfig {
+            transit_mount: self
+                .transit_mount
+                .clone()
+                .unwrap_or_else(|| "transit".to_string()),
+            transit_key: self.transit_key.clone(),
+            namespace_keys: self
+                .namespaces
+                .iter()
+                .flatten()
+                .map(|(ns, o)| (ns.clone(), o.transit_key.clone()))
+                .collect(),
+            builder_id: self
+                .builder_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BUILDER_ID.to_string()),
+        }
+    }
 }
 
 /// An invalid `<prefix>/config` document: the field path and what is allowed.
@@ -233,6 +284,38 @@ impl KvConfig {
                             ),
                         ));
                     }
+                }
+            }
+        }
+        if let Some(sg) = &cfg.signing {
+            // Vault's GenericNameRegex for key names; a mount is one path segment.
+            let name_ok = |n: &str| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c))
+                    && n.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    && n.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let keys = std::iter::once(("signing.transit_key".to_string(), &sg.transit_key))
+                .chain(sg.namespaces.iter().flatten().map(|(ns, o)| {
+                    (
+                        format!("signing.namespaces.{ns}.transit_key"),
+                        &o.transit_key,
+                    )
+                }))
+                .chain(
+                    sg.transit_mount
+                        .iter()
+                        .map(|m| ("signing.transit_mount".to_string(), m)),
+                );
+            for (path, v) in keys {
+                if !name_ok(v) {
+                    return Err(err(
+                        path,
+                        format!(
+                            "{v:?} is not a Vault transit name ([A-Za-z0-9_.@-], starting and ending with a letter, digit or _)"
+                        ),
+                    ));
                 }
             }
         }
@@ -311,6 +394,8 @@ pub struct EffectiveConfig {
     pub machine: MachineConfig,
     /// Rendering of Nomad jobs.
     pub render: RenderConfig,
+    /// Image signing (`signing` in the KV document); `None` = not signed.
+    pub signing: Option<crate::supply_chain::SigningConfig>,
 }
 
 impl EffectiveConfig {
@@ -368,7 +453,11 @@ impl EffectiveConfig {
             apply(&mut render.test_defaults, &res.test);
             apply(&mut render.publish_defaults, &res.publish);
         }
-        EffectiveConfig { machine, render }
+        EffectiveConfig {
+            machine,
+            render,
+            signing: kv.signing.as_ref().map(KvSigning::to_config),
+        }
     }
 }
 

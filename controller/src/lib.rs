@@ -26,5 +26,6 @@ pub mod nomad;
 pub mod queue;
 pub mod reconcile;
 pub mod runtime;
+pub mod supply_chain;
 pub mod vault;
 pub mod webhook;
