@@ -134,6 +134,22 @@ async fn build(e: &Env, name: &str, spec: Value) -> Value {
     st
 }
 
+/// `skopeo inspect --raw` and `--config` of `e2e/<image>` (failure diagnostics).
+fn inspect(e: &Env, image: &str) -> String {
+    let mut out = String::new();
+    for extra in [&["--raw"][..], &["--config"][..]] {
+        let o = std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .args(extra)
+            .arg(format!("docker://{}/e2e/{image}", e.registry.addr))
+            .output()
+            .expect("skopeo");
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+        out.push('\n');
+    }
+    out
+}
+
 fn digest(st: &Value) -> String {
     st["image"]["digest"]
         .as_str()
@@ -156,7 +172,9 @@ async fn same_commit_gives_the_same_digest_and_a_new_commit_another() {
     assert_eq!(
         digest(&a),
         digest(&b),
-        "same commit, same Containerfile: same digest"
+        "same commit, same Containerfile: same digest\n{}\n{}",
+        inspect(&e, "rep-a:v1"),
+        inspect(&e, "rep-b:v1")
     );
     // The committer time of a commit made in the same second could be the same; the content
     // differs, so the digest must too.
@@ -193,17 +211,17 @@ fn cosign_verify(e: &Env, repo: &str, digest: &str, extra: &[&str]) -> std::proc
 async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agrees() {
     let e = env_signing(true).await;
     let repo = GitRepo::hello_world().expect("repo");
-    // A secret the build uses (git credentials rendered by a Vault template): its values must
-    // not reach the provenance.
+    // A secret the build uses (registry credentials rendered by a Vault template; the test
+    // registry accepts any login): its values must not reach the provenance.
     e.stack
         .put_secret(
-            "secret/data/jobforge/git",
+            "secret/data/jobforge/registry",
             json!({"username": "user-S3CRET-name", "password": "pw-S3CRET-value"}),
         )
         .await
         .expect("secret");
     let mut spec = hello_spec(&e, &repo, "signed", "v1");
-    spec["git_credentials_path"] = json!("secret/data/jobforge/git");
+    spec["registry_credentials_path"] = json!("secret/data/jobforge/registry");
     let st = build(&e, "signed", spec.clone()).await;
     let image = &st["image"];
     let d = digest(&st);
@@ -249,8 +267,8 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
         format!("default/signed/{generation}/1")
     );
     assert_eq!(
-        pred["buildDefinition"]["externalParameters"]["git_credentials_path"],
-        "secret/data/jobforge/git"
+        pred["buildDefinition"]["externalParameters"]["registry_credentials_path"],
+        "secret/data/jobforge/registry"
     );
     let text = statement.to_string();
     for secret in ["user-S3CRET-name", "pw-S3CRET-value", "S3CRET"] {

@@ -30,7 +30,7 @@ pub async fn run(a: VerifyArgs) -> Result<(), CliError> {
     };
     let v = verify_image(&a.image, &pem, !a.insecure_registry, &Auth::Anonymous)
         .await
-        .map_err(|e| CliError::Finished(e.to_string()))?;
+        .map_err(|e| CliError::Input(e.to_string()))?;
     println!("{}", summary(&v));
     Ok(())
 }

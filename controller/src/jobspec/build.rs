@@ -17,6 +17,8 @@
 //! (`SOURCE_DATE_EPOCH`, <https://reproducible-builds.org/specs/source-date-epoch/>, exported for
 //! the tools too), so every created time in the config and history is the commit's and two
 //! builds of the same commit, Containerfile and base images push the same manifest digest.
+//! Layer caching is off (`--layers=false`): buildah 1.28's cache ignores `--timestamp`, so a
+//! cached step built at another time (or for another commit) would bring its own times in.
 //! buildah records the last stage's base image in the manifest annotations
 //! `org.opencontainers.image.base.name` / `.base.digest`, which the provenance reads back.
 //!
@@ -79,7 +81,7 @@ git -c advice.detachedHead=false checkout --quiet --detach "$jf_commit"
 printf '::jobforge::commit=%s\n' "$jf_commit"
 SOURCE_DATE_EPOCH=$(git show -s --format=%ct "$jf_commit")
 export SOURCE_DATE_EPOCH
-set -- --layers --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$JF_DOCKERFILE" --tag "$JF_TEMP_IMAGE"
+set -- --layers=false --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$JF_DOCKERFILE" --tag "$JF_TEMP_IMAGE"
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
 fi
