@@ -2,7 +2,7 @@
 # Installs what jobforge's tests and quickstart need, only when missing:
 #   Debian packages: buildah skopeo docker-registry busybox-static git uidmap, and for the docker
 #   profile's container engine (hack/docker-engine.sh) podman runc debootstrap
-#   Python packages (in target/pyvenv): py-consul python-nomad hvac mcp  (third-party wire checks)
+#   Python packages (in target/pyvenv): py-consul python-nomad hvac mcp cryptography  (third-party wire checks)
 # Usage: hack/prereqs.sh [--no-python]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,10 +30,10 @@ if [ "${1:-}" != "--no-python" ]; then
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" || { echo "prereqs: python3 -m venv failed (install python3-venv)" >&2; exit 1; }
   fi
-  if ! "$venv/bin/python" -c 'import consul, nomad, hvac, mcp' >/dev/null 2>&1; then
-    echo "prereqs: installing py-consul python-nomad hvac mcp into $venv" >&2
+  if ! "$venv/bin/python" -c 'import consul, nomad, hvac, mcp, cryptography' >/dev/null 2>&1; then
+    echo "prereqs: installing py-consul python-nomad hvac mcp cryptography into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check \
-      'py-consul==1.8.0' 'python-nomad==2.1.0' 'hvac==2.4.0' 'mcp>=1.30' \
+      'py-consul==1.8.0' 'python-nomad==2.1.0' 'hvac==2.4.0' 'mcp>=1.30' 'cryptography>=42' \
       || { echo "prereqs: pip install failed" >&2; exit 1; }
   fi
 fi

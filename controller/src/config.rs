@@ -24,6 +24,7 @@
 //! `docs/tenancy.md`); an invalid `tenancy` section makes the whole document invalid, so the
 //! previous tenancy rules stay in force, never a looser default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -207,6 +208,56 @@ pub struct KvConfig {
     /// The tenancy rules (Vault path prefix and policy templates, allowlisted Vault policies per
     /// namespace, webhook CIDR allowlist); [`TenancyConfig::default`] when absent.
     pub tenancy: Option<TenancyConfig>,
+    /// Image signing and provenance (issue 20): absent = images are not signed.
+    pub signing: Option<KvSigning>,
+}
+
+/// `signing` in `<prefix>/config`: the Vault transit key that signs published images.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSigning {
+    /// The transit key (`ecdsa-p256`) signing every namespace without an override.
+    pub transit_key: String,
+    /// Mount of the transit engine (default `transit`).
+    pub transit_mount: Option<String>,
+    /// SLSA `runDetails.builder.id` (default `https://example.invalid/jobforge/controller`).
+    pub builder_id: Option<String>,
+    /// Per-namespace overrides: namespace → `{ "transit_key": ... }`.
+    pub namespaces: Option<BTreeMap<String, KvSigningNamespace>>,
+}
+
+/// A namespace's signing override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSigningNamespace {
+    /// The transit key signing this namespace's images.
+    pub transit_key: String,
+}
+
+/// Default SLSA builder id when the operator sets none.
+pub const DEFAULT_BUILDER_ID: &str = "https://example.invalid/jobforge/controller";
+
+impl KvSigning {
+    /// The effective signing configuration.
+    pub fn to_config(&self) -> crate::supply_chain::SigningConfig {
+        crate::supply_chain::SigningConfig {
+            transit_mount: self
+                .transit_mount
+                .clone()
+                .unwrap_or_else(|| "transit".to_string()),
+            transit_key: self.transit_key.clone(),
+            namespace_keys: self
+                .namespaces
+                .iter()
+                .flatten()
+                .map(|(ns, o)| (ns.clone(), o.transit_key.clone()))
+                .collect(),
+            builder_id: self
+                .builder_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BUILDER_ID.to_string()),
+        }
+    }
 }
 
 /// An invalid `<prefix>/config` document: the field path and what is allowed.
@@ -290,6 +341,38 @@ impl KvConfig {
                 }
             }
         }
+        if let Some(sg) = &cfg.signing {
+            // Vault's GenericNameRegex for key names; a mount is one path segment.
+            let name_ok = |n: &str| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c))
+                    && n.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    && n.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let keys = std::iter::once(("signing.transit_key".to_string(), &sg.transit_key))
+                .chain(sg.namespaces.iter().flatten().map(|(ns, o)| {
+                    (
+                        format!("signing.namespaces.{ns}.transit_key"),
+                        &o.transit_key,
+                    )
+                }))
+                .chain(
+                    sg.transit_mount
+                        .iter()
+                        .map(|m| ("signing.transit_mount".to_string(), m)),
+                );
+            for (path, v) in keys {
+                if !name_ok(v) {
+                    return Err(err(
+                        path,
+                        format!(
+                            "{v:?} is not a Vault transit name ([A-Za-z0-9_.@-], starting and ending with a letter, digit or _)"
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(p) = &cfg.registry_temp_prefix {
             let ok = !p.is_empty()
                 && p.split('/').all(|seg| {
@@ -369,6 +452,8 @@ pub struct EffectiveConfig {
     /// job), the Vault policy their tasks get, and where webhooks may go. `render.tenancy` is a
     /// copy, for the renderer.
     pub tenancy: TenancyConfig,
+    /// Image signing (`signing` in the KV document); `None` = not signed.
+    pub signing: Option<crate::supply_chain::SigningConfig>,
 }
 
 impl EffectiveConfig {
@@ -432,6 +517,7 @@ impl EffectiveConfig {
             machine,
             render,
             tenancy,
+            signing: kv.signing.as_ref().map(KvSigning::to_config),
         }
     }
 }

@@ -27,5 +27,6 @@ pub mod queue;
 pub mod reconcile;
 pub mod runtime;
 pub mod sweep;
+pub mod supply_chain;
 pub mod vault;
 pub mod webhook;

@@ -67,6 +67,9 @@ pub enum ReconcileError {
     /// A status could not be encoded.
     #[error("encoding status: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Signing the published image failed in a way a retry may fix (Vault or registry down).
+    #[error("signing the image: {0}")]
+    Signing(#[from] crate::supply_chain::SignError),
 }
 
 /// What step 1 read from Consul for one request.
@@ -242,9 +245,21 @@ impl Reconciler {
             None => Observed::default(),
         };
         // 3. Decide: the pure state machine, with the Vault check it may ask for.
-        let decision = self
+        let mut decision = self
             .decide(key, spec, &stored, &observed, &cfg.machine)
             .await?;
+        // 3b. A request that just succeeded: sign its image and attach provenance (issue 20).
+        if let Some(signing) = &cfg.signing {
+            self.sign(
+                key,
+                spec,
+                &stored,
+                &mut decision.status,
+                signing,
+                cfg.render.tls_verify,
+            )
+            .await?;
+        }
         // 4. Apply its effects (each idempotent).
         let applied = self
             .apply(
@@ -307,6 +322,71 @@ impl Reconciler {
             still_current,
             applied.registered,
         )))
+    }
+
+    /// Step 3b: when this decision moves the request to Succeeded, signs the published image
+    /// and attaches its provenance (`supply_chain::sign_published`), recording the references
+    /// in `status.image`. A transient failure is an error (the reconcile is retried before the
+    /// status is committed); any other failure leaves the image published and unsigned, with
+    /// `status.image.signingError` saying why.
+    async fn sign(
+        &self,
+        key: &RequestKey,
+        spec: &Spec,
+        stored: &Stored,
+        status: &mut jobforge_schema::BuildStatus,
+        signing: &crate::supply_chain::SigningConfig,
+        tls_verify: bool,
+    ) -> Result<(), ReconcileError> {
+        use crate::supply_chain::{Published, sign_published};
+        use jobforge_schema::Phase;
+        let Ok(req) = &spec.parsed else {
+            return Ok(());
+        };
+        let already = stored.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Succeeded && s.observed_generation == status.observed_generation
+        });
+        if status.phase != Phase::Succeeded || already {
+            return Ok(());
+        }
+        let Some(image) = &status.image else {
+            return Ok(());
+        };
+        if image.signature.is_some() || image.signing_error.is_some() {
+            return Ok(());
+        }
+        let result = match &self.deps.vault {
+            None => Err(crate::supply_chain::SignError::Refused(
+                "signing is configured but VAULT_ADDR is not".into(),
+            )),
+            Some(vault) => {
+                let published = Published {
+                    request: req,
+                    namespace: &key.namespace,
+                    name: &key.name,
+                    generation: spec.generation,
+                    status,
+                };
+                sign_published(vault, signing, tls_verify, &published).await
+            }
+        };
+        let Some(image) = status.image.as_mut() else {
+            return Ok(());
+        };
+        match result {
+            Ok(signed) => {
+                tracing::info!(request = %key, signature = %signed.signature, provenance = %signed.provenance, "signed the published image");
+                image.signature = Some(signed.signature);
+                image.provenance = Some(signed.provenance);
+                Ok(())
+            }
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(request = %key, error = %e, "the published image is not signed");
+                image.signing_error = Some(e.to_string());
+                Ok(())
+            }
+        }
     }
 
     /// Step 1: the spec (its generation and the parsed request, or every problem, the tenancy

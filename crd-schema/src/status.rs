@@ -302,6 +302,17 @@ pub struct ImageStatus {
     /// Tags published.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The cosign signature image, `<repo>:sha256-<hex>.sig@<its manifest digest>`, when the
+    /// controller signed the image (signing configured in `<prefix>/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The SLSA provenance attestation image, `<repo>:sha256-<hex>.att@<digest>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// Why the image is not signed although signing is configured (a tag that does not resolve
+    /// to the reported digest, a Vault refusal); the image stays published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_error: Option<String>,
 }
 
 /// The source that was built.

@@ -6,3 +6,12 @@ path "secret/metadata/jobforge/*" {
 path "secret/data/jobforge/*" {
   capabilities = ["read"]
 }
+# Issue 20: sign published images (and their provenance) with the transit key named in
+# <prefix>/config `signing.transit_key` (here the default name `jobforge`), and read its public
+# key for `jobforge verify`. Only the controller's token holds this; task tokens never do.
+path "transit/sign/jobforge" {
+  capabilities = ["update"]
+}
+path "transit/keys/jobforge" {
+  capabilities = ["read"]
+}

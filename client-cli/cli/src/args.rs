@@ -263,6 +263,15 @@ Prints a JSON array of Nomad jobs (build, test when the request has tests, publi
 the controller's default configuration (profile docker, as jobforge-controller without --profile),
 overridable with the options listed above.")]
     Render(RenderArgs),
+    /// Verify an image's cosign signature and SLSA provenance (made by the controller with Vault
+    /// transit) and print the provenance summary; exit 0 only when both verify.
+    #[command(after_help = "Examples:
+  jobforge verify registry.example:5000/team-a/app:v1.4.2
+  jobforge verify registry.example:5000/team-a/app@sha256:<hex> --key-file jobforge.pem
+
+The public key is read from Vault (VAULT_ADDR, VAULT_TOKEN; `read` on transit/keys/<key>) unless
+--key-file names a PEM file (`vault read transit/keys/<key>` gives it).")]
+    Verify(VerifyArgs),
     /// Show the version in deploy/version.yaml and the branch-aware tag.
     #[command(
         after_help = "Example:\n  jobforge version-info\n  Version: 0.1.5\n  Tag: v0.1.5\n  Branch: feature-auth\n  Branch Tag: feature-auth-v0.1.5"
@@ -470,6 +479,25 @@ pub struct RenderArgs {
     /// Generation to render with (default: the stored one, or 1 for a file).
     #[arg(long)]
     pub generation: Option<u64>,
+}
+
+/// `verify` options.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image, by tag (`registry/repo:tag`) or digest (`registry/repo@sha256:<hex>`).
+    pub image: String,
+    /// The public key (PKIX PEM) instead of reading it from Vault.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The transit key whose public key is read from Vault.
+    #[arg(long, default_value = "jobforge")]
+    pub transit_key: String,
+    /// Mount of the transit engine.
+    #[arg(long, default_value = "transit")]
+    pub transit_mount: String,
+    /// Talk plain HTTP to the registry (a loopback development registry).
+    #[arg(long)]
+    pub insecure_registry: bool,
 }
 
 /// Version file location.

@@ -20,6 +20,7 @@ mod render;
 mod submit;
 mod tenancy;
 mod validate;
+mod verify;
 mod version;
 mod watch;
 
@@ -151,6 +152,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Watch(a) => watch::run(&Ctx::new(&g)?, a).await,
         Command::Apply(a) => apply::run(&Ctx::new(&g)?, a).await,
         Command::Render(a) => render::run(&Ctx::new(&g)?, a).await,
+        Command::Verify(a) => verify::run(a).await,
         // Handled in `main` before the runtime starts.
         Command::Validate(_) | Command::Schema(_) => Ok(()),
     }

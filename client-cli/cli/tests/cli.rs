@@ -775,6 +775,7 @@ fn submit_wait_exits_0_when_the_request_succeeds() {
             reference: "registry.local:5000/app:v1".into(),
             digest: None,
             tags: vec!["v1".into()],
+            ..Default::default()
         });
     });
     wait_line(&lines, "published registry.local:5000/app:v1");

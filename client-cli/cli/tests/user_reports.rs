@@ -101,6 +101,7 @@ fn cancelling_a_finished_request_changes_nothing() {
             reference: "registry.local:5000/app:v1".into(),
             digest: Some(format!("sha256:{}", "a".repeat(64))),
             tags: vec!["v1".into()],
+            ..Default::default()
         });
     });
     let before = c.get(&c.keys.request_key("default", "done-1")).unwrap();

@@ -35,6 +35,15 @@
 //! image; the commit SHA is printed before `.git` goes. `--force-rm` removes the working
 //! container of a failed step.
 //!
+//! Reproducible images: the image is built with `--timestamp` = the commit's committer time
+//! (`SOURCE_DATE_EPOCH`, <https://reproducible-builds.org/specs/source-date-epoch/>, exported for
+//! the tools too), so every created time in the config and history is the commit's and two
+//! builds of the same commit, Containerfile and base images push the same manifest digest.
+//! Layer caching is off for now (`--layers=false`): buildah 1.28's cache ignores `--timestamp`, so a
+//! cached step built at another time (or for another commit) would bring its own times in.
+//! buildah records the last stage's base image in the manifest annotations
+//! `org.opencontainers.image.base.name` / `.base.digest`, which the provenance reads back.
+//!
 //! `buildah bud`'s stdout (the Containerfile's `RUN` output, user code) is passed through `sed`,
 //! which indents any line starting with `::jobforge::`, so only this script prints markers.
 //!
@@ -134,9 +143,11 @@ if [ "${JF_SUBMODULES:-1}" = 1 ] && [ -f .gitmodules ]; then
     jf_fail BuildFailed "git submodule update failed; submodules are fetched with the repository's credentials only from repo_url's host (set submodules: false to skip them)"
   fi
 fi
+SOURCE_DATE_EPOCH=$(git show -s --format=%ct "$jf_commit")
+export SOURCE_DATE_EPOCH
 unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0 GIT_CONFIG_KEY_1 GIT_CONFIG_VALUE_1
 find . -name .git -prune -exec rm -rf -- {} +
-set -- --layers --force-rm --isolation chroot --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
+set -- --layers=false --force-rm --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
 fi

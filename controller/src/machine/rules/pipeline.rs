@@ -315,6 +315,7 @@ impl Ctx<'_, '_> {
                     reference: reference.clone(),
                     digest,
                     tags: tags.clone(),
+                    ..ImageStatus::default()
                 });
                 let msg = format!(
                     "published {reference} as {}; pull it, or see details with {}",

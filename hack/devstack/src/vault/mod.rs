@@ -17,12 +17,14 @@
 //!
 //! Concepts, one file each: [`policy`] (HCL policy parsing, the `default` policy), [`acl`]
 //! (merging policies and matching paths), [`tokens`] (the token store and its tree), `sys`
-//! (health, mounts, policy CRUD), `auth` (the token auth method's endpoints), `kv2` (KV v2).
+//! (health, mounts, policy CRUD), `auth` (the token auth method's endpoints), `kv2` (KV v2),
+//! `transit` (the transit engine's signing keys, mounted through `sys/mounts/<path>`).
 //!
 //! Knowingly not emulated: Sentinel (EGP/RGP), namespaces, identity (entities, groups, identity
 //! policies and templating), token roles, periodic and batch tokens, `num_uses`, response
 //! wrapping, control groups, parameter constraints in policies, other auth methods (JWT,
-//! AppRole) and secrets engines. `docs/devstack.md` lists them with the real server's behaviour.
+//! AppRole) and secrets engines other than KV v2 at `secret/` and transit (signing subset).
+//! `docs/devstack.md` lists them with the real server's behaviour.
 
 pub mod acl;
 mod auth;
@@ -30,6 +32,7 @@ mod kv2;
 pub mod policy;
 mod sys;
 pub mod tokens;
+mod transit;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,6 +68,11 @@ pub(crate) struct Inner {
     pub(crate) tokens: TokenStore,
     /// ACL policies by lowercased name; `default` is always there, `root` never stored.
     pub(crate) policies: BTreeMap<String, Policy>,
+    /// Secrets engines by mount path (no trailing `/`) → type: `secret` → `kv` always, plus
+    /// the `transit` mounts enabled through `sys/mounts/<path>`.
+    pub(crate) mounts: BTreeMap<String, String>,
+    /// The keys of the transit mounts.
+    pub(crate) transit: transit::TransitStore,
 }
 
 impl VaultState {
@@ -81,6 +89,8 @@ impl VaultState {
                 kv: KvStore::default(),
                 tokens: TokenStore::with_root(root_token),
                 policies,
+                mounts: BTreeMap::from([("secret".to_string(), "kv".to_string())]),
+                transit: transit::TransitStore::default(),
             }),
         })
     }
@@ -216,6 +226,7 @@ pub fn router(state: Arc<VaultState>) -> axum::Router {
         .merge(sys::routes())
         .merge(auth::routes())
         .merge(kv2::routes())
+        .merge(transit::routes())
         .route("/v1/sys/health", get(sys::health))
         .fallback(not_found)
         .with_state(state)

@@ -10,6 +10,14 @@
 //!   deleted (`cannot delete "default" policy`); names are lowercased.
 //! - Each is checked against the caller's ACL like any path (update for writes: these paths have
 //!   no existence check).
+//! - `sys/mounts/<path>` (Vault API docs "/sys/mounts"; `vault/logical_system.go`
+//!   `handleMount`/`handleUnmount`, `vault/mount.go`): POST/PUT `{"type": "transit", ...}` enables
+//!   the transit engine at `<path>/` (204); a path already mounted is 400 `path is already in
+//!   use at <path>/`; a type other than `transit` is 400 (`kv` at another path and every other
+//!   engine are not emulated); DELETE unmounts a transit mount and forgets its keys (204, also
+//!   when nothing is mounted there, as Vault does); `secret/` cannot be unmounted here. GET
+//!   `sys/mounts` lists `secret/` and every transit mount. Each needs `update`/`delete`/`read` on
+//!   its path.
 
 use std::sync::Arc;
 
@@ -33,6 +41,7 @@ pub(super) fn routes() -> axum::Router<Arc<VaultState>> {
     axum::Router::new()
         .route("/v1/sys/internal/ui/mounts/{*path}", get(ui_mount))
         .route("/v1/sys/mounts", get(mounts))
+        .route("/v1/sys/mounts/{*path}", any(mount_op))
         .route("/v1/sys/policies/acl", any(list_acl))
         .route("/v1/sys/policies/acl/", any(list_acl))
         .route("/v1/sys/policies/acl/{name}", any(acl_policy))
@@ -99,9 +108,84 @@ async fn ui_mount(caller: Caller, Path(path): Path<String>) -> Response {
     }
 }
 
-async fn mounts(caller: Caller) -> Result<Response, ApiError> {
+fn transit_mount(path: &str) -> Value {
+    json!({
+        "type": "transit",
+        "description": "",
+        "options": null,
+        "path": format!("{path}/"),
+        "local": false,
+        "seal_wrap": false,
+        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
+    })
+}
+
+async fn mounts(State(st): S, caller: Caller) -> Result<Response, ApiError> {
     caller.require("sys/mounts", Op::Read)?;
-    Ok(Json(sys_envelope(json!({ "secret/": kv_mount() }))).into_response())
+    let mut all = serde_json::Map::new();
+    for (path, kind) in &st.lock().mounts {
+        let m = if kind == "kv" {
+            kv_mount()
+        } else {
+            transit_mount(path)
+        };
+        all.insert(format!("{path}/"), m);
+    }
+    Ok(Json(sys_envelope(Value::Object(all))).into_response())
+}
+
+/// `sys/mounts/<path>`: enable (POST/PUT) or disable (DELETE) a transit engine.
+async fn mount_op(
+    State(st): S,
+    caller: Caller,
+    Operation(op): Operation,
+    Path(path): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = path.trim_matches('/').to_string();
+    caller.require(&format!("sys/mounts/{path}"), op)?;
+    match op {
+        Op::Update => {
+            let v = json_body(&body)?;
+            let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
+            if path.is_empty() || path.contains('/') {
+                return Err(errors(
+                    StatusCode::BAD_REQUEST,
+                    &["the dev stack mounts engines at one-segment paths only"],
+                ));
+            }
+            if kind != "transit" {
+                return Err(errors(
+                    StatusCode::BAD_REQUEST,
+                    &[&format!(
+                        "secrets engine type {kind:?} is not emulated by the dev stack (only transit)"
+                    )],
+                ));
+            }
+            let mut inner = st.lock();
+            if inner.mounts.contains_key(&path) || path == "sys" || path == "auth" {
+                return Err(errors(
+                    StatusCode::BAD_REQUEST,
+                    &[&format!("path is already in use at {path}/")],
+                ));
+            }
+            inner.mounts.insert(path, kind.to_string());
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Op::Delete => {
+            let mut inner = st.lock();
+            if inner.mounts.get(&path).is_some_and(|k| k != "transit") {
+                return Err(errors(
+                    StatusCode::BAD_REQUEST,
+                    &["the dev stack cannot unmount its KV v2 engine"],
+                ));
+            }
+            inner.mounts.remove(&path);
+            inner.transit.unmount(&path);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(unsupported()),
+    }
 }
 
 fn policy_names(state: &VaultState) -> Vec<String> {
