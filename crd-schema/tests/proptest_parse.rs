@@ -193,6 +193,8 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
             Just("7days".to_string())
         ]),
         of(webhook()),
+        of(1u32..=100),
+        of(dns_label()),
     );
     (a, b).prop_map(
         |(
@@ -217,6 +219,8 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
                 cancel,
                 ttl_after_finished,
                 webhook,
+                priority,
+                concurrency_group,
             ),
         )| BuildSpec {
             // Credentials travel only over https:// or ssh:// (jobforge_schema::tenancy).
@@ -242,6 +246,8 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
             cancel,
             ttl_after_finished,
             webhook,
+            priority,
+            concurrency_group,
         },
     )
 }
