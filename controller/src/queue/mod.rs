@@ -27,6 +27,7 @@
 //! `jobforge_reconcile_duration_seconds` (histogram, seconds).
 
 mod backoff;
+pub mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use slots::{Admission, SlotLimits, Slots};
 
 /// Identity of one BuildRequest: the work-queue key (`namespace/name`, both DNS labels).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
