@@ -110,6 +110,8 @@ impl Observed {
             error_line,
             secrets_missing: None,
             nomad_unavailable: self.nomad_unavailable,
+            queued: None,
+            superseded_by: None,
         }
     }
 
