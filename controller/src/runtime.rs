@@ -32,7 +32,7 @@ use crate::config::{ControllerArgs, EffectiveConfig, KvConfig};
 use crate::health::{self, HealthState};
 use crate::jobwatch::JobWatches;
 use crate::nomad::Client as NomadClient;
-use crate::queue::{QueueConfig, RequestKey, WorkQueue};
+use crate::queue::{BuildSlots, QueueConfig, RequestKey, WorkQueue};
 use crate::reconcile::{Deps, Reconciler};
 use crate::vault::VaultChecker;
 use crate::webhook::Webhooks;
@@ -245,12 +245,20 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken) {
     } = d.deps.clone();
     let job_watches = JobWatches::new(nomad, queue.clone(), cancel.child_token());
     let webhooks = Webhooks::new(vault, consul.clone(), fence, keys.clone());
-    let reconciler = Arc::new(Reconciler::new(d.deps, job_watches, webhooks));
+    let limits = d.deps.config.borrow().tenancy.slots.clone();
+    let slots = Arc::new(BuildSlots::new(limits, queue.clone()));
+    let reconciler = Arc::new(Reconciler::new(
+        d.deps,
+        job_watches,
+        webhooks,
+        slots.clone(),
+    ));
 
     let requests = tokio::spawn(watch_requests(
         consul.clone(),
         keys.clone(),
         queue.clone(),
+        slots,
         d.health.clone(),
         cancel.clone(),
     ));
@@ -375,6 +383,7 @@ async fn watch_requests(
     consul: ConsulClient,
     keys: KeyLayout,
     queue: WorkQueue,
+    slots: Arc<BuildSlots>,
     health: Arc<HealthState>,
     cancel: CancellationToken,
 ) {
@@ -390,10 +399,14 @@ async fn watch_requests(
             WatchEvent::Initial { index, pairs } => {
                 health.consul_reachable.store(true, Ordering::Relaxed);
                 health.last_watch_index.store(index, Ordering::Relaxed);
-                for p in &pairs {
-                    if let Some(k) = ignored.request_of(&keys, &p.key, false) {
-                        queue.enqueue(k);
-                    }
+                let initial: Vec<RequestKey> = pairs
+                    .iter()
+                    .filter_map(|p| ignored.request_of(&keys, &p.key, false))
+                    .collect();
+                slots.expect_initial(initial.iter().cloned());
+                slots.initial_listing_done();
+                for k in initial {
+                    queue.enqueue(k);
                 }
                 health.first_list_done.store(true, Ordering::SeqCst);
                 tracing::info!(requests = pairs.len(), index, "first list done");

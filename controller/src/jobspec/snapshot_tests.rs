@@ -313,3 +313,20 @@ fn docker_profile_tests_commands_in_the_built_image_itself() {
     assert_eq!(task["Config"]["image"], cfg.buildah_image.as_str());
     assert_eq!(task["Config"]["network_mode"], "host");
 }
+
+#[test]
+fn spec_priority_is_the_nomad_job_priority_lowered_to_the_namespace_cap() {
+    let mut r = minimal();
+    let cfg = RenderConfig::default();
+    let jobs = render_all(&r, 1, 1, &cfg).unwrap();
+    assert!(jobs.iter().all(|j| j.priority.is_none()), "Nomad's default");
+    r.spec.priority = Some(80);
+    let jobs = render_all(&r, 1, 1, &cfg).unwrap();
+    assert!(jobs.iter().all(|j| j.priority == Some(80)));
+    let capped = RenderConfig {
+        max_priority: Some(60),
+        ..RenderConfig::default()
+    };
+    let jobs = render_all(&r, 1, 1, &capped).unwrap();
+    assert!(jobs.iter().all(|j| j.priority == Some(60)));
+}

@@ -27,6 +27,8 @@
 //! `jobforge_reconcile_duration_seconds` (histogram, seconds).
 
 mod backoff;
+mod build_slots;
+pub mod groups;
 pub mod slots;
 #[cfg(test)]
 mod tests;
@@ -45,6 +47,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use build_slots::BuildSlots;
+pub use groups::Groups;
 pub use slots::{Admission, SlotLimits, Slots};
 
 /// Identity of one BuildRequest: the work-queue key (`namespace/name`, both DNS labels).
