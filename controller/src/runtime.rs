@@ -21,7 +21,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use jobforge_client::consul::leader::{Fence, LeaderConfig, LeaderState, Leadership};
 use jobforge_client::consul::watch::{
-    WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix,
+    WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix_sharded,
 };
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
 use jobforge_schema::{KeyLayout, grammar};
@@ -377,8 +377,8 @@ impl IgnoredKeys {
     }
 }
 
-/// Watches `requests/`: the initial listing enqueues every request (then `/readyz` is ready); each
-/// change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
+/// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]): the initial
+/// listing enqueues every request (then `/readyz` is ready); each change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
     consul: ConsulClient,
     keys: KeyLayout,
@@ -392,7 +392,9 @@ async fn watch_requests(
         max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
-    let mut stream = Box::pin(watch_prefix(consul, keys.requests_prefix(), opts));
+    // One blocking read per namespace (plus one of the namespace names): a change re-reads only
+    // its namespace's requests (issue 17; cost model in docs/performance.md).
+    let mut stream = Box::pin(watch_prefix_sharded(consul, keys.requests_prefix(), opts));
     let mut ignored = IgnoredKeys::default();
     while let Some(ev) = stream.next().await {
         match ev {
