@@ -204,6 +204,8 @@ struct Scheduling {
     queued: Option<String>,
     /// The newer request of its group that supersedes it.
     superseded_by: Option<String>,
+    /// Its namespace's storage quota refuses it: the problem to report (`InvalidSpec`).
+    over_quota: Option<String>,
 }
 
 impl Reconciler {
@@ -257,6 +259,13 @@ impl Reconciler {
             if out.superseded_by.is_some() {
                 return out;
             }
+        }
+        if !started
+            && let Some(quota) = cfg.tenancy.max_requests(&key.namespace)
+            && let Some(msg) = self.slots.stored().over_quota(key, quota)
+        {
+            out.over_quota = Some(msg);
+            return out;
         }
         if started {
             self.slots.hold(key);
@@ -478,6 +487,7 @@ impl Reconciler {
         scheduling: Scheduling,
         config: &MachineConfig,
     ) -> Result<Decision, ReconcileError> {
+        let quota_problem: Vec<String> = scheduling.over_quota.into_iter().collect();
         let observation = Observation {
             queued: scheduling.queued,
             superseded_by: scheduling.superseded_by,
@@ -487,7 +497,11 @@ impl Reconciler {
             namespace: &key.namespace,
             name: &key.name,
             generation: spec.generation,
-            spec: spec.parsed.as_ref().map(|r| &r.spec).map_err(Vec::as_slice),
+            spec: if quota_problem.is_empty() {
+                spec.parsed.as_ref().map(|r| &r.spec).map_err(Vec::as_slice)
+            } else {
+                Err(quota_problem.as_slice())
+            },
             status: stored.status.as_ref(),
             observation: &observation,
             config,

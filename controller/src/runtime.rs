@@ -403,7 +403,11 @@ async fn watch_requests(
                 health.last_watch_index.store(index, Ordering::Relaxed);
                 let initial: Vec<RequestKey> = pairs
                     .iter()
-                    .filter_map(|p| ignored.request_of(&keys, &p.key, false))
+                    .filter_map(|p| {
+                        let k = ignored.request_of(&keys, &p.key, false)?;
+                        slots.stored().present(&k, p.create_index);
+                        Some(k)
+                    })
                     .collect();
                 slots.expect_initial(initial.iter().cloned());
                 slots.initial_listing_done();
@@ -424,6 +428,11 @@ async fn watch_requests(
                     .last_watch_index
                     .fetch_max(p.modify_index, Ordering::Relaxed);
                 if let Some(k) = ignored.request_of(&keys, &p.key, deleted) {
+                    if deleted {
+                        slots.stored().deleted(&k);
+                    } else {
+                        slots.stored().present(&k, p.create_index);
+                    }
                     queue.enqueue(k);
                 }
             }

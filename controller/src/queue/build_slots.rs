@@ -6,6 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use super::quota::StoredRequests;
 use super::slots::{Admission, SlotLimits, Slots};
 use super::{RequestKey, WorkQueue};
 
@@ -15,6 +16,8 @@ use super::{RequestKey, WorkQueue};
 pub struct BuildSlots {
     slots: Mutex<Slots>,
     queue: WorkQueue,
+    /// Requests stored per namespace (the storage quota), kept by the requests watch.
+    stored: Mutex<StoredRequests>,
 }
 
 impl BuildSlots {
@@ -24,7 +27,14 @@ impl BuildSlots {
         BuildSlots {
             slots: Mutex::new(Slots::new(limits)),
             queue,
+            stored: Mutex::new(StoredRequests::default()),
         }
+    }
+
+    /// The requests stored per namespace ([`StoredRequests`]), for the watch to update and the
+    /// reconciler to check quotas against.
+    pub fn stored(&self) -> MutexGuard<'_, StoredRequests> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Slots> {
