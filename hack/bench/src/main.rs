@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Scenarios (all when none is named): `floor`, `reaction`, `status`, `throughput` (includes the
-//! idle cost with the finished requests stored), `failover`, `baseline`. The polling-baseline ratio
+//! idle cost with the finished requests stored), `failover`, `baseline`, `fairness` (one
+//! namespace's backlog against another's next builds, issue 17). The polling-baseline ratio
 //! is reported when both `reaction` and `baseline` run. Exit status 1 when a scenario failed to run
 //! (a MISS against a target is a measurement, not a failure). See `docs/performance.md`.
 
@@ -20,6 +21,7 @@ use clap::Parser;
 
 mod api;
 mod failover;
+mod fairness;
 mod latency;
 mod load;
 mod naive;
@@ -58,17 +60,19 @@ struct Args {
     /// or `process` (the phase scripts with no-op buildah/skopeo, competing for the same cores).
     #[arg(long, value_enum, default_value = "mock")]
     tasks: stack::Tasks,
-    /// Scenarios to run: floor, reaction, status, throughput, failover, baseline (default: all).
+    /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness
+    /// (default: all).
     scenarios: Vec<String>,
 }
 
-const ALL: [&str; 6] = [
+const ALL: [&str; 7] = [
     "floor",
     "reaction",
     "status",
     "throughput",
     "failover",
     "baseline",
+    "fairness",
 ];
 
 /// Workload sizes of one mode.
@@ -82,6 +86,7 @@ struct Sizes {
     idle_window: Duration,
     finish_timeout: Duration,
     failover_trials: usize,
+    fairness: fairness::FairSizes,
 }
 
 impl Sizes {
@@ -96,6 +101,10 @@ impl Sizes {
                 idle_window: Duration::from_secs(3),
                 finish_timeout: Duration::from_secs(120),
                 failover_trials: 1,
+                fairness: fairness::FairSizes {
+                    backlog: 40,
+                    late: 3,
+                },
             },
             "quick" => Sizes {
                 floor: 200,
@@ -106,6 +115,10 @@ impl Sizes {
                 idle_window: Duration::from_secs(20),
                 finish_timeout: Duration::from_secs(30 * 60),
                 failover_trials: 3,
+                fairness: fairness::FairSizes {
+                    backlog: 300,
+                    late: 10,
+                },
             },
             _ => Sizes {
                 floor: 1_000,
@@ -116,6 +129,10 @@ impl Sizes {
                 idle_window: Duration::from_secs(60),
                 finish_timeout: Duration::from_secs(120 * 60),
                 failover_trials: 20,
+                fairness: fairness::FairSizes {
+                    backlog: 1_000,
+                    late: 10,
+                },
             },
         }
     }
@@ -236,6 +253,11 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         note("baseline", r.map(|_| ()));
+    }
+
+    if run("fairness") {
+        let r = fairness::run(&bins, &repo.url, sizes.fairness, &mut report).await;
+        note("fairness", r);
     }
 
     let mut doc = serde_json::to_value(&report)?;
