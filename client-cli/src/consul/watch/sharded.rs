@@ -12,7 +12,9 @@
 //!   highest ModifyIndex under it (Consul `state/kvs.go`, `kvsListTxn`), so a change in one
 //!   folder answers that folder's read alone.
 //!
-//! One change thus costs two reads: the folder names, and the changed folder's listing.
+//! One change thus costs two reads: the folder names, and the changed folder's listing. The
+//! price is paid when idle: each folder's read is re-armed once per `wait`, so folder reads
+//! block for Consul's longest wait (10 min): `folders / 10` requests per minute.
 //!
 //! The merged stream keeps [`super::watch_prefix`]'s contract: one [`WatchEvent::Initial`] first
 //! (every folder's listing, plus keys lying directly under the prefix, sorted by key), then
@@ -97,8 +99,11 @@ impl Merger {
         self.next_id += 1;
         let id = self.next_id;
         let cancel = self.opts.cancel.child_token();
+        // An idle folder costs one read per `wait`: use Consul's longest (10 min), which costs
+        // nothing in reaction time (a blocking read answers at once on a change).
         let opts = WatchOptions {
             cancel: cancel.clone(),
+            wait: self.opts.wait.max(crate::consul::MAX_WAIT),
             ..self.opts.clone()
         };
         let mut stream = Box::pin(watch_prefix(self.client.clone(), folder.to_string(), opts));
