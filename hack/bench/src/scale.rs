@@ -324,7 +324,7 @@ pub async fn run(
         Cmp::AtMost,
         10.0,
         format!(
-            "Consul + Nomad requests over {idle_window:?} with {stored} stored ({namespaces} blocking namespace reads, each re-armed every 5 min)"
+            "Consul + Nomad requests over {idle_window:?} with {stored} stored ({namespaces} blocking namespace reads, each re-armed every 10 min)"
         ),
     );
     Ok(())
