@@ -17,12 +17,27 @@
 //!  "tenancy": {"vault_path_prefix": "secret/data/jobforge/{namespace}/",
 //!              "vault_policy": "jobforge-{namespace}",
 //!              "vault_policies_allowed": {"team-a": ["aws-read"]},
-//!              "webhook_allow_cidrs": ["127.0.0.0/8"]}}
+//!              "webhook_allow_cidrs": ["127.0.0.0/8"]},
+//!  "concurrency": {"max_builds": 16, "namespace_max_builds": 4, "namespace_max_requests": 10000,
+//!                  "namespaces": {"team-a": {"max_builds": 8, "max_priority": 80, "max_requests": 2000}}},
+//!  "signing": {"transit_key": "jobforge", "builder_id": "https://ci.example.com/jobforge"}}
 //! ```
 //!
 //! `tenancy` is [`TenancyConfig`] (the rules and their defaults are documented there and in
 //! `docs/tenancy.md`); an invalid `tenancy` section makes the whole document invalid, so the
 //! previous tenancy rules stay in force, never a looser default.
+//!
+//! `concurrency` (issue 17): `max_builds` caps the requests running a pipeline at once (all
+//! namespaces; the `--max-concurrent-builds` flag when absent, unlimited when that is 0),
+//! `namespace_max_builds` the same within one namespace (unlimited when absent), `namespaces`
+//! overrides both per namespace and caps `spec.priority` (`max_priority`, 1..=100). Free slots go
+//! round-robin to the namespaces with waiting requests (`crate::queue::Slots`).
+//! `namespace_max_requests` / `namespaces.<ns>.max_requests` bound how many requests a namespace
+//! may store: a request past it ends `Failed`/`InvalidSpec` with the quota in its message, and is
+//! deleted after its TTL like any finished request.
+//!
+//! `signing` (issue 20, `docs/supply-chain.md`): the Vault transit key that signs published
+//! images and their provenance; absent = images are not signed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -114,6 +129,10 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, env = "JOBFORGE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Requests running a pipeline at once, all namespaces together (0 = unlimited);
+    /// `<prefix>/config` `concurrency.max_builds` overrides it.
+    #[arg(long, env = "JOBFORGE_MAX_CONCURRENT_BUILDS", default_value_t = 0)]
+    pub max_concurrent_builds: usize,
     /// On SIGTERM, how long in-flight reconciles may take before they are abandoned.
     #[arg(long, env = "JOBFORGE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -210,6 +229,8 @@ pub struct KvConfig {
     pub tenancy: Option<TenancyConfig>,
     /// Image signing and provenance (issue 20): absent = images are not signed.
     pub signing: Option<KvSigning>,
+    /// Build slots, priorities and storage quotas (module docs).
+    pub concurrency: Option<KvConcurrency>,
 }
 
 /// `signing` in `<prefix>/config`: the Vault transit key that signs published images.
@@ -258,6 +279,33 @@ impl KvSigning {
                 .unwrap_or_else(|| DEFAULT_BUILDER_ID.to_string()),
         }
     }
+}
+
+/// `concurrency` of the KV document (module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvConcurrency {
+    /// Requests running a pipeline at once, all namespaces (≥ 1).
+    pub max_builds: Option<usize>,
+    /// Requests running a pipeline at once in one namespace without an override (≥ 1).
+    pub namespace_max_builds: Option<usize>,
+    /// Requests one namespace may store without an override (≥ 1).
+    pub namespace_max_requests: Option<usize>,
+    /// Per-namespace overrides, by namespace name.
+    #[serde(default)]
+    pub namespaces: std::collections::BTreeMap<String, KvNamespaceLimits>,
+}
+
+/// One namespace's overrides in `concurrency.namespaces`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvNamespaceLimits {
+    /// Its build slots (≥ 1).
+    pub max_builds: Option<usize>,
+    /// Highest `spec.priority` it may use (1..=100); higher values are lowered to it.
+    pub max_priority: Option<u32>,
+    /// Requests it may store (≥ 1).
+    pub max_requests: Option<usize>,
 }
 
 /// An invalid `<prefix>/config` document: the field path and what is allowed.
@@ -373,6 +421,37 @@ impl KvConfig {
                 }
             }
         }
+        if let Some(c) = &cfg.concurrency {
+            let positive = |path: String, v: Option<usize>| match v {
+                Some(0) => Err(err(path, "0 is not allowed; at least 1".to_string())),
+                _ => Ok(()),
+            };
+            positive("concurrency.max_builds".into(), c.max_builds)?;
+            positive(
+                "concurrency.namespace_max_builds".into(),
+                c.namespace_max_builds,
+            )?;
+            positive(
+                "concurrency.namespace_max_requests".into(),
+                c.namespace_max_requests,
+            )?;
+            for (ns, l) in &c.namespaces {
+                let at = format!("concurrency.namespaces.{ns}");
+                if jobforge_schema::grammar::dns_label(ns).is_err() {
+                    return Err(err(at, format!("{ns:?} is not a namespace (a DNS label)")));
+                }
+                positive(format!("{at}.max_builds"), l.max_builds)?;
+                positive(format!("{at}.max_requests"), l.max_requests)?;
+                if let Some(p) = l.max_priority
+                    && !(1..=100).contains(&p)
+                {
+                    return Err(err(
+                        format!("{at}.max_priority"),
+                        format!("{p} is out of range; allowed: 1 ..= 100"),
+                    ));
+                }
+            }
+        }
         if let Some(p) = &cfg.registry_temp_prefix {
             let ok = !p.is_empty()
                 && p.split('/').all(|seg| {
@@ -454,6 +533,71 @@ pub struct EffectiveConfig {
     pub tenancy: TenancyConfig,
     /// Image signing (`signing` in the KV document); `None` = not signed.
     pub signing: Option<crate::supply_chain::SigningConfig>,
+    /// Build slots, priorities and storage quotas per namespace (`concurrency`).
+    pub limits: TenancyLimits,
+}
+
+/// Per-namespace limits of the effective configuration (module docs, `concurrency`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TenancyLimits {
+    /// Build slot caps.
+    pub slots: crate::queue::SlotLimits,
+    /// Highest `spec.priority` per namespace (absent = 100).
+    pub max_priority: std::collections::HashMap<String, u32>,
+    /// Requests a namespace may store without an override (`None` = unlimited).
+    pub max_requests_default: Option<usize>,
+    /// Per-namespace storage quotas.
+    pub max_requests: std::collections::HashMap<String, usize>,
+}
+
+impl TenancyLimits {
+    /// The priority a request of `namespace` asking for `requested` (absent = 50) gets.
+    pub fn priority(&self, namespace: &str, requested: Option<u32>) -> u32 {
+        let p = requested.unwrap_or(jobforge_schema::validate::DEFAULT_PRIORITY);
+        self.max_priority
+            .get(namespace)
+            .map_or(p, |max| p.min(*max))
+            .clamp(1, 100)
+    }
+
+    /// The storage quota of `namespace` (`None` = unlimited).
+    pub fn max_requests(&self, namespace: &str) -> Option<usize> {
+        self.max_requests
+            .get(namespace)
+            .copied()
+            .or(self.max_requests_default)
+    }
+
+    fn from_kv(args: &ControllerArgs, kv: Option<&KvConcurrency>) -> TenancyLimits {
+        let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
+        let default = KvConcurrency::default();
+        let c = kv.unwrap_or(&default);
+        let slots = crate::queue::SlotLimits {
+            global: c
+                .max_builds
+                .unwrap_or(unlimited(args.max_concurrent_builds)),
+            namespace_default: c.namespace_max_builds.unwrap_or(usize::MAX),
+            per_namespace: c
+                .namespaces
+                .iter()
+                .filter_map(|(ns, l)| Some((ns.clone(), l.max_builds?)))
+                .collect(),
+        };
+        TenancyLimits {
+            slots,
+            max_priority: c
+                .namespaces
+                .iter()
+                .filter_map(|(ns, l)| Some((ns.clone(), l.max_priority?)))
+                .collect(),
+            max_requests_default: c.namespace_max_requests,
+            max_requests: c
+                .namespaces
+                .iter()
+                .filter_map(|(ns, l)| Some((ns.clone(), l.max_requests?)))
+                .collect(),
+        }
+    }
 }
 
 impl EffectiveConfig {
@@ -513,11 +657,13 @@ impl EffectiveConfig {
         }
         let tenancy = kv.tenancy.clone().unwrap_or_default();
         render.tenancy = tenancy.clone();
+        let limits = TenancyLimits::from_kv(args, kv.concurrency.as_ref());
         EffectiveConfig {
             machine,
             render,
             tenancy,
             signing: kv.signing.as_ref().map(KvSigning::to_config),
+            limits,
         }
     }
 }
@@ -638,6 +784,46 @@ mod tests {
             let e = KvConfig::parse("jobforge/config", doc).expect_err("invalid");
             assert_eq!(e.path, path, "{e}");
             assert!(e.to_string().starts_with("jobforge/config: tenancy"), "{e}");
+        }
+    }
+
+    #[test]
+    fn kv_concurrency_sets_slots_priorities_and_quotas_per_namespace() {
+        use clap::Parser;
+        let doc = br#"{"concurrency":{"max_builds":16,"namespace_max_builds":4,"namespace_max_requests":100,
+            "namespaces":{"team-a":{"max_builds":8,"max_priority":60,"max_requests":5}}}}"#;
+        let kv = KvConfig::parse("k", doc).expect("valid");
+        let args = ControllerArgs::parse_from(["jobforge-controller"]);
+        let t = EffectiveConfig::merge(&args, &kv).limits;
+        assert_eq!(t.slots.global, 16);
+        assert_eq!((t.slots.of("team-a"), t.slots.of("team-b")), (8, 4));
+        assert_eq!(t.priority("team-a", Some(90)), 60);
+        assert_eq!(t.priority("team-b", Some(90)), 90);
+        assert_eq!(t.priority("team-b", None), 50);
+        assert_eq!(
+            (t.max_requests("team-a"), t.max_requests("team-b")),
+            (Some(5), Some(100))
+        );
+        // Without the document: the flag (0 = unlimited), no namespace cap, no quota.
+        let t = EffectiveConfig::merge(&args, &KvConfig::default()).limits;
+        assert_eq!((t.slots.global, t.slots.of("x")), (usize::MAX, usize::MAX));
+        assert_eq!(t.max_requests("x"), None);
+        for (bad, path) in [
+            (
+                r#"{"concurrency":{"max_builds":0}}"#,
+                "concurrency.max_builds",
+            ),
+            (
+                r#"{"concurrency":{"namespaces":{"Team":{}}}}"#,
+                "concurrency.namespaces.Team",
+            ),
+            (
+                r#"{"concurrency":{"namespaces":{"a":{"max_priority":101}}}}"#,
+                "concurrency.namespaces.a.max_priority",
+            ),
+        ] {
+            let e = KvConfig::parse("k", bad.as_bytes()).expect_err(bad);
+            assert_eq!(e.path, path, "{e}");
         }
     }
 

@@ -26,7 +26,7 @@ pub mod nomad;
 pub mod queue;
 pub mod reconcile;
 pub mod runtime;
-pub mod sweep;
 pub mod supply_chain;
+pub mod sweep;
 pub mod vault;
 pub mod webhook;

@@ -32,7 +32,7 @@ use crate::machine::{
     self, Decision, Effect, JobObservation, JobTarget, MachineConfig, Observation, StepInput,
 };
 use crate::nomad::{self, Client as NomadClient, QueryOptions};
-use crate::queue::{self, RequestKey};
+use crate::queue::{self, Admission, BuildSlots, Groups, RequestKey};
 use crate::sweep::JobOwner;
 use crate::vault::{VaultChecker, VaultError};
 use crate::webhook;
@@ -117,6 +117,8 @@ impl Observed {
             error_line,
             secrets_missing: None,
             nomad_unavailable: self.nomad_unavailable,
+            queued: None,
+            superseded_by: None,
         }
     }
 
@@ -194,16 +196,107 @@ pub struct Reconciler {
     phases: Mutex<PhaseCounts>,
     /// Hash of the last log tail written per logs key, to skip identical writes.
     written_logs: Mutex<HashMap<String, u64>>,
+    /// Build slots: which waiting request may start (issue 17).
+    slots: Arc<BuildSlots>,
+    /// Concurrency groups of unfinished requests (issue 17).
+    groups: Mutex<Groups>,
+}
+
+/// What the reconciler tells the machine about build slots and concurrency groups.
+#[derive(Debug, Default)]
+struct Scheduling {
+    /// The `Queued` message when the request waits for a slot.
+    queued: Option<String>,
+    /// The newer request of its group that supersedes it.
+    superseded_by: Option<String>,
+    /// Its namespace's storage quota refuses it: the problem to report (`InvalidSpec`).
+    over_quota: Option<String>,
 }
 
 impl Reconciler {
     /// A reconciler for one leadership term.
-    pub fn new(deps: Deps, job_watches: Arc<JobWatches>) -> Reconciler {
+    pub fn new(deps: Deps, job_watches: Arc<JobWatches>, slots: Arc<BuildSlots>) -> Reconciler {
         Reconciler {
             deps,
             job_watches,
             phases: Mutex::new(PhaseCounts::default()),
             written_logs: Mutex::new(HashMap::new()),
+            slots,
+            groups: Mutex::new(Groups::default()),
+        }
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before deciding: a request that has not started asks for a build slot, and a member of a
+    /// concurrency group learns whether a newer member superseded it.
+    fn schedule(
+        &self,
+        key: &RequestKey,
+        spec: &Spec,
+        stored: &Stored,
+        cfg: &EffectiveConfig,
+    ) -> Scheduling {
+        let Ok(req) = &spec.parsed else {
+            return Scheduling::default();
+        };
+        let status = stored
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation >= spec.generation);
+        if req.spec.cancel || status.is_some_and(|s| s.phase.is_terminal()) {
+            return Scheduling::default();
+        }
+        let started = machine::target(spec.generation, stored.status.as_ref()).is_some();
+        let mut out = Scheduling::default();
+        if let Some(group) = &req.spec.concurrency_group {
+            let mut g = self.groups();
+            g.note(key, group, spec.generation, started);
+            out.superseded_by = g.superseded_by(key, group, spec.generation);
+            if out.superseded_by.is_some() {
+                return out;
+            }
+        }
+        if !started
+            && let Some(quota) = cfg.limits.max_requests(&key.namespace)
+            && let Some(msg) = self.slots.stored().over_quota(key, quota)
+        {
+            out.over_quota = Some(msg);
+            return out;
+        }
+        if started {
+            self.slots.hold(key);
+        } else {
+            let priority = cfg.limits.priority(&key.namespace, req.spec.priority);
+            if let Admission::Queued(at) = self.slots.request(key, priority) {
+                out.queued = Some(at.message(&key.namespace));
+            }
+        }
+        out
+    }
+
+    /// After the commit: a finished request gives back its slot and leaves its group; one that
+    /// just started its build supersedes the older members of its group.
+    fn after_commit(&self, key: &RequestKey, spec: &Spec, status: &BuildStatus, registered: bool) {
+        if status.phase.is_terminal() {
+            self.slots.release(key);
+            self.groups().leave(key);
+            return;
+        }
+        if registered
+            && status.attempt <= 1
+            && let Ok(req) = &spec.parsed
+            && let Some(group) = &req.spec.concurrency_group
+            && machine::target(spec.generation, Some(status)).map(|t| t.phase)
+                == Some(PipelinePhase::Build)
+        {
+            let older = self.groups().started(key, group, spec.generation);
+            for o in older {
+                tracing::info!(request = %o, newer = %key, %group, "superseded by a newer request of its concurrency group");
+                self.slots.queue().enqueue(o);
+            }
         }
     }
 
@@ -218,6 +311,7 @@ impl Reconciler {
     pub async fn reconcile(&self, key: RequestKey) -> Result<queue::Action, ReconcileError> {
         let started = std::time::Instant::now();
         let res = self.reconcile_inner(&key).await;
+        self.slots.seen(&key);
         tracing::debug!(
             request = %key,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -230,12 +324,15 @@ impl Reconciler {
     /// The six steps of one reconcile, as numbered in `ARCHITECTURE.md`.
     async fn reconcile_inner(&self, key: &RequestKey) -> Result<queue::Action, ReconcileError> {
         let cfg = self.deps.config.borrow().clone();
+        self.slots.set_limits(&cfg.limits.slots);
         // 1. Read the spec (and its generation) and the status.
         let stored = self.read(key, &cfg.tenancy).await?;
         let Some(spec) = &stored.spec else {
             // Cleanup: the request was deleted.
             self.delete_request(key, stored.status.as_ref(), Cleanup::SpecGone)
                 .await?;
+            self.slots.release(key);
+            self.groups().leave(key);
             return Ok(queue::Action::AwaitChange);
         };
         // 2. Observe the job the status names as current.
@@ -245,8 +342,9 @@ impl Reconciler {
             None => Observed::default(),
         };
         // 3. Decide: the pure state machine, with the Vault check it may ask for.
+        let scheduling = self.schedule(key, spec, &stored, &cfg);
         let mut decision = self
-            .decide(key, spec, &stored, &observed, &cfg.machine)
+            .decide(key, spec, &stored, &observed, scheduling, &cfg.machine)
             .await?;
         // 3b. A request that just succeeded: sign its image and attach provenance (issue 20).
         if let Some(signing) = &cfg.signing {
@@ -268,7 +366,7 @@ impl Reconciler {
                 &decision.effects,
                 target.as_ref(),
                 &observed,
-                &cfg.render,
+                &render_for(&cfg, &key.namespace),
             )
             .await?;
         // 5. Commit the status, with its webhook events in the outbox, through the fence; only
@@ -295,6 +393,7 @@ impl Reconciler {
             // that a write that keeps losing is never an immediate-requeue loop.
             return Ok(queue::Action::Backoff);
         }
+        self.after_commit(key, spec, &decision.status, applied.registered);
         if applied.expired {
             // Cleanup: the TTL after finishing expired.
             let expired = Cleanup::Expired {
@@ -480,14 +579,24 @@ impl Reconciler {
         spec: &Spec,
         stored: &Stored,
         observed: &Observed,
+        scheduling: Scheduling,
         config: &MachineConfig,
     ) -> Result<Decision, ReconcileError> {
-        let observation = observed.observation();
+        let quota_problem: Vec<String> = scheduling.over_quota.into_iter().collect();
+        let observation = Observation {
+            queued: scheduling.queued,
+            superseded_by: scheduling.superseded_by,
+            ..observed.observation()
+        };
         let input = StepInput {
             namespace: &key.namespace,
             name: &key.name,
             generation: spec.generation,
-            spec: spec.parsed.as_ref().map(|r| &r.spec).map_err(Vec::as_slice),
+            spec: if quota_problem.is_empty() {
+                spec.parsed.as_ref().map(|r| &r.spec).map_err(Vec::as_slice)
+            } else {
+                Err(quota_problem.as_slice())
+            },
             status: stored.status.as_ref(),
             observation: &observation,
             config,
@@ -951,6 +1060,19 @@ impl Reconciler {
                 endpoint: "txn",
                 message: format!("delete rolled back: {e:?}"),
             })),
+        }
+    }
+}
+
+/// The render configuration for a request of `namespace`: the namespace's priority cap applied
+/// (`concurrency.namespaces.<ns>.max_priority`).
+fn render_for<'a>(cfg: &'a EffectiveConfig, namespace: &str) -> std::borrow::Cow<'a, RenderConfig> {
+    match cfg.limits.max_priority.get(namespace) {
+        None => std::borrow::Cow::Borrowed(&cfg.render),
+        Some(max) => {
+            let mut r = cfg.render.clone();
+            r.max_priority = i32::try_from(*max).ok();
+            std::borrow::Cow::Owned(r)
         }
     }
 }

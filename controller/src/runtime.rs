@@ -22,7 +22,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use jobforge_client::consul::leader::{Fence, LeaderConfig, LeaderState, Leadership};
 use jobforge_client::consul::watch::{
-    WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix,
+    WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix_sharded,
 };
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
 use jobforge_schema::{KeyClass, KeyLayout};
@@ -33,7 +33,7 @@ use crate::config::{ControllerArgs, EffectiveConfig, KvConfig};
 use crate::health::{self, HealthState};
 use crate::jobwatch::JobWatches;
 use crate::nomad::Client as NomadClient;
-use crate::queue::{QueueConfig, RequestKey, WorkQueue};
+use crate::queue::{BuildSlots, QueueConfig, RequestKey, WorkQueue};
 use crate::reconcile::{Deps, Reconciler};
 use crate::vault::VaultChecker;
 use crate::webhook::{Outbox, OutboxDeps, Sender};
@@ -354,12 +354,15 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: Cancellation
         },
         cancel.child_token(),
     );
-    let reconciler = Arc::new(Reconciler::new(d.deps, job_watches));
+    let limits = d.deps.config.borrow().limits.slots.clone();
+    let slots = Arc::new(BuildSlots::new(limits, queue.clone()));
+    let reconciler = Arc::new(Reconciler::new(d.deps, job_watches, slots.clone()));
 
     let requests = tokio::spawn(watch_requests(
         consul.clone(),
         keys.clone(),
         queue.clone(),
+        slots,
         d.health.clone(),
         cancel.clone(),
     ));
@@ -485,12 +488,13 @@ impl IgnoredKeys {
     }
 }
 
-/// Watches `requests/`: the initial listing enqueues every request (then `/readyz` is ready); each
-/// change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
+/// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]): the initial
+/// listing enqueues every request (then `/readyz` is ready); each change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
     consul: ConsulClient,
     keys: KeyLayout,
     queue: WorkQueue,
+    slots: Arc<BuildSlots>,
     health: Arc<HealthState>,
     cancel: CancellationToken,
 ) {
@@ -499,17 +503,27 @@ async fn watch_requests(
         max_backoff: WATCH_MAX_BACKOFF,
         ..WatchOptions::default()
     };
-    let mut stream = Box::pin(watch_prefix(consul, keys.requests_prefix(), opts));
+    // One blocking read per namespace (plus one of the namespace names): a change re-reads only
+    // its namespace's requests (issue 17; cost model in docs/performance.md).
+    let mut stream = Box::pin(watch_prefix_sharded(consul, keys.requests_prefix(), opts));
     let mut ignored = IgnoredKeys::default();
     while let Some(ev) = stream.next().await {
         match ev {
             WatchEvent::Initial { index, pairs } => {
                 health.consul_reachable.store(true, Ordering::Relaxed);
                 health.last_watch_index.store(index, Ordering::Relaxed);
-                for p in &pairs {
-                    if let Some(k) = ignored.request_of(&keys, &p.key, false) {
-                        queue.enqueue(k);
-                    }
+                let initial: Vec<RequestKey> = pairs
+                    .iter()
+                    .filter_map(|p| {
+                        let k = ignored.request_of(&keys, &p.key, false)?;
+                        slots.stored().present(&k, p.create_index);
+                        Some(k)
+                    })
+                    .collect();
+                slots.expect_initial(initial.iter().cloned());
+                slots.initial_listing_done();
+                for k in initial {
+                    queue.enqueue(k);
                 }
                 health.first_list_done.store(true, Ordering::SeqCst);
                 tracing::info!(requests = pairs.len(), index, "first list done");
@@ -525,6 +539,11 @@ async fn watch_requests(
                     .last_watch_index
                     .fetch_max(p.modify_index, Ordering::Relaxed);
                 if let Some(k) = ignored.request_of(&keys, &p.key, deleted) {
+                    if deleted {
+                        slots.stored().deleted(&k);
+                    } else {
+                        slots.stored().present(&k, p.create_index);
+                    }
                     queue.enqueue(k);
                 }
             }

@@ -233,7 +233,7 @@ fn build_resolves_branch_tag_and_sha_and_prints_the_full_commit() {
     }
     let log = sb.log();
     assert!(
-        log.contains("  [bud]\n  [--layers]\n  [--isolation]\n  [chroot]\n"),
+        log.contains("  [bud]\n  [--layers=false]\n  [--force-rm]\n  [--isolation]\n  [chroot]\n  [--timestamp]\n"),
         "{log}"
     );
     assert!(log.contains("  [--tls-verify=false]\n"), "{log}");

@@ -19,6 +19,8 @@
 //! | `NomadUnavailable` | Nomad did not answer; the controller retries with backoff | Unknown |
 //! | `GitRevisionNotFound` | `git_ref` does not exist in the repository | False |
 //! | `RetryScheduled` | a failed attempt will be retried (`retries`) | Unknown |
+//! | `Queued` | waits for a build slot (namespace or global concurrency cap); the message gives its position | Unknown |
+//! | `Superseded` | a newer request of the same `concurrency_group` started; the message names it | False |
 
 use std::fmt;
 
@@ -74,11 +76,15 @@ pub enum Reason {
     GitRevisionNotFound,
     /// The pipeline failed and will be retried.
     RetryScheduled,
+    /// Waits for a build slot (a concurrency cap is reached); phase `Pending`.
+    Queued,
+    /// A newer request of the same `concurrency_group` started; phase `Cancelled`.
+    Superseded,
 }
 
 impl Reason {
     /// Every reason of the vocabulary.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Pending,
         Reason::Building,
         Reason::Testing,
@@ -95,6 +101,8 @@ impl Reason {
         Reason::NomadUnavailable,
         Reason::GitRevisionNotFound,
         Reason::RetryScheduled,
+        Reason::Queued,
+        Reason::Superseded,
     ];
 
     /// The CamelCase name written in documents and used as a metrics label.
@@ -116,6 +124,8 @@ impl Reason {
             Reason::NomadUnavailable => "NomadUnavailable",
             Reason::GitRevisionNotFound => "GitRevisionNotFound",
             Reason::RetryScheduled => "RetryScheduled",
+            Reason::Queued => "Queued",
+            Reason::Superseded => "Superseded",
         }
     }
 

@@ -154,6 +154,18 @@ pub struct BuildSpec {
     /// Notifications about this request's progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+    /// Order of this request among its namespace's waiting requests: higher starts first
+    /// (equal priorities start in arrival order). 1 ..= 100; 50 when absent. Also the Nomad job
+    /// priority of its jobs. An operator may cap it per namespace (`<prefix>/config`
+    /// `concurrency.namespaces.<ns>.max_priority`); a higher value is lowered to that cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub priority: Option<u32>,
+    /// Requests of one namespace with the same group supersede each other: when a newer one
+    /// starts, older unfinished ones end `Cancelled` with reason `Superseded` (GitHub Actions'
+    /// `cancel-in-progress`, Tekton TEP-0120). A DNS-label-like name, at most 63 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_group: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

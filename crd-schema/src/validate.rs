@@ -20,6 +20,10 @@ pub const TTL_BOUNDS: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(8760 * 3600));
 /// Largest `retries`.
 pub const MAX_RETRIES: u32 = 10;
+/// Bounds of `priority` (Nomad's job priority range is 1 ..= 100 too).
+pub const PRIORITY_BOUNDS: (u32, u32) = (1, 100);
+/// `priority` when a request sets none (Nomad's default job priority).
+pub const DEFAULT_PRIORITY: u32 = 50;
 /// CPU bounds in MHz.
 pub const CPU_MHZ_BOUNDS: (u64, u64) = (1, 1_000_000);
 /// Memory and disk bounds in MB.
@@ -157,6 +161,20 @@ fn spec_problems(p: &mut Problems, at: &str, s: &BuildSpec) {
         );
     }
     build_problems(p, at, s);
+    if let Some(n) = s.priority
+        && !(PRIORITY_BOUNDS.0..=PRIORITY_BOUNDS.1).contains(&n)
+    {
+        p.push(
+            f("priority"),
+            format!(
+                "{n} is out of range; allowed: {} ..= {} (higher starts first)",
+                PRIORITY_BOUNDS.0, PRIORITY_BOUNDS.1
+            ),
+        );
+    }
+    if let Some(g) = &s.concurrency_group {
+        check(p, &f("concurrency_group"), grammar::dns_label(g));
+    }
     if let Some(t) = &s.test {
         test_problems(p, &f("test"), t);
     }

@@ -194,6 +194,8 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
             Just("7days".to_string())
         ]),
         of(webhook()),
+        of(1u32..=100),
+        of(dns_label()),
     );
     let c = (
         btree_map(env_name(), printable(), 0..3),
@@ -239,6 +241,8 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
                 cancel,
                 ttl_after_finished,
                 webhook,
+                priority,
+                concurrency_group,
             ),
             (build_args, build_secrets, target, pull, submodules, image_labels, image_annotations),
         )| BuildSpec {
@@ -273,6 +277,8 @@ fn spec() -> impl Strategy<Value = BuildSpec> {
             submodules,
             image_labels,
             image_annotations,
+            priority,
+            concurrency_group,
         },
     )
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jobforge_client::consul::watch::{WatchEvent, WatchOptions, watch_prefix};
+use jobforge_client::consul::watch::{
+    WatchEvent, WatchOptions, watch_prefix, watch_prefix_sharded,
+};
 use jobforge_client::consul::{
     Client, Config, DeleteOptions, KvPair, PutOptions, QueryOptions, SessionBehavior,
     SessionRequest, TxnOp, TxnResult,
@@ -444,6 +446,81 @@ async fn watch_prefix_reports_initial_listing_then_only_real_changes() {
     }
     assert!(c.kv_delete("w/b", DeleteOptions::default()).await.unwrap());
     assert!(matches!(next_event(&mut s).await, WatchEvent::Deleted(p) if p.key == "w/b"));
+    cancel.cancel();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), StreamExt::next(&mut s))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    stack.shutdown().await;
+}
+
+/// Bytes the emulator answered on `GET /v1/kv/...` so far (its `bytes_out` sample).
+async fn kv_bytes_out(consul_url: &str) -> u64 {
+    let doc: serde_json::Value = reqwest::get(format!("{consul_url}/v1/agent/metrics"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    doc["Samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Name"] == "consul.http.GET.v1.kv._.bytes_out")
+        .and_then(|s| s["Sum"].as_f64())
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test]
+async fn sharded_watch_merges_folders_and_a_change_rereads_only_its_folder() {
+    let stack = consul_only().await;
+    let url = stack.consul_url();
+    let c = client_for(&url);
+    let put = |k: String, v: Vec<u8>| {
+        let c = c.clone();
+        async move { assert!(c.kv_put(&k, &v, PutOptions::default()).await.unwrap()) }
+    };
+    for i in 0..200 {
+        put(format!("r/big/k{i:03}"), vec![b'x'; 1000]).await;
+    }
+    put("r/small/a".into(), b"1".to_vec()).await;
+    put("r/stray".into(), b"1".to_vec()).await;
+    let cancel = CancellationToken::new();
+    let opts = WatchOptions {
+        wait: Duration::from_secs(10),
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let mut s = Box::pin(watch_prefix_sharded(c.clone(), "r/", opts));
+    match next_event(&mut s).await {
+        WatchEvent::Initial { pairs, .. } => {
+            assert_eq!(pairs.len(), 202);
+            assert!(pairs.windows(2).all(|w| w[0].key < w[1].key), "sorted");
+            assert_eq!(pairs.last().map(|p| p.key.as_str()), Some("r/stray"));
+        }
+        other => panic!("expected the initial listing, got {other:?}"),
+    }
+    // A change in small/ reads the folder names and small/, not big/'s 200 KB.
+    let before = kv_bytes_out(&url).await;
+    put("r/small/a".into(), b"2".to_vec()).await;
+    assert!(matches!(next_event(&mut s).await, WatchEvent::Modified(p) if p.key == "r/small/a"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let read = kv_bytes_out(&url).await - before;
+    assert!(read < 10_000, "one change in small/ read {read} bytes");
+    // A new folder reports its keys as Added; emptying it reports them Deleted.
+    put("r/new/x".into(), b"1".to_vec()).await;
+    assert!(matches!(next_event(&mut s).await, WatchEvent::Added(p) if p.key == "r/new/x"));
+    assert!(
+        c.kv_delete("r/new/x", DeleteOptions::default())
+            .await
+            .unwrap()
+    );
+    assert!(matches!(next_event(&mut s).await, WatchEvent::Deleted(p) if p.key == "r/new/x"));
+    // And a new key in a folder that was never empty.
+    put("r/big/zzz".into(), b"1".to_vec()).await;
+    assert!(matches!(next_event(&mut s).await, WatchEvent::Added(p) if p.key == "r/big/zzz"));
     cancel.cancel();
     assert!(
         tokio::time::timeout(Duration::from_secs(5), StreamExt::next(&mut s))

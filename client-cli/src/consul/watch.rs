@@ -1,6 +1,6 @@
 //! A `Stream` of KV changes for a key, a prefix, or the key names under a prefix, driven by
-//! blocking queries. The three entry points ([`watch_key`], [`watch_prefix`], [`watch_keys`]) share
-//! one state machine; only the read differs.
+//! blocking queries. The entry points ([`watch_key`], [`watch_prefix`], [`watch_keys`],
+//! [`watch_folders`]) share one state machine; only the read differs.
 //!
 //! The loop follows Consul's client rules for blocking queries (`features/blocking`):
 //! - the index returned by a read is the next request's `index`; if it goes backwards (snapshot
@@ -25,6 +25,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod sharded;
+
+pub use sharded::watch_prefix_sharded;
 
 use super::client::Client;
 use super::error::Result;
@@ -183,6 +187,9 @@ enum Target {
     Prefix(String),
     /// Key names only (`?keys`): pairs carry just `key`, so only `Added`/`Deleted` are seen.
     Keys(String),
+    /// Key names cut one level below the prefix (`?keys&separator=/`): the "folders" (ending in
+    /// `/`) and the keys directly under the prefix.
+    Folders(String),
 }
 
 struct State {
@@ -209,6 +216,10 @@ impl State {
             Target::Prefix(p) => self.client.kv_list(p, q).await,
             Target::Keys(p) => {
                 let (i, keys) = self.client.kv_keys(p, None, q).await?;
+                Ok((i, keys.into_iter().map(key_only).collect()))
+            }
+            Target::Folders(p) => {
+                let (i, keys) = self.client.kv_keys(p, Some("/"), q).await?;
                 Ok((i, keys.into_iter().map(key_only).collect()))
             }
         }
@@ -353,6 +364,20 @@ pub fn watch_keys(
     opts: WatchOptions,
 ) -> impl Stream<Item = WatchEvent> {
     watch(client, Target::Keys(prefix.into()), opts)
+}
+
+/// Watches the names one level below `prefix` (blocking `?keys&separator=/` reads): each folder
+/// `prefix<name>/` and each key directly under `prefix`, as key-only pairs (see [`watch_keys`]):
+/// `Added` when the first key under a folder appears, `Deleted` when its last one goes. The
+/// listing is small (one name per folder), but Consul answers it whenever anything under
+/// `prefix` changes (its index is the prefix's highest ModifyIndex), so each change costs one
+/// such listing.
+pub fn watch_folders(
+    client: Client,
+    prefix: impl Into<String>,
+    opts: WatchOptions,
+) -> impl Stream<Item = WatchEvent> {
+    watch(client, Target::Folders(prefix.into()), opts)
 }
 
 #[cfg(test)]

@@ -73,8 +73,13 @@ pub struct RenderConfig {
     pub log_max_files: i32,
     /// Size of each log file in MB.
     pub log_max_file_size_mb: i32,
-    /// Nomad job priority (1..=100); `None` = Nomad's default (50).
+    /// Nomad job priority (1..=100) of requests that set no `spec.priority`; `None` = Nomad's
+    /// default (50).
     pub priority: Option<i32>,
+    /// Highest Nomad job priority a request of this namespace may have (the operator's
+    /// `concurrency.namespaces.<ns>.max_priority` in `<prefix>/config`): a higher
+    /// `spec.priority` is lowered to it. `None` = no cap below 100.
+    pub max_priority: Option<i32>,
 }
 
 impl Default for RenderConfig {
@@ -112,11 +117,23 @@ impl Default for RenderConfig {
             log_max_files: 2,
             log_max_file_size_mb: 10,
             priority: None,
+            max_priority: None,
         }
     }
 }
 
 impl RenderConfig {
+    /// The Nomad job priority of `spec`'s jobs: `spec.priority` lowered to
+    /// [`RenderConfig::max_priority`], else [`RenderConfig::priority`].
+    pub fn priority_of(&self, spec: &jobforge_schema::BuildSpec) -> Option<i32> {
+        let requested = spec.priority.and_then(|p| i32::try_from(p).ok());
+        match (requested, self.max_priority) {
+            (Some(p), Some(max)) => Some(p.min(max)),
+            (Some(p), None) => Some(p),
+            (None, _) => self.priority,
+        }
+    }
+
     /// The default resources of `phase`.
     pub fn defaults_for(&self, phase: PipelinePhase) -> PhaseDefaults {
         match phase {

@@ -222,7 +222,7 @@ pub fn render(
         namespace: cfg.namespace.clone(),
         region: cfg.region.clone(),
         datacenters: cfg.datacenters.clone(),
-        priority: cfg.priority,
+        priority: cfg.priority_of(&req.spec),
         constraints: Vec::new(),
         task_groups: vec![TaskGroup {
             name: phase.as_str().to_string(),

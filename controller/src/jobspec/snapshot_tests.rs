@@ -510,3 +510,20 @@ fn gpu_entry_point_refuses_an_env_value_nomad_would_interpolate() {
     r.spec.test.as_mut().unwrap().env = BTreeMap::from([("A".into(), "$HOME {x}".into())]);
     render(&r, 1, 1, PipelinePhase::Test, &cfg).unwrap();
 }
+
+#[test]
+fn spec_priority_is_the_nomad_job_priority_lowered_to_the_namespace_cap() {
+    let mut r = minimal();
+    let cfg = RenderConfig::default();
+    let jobs = render_all(&r, 1, 1, &cfg).unwrap();
+    assert!(jobs.iter().all(|j| j.priority.is_none()), "Nomad's default");
+    r.spec.priority = Some(80);
+    let jobs = render_all(&r, 1, 1, &cfg).unwrap();
+    assert!(jobs.iter().all(|j| j.priority == Some(80)));
+    let capped = RenderConfig {
+        max_priority: Some(60),
+        ..RenderConfig::default()
+    };
+    let jobs = render_all(&r, 1, 1, &capped).unwrap();
+    assert!(jobs.iter().all(|j| j.priority == Some(60)));
+}

@@ -24,7 +24,9 @@
 //! status of this generation is absorbing (only TTL handling: [`Effect::DeleteRequest`] at
 //! `completionTime + ttl_after_finished`); an invalid spec → `Failed`/`InvalidSpec` with every
 //! problem, no job; `spec.cancel` → deregister, `Cancelled`; before the first job: Vault secret
-//! paths checked (`SecretNotFound`, no job); Nomad unreachable → keep the phase, condition reason
+//! paths checked (`SecretNotFound`, no job); superseded by a newer request of its
+//! `concurrency_group` → deregister, `Cancelled`/`Superseded`; waiting for a build slot →
+//! `Pending`/`Queued` with its position, no job; Nomad unreachable → keep the phase, condition reason
 //! `NomadUnavailable`, retry; then the pipeline build → test (skipped without tests) → publish,
 //! with deadlines (`build_timeout`, `test.timeout`, config's publish timeout) counted from the
 //! phase's `startedAt`, retries (`spec.retries`, new job IDs per attempt) and placement failures
@@ -123,6 +125,13 @@ pub struct Observation {
     pub secrets_missing: Option<Vec<String>>,
     /// Nomad did not answer (connection error, 5xx) while observing.
     pub nomad_unavailable: bool,
+    /// The request has not started and waits for a build slot (`crate::queue::Slots`): the
+    /// message of its `Queued` condition (position and what it waits for). `None` = it holds a
+    /// slot (or needs none).
+    pub queued: Option<String>,
+    /// A newer request of the same `spec.concurrency_group` (this name) has started: an
+    /// unfinished request ends `Cancelled` with reason `Superseded`.
+    pub superseded_by: Option<String>,
 }
 
 /// State of one Nomad job, summarised from the job, its latest evaluation and its allocation.

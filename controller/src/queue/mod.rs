@@ -29,6 +29,10 @@
 //! `jobforge_reconcile_duration_seconds` (histogram, seconds).
 
 mod backoff;
+mod build_slots;
+pub mod groups;
+pub mod quota;
+pub mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +50,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use build_slots::BuildSlots;
+pub use groups::Groups;
+pub use quota::StoredRequests;
+pub use slots::{Admission, SlotLimits, Slots};
 
 /// Identity of one BuildRequest: the work-queue key (`namespace/name`, both DNS labels).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Scenarios (all when none is named): `floor`, `reaction`, `status`, `throughput` (includes the
-//! idle cost with the finished requests stored), `failover`, `baseline`. The polling-baseline ratio
+//! idle cost with the finished requests stored), `failover`, `baseline`, `fairness` (one
+//! namespace's backlog against another's next builds, issue 17), `scale` (reaction, bytes read,
+//! RSS and idle cost with many requests stored across many namespaces, issue 17). The polling-baseline ratio
 //! is reported when both `reaction` and `baseline` run. Exit status 1 when a scenario failed to run
 //! (a MISS against a target is a measurement, not a failure). See `docs/performance.md`.
 
@@ -20,10 +22,12 @@ use clap::Parser;
 
 mod api;
 mod failover;
+mod fairness;
 mod latency;
 mod load;
 mod naive;
 mod report;
+mod scale;
 mod stack;
 
 use report::{Cmp, Report};
@@ -59,17 +63,20 @@ struct Args {
     /// or `process` (the phase scripts with no-op buildah/skopeo, competing for the same cores).
     #[arg(long, value_enum, default_value = "mock")]
     tasks: stack::Tasks,
-    /// Scenarios to run: floor, reaction, status, throughput, failover, baseline (default: all).
+    /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness,
+    /// scale (default: all).
     scenarios: Vec<String>,
 }
 
-const ALL: [&str; 6] = [
+const ALL: [&str; 8] = [
     "floor",
     "reaction",
     "status",
     "throughput",
     "failover",
     "baseline",
+    "fairness",
+    "scale",
 ];
 
 /// Workload sizes of one mode.
@@ -83,6 +90,8 @@ struct Sizes {
     idle_window: Duration,
     finish_timeout: Duration,
     failover_trials: usize,
+    fairness: fairness::FairSizes,
+    scale: scale::ScaleSizes,
 }
 
 impl Sizes {
@@ -97,6 +106,16 @@ impl Sizes {
                 idle_window: Duration::from_secs(3),
                 finish_timeout: Duration::from_secs(120),
                 failover_trials: 1,
+                fairness: fairness::FairSizes {
+                    backlog: 40,
+                    late: 3,
+                },
+                scale: scale::ScaleSizes {
+                    stored: 1_000,
+                    namespaces: 10,
+                    samples: 10,
+                    idle_window: Duration::from_secs(5),
+                },
             },
             "quick" => Sizes {
                 floor: 200,
@@ -107,6 +126,16 @@ impl Sizes {
                 idle_window: Duration::from_secs(20),
                 finish_timeout: Duration::from_secs(30 * 60),
                 failover_trials: 3,
+                fairness: fairness::FairSizes {
+                    backlog: 300,
+                    late: 10,
+                },
+                scale: scale::ScaleSizes {
+                    stored: 10_000,
+                    namespaces: 100,
+                    samples: 100,
+                    idle_window: Duration::from_secs(30),
+                },
             },
             _ => Sizes {
                 floor: 1_000,
@@ -117,6 +146,16 @@ impl Sizes {
                 idle_window: Duration::from_secs(60),
                 finish_timeout: Duration::from_secs(120 * 60),
                 failover_trials: 20,
+                fairness: fairness::FairSizes {
+                    backlog: 1_000,
+                    late: 10,
+                },
+                scale: scale::ScaleSizes {
+                    stored: 100_000,
+                    namespaces: 100,
+                    samples: 200,
+                    idle_window: Duration::from_secs(60),
+                },
             },
         }
     }
@@ -237,6 +276,15 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         note("baseline", r.map(|_| ()));
+    }
+
+    if run("fairness") {
+        let r = fairness::run(&bins, &repo.url, sizes.fairness, &mut report).await;
+        note("fairness", r);
+    }
+    if run("scale") {
+        let r = scale::run(&bins, &repo.url, sizes.scale, &mut report).await;
+        note("scale", r);
     }
 
     let mut doc = serde_json::to_value(&report)?;

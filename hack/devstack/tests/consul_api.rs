@@ -554,3 +554,83 @@ async fn session_ttl_expiry_releases_or_deletes_the_lock_within_twice_the_ttl() 
     );
     c.shutdown().await;
 }
+
+/// The per-namespace watch of the controller relies on these (Consul `agent/kvs_endpoint.go`
+/// `KVSEndpoint.ListKeys`/`List`, `state/kvs.go` `kvsListTxn`/`kvsListKeysTxn`): a prefix listing's
+/// `X-Consul-Index` is the highest ModifyIndex under that prefix (tombstones included), not the
+/// table's, so a blocking query on one prefix does not answer on writes under another; and
+/// `?keys&separator=/` lists the "folders" one level down, blocking on the whole prefix.
+#[tokio::test]
+async fn prefix_indexes_are_per_prefix_and_separator_lists_one_level() {
+    let c = Arc::new(Consul::start().await);
+    assert!(c.put_bool("/v1/kv/r/a/1", "x").await);
+    assert!(c.put_bool("/v1/kv/r/b/1", "x").await);
+    let a = c.get("/v1/kv/r/a/?recurse").await;
+    let a_idx = index(&a);
+    let b_idx = index(&c.get("/v1/kv/r/b/?recurse").await);
+    assert!(a_idx < b_idx, "index of r/a/ is r/a/1's ModifyIndex");
+    assert_eq!(
+        a_idx,
+        entry(&c, "r/a/1").await["ModifyIndex"]
+            .as_u64()
+            .unwrap_or(0)
+    );
+    let r = c.get("/v1/kv/r/?keys&separator=/").await;
+    let folders_idx = index(&r);
+    assert_eq!(folders_idx, b_idx);
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!(["r/a/", "r/b/"])
+    );
+
+    // A blocking list of r/a/ waits through writes under r/b/ and answers a write under r/a/.
+    let c2 = c.clone();
+    let mut waiter = tokio::spawn(async move {
+        let r = c2
+            .get(&format!("/v1/kv/r/a/?recurse&index={a_idx}&wait=30s"))
+            .await;
+        index(&r)
+    });
+    assert!(c.put_bool("/v1/kv/r/b/2", "x").await);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut waiter)
+            .await
+            .is_err(),
+        "a write under r/b/ answered a blocking list of r/a/"
+    );
+    assert!(c.put_bool("/v1/kv/r/a/2", "x").await);
+    let woke = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken")
+        .expect("join");
+    assert!(woke > a_idx);
+
+    // The folder listing blocks on the whole prefix: a new namespace wakes it.
+    let idx = index(&c.get("/v1/kv/r/?keys&separator=/").await);
+    let c2 = c.clone();
+    let waiter = tokio::spawn(async move {
+        let r = c2
+            .get(&format!("/v1/kv/r/?keys&separator=/&index={idx}&wait=30s"))
+            .await;
+        r.json::<Value>().await.expect("json")
+    });
+    assert!(c.put_bool("/v1/kv/r/c/1", "x").await);
+    let listed = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken")
+        .expect("join");
+    assert_eq!(listed, json!(["r/a/", "r/b/", "r/c/"]));
+    // Deleting the last key of a folder keeps a tombstone: the prefix index does not go back.
+    let before = index(&c.get("/v1/kv/r/c/?recurse").await);
+    let del = c
+        .http
+        .delete(c.u("/v1/kv/r/c/1"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(del.status(), 200);
+    let gone = c.get("/v1/kv/r/c/?recurse").await;
+    assert_eq!(gone.status(), 404);
+    assert!(index(&gone) > before, "tombstone index counts");
+    shutdown_shared(c).await;
+}

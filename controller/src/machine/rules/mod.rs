@@ -145,6 +145,10 @@ impl Ctx<'_, '_> {
             self.cancel(&mut status);
             return status;
         }
+        if let Some(newer) = &self.input.observation.superseded_by {
+            self.superseded(&mut status, newer);
+            return status;
+        }
         match current_phase(&status) {
             None => self.start(&mut status, spec),
             Some(phase) => self.drive(&mut status, spec, phase),
@@ -256,11 +260,43 @@ impl Ctx<'_, '_> {
         self.terminal(status, Phase::Cancelled, Reason::Cancelled, msg, None);
     }
 
-    /// Before the first job of this attempt: check durations, secrets and Nomad, then register build.
+    /// A newer request of the same `concurrency_group` started: stop this one's job, `Cancelled`
+    /// with reason `Superseded` naming the newer request.
+    fn superseded(&mut self, status: &mut BuildStatus, newer: &str) {
+        if let Some(r) = current_phase(status).and_then(|p| status.phases.get(p)) {
+            self.effects.push(Effect::DeregisterJob {
+                job_id: r.nomad_job_id.clone(),
+                purge: false,
+            });
+        }
+        let group = self
+            .spec()
+            .and_then(|s| s.concurrency_group.clone())
+            .unwrap_or_default();
+        let msg = format!(
+            "superseded by {newer} (newer request of concurrency group {group} in namespace {ns}); its Nomad jobs were stopped. Follow the newer one with `jobforge watch {newer} -n {ns}`",
+            ns = self.ns()
+        );
+        self.terminal(status, Phase::Cancelled, Reason::Superseded, msg, None);
+    }
+
+    /// Before the first job of this attempt: check durations, wait for a build slot, check
+    /// secrets and Nomad, then register build.
     fn start(&mut self, status: &mut BuildStatus, spec: &BuildSpec) {
         let problems = spec.duration_problems();
         if !problems.is_empty() {
             self.invalid(status, &problems);
+            return;
+        }
+        if let Some(msg) = &self.input.observation.queued {
+            // Woken by the slot table when a slot is granted; nothing to do until then.
+            status.set_condition(
+                CONDITION_SUCCEEDED,
+                ConditionStatus::Unknown,
+                Reason::Queued,
+                format!("{msg}; follow with {}", self.cmd_watch()),
+                self.now,
+            );
             return;
         }
         let paths = secret_paths(spec);

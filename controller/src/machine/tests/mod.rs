@@ -756,3 +756,52 @@ fn failure_messages_carry_the_real_error_and_the_next_step() {
         f.message
     );
 }
+
+#[test]
+fn a_request_waiting_for_a_build_slot_is_pending_queued_with_no_job() {
+    let obs = Observation {
+        queued: Some("queued: position 3 of 7 waiting in namespace team-a".into()),
+        ..Observation::default()
+    };
+    let d = run(&spec(), 7, None, obs, t(0));
+    assert_eq!(d.status.phase, Phase::Pending);
+    assert!(registers(&d).is_empty(), "{:?}", d.effects);
+    assert_eq!(d.requeue_after, None, "the slot table wakes it");
+    let (status, reason, msg) = cond(&d.status);
+    assert_eq!((status, reason), (ConditionStatus::Unknown, Reason::Queued));
+    assert!(msg.contains("position 3 of 7"), "{msg}");
+    // Granted: the next round registers the build.
+    let d = run(&spec(), 7, Some(&d.status), Observation::default(), t(1));
+    assert_eq!(registers(&d).len(), 1);
+}
+
+#[test]
+fn a_superseded_request_stops_its_job_and_ends_cancelled_naming_the_newer_one() {
+    let mut s = spec();
+    s.concurrency_group = Some("main".into());
+    let started = run(&s, 7, None, Observation::default(), t(0));
+    let (_, _, id) = registers(&started)[0].clone();
+    let obs = Observation {
+        job: running(1),
+        superseded_by: Some("app-2".into()),
+        ..Observation::default()
+    };
+    let d = run(&s, 7, Some(&started.status), obs, t(2));
+    assert_eq!(d.status.phase, Phase::Cancelled);
+    assert!(d.effects.contains(&Effect::DeregisterJob {
+        job_id: id,
+        purge: false
+    }));
+    let (status, reason, msg) = cond(&d.status);
+    assert_eq!(
+        (status, reason),
+        (ConditionStatus::False, Reason::Superseded)
+    );
+    assert!(
+        msg.contains("superseded by app-2") && msg.contains("group main"),
+        "{msg}"
+    );
+    // Terminal is absorbing: a later round does not undo it.
+    let again = run(&s, 7, Some(&d.status), Observation::default(), t(3));
+    assert_eq!(again.status.phase, Phase::Cancelled);
+}

@@ -88,6 +88,8 @@ fn observation(r: &Round, now: DateTime<Utc>) -> Observation {
         }),
         nomad_unavailable: r.unavailable,
         error_line: None,
+        queued: None,
+        superseded_by: None,
     }
 }
 

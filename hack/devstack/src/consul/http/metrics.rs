@@ -9,6 +9,12 @@
 //! them. Requests that match no route count under `<product>.http.<METHOD>.unmatched`; requests to
 //! the metrics endpoint itself are not counted.
 //!
+//! Bytes of response bodies are a sample per route in `Samples`, named
+//! `<product>.http.<METHOD>.<route>.bytes_out` (`Count` answers, `Sum` bytes; only bodies whose
+//! size is known when the answer starts: every KV, catalog and job answer, not streamed logs or
+//! events). This one has no counterpart in the real telemetry; it exists so that a benchmark can
+//! tell what a client read (issue 17: bytes read per change), and no client of ours reads it.
+//!
 //! Deviation: the real in-memory sink reports the current 10-second interval; these counters are
 //! cumulative since the emulator started (a benchmark takes the difference of two reads), so each
 //! counter's `Count` equals its `Sum` and `Rate` is 0.
@@ -27,6 +33,8 @@ use axum::routing::get;
 pub struct HttpCounters {
     product: &'static str,
     counts: Mutex<BTreeMap<String, u64>>,
+    /// `bytes_out` samples: name → (answers, bytes).
+    bytes: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 impl HttpCounters {
@@ -35,6 +43,7 @@ impl HttpCounters {
         HttpCounters {
             product,
             counts: Mutex::new(BTreeMap::new()),
+            bytes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -47,6 +56,24 @@ impl HttpCounters {
         );
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry(name).or_insert(0) += 1;
+    }
+
+    /// Adds `bytes` to the `bytes_out` sum of `method` requests to `route`.
+    pub fn record_bytes(&self, method: &str, route: Option<&str>, bytes: u64) {
+        let name = format!(
+            "{}.http.{method}.{}.bytes_out",
+            self.product,
+            route.map(route_label).unwrap_or_else(|| "unmatched".into())
+        );
+        let mut all = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let e = all.entry(name).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += bytes;
+    }
+
+    /// The `bytes_out` samples, by name: (answers, bytes).
+    pub fn bytes_snapshot(&self) -> BTreeMap<String, (u64, u64)> {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The current counts, by name.
@@ -76,12 +103,34 @@ impl HttpCounters {
                 })
             })
             .collect();
+        let samples: Vec<serde_json::Value> = self
+            .bytes_snapshot()
+            .into_iter()
+            .map(|(name, (count, sum))| {
+                let mean = if count == 0 {
+                    0.0
+                } else {
+                    sum as f64 / count as f64
+                };
+                serde_json::json!({
+                    "Name": name,
+                    "Count": count,
+                    "Rate": 0.0,
+                    "Sum": sum as f64,
+                    "Min": 0.0,
+                    "Max": 0.0,
+                    "Mean": mean,
+                    "Stddev": 0.0,
+                    "Labels": {},
+                })
+            })
+            .collect();
         serde_json::json!({
             "Timestamp": chrono::Utc::now().format("%Y-%m-%d %H:%M:%S %z").to_string(),
             "Gauges": [],
             "Points": [],
             "Counters": counters,
-            "Samples": [],
+            "Samples": samples,
         })
     }
 }
@@ -122,10 +171,16 @@ async fn count(counters: &HttpCounters, metrics_path: &str, req: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
-    if route.as_deref() != Some(metrics_path) {
-        counters.record(req.method().as_str(), route.as_deref());
+    if route.as_deref() == Some(metrics_path) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let method = req.method().as_str().to_string();
+    counters.record(&method, route.as_deref());
+    let resp = next.run(req).await;
+    if let Some(n) = axum::body::HttpBody::size_hint(resp.body()).exact() {
+        counters.record_bytes(&method, route.as_deref(), n);
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -154,5 +209,21 @@ mod tests {
         let doc = c.document();
         assert_eq!(doc["Counters"][0]["Name"], "consul.http.GET.v1.kv._");
         assert_eq!(doc["Counters"][0]["Count"], 2);
+        assert_eq!(doc["Samples"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn response_bytes_are_summed_per_route_as_samples() {
+        let c = HttpCounters::new("consul");
+        c.record_bytes("GET", Some("/v1/kv/{*key}"), 100);
+        c.record_bytes("GET", Some("/v1/kv/{*key}"), 23);
+        let doc = c.document();
+        assert_eq!(
+            doc["Samples"][0]["Name"],
+            "consul.http.GET.v1.kv._.bytes_out"
+        );
+        assert_eq!(doc["Samples"][0]["Count"], 2);
+        assert_eq!(doc["Samples"][0]["Sum"], 123.0);
+        assert!(doc["Counters"].as_array().is_some_and(Vec::is_empty));
     }
 }

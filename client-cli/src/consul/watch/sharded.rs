@@ -1,0 +1,299 @@
+//! [`watch_prefix_sharded`]: a prefix watch whose cost per change is proportional to one
+//! *folder* under the prefix, not to everything stored under it (issue 17).
+//!
+//! Consul has no delta watch for KV: a blocking `?recurse` read answers the whole listing of its
+//! prefix whenever anything under it changes. This watch therefore splits the prefix into its
+//! folders (`<prefix><name>/`, one per namespace for `requests/`):
+//!
+//! - one blocking `?keys&separator=/` read of the prefix discovers the folders
+//!   ([`super::watch_folders`]); it answers on every change under the prefix too, but its
+//!   listing holds one short name per folder;
+//! - one blocking `?recurse` read per folder ([`super::watch_prefix`]); a folder's index is the
+//!   highest ModifyIndex under it (Consul `state/kvs.go`, `kvsListTxn`), so a change in one
+//!   folder answers that folder's read alone.
+//!
+//! One change thus costs two reads: the folder names, and the changed folder's listing. The
+//! price is paid when idle: each folder's read is re-armed once per `wait`, so folder reads
+//! block for Consul's longest wait (10 min): `folders / 10` requests per minute.
+//!
+//! The merged stream keeps [`super::watch_prefix`]'s contract: one [`WatchEvent::Initial`] first
+//! (every folder's listing, plus keys lying directly under the prefix, sorted by key), then
+//! `Added`/`Modified`/`Deleted` per key, `Restarting`/`Resumed` from any of the reads. A folder
+//! that appears later reports its keys as `Added`; a folder that disappears reports every key
+//! it held as `Deleted` (key-only pairs, if its own read did not report them first). Keys
+//! directly under the prefix are seen by name only (`Added`/`Deleted`, never `Modified`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{WatchEvent, WatchOptions, key_only, watch_folders, watch_prefix};
+use crate::consul::{Client, KvPair};
+
+/// Events buffered between the merger and its reader.
+const CHANNEL: usize = 1024;
+
+/// Watches every key under `prefix` with one blocking read per folder (module docs). Ends when
+/// `opts.cancel` is cancelled (or the stream is dropped: its task then stops at the next event).
+pub fn watch_prefix_sharded(
+    client: Client,
+    prefix: impl Into<String>,
+    opts: WatchOptions,
+) -> impl Stream<Item = WatchEvent> {
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    tokio::spawn(merge(client, prefix.into(), opts, tx));
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) },
+    )
+}
+
+/// One folder's watch.
+struct Shard {
+    /// Distinguishes this watch's events from an earlier watch of the same folder.
+    id: u64,
+    cancel: CancellationToken,
+    /// Keys it reported present.
+    known: HashSet<String>,
+}
+
+/// The merger's state.
+struct Merger {
+    client: Client,
+    opts: WatchOptions,
+    tx: mpsc::Sender<WatchEvent>,
+    shard_tx: mpsc::Sender<(u64, WatchEvent)>,
+    shards: HashMap<String, Shard>,
+    folder_of: HashMap<u64, String>,
+    next_id: u64,
+    /// Before the merged `Initial`: folders whose listing is awaited, pairs gathered, their
+    /// highest index, and changes that arrived meanwhile (sent after the `Initial`).
+    initial: Option<Initial>,
+}
+
+#[derive(Default)]
+struct Initial {
+    awaiting: HashSet<String>,
+    pairs: BTreeMap<String, KvPair>,
+    index: u64,
+    discovered: bool,
+    later: Vec<WatchEvent>,
+}
+
+impl Merger {
+    /// Sends `ev` (or buffers it until the merged `Initial`); `false` when the reader is gone.
+    async fn emit(&mut self, ev: WatchEvent) -> bool {
+        if let Some(init) = &mut self.initial {
+            init.later.push(ev);
+            return true;
+        }
+        self.tx.send(ev).await.is_ok()
+    }
+
+    fn start_shard(&mut self, folder: &str) {
+        if self.shards.contains_key(folder) {
+            return;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let cancel = self.opts.cancel.child_token();
+        // An idle folder costs one read per `wait`: use Consul's longest (10 min), which costs
+        // nothing in reaction time (a blocking read answers at once on a change).
+        let opts = WatchOptions {
+            cancel: cancel.clone(),
+            wait: self.opts.wait.max(crate::consul::MAX_WAIT),
+            ..self.opts.clone()
+        };
+        let mut stream = Box::pin(watch_prefix(self.client.clone(), folder.to_string(), opts));
+        let tx = self.shard_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = stream.next().await {
+                if tx.send((id, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.folder_of.insert(id, folder.to_string());
+        self.shards.insert(
+            folder.to_string(),
+            Shard {
+                id,
+                cancel,
+                known: HashSet::new(),
+            },
+        );
+    }
+
+    /// The folder is gone: stop its watch and report the keys it still held as deleted.
+    async fn stop_shard(&mut self, folder: &str) -> bool {
+        let Some(shard) = self.shards.remove(folder) else {
+            return true;
+        };
+        shard.cancel.cancel();
+        self.folder_of.remove(&shard.id);
+        if let Some(init) = &mut self.initial {
+            init.awaiting.remove(folder);
+        }
+        let mut gone: Vec<String> = shard.known.into_iter().collect();
+        gone.sort();
+        for k in gone {
+            if !self.emit(WatchEvent::Deleted(key_only(k))).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the merged `Initial` once discovery and every awaited folder have answered.
+    async fn maybe_initial(&mut self) -> bool {
+        let ready = self
+            .initial
+            .as_ref()
+            .is_some_and(|i| i.discovered && i.awaiting.is_empty());
+        if !ready {
+            return true;
+        }
+        let Some(init) = self.initial.take() else {
+            return true;
+        };
+        let pairs: Vec<KvPair> = init.pairs.into_values().collect();
+        if self
+            .tx
+            .send(WatchEvent::Initial {
+                index: init.index,
+                pairs,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        for ev in init.later {
+            if self.tx.send(ev).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// An event of the folder discovery read.
+    async fn on_discovery(&mut self, ev: WatchEvent) -> bool {
+        match ev {
+            WatchEvent::Initial { index, pairs } => {
+                for p in pairs {
+                    if p.key.ends_with('/') {
+                        if let Some(init) = &mut self.initial {
+                            init.awaiting.insert(p.key.clone());
+                        }
+                        self.start_shard(&p.key);
+                    } else if let Some(init) = &mut self.initial {
+                        init.pairs.insert(p.key.clone(), p);
+                    }
+                }
+                if let Some(init) = &mut self.initial {
+                    init.discovered = true;
+                    init.index = init.index.max(index);
+                }
+                self.maybe_initial().await
+            }
+            WatchEvent::Added(p) if p.key.ends_with('/') => {
+                self.start_shard(&p.key);
+                true
+            }
+            WatchEvent::Deleted(p) if p.key.ends_with('/') => {
+                let ok = self.stop_shard(&p.key).await;
+                ok && self.maybe_initial().await
+            }
+            // Keys directly under the prefix, by name; errors and recoveries of the discovery read.
+            other @ (WatchEvent::Added(_)
+            | WatchEvent::Deleted(_)
+            | WatchEvent::Restarting { .. }
+            | WatchEvent::Resumed { .. }) => self.emit(other).await,
+            WatchEvent::Modified(_) => true,
+        }
+    }
+
+    /// An event of folder watch `id`.
+    async fn on_shard(&mut self, id: u64, ev: WatchEvent) -> bool {
+        let Some(folder) = self.folder_of.get(&id).cloned() else {
+            return true; // a stopped watch's last words
+        };
+        let Some(shard) = self.shards.get_mut(&folder) else {
+            return true;
+        };
+        match ev {
+            WatchEvent::Initial { index, pairs } => {
+                shard.known.extend(pairs.iter().map(|p| p.key.clone()));
+                let was_awaited = self
+                    .initial
+                    .as_mut()
+                    .is_some_and(|i| i.awaiting.remove(&folder));
+                let awaited = if was_awaited {
+                    self.initial.as_mut()
+                } else {
+                    None
+                };
+                match awaited {
+                    Some(init) => {
+                        init.index = init.index.max(index);
+                        for p in pairs {
+                            init.pairs.insert(p.key.clone(), p);
+                        }
+                        self.maybe_initial().await
+                    }
+                    None => {
+                        for p in pairs {
+                            if !self.emit(WatchEvent::Added(p)).await {
+                                return false;
+                            }
+                        }
+                        true
+                    }
+                }
+            }
+            WatchEvent::Added(p) => {
+                shard.known.insert(p.key.clone());
+                self.emit(WatchEvent::Added(p)).await
+            }
+            WatchEvent::Deleted(p) => {
+                shard.known.remove(&p.key);
+                self.emit(WatchEvent::Deleted(p)).await
+            }
+            other => self.emit(other).await,
+        }
+    }
+}
+
+async fn merge(client: Client, prefix: String, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>) {
+    let cancel = opts.cancel.clone();
+    let (shard_tx, mut shard_rx) = mpsc::channel(CHANNEL);
+    let mut discovery = Box::pin(watch_folders(client.clone(), prefix, opts.clone()));
+    let mut m = Merger {
+        client,
+        opts,
+        tx,
+        shard_tx,
+        shards: HashMap::new(),
+        folder_of: HashMap::new(),
+        next_id: 0,
+        initial: Some(Initial::default()),
+    };
+    loop {
+        let ok = tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = discovery.next() => match ev {
+                Some(ev) => m.on_discovery(ev).await,
+                None => break,
+            },
+            Some((id, ev)) = shard_rx.recv() => m.on_shard(id, ev).await,
+        };
+        if !ok {
+            break;
+        }
+    }
+    for s in m.shards.values() {
+        s.cancel.cancel();
+    }
+}

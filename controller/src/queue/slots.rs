@@ -1,0 +1,398 @@
+//! Build slots: which waiting request may start its pipeline next (issue 17, fair scheduling).
+//!
+//! The [`super::WorkQueue`] decides when a request is *reconciled*; this module decides when a
+//! request that has not started yet may *start its build* (register its first Nomad job). A
+//! request holds a slot from the moment it is granted until it ends (a terminal phase, deleted,
+//! or cancelled); while it waits its status is `Pending` with reason `Queued`.
+//!
+//! Rules:
+//! - **Caps**: at most `global` requests hold a slot at once, and at most the namespace's cap
+//!   (`per_namespace.get(ns)`, else `namespace_default`) within one namespace. A grant never
+//!   makes either count exceed its cap ([`Slots::hold`], which records a request found already
+//!   running, may: a running build is never stopped to honour a lowered cap).
+//! - **Round-robin across namespaces**: each free slot goes to the next namespace (in name order,
+//!   after the one served last) that has a waiting request and is under its cap, so one
+//!   namespace's backlog delays another's next build by at most one grant per other namespace.
+//! - **Priority within a namespace**: higher `spec.priority` first, equal priorities in arrival
+//!   order (the order of the first [`Slots::request`]).
+//! - **First pass**: a new leader does not yet know which requests already run. Until every
+//!   request of the initial listing has been reconciled once ([`Slots::expect_initial`],
+//!   [`Slots::seen`], [`Slots::initial_listing_done`]), nothing is granted, so the caps count
+//!   what really runs.
+//!
+//! Pure and synchronous (no clock, no I/O): every operation returns the keys it newly granted,
+//! and the caller enqueues them so their reconcile starts the build. Operations are O(namespaces
+//! + waiting requests of one namespace).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+
+use super::RequestKey;
+
+/// Concurrency caps of build slots (`<prefix>/config` `concurrency`, see `crate::config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLimits {
+    /// Requests holding a slot at once, all namespaces together (≥ 1).
+    pub global: usize,
+    /// Per-namespace cap when the namespace has no override (≥ 1).
+    pub namespace_default: usize,
+    /// Per-namespace overrides (each ≥ 1).
+    pub per_namespace: HashMap<String, usize>,
+}
+
+impl Default for SlotLimits {
+    /// Global 16, 16 per namespace: one namespace may use every slot when nobody else waits;
+    /// round-robin still shares them as soon as another namespace has work.
+    fn default() -> Self {
+        SlotLimits {
+            global: 16,
+            namespace_default: 16,
+            per_namespace: HashMap::new(),
+        }
+    }
+}
+
+impl SlotLimits {
+    /// The cap of `namespace` (its override, else the default), at least 1.
+    pub fn of(&self, namespace: &str) -> usize {
+        self.per_namespace
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.namespace_default)
+            .max(1)
+    }
+}
+
+/// The answer to [`Slots::request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The request holds a slot: it may start.
+    Granted,
+    /// The request waits; what for, for its status message.
+    Queued(QueuedAt),
+}
+
+/// Where a waiting request stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedAt {
+    /// 1-based position among its namespace's waiting requests.
+    pub position: usize,
+    /// Requests of its namespace waiting (itself included).
+    pub waiting: usize,
+    /// What it waits for.
+    pub blocked_by: Blocked,
+}
+
+/// Why a waiting request was not granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// The new leader's first pass over every request is not finished.
+    FirstPass,
+    /// Its namespace holds as many slots as its cap.
+    Namespace {
+        /// Slots the namespace holds.
+        running: usize,
+        /// Its cap.
+        cap: usize,
+    },
+    /// Every slot is held (or given to requests ahead of it).
+    Global {
+        /// Slots held.
+        running: usize,
+        /// The global cap.
+        cap: usize,
+    },
+}
+
+impl QueuedAt {
+    /// A status message: the position and what it waits for.
+    pub fn message(&self, namespace: &str) -> String {
+        let why = match &self.blocked_by {
+            Blocked::FirstPass => {
+                "the controller's first pass over every request (a new leader counts running builds first)"
+                    .to_string()
+            }
+            Blocked::Namespace { running, cap } => format!(
+                "a build slot of namespace {namespace} ({running} of its {cap} running)"
+            ),
+            Blocked::Global { running, cap } => {
+                format!("a build slot ({running} of {cap} running, shared round-robin across namespaces)")
+            }
+        };
+        format!(
+            "queued: position {} of {} waiting in namespace {namespace}; waiting for {why}",
+            self.position, self.waiting
+        )
+    }
+}
+
+/// Order inside a namespace: higher priority first, then arrival.
+type WaitEntry = (std::cmp::Reverse<u32>, u64, String);
+
+/// The slot table. See the module docs.
+#[derive(Debug, Default)]
+pub struct Slots {
+    limits: SlotLimits,
+    /// Requests holding a slot.
+    holding: HashSet<RequestKey>,
+    /// Slots held per namespace.
+    held_in: HashMap<String, usize>,
+    /// Waiting requests per namespace (only namespaces with at least one).
+    waiting: BTreeMap<String, BTreeSet<WaitEntry>>,
+    /// Each waiting request's entry, to find and move it.
+    entry_of: HashMap<RequestKey, WaitEntry>,
+    /// Arrival counter.
+    seq: u64,
+    /// Namespace served by the last grant.
+    cursor: Option<String>,
+    /// First pass: keys of the initial listing not reconciled yet, and whether that listing is
+    /// complete. `None` = the first pass is over.
+    first_pass: Option<(HashSet<RequestKey>, bool)>,
+}
+
+impl Slots {
+    /// A table with `limits`, in its first pass (nothing granted until it ends).
+    pub fn new(limits: SlotLimits) -> Slots {
+        Slots {
+            limits,
+            first_pass: Some((HashSet::new(), false)),
+            ..Slots::default()
+        }
+    }
+
+    /// A table with `limits` and no first pass (tests, and callers that know nothing runs).
+    pub fn open(limits: SlotLimits) -> Slots {
+        Slots {
+            limits,
+            ..Slots::default()
+        }
+    }
+
+    /// The caps in force.
+    pub fn limits(&self) -> &SlotLimits {
+        &self.limits
+    }
+
+    /// Requests holding a slot.
+    pub fn held(&self) -> usize {
+        self.holding.len()
+    }
+
+    /// Slots held in `namespace`.
+    pub fn held_in(&self, namespace: &str) -> usize {
+        self.held_in.get(namespace).copied().unwrap_or(0)
+    }
+
+    /// Requests waiting, all namespaces.
+    pub fn waiting(&self) -> usize {
+        self.entry_of.len()
+    }
+
+    /// Whether `key` holds a slot.
+    pub fn is_holding(&self, key: &RequestKey) -> bool {
+        self.holding.contains(key)
+    }
+
+    /// New caps (a changed `<prefix>/config`); returns the keys this newly grants. Slots held
+    /// above a lowered cap stay held until their requests end.
+    pub fn set_limits(&mut self, limits: SlotLimits) -> Vec<RequestKey> {
+        self.limits = limits;
+        self.grant()
+    }
+
+    /// First pass: these keys (from an initial listing) must be reconciled once before anything
+    /// is granted. Ignored after the first pass.
+    pub fn expect_initial(&mut self, keys: impl IntoIterator<Item = RequestKey>) {
+        if let Some((pending, _)) = &mut self.first_pass {
+            pending.extend(keys);
+        }
+    }
+
+    /// First pass: every initial listing has been given to [`Slots::expect_initial`]. Returns
+    /// the keys granted if this ends the first pass.
+    pub fn initial_listing_done(&mut self) -> Vec<RequestKey> {
+        if let Some((_, complete)) = &mut self.first_pass {
+            *complete = true;
+        }
+        self.maybe_end_first_pass()
+    }
+
+    /// First pass: `key` has been reconciled once (whatever the outcome). Returns the keys
+    /// granted if this ends the first pass.
+    pub fn seen(&mut self, key: &RequestKey) -> Vec<RequestKey> {
+        let removed = match &mut self.first_pass {
+            Some((pending, _)) => pending.remove(key),
+            None => false,
+        };
+        if removed {
+            self.maybe_end_first_pass()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn maybe_end_first_pass(&mut self) -> Vec<RequestKey> {
+        match &self.first_pass {
+            Some((pending, true)) if pending.is_empty() => {
+                self.first_pass = None;
+                self.grant()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// `key` (priority 1..=100, higher first) asks to start. Returns whether it holds a slot now
+    /// (it may have been granted by this call) and the *other* keys this call granted. A waiting
+    /// key asking again keeps its arrival order unless its priority changed.
+    pub fn request(&mut self, key: &RequestKey, priority: u32) -> (Admission, Vec<RequestKey>) {
+        if self.holding.contains(key) {
+            return (Admission::Granted, Vec::new());
+        }
+        match self.entry_of.get(key) {
+            Some((p, _, _)) if p.0 == priority => {}
+            Some(_) => {
+                self.unwait(key);
+                self.wait(key, priority);
+            }
+            None => self.wait(key, priority),
+        }
+        let mut granted = self.grant();
+        if let Some(i) = granted.iter().position(|k| k == key) {
+            granted.swap_remove(i);
+            return (Admission::Granted, granted);
+        }
+        (Admission::Queued(self.queued_at(key)), granted)
+    }
+
+    /// Records that `key` already runs (found running by a reconcile): it holds a slot even if
+    /// that exceeds a cap. Idempotent.
+    pub fn hold(&mut self, key: &RequestKey) {
+        self.unwait(key);
+        if self.holding.insert(key.clone()) {
+            *self.held_in.entry(key.namespace.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// `key` ended, was deleted or no longer wants to start: it gives back its slot (or leaves
+    /// the waiting list). Returns the keys granted with the freed slot.
+    pub fn release(&mut self, key: &RequestKey) -> Vec<RequestKey> {
+        self.unwait(key);
+        if self.holding.remove(key) {
+            if let Some(n) = self.held_in.get_mut(&key.namespace) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.held_in.remove(&key.namespace);
+                }
+            }
+            return self.grant();
+        }
+        Vec::new()
+    }
+
+    fn wait(&mut self, key: &RequestKey, priority: u32) {
+        self.seq += 1;
+        let entry = (std::cmp::Reverse(priority), self.seq, key.name.clone());
+        self.waiting
+            .entry(key.namespace.clone())
+            .or_default()
+            .insert(entry.clone());
+        self.entry_of.insert(key.clone(), entry);
+    }
+
+    fn unwait(&mut self, key: &RequestKey) {
+        let Some(entry) = self.entry_of.remove(key) else {
+            return;
+        };
+        if let Some(set) = self.waiting.get_mut(&key.namespace) {
+            set.remove(&entry);
+            if set.is_empty() {
+                self.waiting.remove(&key.namespace);
+            }
+        }
+    }
+
+    /// Gives free slots to waiting requests, round-robin across namespaces.
+    fn grant(&mut self) -> Vec<RequestKey> {
+        let mut granted = Vec::new();
+        if self.first_pass.is_some() {
+            return granted;
+        }
+        while self.holding.len() < self.limits.global.max(1) {
+            let Some(ns) = self.next_namespace() else {
+                break;
+            };
+            let Some(set) = self.waiting.get_mut(&ns) else {
+                break;
+            };
+            let Some(entry) = set.pop_first() else {
+                break;
+            };
+            if set.is_empty() {
+                self.waiting.remove(&ns);
+            }
+            let key = RequestKey::new(ns.clone(), entry.2);
+            self.entry_of.remove(&key);
+            self.holding.insert(key.clone());
+            *self.held_in.entry(ns.clone()).or_insert(0) += 1;
+            self.cursor = Some(ns);
+            granted.push(key);
+        }
+        granted
+    }
+
+    /// The first namespace after the cursor (wrapping) with a waiting request and room under
+    /// its cap.
+    fn next_namespace(&self) -> Option<String> {
+        let has_room = |ns: &str| self.held_in(ns) < self.limits.of(ns);
+        let (after, upto) = match &self.cursor {
+            Some(c) => (
+                self.waiting
+                    .range::<str, _>((Bound::Excluded(c.as_str()), Bound::Unbounded)),
+                self.waiting
+                    .range::<str, _>((Bound::Unbounded, Bound::Included(c.as_str()))),
+            ),
+            None => (
+                self.waiting.range::<str, _>(..),
+                self.waiting
+                    .range::<str, _>((Bound::Unbounded, Bound::Excluded(""))),
+            ),
+        };
+        after
+            .chain(upto)
+            .map(|(ns, _)| ns)
+            .find(|ns| has_room(ns))
+            .cloned()
+    }
+
+    fn queued_at(&self, key: &RequestKey) -> QueuedAt {
+        let set = self.waiting.get(&key.namespace);
+        let waiting = set.map_or(0, BTreeSet::len);
+        let position = match (set, self.entry_of.get(key)) {
+            (Some(set), Some(e)) => set.range(..e).count() + 1,
+            _ => 0,
+        };
+        let (ns_running, ns_cap) = (self.held_in(&key.namespace), self.limits.of(&key.namespace));
+        let blocked_by = if self.first_pass.is_some() {
+            Blocked::FirstPass
+        } else if ns_running >= ns_cap {
+            Blocked::Namespace {
+                running: ns_running,
+                cap: ns_cap,
+            }
+        } else {
+            Blocked::Global {
+                running: self.holding.len(),
+                cap: self.limits.global.max(1),
+            }
+        };
+        QueuedAt {
+            position,
+            waiting,
+            blocked_by,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tests/slots.rs"]
+mod tests;

@@ -1,0 +1,331 @@
+//! Scale (issue 17): reaction latency with nothing stored, then with `stored` finished requests
+//! across `namespaces` namespaces; Consul bytes read per request (the emulator's `bytes_out`
+//! sample of `GET /v1/kv/...`); controller RSS; the idle leader's requests per minute.
+//!
+//! Seeding is fast and makes no build: `/v1/txn` batches of 64 `set`s write the specs, then
+//! batches write a `Succeeded` status for each at its generation (the spec's ModifyIndex, from
+//! the txn answer), so the new leader's first pass finds every request finished.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use futures::StreamExt;
+use jobforge_tests::Kv;
+use serde_json::{Value, json};
+
+use crate::api;
+use crate::latency::time_to_job;
+use crate::report::{Cmp, Report, quantile};
+use crate::stack::{Binaries, Controller, Stack, proc_usage};
+
+/// Operations per `/v1/txn` (Consul's limit).
+const TXN_OPS: usize = 64;
+/// Concurrent txns while seeding.
+const WRITERS: usize = 8;
+
+/// Sizes of the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleSizes {
+    /// Finished requests stored.
+    pub stored: usize,
+    /// Namespaces they are spread over.
+    pub namespaces: usize,
+    /// Reaction samples, with nothing stored and with everything stored.
+    pub samples: usize,
+    /// Idle window of the leader.
+    pub idle_window: Duration,
+}
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(v)
+}
+
+/// One `/v1/txn` of `set`s; returns each key's ModifyIndex.
+async fn txn_set(
+    http: &reqwest::Client,
+    consul: &str,
+    ops: &[(String, Vec<u8>)],
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let body: Vec<Value> = ops
+        .iter()
+        .map(|(k, v)| json!({"KV": {"Verb": "set", "Key": k, "Value": b64(v)}}))
+        .collect();
+    let r: Value = http
+        .put(format!("{consul}/v1/txn"))
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(r["Results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| {
+            Some((
+                x["KV"]["Key"].as_str()?.to_string(),
+                x["KV"]["ModifyIndex"].as_u64()?,
+            ))
+        })
+        .collect())
+}
+
+/// Writes `n` finished requests across `namespaces` (module docs).
+async fn seed(
+    http: &reqwest::Client,
+    consul: &str,
+    repo_url: &str,
+    n: usize,
+    namespaces: usize,
+) -> anyhow::Result<()> {
+    let now = chrono_now();
+    let specs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let ns = format!("scale-{:03}", i % namespaces);
+            let name = format!("r-{i}");
+            let body = jobforge_tests::request_json(
+                &ns,
+                &name,
+                json!({"repo_url": repo_url, "image_tags": ["v1"]}),
+            );
+            (format!("jobforge/requests/{ns}/{name}"), body)
+        })
+        .collect();
+    let batches: Vec<Vec<(String, Vec<u8>)>> = specs.chunks(TXN_OPS).map(<[_]>::to_vec).collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
+        .map(|batch| {
+            let (http, consul, now) = (http.clone(), consul.to_string(), now.clone());
+            async move {
+                let written = txn_set(&http, &consul, &batch).await?;
+                let statuses: Vec<(String, Vec<u8>)> = written
+                    .into_iter()
+                    .map(|(k, gen_)| {
+                        let status = json!({"observedGeneration": gen_, "phase": "Succeeded",
+                            "attempt": 1, "startTime": now, "completionTime": now});
+                        (
+                            k.replacen("jobforge/requests/", "jobforge/status/", 1),
+                            serde_json::to_vec(&status).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                txn_set(&http, &consul, &statuses).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(WRITERS)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
+}
+
+/// RFC 3339 UTC time of now, from the system clock.
+fn chrono_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Sum of `jobforge_reconcile_total` on the controller's `/metrics`.
+async fn reconciles(ctl: &Controller) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", ctl.http))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("jobforge_reconcile_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Bytes Consul answered to `GET /v1/kv/...` so far.
+async fn kv_bytes(http: &reqwest::Client, consul: &str) -> anyhow::Result<f64> {
+    let v: Value = http
+        .get(format!("{consul}/v1/agent/metrics"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["Samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["Name"] == "consul.http.GET.v1.kv._.bytes_out")
+        .and_then(|s| s["Sum"].as_f64())
+        .unwrap_or(0.0))
+}
+
+/// `samples` reactions in namespace `ns` (one at a time, 150 ms apart); (latencies ms, KV bytes
+/// read by everyone meanwhile).
+async fn reactions(
+    http: &reqwest::Client,
+    stack: &Stack,
+    repo_url: &str,
+    tag: &str,
+    samples: usize,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let kv = Kv::new(stack.consul.clone());
+    let b0 = kv_bytes(http, &stack.consul).await?;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        out.push(time_to_job(http, &kv, &stack.nomad, &format!("{tag}-{i}"), repo_url).await?);
+    }
+    // Let the requests finish (mock tasks run 0 s) so their status writes are counted too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b1 = kv_bytes(http, &stack.consul).await?;
+    Ok((out, b1 - b0))
+}
+
+/// Runs the scenario (module docs).
+pub async fn run(
+    bins: &Binaries,
+    repo_url: &str,
+    sizes: ScaleSizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let ScaleSizes {
+        stored,
+        namespaces,
+        samples,
+        idle_window,
+    } = sizes;
+    eprintln!("[scale] reaction with 0, then {stored} stored across {namespaces} namespaces");
+    let stack = Stack::start(bins, &[])?;
+    stack.warm_up().await?;
+    let http = reqwest::Client::new();
+    let leader = Controller::start(bins, &stack).await?;
+    leader.wait_leader(Duration::from_secs(60)).await?;
+    let (empty, empty_bytes) = reactions(&http, &stack, repo_url, "empty", samples).await?;
+
+    let t0 = Instant::now();
+    seed(&http, &stack.consul, repo_url, stored, namespaces)
+        .await
+        .context("seeding")?;
+    eprintln!("  seeded {stored} in {:?}", t0.elapsed());
+    // A new leader's first pass over everything stored: restart the controller.
+    drop(leader);
+    let t1 = Instant::now();
+    let leader = Controller::start(bins, &stack).await?;
+    leader.wait_leader(Duration::from_secs(600)).await?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while reconciles(&leader).await? < stored as f64 {
+        if Instant::now() > deadline {
+            bail!("the first pass did not reconcile {stored} requests within 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let first_pass = t1.elapsed();
+    eprintln!("  first pass over {stored} done in {first_pass:?}");
+    let (full, full_bytes) = reactions(&http, &stack, repo_url, "full", samples).await?;
+    let usage = proc_usage(leader.pid())?;
+
+    // Idle leader: requests per minute over the window, once quiet.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let consul_m = format!("{}/v1/agent/metrics", stack.consul);
+    let nomad_m = format!("{}/v1/metrics", stack.nomad);
+    let c0 = api::counters(&http, &consul_m).await?;
+    let n0 = api::counters(&http, &nomad_m).await?;
+    tokio::time::sleep(idle_window).await;
+    let c1 = api::counters(&http, &consul_m).await?;
+    let n1 = api::counters(&http, &nomad_m).await?;
+    let per_min = 60.0 / idle_window.as_secs_f64();
+    let moved: u64 = api::delta(&c0, &c1)
+        .values()
+        .chain(api::delta(&n0, &n1).values())
+        .sum();
+
+    let note0 = format!("n={samples}, nothing stored, one at a time");
+    let note =
+        format!("n={samples}, {stored} finished requests stored across {namespaces} namespaces");
+    report.add(
+        "scale.empty.reaction_p50_ms",
+        quantile(&empty, 0.5),
+        "ms",
+        &note0,
+    );
+    report.add(
+        "scale.empty.reaction_p99_ms",
+        quantile(&empty, 0.99),
+        "ms",
+        &note0,
+    );
+    report.add_target(
+        "scale.full.reaction_p50_ms",
+        quantile(&full, 0.5),
+        "ms",
+        Cmp::AtMost,
+        15.0,
+        &note,
+    );
+    report.add_target(
+        "scale.full.reaction_p99_ms",
+        quantile(&full, 0.99),
+        "ms",
+        Cmp::AtMost,
+        50.0,
+        &note,
+    );
+    report.add(
+        "scale.empty.kv_bytes_per_request",
+        empty_bytes / samples.max(1) as f64,
+        "B",
+        "GET /v1/kv bytes answered per request (all its changes: spec, status writes), nothing stored",
+    );
+    report.add_target(
+        "scale.full.kv_bytes_per_request",
+        full_bytes / samples.max(1) as f64,
+        "B",
+        Cmp::AtMost,
+        1_048_576.0,
+        "GET /v1/kv bytes per request, all its changes together (the target is per change)",
+    );
+    report.add_target(
+        "scale.controller_peak_rss_mb",
+        usage.peak_rss_mb,
+        "MB",
+        Cmp::AtMost,
+        250.0,
+        "VmHWM of the leader (first pass over everything included)",
+    );
+    report.add(
+        "scale.first_pass_s",
+        first_pass.as_secs_f64(),
+        "s",
+        "new leader: start until every stored request was reconciled once",
+    );
+    report.add_target(
+        "scale.idle_leader_requests_per_min",
+        moved as f64 * per_min,
+        "req/min",
+        Cmp::AtMost,
+        10.0,
+        format!(
+            "Consul + Nomad requests over {idle_window:?} with {stored} stored ({namespaces} blocking namespace reads, each re-armed every 10 min)"
+        ),
+    );
+    Ok(())
+}
