@@ -5,6 +5,9 @@ Usage:
   mcp_client.py stdio JOBFORGE_BIN CONSUL_ADDR
   mcp_client.py scope-http URL TOKEN_A TOKEN_B   # tokens file: A -> [team-a], B -> [team-b]
   mcp_client.py scope-stdio JOBFORGE_BIN CONSUL_ADDR   # `jobforge mcp --stdio -n team-a`
+  mcp_client.py verify-stdio JOBFORGE_BIN CONSUL_ADDR VAULT_ADDR VAULT_TOKEN NAME COMMIT
+      # verifyImage of request NAME (namespace default) verifies and names COMMIT; a request
+      # that does not exist and a name that is not a DNS label are tool errors
 
 Checks: initialize; tools/list with input and output schemas; resource templates and a
 request status resource; submitJob (also that it answers the effective tags, [latest] when none
@@ -30,7 +33,9 @@ from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-EXPECTED_TOOLS = {"submitJob", "getStatus", "getLogs", "killJob", "cleanup", "getHistory", "listRequests"}
+EXPECTED_TOOLS = {
+    "submitJob", "getStatus", "getLogs", "killJob", "cleanup", "getHistory", "listRequests", "verifyImage",
+}
 
 
 def check(cond, what):
@@ -272,6 +277,25 @@ async def run_stdio(binary: str, consul: str) -> None:
             await exercise(session)
 
 
+async def run_verify_stdio(binary: str, consul: str, vault: str, token: str, name: str, commit: str) -> None:
+    env = {"CONSUL_HTTP_ADDR": consul, "VAULT_ADDR": vault, "VAULT_TOKEN": token}
+    params = StdioServerParameters(command=binary, args=["mcp", "--stdio"], env=env)
+    async with stdio_client(params) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            res = await session.call_tool("verifyImage", {"name": name, "insecure_registry": True})
+            check(not res.is_error, f"verifyImage failed: {res.content}")
+            out = res.structured_content or {}
+            check(out.get("signature") == "verified", f"signature {out}")
+            check(out.get("provenance", "").startswith("verified"), f"provenance {out}")
+            check(commit in out.get("summary", ""), f"summary lacks {commit}: {out}")
+            check("@sha256:" in out.get("image", ""), f"image {out}")
+            res = await session.call_tool("verifyImage", {"name": name + "-absent", "insecure_registry": True})
+            check(res.is_error, f"verifyImage of an absent request: {res.content}")
+            res = await session.call_tool("verifyImage", {"name": "../../x"})
+            check(res.is_error, f"verifyImage of ../../x: {res.content}")
+
+
 def main() -> None:
     mode = sys.argv[1]
     if mode == "http":
@@ -281,6 +305,8 @@ def main() -> None:
         anyio.run(run_http, sys.argv[2], token)
     elif mode == "stdio":
         anyio.run(run_stdio, sys.argv[2], sys.argv[3])
+    elif mode == "verify-stdio":
+        anyio.run(run_verify_stdio, *sys.argv[2:8])
     elif mode == "scope-http":
         anyio.run(run_scope_http, sys.argv[2], sys.argv[3], sys.argv[4])
     elif mode == "scope-stdio":

@@ -215,13 +215,13 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
     // registry accepts any login): its values must not reach the provenance.
     e.stack
         .put_secret(
-            "secret/data/jobforge/registry",
+            "secret/data/jobforge/default/registry",
             json!({"username": "user-S3CRET-name", "password": "pw-S3CRET-value"}),
         )
         .await
         .expect("secret");
     let mut spec = hello_spec(&e, &repo, "signed", "v1");
-    spec["registry_credentials_path"] = json!("secret/data/jobforge/registry");
+    spec["registry_credentials_path"] = json!("secret/data/jobforge/default/registry");
     let st = build(&e, "signed", spec.clone()).await;
     let image = &st["image"];
     let d = digest(&st);
@@ -268,7 +268,7 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
     );
     assert_eq!(
         pred["buildDefinition"]["externalParameters"]["registry_credentials_path"],
-        "secret/data/jobforge/registry"
+        "secret/data/jobforge/default/registry"
     );
     let text = statement.to_string();
     for secret in ["user-S3CRET-name", "pw-S3CRET-value", "S3CRET"] {
@@ -299,6 +299,25 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
     assert!(
         text.contains(&format!("default/signed/{generation}/1")),
         "{text}"
+    );
+
+    // The MCP facade's verifyImage agrees (driven by the official MCP Python SDK).
+    let out = std::process::Command::new(jobforge_tests::python().expect("python"))
+        .arg(jobforge_tests::workspace_root().join("tests/python/mcp_client.py"))
+        .arg("verify-stdio")
+        .arg(jobforge_tests::bin("jobforge").expect("jobforge"))
+        .arg(&e.stack.consul)
+        .arg(&e.stack.vault)
+        .arg(VAULT_ROOT)
+        .arg("signed")
+        .arg(&repo.head)
+        .output()
+        .expect("mcp_client.py");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // One flipped byte fails.

@@ -37,7 +37,7 @@ use sha2::Sha256;
 const T: Duration = Duration::from_secs(90);
 /// Consul's shortest session TTL and a short lock-delay: failover in seconds.
 const FAST: &[&str] = &["--session-ttl", "10s", "--lock-delay", "1s"];
-const SECRET_PATH: &str = "secret/data/jobforge/webhook";
+const SECRET_PATH: &str = "secret/data/jobforge/default/webhook";
 const HMAC_KEY: &str = "hmac-key-123";
 const ALLOW_LOOPBACK: &[u8] = br#"{"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8"]}}"#;
 

@@ -465,6 +465,59 @@ impl JobforgeMcp {
         }))
     }
 
+    /// verifyImage.
+    #[tool(
+        name = "verifyImage",
+        description = "Verify the image a build request published: its cosign signature and its SLSA v1 provenance, against the Vault transit public key (or public_key_pem). Succeeds only when both verify, with the provenance summary (repository, commit, request, builder, times); otherwise the error says which artifact failed and why. Only images of requests in this server's scope.",
+        input_schema = schema_for_type::<VerifyImageArgs>()
+    )]
+    pub async fn verify_image(
+        &self,
+        Parameters(args): Parameters<JsonObject>,
+        ext: Extensions,
+    ) -> Result<Json<VerifyImageResult>, String> {
+        let a: VerifyImageArgs = decode(args)?;
+        let ns = self.target(&ext, a.namespace, &a.name)?;
+        let r = self
+            .shared
+            .store
+            .require(&ns, &a.name)
+            .await
+            .map_err(store_err)?;
+        // Only what jobforge published for a request in scope: the tool never fetches an
+        // address the caller chose.
+        let image = r
+            .status
+            .as_ref()
+            .and_then(|s| s.image.as_ref())
+            .map(|i| i.reference.clone())
+            .filter(|reference| reference.contains("@sha256:"))
+            .ok_or_else(|| {
+                format!(
+                    "{ns}/{}: no published image yet (status.image.reference is empty)",
+                    a.name
+                )
+            })?;
+        let pem = match a.public_key_pem {
+            Some(p) => p,
+            None => crate::verify::transit_public_key(
+                a.transit_mount.as_deref().unwrap_or("transit"),
+                a.transit_key.as_deref().unwrap_or("jobforge"),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        };
+        let v = crate::verify::verify(&image, &pem, !a.insecure_registry)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Json(VerifyImageResult {
+            image: format!("{}@{}", v.repository, v.digest),
+            signature: "verified".into(),
+            provenance: "verified (SLSA v1)".into(),
+            summary: jobforge_controller::supply_chain::verify::summary(&v),
+        }))
+    }
+
     /// getHistory.
     #[tool(
         name = "getHistory",

@@ -100,6 +100,45 @@ pub struct CleanupArgs {
     pub purge: bool,
 }
 
+/// Arguments of `verifyImage`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyImageArgs {
+    /// Request name whose published image is verified (its `status.image.reference`).
+    pub name: String,
+    /// Namespace; default the server's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The public key (PKIX PEM); read from Vault (`VAULT_ADDR`, `VAULT_TOKEN` of the server)
+    /// when absent.
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// The transit key whose public key is read from Vault; `jobforge` when absent.
+    #[serde(default)]
+    pub transit_key: Option<String>,
+    /// Mount of the transit engine; `transit` when absent.
+    #[serde(default)]
+    pub transit_mount: Option<String>,
+    /// Talk plain HTTP to the registry (a loopback development registry).
+    #[serde(default)]
+    pub insecure_registry: bool,
+}
+
+/// Result of `verifyImage` (only when both the signature and the provenance verify; any
+/// failure is a tool error saying which and why).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VerifyImageResult {
+    /// `registry/path/name@sha256:<hex>` verified.
+    pub image: String,
+    /// The cosign signature verified against the key.
+    pub signature: String,
+    /// The SLSA v1 provenance verified against the key.
+    pub provenance: String,
+    /// The provenance summary `jobforge verify` prints (repository, commit, request, builder,
+    /// times), one line per item.
+    pub summary: String,
+}
+
 /// Arguments of `getHistory`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
