@@ -287,7 +287,7 @@ pub fn install_metrics(cancel: CancellationToken) -> Option<PrometheusHandle> {
     describe_metrics();
     // Counters of rare events exist at 0 from the start, so that `rate()` and alerts on them
     // work before the first event (a series that does not exist yet is "no data", not 0).
-    for watch in ["requests", "status", "leader", "nomad_allocations"] {
+    for watch in ["requests", "status", "leader", "nomad_allocations", "outbox"] {
         metrics::counter!("jobforge_watch_restarts_total", "watch" => watch).increment(0);
     }
     for outcome in ["delivered", "failed"] {
