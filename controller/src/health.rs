@@ -55,6 +55,12 @@ pub struct HealthState {
     pub last_watch_index: AtomicU64,
     /// ModifyIndex of the `<prefix>/config` document in effect (0 = none, defaults only).
     pub config_index: AtomicU64,
+    /// Whether `<prefix>/config` has been read once (present, absent or invalid); a leader term
+    /// waits for it ([`HealthState::wait_config_read`]) so no request starts under the flags'
+    /// defaults before the operator's caps and tenancy rules are known.
+    pub config_read: AtomicBool,
+    /// Wakes [`HealthState::wait_config_read`].
+    pub config_read_notify: tokio::sync::Notify,
     /// Session ID of this replica, if any.
     pub session_id: Mutex<Option<String>>,
     /// Identity of the current leader (from the leader key), if known.
@@ -79,6 +85,27 @@ impl HealthState {
         if let Ok(mut g) = self.consul_answered_at.lock() {
             *g = Some(std::time::Instant::now());
         }
+    }
+
+    /// Records that `<prefix>/config` was read once (see [`HealthState::config_read`]).
+    pub fn mark_config_read(&self) {
+        self.config_read.store(true, Ordering::SeqCst);
+        self.config_read_notify.notify_waiters();
+    }
+
+    /// Waits until `<prefix>/config` was read once, at most `timeout`; `false` on timeout (the
+    /// caller goes on with what it has and says so).
+    pub async fn wait_config_read(&self, timeout: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.config_read_notify.notified();
+                if self.config_read.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
     /// The bound of [`HealthState::consul_fresh`].
@@ -287,7 +314,13 @@ pub fn install_metrics(cancel: CancellationToken) -> Option<PrometheusHandle> {
     describe_metrics();
     // Counters of rare events exist at 0 from the start, so that `rate()` and alerts on them
     // work before the first event (a series that does not exist yet is "no data", not 0).
-    for watch in ["requests", "status", "leader", "nomad_allocations", "outbox"] {
+    for watch in [
+        "requests",
+        "status",
+        "leader",
+        "nomad_allocations",
+        "outbox",
+    ] {
         metrics::counter!("jobforge_watch_restarts_total", "watch" => watch).increment(0);
     }
     for outcome in ["delivered", "failed"] {

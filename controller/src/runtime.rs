@@ -325,10 +325,21 @@ struct TermDeps {
     sweep_interval: std::time::Duration,
 }
 
+/// How long a new leader waits for the first reading of `<prefix>/config`.
+const CONFIG_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One leadership term: watches feed the queue; the queue runs reconciles; the orphan sweep runs
 /// every `sweep_interval`; everything stops when `cancel` fires (in-flight reconciles get the
 /// shutdown grace), or at once when `abort` fires (leadership lost).
 async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: CancellationToken) {
+    // The operator's build caps, quotas and tenancy rules live in `<prefix>/config`: no request
+    // starts before they were read once.
+    if !d.health.wait_config_read(CONFIG_READ_WAIT).await {
+        tracing::warn!(
+            waited = ?CONFIG_READ_WAIT,
+            "<prefix>/config not read yet; leading with the flags' defaults until it is"
+        );
+    }
     let queue = WorkQueue::new(QueueConfig {
         max_concurrent: d.max_concurrent.max(1),
         shutdown_grace: d.shutdown_grace,
@@ -635,6 +646,7 @@ async fn watch_config(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "ignoring invalid configuration; keeping the previous one");
+                    health.mark_config_read();
                     continue;
                 }
             },
@@ -643,6 +655,7 @@ async fn watch_config(
         tracing::info!(?kv, "configuration loaded");
         tx.send_replace(Arc::new(eff));
         health.config_index.store(index, Ordering::SeqCst);
+        health.mark_config_read();
     }
 }
 

@@ -19,7 +19,8 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(300);
 const SECRET: &str = "s3cr3t-build-value-9f2c";
 
-/// A multi-stage Containerfile: `base` (busybox), `build` (uses the build arg and the secret,
+/// A multi-stage Containerfile (`SECRET_SHA256` is replaced by the secret's SHA-256: the file is
+/// printed by buildah, so it must not hold the secret): `base` (busybox), `build` (uses the build arg and the secret,
 /// copies the context), `runtime` (the target) and `other` (must not be built).
 const CONTAINERFILE: &str = r#"FROM scratch AS base
 COPY busybox /bin/busybox
@@ -27,7 +28,7 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 
 FROM base AS build
 ARG GREETING
-RUN --mount=type=secret,id=token test "$(cat /run/secrets/token)" = "s3cr3t-build-value-9f2c" && echo "jobforge-test: secret readable"
+RUN --mount=type=secret,id=token test "$(sha256sum < /run/secrets/token | cut -d' ' -f1)" = "SECRET_SHA256" && echo "jobforge-test: secret readable"
 COPY . /src
 RUN if test -e /src/.git; then echo "jobforge-test: .git in context"; else echo "jobforge-test: no .git"; fi
 RUN test -f /src/vendor/lib/lib.txt && echo "jobforge-test: submodule present"
@@ -83,7 +84,20 @@ async fn build_args_secret_target_labels_and_submodules_reach_the_build_and_the_
         &jobforge_tests::workspace_root().join("examples/hello-world"),
         |w| {
             std::fs::copy(&busybox, w.join("busybox"))?;
-            std::fs::write(w.join("Containerfile"), CONTAINERFILE)?;
+            let sha = Command::new("sh")
+                .args([
+                    "-c",
+                    "printf %s \"$1\" | sha256sum | cut -d' ' -f1",
+                    "sh",
+                    SECRET,
+                ])
+                .output()?;
+            let sha = String::from_utf8_lossy(&sha.stdout).trim().to_string();
+            assert_eq!(sha.len(), 64, "sha256sum");
+            std::fs::write(
+                w.join("Containerfile"),
+                CONTAINERFILE.replace("SECRET_SHA256", &sha),
+            )?;
             Ok(())
         },
     )

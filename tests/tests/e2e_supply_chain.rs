@@ -371,17 +371,11 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("not {d2}")), "{err}");
 
-    // The signing path is refused to a token of the task policy (what build and test tasks get).
-    jobforge_tests::vault_policies::write_policy(
-        &e.stack.vault,
-        VAULT_ROOT,
-        "jobforge",
-        &jobforge_tests::vault_policies::shipped("vault-policy-tasks.hcl"),
-    )
-    .await
-    .expect("policy");
+    // The signing path is refused to a token of the task policy (what build and test tasks of
+    // namespace `default` get: the shipped vault-policy-namespace.hcl, loaded at dev-stack start).
+    let policy = jobforge_tests::vault_policies::task_policy("default");
     let task_token =
-        jobforge_tests::vault_policies::create_token(&e.stack.vault, VAULT_ROOT, &["jobforge"])
+        jobforge_tests::vault_policies::create_token(&e.stack.vault, VAULT_ROOT, &[&policy])
             .await
             .expect("token");
     let (code, body) = vault(

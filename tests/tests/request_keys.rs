@@ -133,10 +133,14 @@ async fn txn_written_keys_that_are_not_requests_get_one_warning_a_count_and_no_c
         "a key that is not a request was reconciled:\n{page}"
     );
     let text = std::fs::read_to_string(&log).unwrap();
-    for key in BAD {
+    // `requests/../x` is reported as its folder `requests/..`: the watch never reads a folder a
+    // URL would resolve to another prefix (`requests/../` is all of `jobforge/`).
+    for key in ["jobforge/requests/..", BAD[1]] {
         let warnings = text
             .lines()
-            .filter(|l| l.contains("WARN") && l.contains("not a request") && l.contains(key))
+            .filter(|l| {
+                l.contains("WARN") && l.contains("not a request") && l.contains(&format!("{key}\""))
+            })
             .count();
         assert_eq!(warnings, 1, "warnings about {key}:\n{text}");
     }

@@ -70,8 +70,9 @@ impl BuildSlots {
 
     /// `key` wants to start ([`Slots::request`]); other keys granted meanwhile are enqueued.
     pub fn request(&self, key: &RequestKey, priority: u32) -> Admission {
+        let arrival = self.stored().create_index(key);
         let mut st = self.lock();
-        let (adm, granted) = st.request(key, priority);
+        let (adm, granted) = st.request_at(key, priority, arrival);
         self.wake(st, granted);
         adm
     }

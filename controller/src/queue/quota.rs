@@ -25,6 +25,15 @@ struct Namespace {
 }
 
 impl StoredRequests {
+    /// The CreateIndex `key` was stored with, when known: its arrival order.
+    pub fn create_index(&self, key: &RequestKey) -> Option<u64> {
+        self.by_ns
+            .get(&key.namespace)?
+            .created
+            .get(&key.name)
+            .copied()
+    }
+
     /// `key` exists, created at `create_index`.
     pub fn present(&mut self, key: &RequestKey, create_index: u64) {
         let ns = self.by_ns.entry(key.namespace.clone()).or_default();

@@ -245,6 +245,18 @@ impl Slots {
     /// (it may have been granted by this call) and the *other* keys this call granted. A waiting
     /// key asking again keeps its arrival order unless its priority changed.
     pub fn request(&mut self, key: &RequestKey, priority: u32) -> (Admission, Vec<RequestKey>) {
+        self.request_at(key, priority, None)
+    }
+
+    /// [`Slots::request`] with the request's arrival order (its Consul CreateIndex): within a
+    /// priority, waiting requests are granted oldest first whatever order their reconciles run
+    /// in; `None` orders by first request.
+    pub fn request_at(
+        &mut self,
+        key: &RequestKey,
+        priority: u32,
+        arrival: Option<u64>,
+    ) -> (Admission, Vec<RequestKey>) {
         if self.holding.contains(key) {
             return (Admission::Granted, Vec::new());
         }
@@ -252,9 +264,9 @@ impl Slots {
             Some((p, _, _)) if p.0 == priority => {}
             Some(_) => {
                 self.unwait(key);
-                self.wait(key, priority);
+                self.wait(key, priority, arrival);
             }
-            None => self.wait(key, priority),
+            None => self.wait(key, priority, arrival),
         }
         let mut granted = self.grant();
         if let Some(i) = granted.iter().position(|k| k == key) {
@@ -289,9 +301,13 @@ impl Slots {
         Vec::new()
     }
 
-    fn wait(&mut self, key: &RequestKey, priority: u32) {
+    fn wait(&mut self, key: &RequestKey, priority: u32, arrival: Option<u64>) {
         self.seq += 1;
-        let entry = (std::cmp::Reverse(priority), self.seq, key.name.clone());
+        let entry = (
+            std::cmp::Reverse(priority),
+            arrival.unwrap_or(self.seq),
+            key.name.clone(),
+        );
         self.waiting
             .entry(key.namespace.clone())
             .or_default()

@@ -3,7 +3,7 @@
 //! who signs and why.
 //!
 //! Who signs: the controller, never a build, test or publish task. The task tokens of a
-//! namespace get that namespace's policy only (`examples/deploy/vault-policy-tasks.hcl`), which
+//! namespace get that namespace's policy only (`examples/deploy/vault-policy-namespace.hcl`), which
 //! grants nothing under `transit/`; the controller's token may `update` `transit/sign/<key>`.
 //! Before signing, the controller resolves every published tag in the registry and requires
 //! each to name exactly the digest publish reported (`status.phases.publish.digest`): a tag

@@ -183,7 +183,12 @@ impl Merger {
         match ev {
             WatchEvent::Initial { index, pairs } => {
                 for p in pairs {
-                    if p.key.ends_with('/') {
+                    if let Some(name) = unreadable_folder(&p.key) {
+                        if let Some(init) = &mut self.initial {
+                            init.pairs
+                                .insert(name.to_string(), key_only(name.to_string()));
+                        }
+                    } else if p.key.ends_with('/') {
                         if let Some(init) = &mut self.initial {
                             init.awaiting.insert(p.key.clone());
                         }
@@ -197,6 +202,14 @@ impl Merger {
                     init.index = init.index.max(index);
                 }
                 self.maybe_initial().await
+            }
+            WatchEvent::Added(p) if unreadable_folder(&p.key).is_some() => {
+                let name = unreadable_folder(&p.key).unwrap_or_default().to_string();
+                self.emit(WatchEvent::Added(key_only(name))).await
+            }
+            WatchEvent::Deleted(p) if unreadable_folder(&p.key).is_some() => {
+                let name = unreadable_folder(&p.key).unwrap_or_default().to_string();
+                self.emit(WatchEvent::Deleted(key_only(name))).await
             }
             WatchEvent::Added(p) if p.key.ends_with('/') => {
                 self.start_shard(&p.key);
@@ -266,6 +279,25 @@ impl Merger {
     }
 }
 
+/// A folder key (`<prefix><name>/`) whose name a URL path cannot carry as is: `.`, `..` (and
+/// their percent-encoded forms, which the WHATWG URL parser also resolves), or a name with `%`,
+/// `?`, `#` or `\`. A read of such a folder through `/v1/kv/<folder>` would list *another*
+/// prefix (`requests/../` is `jobforge/`, every key of every team), so it is never watched:
+/// the folder itself is reported as one key-only pair named without its trailing `/` (a key
+/// that is not a request: the caller ignores it with one warning). Keys written inside it (only
+/// possible through `/v1/txn`, which takes literal keys) are not listed one by one.
+fn unreadable_folder(key: &str) -> Option<&str> {
+    let folder = key.strip_suffix('/')?;
+    let name = folder.rsplit('/').next().unwrap_or(folder);
+    let lower = name.to_ascii_lowercase();
+    let dots = matches!(
+        lower.as_str(),
+        "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+    );
+    let odd = name.is_empty() || name.contains(['%', '?', '#', '\\']);
+    (dots || odd).then_some(folder)
+}
+
 async fn merge(client: Client, prefix: String, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>) {
     let cancel = opts.cancel.clone();
     let (shard_tx, mut shard_rx) = mpsc::channel(CHANNEL);
@@ -295,5 +327,34 @@ async fn merge(client: Client, prefix: String, opts: WatchOptions, tx: mpsc::Sen
     }
     for s in m.shards.values() {
         s.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreadable_folder;
+
+    #[test]
+    fn folders_a_url_would_resolve_elsewhere_are_never_read() {
+        for key in [
+            "jobforge/requests/../",
+            "jobforge/requests/./",
+            "jobforge/requests/%2E%2E/",
+            "jobforge/requests/.%2e/",
+            "jobforge/requests/a?b/",
+            "jobforge/requests/a#b/",
+            "jobforge/requests/a\\b/",
+            "jobforge/requests//",
+        ] {
+            assert_eq!(unreadable_folder(key), key.strip_suffix('/'), "{key}");
+        }
+        for key in [
+            "jobforge/requests/team-a/",
+            "jobforge/requests/...x/",
+            "jobforge/requests/a.b/",
+            "jobforge/requests/x",
+        ] {
+            assert_eq!(unreadable_folder(key), None, "{key}");
+        }
     }
 }
