@@ -160,7 +160,18 @@ fn check(
             tenancy(name, &seed_request(ns, job.spec), rules)?;
             Ok(format!("{name}: valid (seed job_config)"))
         }
-        Err(p) => Err(problem_lines(&p.prefixed(name))),
+        Err(p) => {
+            // Every problem at once: a request whose values break the grammar is still read as
+            // a typed request when its shape allows, and its tenancy problems join the others.
+            let mut lines = problem_lines(&p.prefixed(name));
+            if let Ok(value) = jobforge_schema::parse_value(bytes, format)
+                && let Ok(req) = serde_json::from_value::<BuildRequest>(value)
+                && let Err(more) = tenancy(name, &req, rules)
+            {
+                lines.extend(more);
+            }
+            Err(lines)
+        }
     }
 }
 

@@ -210,6 +210,23 @@ fn a_vault_path_of_another_namespace_is_a_problem_and_the_rules_checked_are_name
             "tenancy: checked against the default rules (--offline): Vault paths under \
              secret/data/jobforge/{namespace}/",
         ));
+    // Every problem at once: a grammar problem does not hide the tenancy one.
+    let both = write(
+        &dir,
+        "both.yaml",
+        &format!(
+            "{VALID}  registry_credentials_path: secret/data/jobforge/team-b/registry\n  target: \"-x\"\n"
+        ),
+    );
+    jobforge()
+        .args(["validate", "--offline"])
+        .arg(&both)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("spec.target:"))
+        .stdout(predicate::str::contains(
+            "spec.registry_credentials_path: \"secret/data/jobforge/team-b/registry\" is outside",
+        ));
     // Without --offline and with no Consul listening, the defaults are used and the reason said.
     jobforge()
         .args(["validate", "--consul-addr", "127.0.0.1:1"])
