@@ -516,6 +516,30 @@ async fn sign_alg(
     do_sign(st, caller, op, &mount, &path, Some(&alg), &body)
 }
 
+/// What `sign` and `verify` check first, in Vault's order: the token's policy on
+/// `<mount>/<action>/<path>` (403), a transit mount (404), an update (405), a valid key name
+/// (404), a JSON body (400). Returns the key name and the body.
+fn key_operation<'a>(
+    st: &VaultState,
+    caller: &Caller,
+    op: Op,
+    mount: &str,
+    action: &str,
+    path: &'a str,
+    body: &[u8],
+) -> Result<(&'a str, Value), ApiError> {
+    caller.require(&format!("{mount}/{action}/{path}"), op)?;
+    require_transit(st, mount)?;
+    let name = path.split('/').next().unwrap_or_default();
+    if op != Op::Update {
+        return Err(unsupported());
+    }
+    if !valid_name(name) {
+        return Err(not_found());
+    }
+    Ok((name, json_body(body)?))
+}
+
 /// `sign/<name>[/<alg>]`; `path` is what follows `sign/` (the ACL path's tail).
 fn do_sign(
     State(st): S,
@@ -526,16 +550,7 @@ fn do_sign(
     url_alg: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    caller.require(&format!("{mount}/sign/{path}"), op)?;
-    require_transit(&st, mount)?;
-    let name = path.split('/').next().unwrap_or_default();
-    if op != Op::Update {
-        return Err(unsupported());
-    }
-    if !valid_name(name) {
-        return Err(not_found());
-    }
-    let body = json_body(body)?;
+    let (name, body) = key_operation(&st, &caller, op, mount, "sign", path, body)?;
     let opts = sign_options(&body, url_alg)?;
     let requested = int_field(&body, "key_version")?;
     let (version, signature) = with_key(&st, mount, name, |k| {
@@ -601,16 +616,7 @@ fn do_verify(
     url_alg: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    caller.require(&format!("{mount}/verify/{path}"), op)?;
-    require_transit(&st, mount)?;
-    let name = path.split('/').next().unwrap_or_default();
-    if op != Op::Update {
-        return Err(unsupported());
-    }
-    if !valid_name(name) {
-        return Err(not_found());
-    }
-    let body = json_body(body)?;
+    let (name, body) = key_operation(&st, &caller, op, mount, "verify", path, body)?;
     let signature = str_field(&body, "signature")?;
     let hmac = str_field(&body, "hmac")?;
     let signature = match (signature, hmac) {
