@@ -28,11 +28,6 @@ use crate::config::EffectiveConfig;
 /// Deliveries in flight at once, over all requests.
 pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
 
-/// How long a new term waits for the first reading of `<prefix>/config` before delivering (the
-/// allowlist lives there; a record must not be refused because the configuration was not read
-/// yet).
-const CONFIG_WAIT: Duration = Duration::from_secs(10);
-
 /// Longest pause between retries of a failing Consul call.
 const CONSUL_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -85,13 +80,8 @@ impl Outbox {
     }
 
     async fn run(self: Arc<Self>) {
-        // The receiver was cloned before the config watch's first answer, or that answer is
-        // already there: `changed` returns at once then.
-        let mut config = self.deps.config.clone();
-        tokio::select! {
-            _ = self.cancel.cancelled() => return,
-            _ = tokio::time::timeout(CONFIG_WAIT, config.changed()) => {}
-        }
+        // The allowlist lives in `<prefix>/config`: the leader term spawns this worker only after
+        // that document was read once (`HealthState::wait_config_read` in `runtime::leader_term`).
         let opts = WatchOptions {
             cancel: self.cancel.clone(),
             max_backoff: CONSUL_MAX_BACKOFF,
