@@ -208,12 +208,22 @@ CONTROLLER_VAULT_TOKEN=$(curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H '
   python3 -c 'import json, sys; print(json.load(sys.stdin)["auth"]["client_token"])') ||
   die "could not create the controller's Vault token"
 
+# Issue 20: every published image is signed by the controller with a Vault transit key that never
+# leaves Vault (docs/supply-chain.md), as an operator sets it up: `vault secrets enable transit`,
+# `vault write -f transit/keys/jobforge type=ecdsa-p256`.
+say "enabling Vault's transit engine and creating the signing key transit/keys/jobforge (ecdsa-p256)"
+curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
+  --data '{"type":"transit"}' "$VAULT_ADDR/v1/sys/mounts/transit" >/dev/null ||
+  die "could not enable the transit engine"
+curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
+  --data '{"type":"ecdsa-p256"}' "$VAULT_ADDR/v1/transit/keys/jobforge" >/dev/null ||
+  die "could not create the transit key jobforge"
 
 # Webhooks may reach only public addresses unless the operator allowlists CIDRs; everything here
 # (a receiver you try, the example in examples/webhook-receiver/) runs on this machine's loopback,
 # so the quickstart allows 127.0.0.0/8 explicitly. Never do that where Consul, Nomad or Vault
 # listen on loopback for others (docs/tenancy.md).
-config='"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8"]}'
+config='"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8"]},"signing":{"transit_key":"jobforge","builder_id":"https://jobforge.example/quickstart"}'
 if [ "$PROFILE" = docker ]; then
   # The tool containers share the client's network: the registry and git daemon listen on its
   # loopback. On a real cluster leave docker_network_mode unset.
@@ -250,12 +260,16 @@ echo
 say "Succeeded: $reference"
 echo "    digest:   $digest"
 echo "    tags:     $(curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/demo/hello-world/tags/list")"
+echo
+say "verifying its signature and SLSA provenance with the transit public key (jobforge verify)"
+"$BIN/jobforge" verify "$reference" --insecure-registry || die "jobforge verify failed (controller log: $STATE/logs/controller.log)"
 cat <<EOF
 
 Look around:
     export CONSUL_HTTP_ADDR=$CONSUL_HTTP_ADDR
     $BIN/jobforge get hello
     $BIN/jobforge logs hello --phase build
+    VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=root $BIN/jobforge verify $reference --insecure-registry
     curl -s http://$CONSUL_HTTP_ADDR/v1/kv/jobforge/status/default/hello?raw
     curl -s http://127.0.0.1:$REGISTRY_PORT/v2/demo/hello-world/tags/list
     curl -s http://127.0.0.1:$CONTROLLER_PORT/metrics | grep ^jobforge_
