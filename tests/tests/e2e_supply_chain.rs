@@ -301,6 +301,32 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
         "{text}"
     );
 
+    // `jobforge get` shows what a user needs to check the image: the commit, the signature and
+    // provenance references, and the command that verifies them.
+    let out = std::process::Command::new(jobforge_tests::bin("jobforge").expect("jobforge"))
+        .args(["get", "signed", "--consul-addr", &e.stack.consul])
+        .output()
+        .expect("jobforge get");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        format!("Commit:      {}", repo.head),
+        format!(
+            "Signature:   {}",
+            image["signature"].as_str().unwrap_or("?")
+        ),
+        format!(
+            "Provenance:  {}",
+            image["provenance"].as_str().unwrap_or("?")
+        ),
+        format!(
+            "Verify:      jobforge verify {}",
+            image["reference"].as_str().unwrap_or("?")
+        ),
+    ] {
+        assert!(text.contains(&line), "`{line}` missing from:\n{text}");
+    }
+
     // The MCP facade's verifyImage agrees (driven by the official MCP Python SDK).
     let out = std::process::Command::new(jobforge_tests::python().expect("python"))
         .arg(jobforge_tests::workspace_root().join("tests/python/mcp_client.py"))

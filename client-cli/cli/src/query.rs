@@ -43,10 +43,25 @@ pub async fn get(ctx: &Ctx, name: &str) -> CliResult<()> {
                         st.observed_generation, r.generation
                     );
                 }
+                if let Some(src) = &st.source {
+                    println!("Commit:      {}", src.commit_sha);
+                }
                 if let Some(img) = &st.image {
                     println!("Published:   {}", img.reference);
                     if let Some(d) = &img.digest {
                         println!("Digest:      {d}");
+                    }
+                    if let Some(sig) = &img.signature {
+                        println!("Signature:   {sig}");
+                    }
+                    if let Some(att) = &img.provenance {
+                        println!("Provenance:  {att}");
+                    }
+                    if img.signature.is_some() || img.provenance.is_some() {
+                        println!("Verify:      jobforge verify {}", img.reference);
+                    }
+                    if let Some(e) = &img.signing_error {
+                        println!("Not signed:  {e}");
                     }
                 }
                 if let Some(f) = &st.failure {
