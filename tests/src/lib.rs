@@ -14,9 +14,12 @@
 //! - [`wait`]: [`wait_until`] and [`wait_http_ok`];
 //! - [`kv`]: raw KV access ([`Kv`]) and [`request_json`];
 //! - [`devstack`], [`controller`], [`registry`], [`git`]: the processes and fixtures a scenario
-//!   starts.
+//!   starts;
+//! - [`build_env`]: [`BuildEnv`], the stack + registry + leading controller of an end-to-end build
+//!   test.
 
 pub mod acl;
+pub mod build_env;
 pub mod controller;
 pub mod devstack;
 pub mod docker;
@@ -31,6 +34,7 @@ pub mod registry;
 pub mod vault_policies;
 pub mod wait;
 
+pub use build_env::{BuildEnv, with_fields};
 pub use controller::ControllerProcess;
 pub use devstack::{DevStackOptions, DevStackProcess};
 pub use env::{bin, free_port, python, which, workspace_root};

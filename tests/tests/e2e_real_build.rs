@@ -8,62 +8,42 @@ use std::process::Command;
 use std::time::Duration;
 
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
-    wait_until, which, workspace_root,
+    BuildEnv, DevStackOptions, GitRepo, request_json, wait_until, which, with_fields,
+    workspace_root,
 };
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(240);
 
-struct Env {
-    stack: DevStackProcess,
-    registry: Registry,
-    _ctl: ControllerProcess,
-}
+type Env = BuildEnv;
 
 async fn env() -> Env {
     env_with(DevStackOptions::default()).await
 }
 
 async fn env_with(opts: DevStackOptions) -> Env {
-    let stack = DevStackProcess::start(opts).expect("dev stack");
-    let registry = Registry::start().await.expect("registry");
-    let ctl = ControllerProcess::start(&stack, &[])
+    BuildEnv::start(opts)
         .await
-        .expect("controller");
-    ctl.wait_leader(Duration::from_secs(60))
-        .await
-        .expect("leader");
-    Env {
-        stack,
-        registry,
-        _ctl: ctl,
-    }
+        .expect("dev stack, registry and leading controller")
 }
 
 fn hello_spec(e: &Env, repo: &GitRepo, extra: Value) -> Value {
-    let mut s = json!({
-        "repo_url": repo.url,
-        "git_ref": "main",
-        "dockerfile_path": "Containerfile",
-        "image_name": "hello-world",
-        "image_tags": ["v1.0.0", "latest"],
-        "registry_url": format!("{}/e2e", e.registry.addr),
-        "test": {"entry_point": true, "commands": ["/usr/local/bin/selftest"], "env": {"GREETING": "Hello from jobforge"}},
-    });
-    if let (Some(a), Some(b)) = (s.as_object_mut(), extra.as_object()) {
-        for (k, v) in b {
-            a.insert(k.clone(), v.clone());
-        }
-    }
-    s
+    with_fields(
+        json!({
+            "repo_url": repo.url,
+            "git_ref": "main",
+            "dockerfile_path": "Containerfile",
+            "image_name": "hello-world",
+            "image_tags": ["v1.0.0", "latest"],
+            "registry_url": format!("{}/e2e", e.registry.addr),
+            "test": {"entry_point": true, "commands": ["/usr/local/bin/selftest"], "env": {"GREETING": "Hello from jobforge"}},
+        }),
+        extra,
+    )
 }
 
 async fn wait_terminal(e: &Env, name: &str) -> Value {
-    e.stack
-        .wait_terminal("default", name, T)
-        .await
-        .expect("terminal status")
+    e.wait_terminal(name, T).await.expect("terminal status")
 }
 
 /// `jobforge logs NAME --phase P` output, through the CLI (KV only).

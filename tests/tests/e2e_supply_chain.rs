@@ -13,18 +13,12 @@
 
 use std::time::Duration;
 
-use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
-};
+use jobforge_tests::{BuildEnv, DevStackOptions, DevStackProcess, GitRepo};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(300);
 
-struct Env {
-    stack: DevStackProcess,
-    registry: Registry,
-    _ctl: ControllerProcess,
-}
+type Env = BuildEnv;
 
 async fn env() -> Env {
     env_signing(false).await
@@ -85,18 +79,9 @@ async fn env_signing(signing: bool) -> Env {
             .await
             .expect("config");
     }
-    let registry = Registry::start().await.expect("registry");
-    let ctl = ControllerProcess::start(&stack, &[])
+    BuildEnv::start_on(stack, &[])
         .await
-        .expect("controller");
-    ctl.wait_leader(Duration::from_secs(60))
-        .await
-        .expect("leader");
-    Env {
-        stack,
-        registry,
-        _ctl: ctl,
-    }
+        .expect("registry and leading controller")
 }
 
 fn hello_spec(e: &Env, repo: &GitRepo, image: &str, tag: &str) -> Value {
@@ -112,19 +97,8 @@ fn hello_spec(e: &Env, repo: &GitRepo, image: &str, tag: &str) -> Value {
 
 /// Submits `name` and waits for it to succeed; returns its status.
 async fn build(e: &Env, name: &str, spec: Value) -> Value {
-    e.stack
-        .kv()
-        .put(
-            &format!("jobforge/requests/default/{name}"),
-            &request_json("default", name, spec),
-        )
-        .await
-        .expect("put");
-    let st = e
-        .stack
-        .wait_terminal("default", name, T)
-        .await
-        .expect("terminal status");
+    e.submit("default", name, spec).await.expect("put");
+    let st = e.wait_terminal(name, T).await.expect("terminal status");
     assert_eq!(
         st["phase"],
         "Succeeded",

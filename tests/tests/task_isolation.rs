@@ -9,9 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use jobforge_tests::githttp::GitHttpServer;
-use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
-};
+use jobforge_tests::{BuildEnv, DevStackOptions, GitRepo, with_fields};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(300);
@@ -20,54 +18,30 @@ const T: Duration = Duration::from_secs(300);
 /// node attribute.
 const EVIL: &str = "${VAULT_TOKEN}|${NOMAD_ALLOC_ID}|${attr.kernel.name}";
 
-struct Env {
-    stack: DevStackProcess,
-    registry: Registry,
-    _ctl: ControllerProcess,
-}
+type Env = BuildEnv;
 
 async fn env_with(opts: DevStackOptions) -> Env {
-    let stack = DevStackProcess::start(opts).expect("dev stack");
-    let registry = Registry::start().await.expect("registry");
-    let ctl = ControllerProcess::start(&stack, &[])
+    BuildEnv::start(opts)
         .await
-        .expect("controller");
-    ctl.wait_leader(Duration::from_secs(60))
-        .await
-        .expect("leader");
-    Env {
-        stack,
-        registry,
-        _ctl: ctl,
-    }
+        .expect("dev stack, registry and leading controller")
 }
 
 fn spec(e: &Env, repo_url: &str, extra: Value) -> Value {
-    let mut s = json!({
-        "repo_url": repo_url,
-        "git_ref": "main",
-        "dockerfile_path": "Containerfile",
-        "image_name": "hello-world",
-        "image_tags": ["v1"],
-        "registry_url": format!("{}/iso", e.registry.addr),
-    });
-    if let (Some(a), Some(b)) = (s.as_object_mut(), extra.as_object()) {
-        for (k, v) in b {
-            a.insert(k.clone(), v.clone());
-        }
-    }
-    s
+    with_fields(
+        json!({
+            "repo_url": repo_url,
+            "git_ref": "main",
+            "dockerfile_path": "Containerfile",
+            "image_name": "hello-world",
+            "image_tags": ["v1"],
+            "registry_url": format!("{}/iso", e.registry.addr),
+        }),
+        extra,
+    )
 }
 
 async fn submit(e: &Env, name: &str, spec: Value) {
-    e.stack
-        .kv()
-        .put(
-            &format!("jobforge/requests/default/{name}"),
-            &request_json("default", name, spec),
-        )
-        .await
-        .expect("put");
+    e.submit("default", name, spec).await.expect("put");
 }
 
 fn git(dir: &std::path::Path, args: &[&str]) {
