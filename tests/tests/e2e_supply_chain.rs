@@ -231,6 +231,13 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
         repo.head.as_str(),
         "{statement:#}"
     );
+    // The hello-world is `FROM scratch`: it has no base image, so the source is its only
+    // dependency (not an empty `oci://` entry).
+    assert_eq!(
+        deps.as_array().map(Vec::len),
+        Some(1),
+        "FROM scratch has no base image: {statement:#}"
+    );
     assert_eq!(
         pred["runDetails"]["builder"]["id"],
         "https://ci.example/jobforge"

@@ -278,7 +278,8 @@ pub async fn sign_published(
     };
     let base_images: Vec<(String, String)> =
         match (ann(BASE_NAME_ANNOTATION), ann(BASE_DIGEST_ANNOTATION)) {
-            (Some(n), Some(d)) => vec![(n, d)],
+            // buildah writes both annotations empty for `FROM scratch`: no base image.
+            (Some(n), Some(d)) if !n.is_empty() && !d.is_empty() => vec![(n, d)],
             _ => Vec::new(),
         };
 

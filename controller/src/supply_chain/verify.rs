@@ -203,6 +203,9 @@ pub fn summary(v: &Verified) -> String {
             out.push(format!("base image:  {uri} @ sha256:{h}"));
         }
     }
+    if !out.iter().any(|l| l.starts_with("base image:")) {
+        out.push("base image:  none (FROM scratch)".to_string());
+    }
     out.push(format!(
         "request:     {}",
         s(&run["metadata"]["invocationId"])
@@ -214,4 +217,45 @@ pub fn summary(v: &Verified) -> String {
         s(&run["metadata"]["finishedOn"])
     ));
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn verified(deps: Value) -> Verified {
+        Verified {
+            repository: "r.example/team-a/app".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            statement: json!({"predicate": {
+                "buildDefinition": {"resolvedDependencies": deps},
+                "runDetails": {"builder": {"id": "https://ci.example/jobforge"},
+                               "metadata": {"invocationId": "team-a/app/3/1"}}}}),
+        }
+    }
+
+    #[test]
+    fn summary_names_the_commit_and_each_base_image_or_says_there_is_none() {
+        let git =
+            json!({"uri": "git+https://git.example/a.git", "digest": {"gitCommit": "c0ffee"}});
+        let text = summary(&verified(json!([git.clone()])));
+        assert!(
+            text.contains("source:      git+https://git.example/a.git @ c0ffee"),
+            "{text}"
+        );
+        assert!(text.contains("base image:  none (FROM scratch)"), "{text}");
+        let base = json!({"uri": "oci://r.example/library/debian:bookworm-slim", "digest": {"sha256": "b".repeat(64)}});
+        let text = summary(&verified(json!([git, base])));
+        assert!(
+            text.contains(&format!(
+                "base image:  oci://r.example/library/debian:bookworm-slim @ sha256:{}",
+                "b".repeat(64)
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("none (FROM scratch)"), "{text}");
+        assert!(text.contains("request:     team-a/app/3/1"), "{text}");
+    }
 }
