@@ -49,6 +49,9 @@ async def exercise(session: ClientSession) -> None:
 
     tools = {t.name: t for t in (await session.list_tools()).tools}
     check(EXPECTED_TOOLS <= set(tools), f"tools {sorted(tools)}")
+    # The server's instructions name every tool an agent may use, so it can find them all.
+    for name in sorted(set(tools)):
+        check(name in (init.instructions or ""), f"instructions do not mention {name}: {init.instructions!r}")
     for name in EXPECTED_TOOLS:
         t = tools[name]
         check(t.input_schema.get("type") == "object", f"{name} input schema {t.input_schema}")

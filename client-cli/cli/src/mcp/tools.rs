@@ -602,7 +602,9 @@ impl ServerHandler for JobforgeMcp {
             .with_instructions(
                 "jobforge builds container images from git repositories (build, test, publish). \
                  Submit with submitJob, follow with getStatus until finished, read getLogs on failure, \
-                 cancel with killJob, remove with cleanup. Resources: \
+                 cancel with killJob, remove with cleanup; find requests with listRequests (all) or \
+                 getHistory (finished ones); check a published image's signature and provenance with \
+                 verifyImage. Resources: \
                  jobforge://requests/{namespace}/{name} (status JSON) and \
                  jobforge://logs/{namespace}/{name}/{phase} (log tail).",
             )
