@@ -35,14 +35,58 @@
 //! image; the commit SHA is printed before `.git` goes. `--force-rm` removes the working
 //! container of a failed step.
 //!
-//! Reproducible images: the image is built with `--timestamp` = the commit's committer time
-//! (`SOURCE_DATE_EPOCH`, <https://reproducible-builds.org/specs/source-date-epoch/>, exported for
-//! the tools too), so every created time in the config and history is the commit's and two
-//! builds of the same commit, Containerfile and base images push the same manifest digest.
-//! Layer caching is off for now (`--layers=false`): buildah 1.28's cache ignores `--timestamp`, so a
-//! cached step built at another time (or for another commit) would bring its own times in.
-//! buildah records the last stage's base image in the manifest annotations
-//! `org.opencontainers.image.base.name` / `.base.digest`, which the provenance reads back.
+//! Cache environment (raw_exec with `build.cache`, see below): `JF_CACHE_ROOT` (operator
+//! configuration, an absolute path of `[A-Za-z0-9._-]` segments), `JF_CACHE_NS_B64`,
+//! `JF_CACHE_MAX_MB`.
+//!
+//! Reproducible images: `SOURCE_DATE_EPOCH` is the commit's committer time
+//! (<https://reproducible-builds.org/specs/source-date-epoch/>, exported for the tools too), and
+//! two builds of the same commit, Containerfile and base images push the same manifest digest,
+//! in either of the two modes below. Without a layer cache (`build.cache` absent, or the docker
+//! profile): `bud --layers=false --timestamp $SOURCE_DATE_EPOCH --tag <temp image>`, so every
+//! created time in the config and history is the commit's; buildah records the last stage's base
+//! image in the manifest annotations `org.opencontainers.image.base.name` / `.base.digest`,
+//! which the provenance reads back; the temporary tag is removed with the per-allocation store.
+//!
+//! Layer cache (issue 19; `build.cache` in `<prefix>/config`, raw_exec only): the store is
+//! `JF_CACHE_ROOT/<namespace>/<driver>/` (`storage`, `run`, `lock`), created 0700, shared by
+//! the builds of that namespace and no other; `<namespace>` comes from `JF_CACHE_NS_B64`, the
+//! request's validated namespace (a DNS label, checked again by the script before it names a
+//! directory), never from the spec. Everything else (checkout, authfile, secrets, iid file)
+//! stays in the allocation's directories. buildah 1.28's cache ignores `--timestamp` (a step
+//! cached by a build of another commit keeps that build's times and file mtimes, so the digest
+//! would depend on what the cache holds; measured: same commit, cold store vs store warmed by
+//! another commit, two digests), so:
+//! - `bud --layers --timestamp 0 --iidfile <task dir>`: every layer and intermediate image is
+//!   built at the constant time 0 (as ko and Bazel's rules_oci do), so a cached step is byte for
+//!   byte what a fresh build of it would give, whichever commit built it first. No `--label` or
+//!   `--annotation` here: buildah 1.28 copies labels into every intermediate image without
+//!   making them part of the cache key, and the history comments name intermediate IDs, so
+//!   labels at this stage would make the digest depend on the cache again.
+//! - a last commit on top (`from` the built image ID, `config --label/--annotation`, `commit
+//!   --timestamp $SOURCE_DATE_EPOCH`): the request's labels and annotations, the commit's time as
+//!   the image's `created` and last history entry (one empty layer, 34 bytes compressed). The
+//!   base-image annotations are set from the last stage's base as named by buildah and that
+//!   image's digest in the store (`bud --layers` records the digest of its last intermediate
+//!   image instead), or removed when there is none (`FROM scratch`).
+//! - the result is pushed by image ID and never tagged in the shared store, so nothing is
+//!   removed after the push: removing an image also removes its untagged parents, which are the
+//!   cache (issue 19: the `rmi` of the temporary tag destroyed it). `--force-rm` and the EXIT
+//!   trap remove working containers; a failed build leaves no container and no tagged image
+//!   (its finished steps stay, untagged, as cache).
+//! - concurrency and size: builds hold a shared `flock` on `lock` for their whole run; before
+//!   and after a build the script tries the exclusive lock without waiting and, when it gets it
+//!   (no other build of the namespace is running), removes leftover containers (of killed
+//!   builds) and, when `du` of the store exceeds `JF_CACHE_MAX_MB` (0 = never), removes images
+//!   oldest first (by their directory in the store; removing one also removes its untagged
+//!   parents) until it is under the limit, else everything. So a prune never deletes a layer a
+//!   running build of the namespace uses, and builds of other namespaces never wait for it.
+//! - `spec.clear_cache` (`--no-cache`) rebuilds every step and stores the fresh layers.
+//!
+//! The docker profile has no layer cache: the tool container's store lives and dies with the
+//! allocation. A host volume per namespace would need the client's `docker.volumes.enabled`
+//! (which lets every job mount any host path) and overlay inside an unprivileged container
+//! (`/dev/fuse`); it is not offered.
 //!
 //! `buildah bud`'s stdout (the Containerfile's `RUN` output, user code) is passed through `sed`,
 //! which indents any line starting with `::jobforge::`, so only this script prints markers.
