@@ -371,3 +371,89 @@ async fn a_failed_build_leaves_nothing_and_pruning_keeps_the_store_under_its_siz
     assert!(size <= MAX_MB, "store is {size} MB > {MAX_MB} MB");
     assert_nothing_left(&team_p);
 }
+
+/// With `--layers`, buildah 1.28 records the digest of its last intermediate image as the base
+/// image's; the build script records the base image's own digest instead (the provenance reads
+/// these annotations).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_recorded_base_image_digest_is_the_base_image_s_with_a_warm_cache() {
+    let e = env(10240).await;
+    // A base image in the test registry, built and pushed with the host's buildah.
+    let base = format!("{}/e2e/base:1", e.registry.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(
+        jobforge_tests::which("busybox").unwrap(),
+        ctx.join("busybox"),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    let host = |args: &[&str]| {
+        let out = Command::new("buildah")
+            .args(["--storage-driver", "vfs", "--root"])
+            .arg(tmp.path().join("storage"))
+            .arg("--runroot")
+            .arg(tmp.path().join("run"))
+            .args(args)
+            .output()
+            .expect("buildah");
+        assert!(out.status.success(), "buildah {args:?}: {out:?}");
+    };
+    let ctx_s = ctx.display().to_string();
+    host(&[
+        "bud",
+        "--isolation",
+        "chroot",
+        "--timestamp",
+        "5",
+        "--tag",
+        &base,
+        &ctx_s,
+    ]);
+    let digest_file = tmp.path().join("digest");
+    let digest_s = digest_file.display().to_string();
+    host(&[
+        "push",
+        "--tls-verify=false",
+        "--digestfile",
+        &digest_s,
+        &base,
+        &format!("docker://{base}"),
+    ]);
+    let base_digest = std::fs::read_to_string(&digest_file).unwrap();
+
+    let containerfile = format!(
+        "FROM {base}\nRUN echo dep > /dep.txt\nCOPY app.txt /app.txt\nRUN cat /app.txt > /app.out\n"
+    );
+    let mut repo = repo(&containerfile, e.cache.path());
+    let (_, log) = build(&e, "team-x", "x1", spec(&e, &repo, "x1"), "Succeeded").await;
+    assert_eq!(cache_hits(&log), 0, "{log}");
+    std::fs::write(repo.work_dir().join("app.txt"), "changed\n").unwrap();
+    repo.commit_all("changed").unwrap();
+    let (_, log) = build(&e, "team-x", "x2", spec(&e, &repo, "x2"), "Succeeded").await;
+    assert_eq!(cache_hits(&log), 1, "{log}");
+    for image in ["x1:v1", "x2:v1"] {
+        let m = skopeo_inspect(&e, image, "--raw");
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.base.name"], base,
+            "{m:#}"
+        );
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.base.digest"],
+            base_digest.trim(),
+            "{image}: {m:#}"
+        );
+    }
+    let _ = Command::new("buildah")
+        .args(["--storage-driver", "vfs", "--root"])
+        .arg(tmp.path().join("storage"))
+        .arg("--runroot")
+        .arg(tmp.path().join("run"))
+        .args(["rmi", "--all", "--force"])
+        .output();
+}
