@@ -139,6 +139,9 @@ if [ -n "${JF_CACHE_ROOT:-}" ]; then
   if [ "${#jf_v}" -gt 63 ]; then
     jf_fail InvalidSpec "the namespace is not a DNS label"
   fi
+  if ! command -v flock >/dev/null 2>&1; then
+    jf_fail BuildFailed "the layer cache (build.cache) needs flock (util-linux) on the Nomad client"
+  fi
   jf_cache=$JF_CACHE_ROOT/$jf_v/$jf_driver
   (umask 077 && mkdir -p -- "$jf_cache")
   jf_storage=$jf_cache
