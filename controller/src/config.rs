@@ -20,7 +20,9 @@
 //!              "webhook_allow_cidrs": ["127.0.0.0/8"]},
 //!  "concurrency": {"max_builds": 16, "namespace_max_builds": 4, "namespace_max_requests": 10000,
 //!                  "namespaces": {"team-a": {"max_builds": 8, "max_priority": 80, "max_requests": 2000}}},
-//!  "signing": {"transit_key": "jobforge", "builder_id": "https://ci.example.com/jobforge"}}
+//!  "signing": {"transit_key": "jobforge", "builder_id": "https://ci.example.com/jobforge"},
+//!  "build": {"storage_driver": "auto",
+//!            "cache": {"enabled": true, "root": "/var/lib/jobforge/buildah-cache", "max_size_mb": 20480}}}
 //! ```
 //!
 //! `tenancy` is [`TenancyConfig`] (the rules and their defaults are documented there and in
@@ -35,6 +37,12 @@
 //! `namespace_max_requests` / `namespaces.<ns>.max_requests` bound how many requests a namespace
 //! may store: a request past it ends `Failed`/`InvalidSpec` with the quota in its message, and is
 //! deleted after its TTL like any finished request.
+//!
+//! `build` (issue 19): `storage_driver` (`auto` by default: overlay where buildah can use it on
+//! the client, else vfs; `overlay`; `vfs`) and `cache`, the build phase's per-namespace layer
+//! cache on the Nomad client (`raw_exec` profile only; `docs/performance.md`, "Layer cache"):
+//! `root` (required: an absolute path of `[A-Za-z0-9._-]` segments, no `..`), `enabled`
+//! (default true), `max_size_mb` (default 10240; 0 = never pruned). Absent = no cache.
 //!
 //! `signing` (issue 20, `docs/supply-chain.md`): the Vault transit key that signs published
 //! images and their provenance; absent = images are not signed.
@@ -231,6 +239,64 @@ pub struct KvConfig {
     pub signing: Option<KvSigning>,
     /// Build slots, priorities and storage quotas (module docs).
     pub concurrency: Option<KvConcurrency>,
+    /// Build-phase settings: storage driver and layer cache (module docs).
+    pub build: Option<KvBuild>,
+}
+
+/// `build` in `<prefix>/config` (module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBuild {
+    /// `auto`, `overlay` or `vfs` (default `auto`).
+    pub storage_driver: Option<String>,
+    /// The per-namespace layer cache (absent = none).
+    pub cache: Option<KvBuildCache>,
+}
+
+/// `build.cache` in `<prefix>/config` (module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBuildCache {
+    /// Whether builds use it (default true).
+    pub enabled: Option<bool>,
+    /// Absolute directory on the clients; namespaces get `<root>/<ns>/<driver>/`.
+    pub root: String,
+    /// Size in MB above which a build prunes its namespace's store (default 10240; 0 = never).
+    pub max_size_mb: Option<u64>,
+}
+
+/// Default `build.cache.max_size_mb`.
+pub const DEFAULT_CACHE_MAX_SIZE_MB: u64 = 10240;
+
+impl KvBuild {
+    /// The cache as the renderer takes it; `None` when absent or disabled.
+    pub fn cache(&self) -> Option<crate::jobspec::BuildCache> {
+        let c = self.cache.as_ref()?;
+        c.enabled
+            .unwrap_or(true)
+            .then(|| crate::jobspec::BuildCache {
+                root: c.root.trim_end_matches('/').to_string(),
+                max_size_mb: c.max_size_mb.unwrap_or(DEFAULT_CACHE_MAX_SIZE_MB),
+            })
+    }
+}
+
+/// Whether `root` is an absolute directory of `/`-separated `[A-Za-z0-9._-]` segments without
+/// `.` or `..` segments and not `/` itself: a path no shell or Nomad interpolation touches.
+fn is_plain_absolute_dir(root: &str) -> bool {
+    let Some(rest) = root.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.trim_end_matches('/');
+    !rest.is_empty()
+        && rest.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
 }
 
 /// `signing` in `<prefix>/config`: the Vault transit key that signs published images.
@@ -452,6 +518,27 @@ impl KvConfig {
                 }
             }
         }
+        if let Some(b) = &cfg.build {
+            if let Some(d) = &b.storage_driver
+                && !matches!(d.as_str(), "auto" | "overlay" | "vfs")
+            {
+                return Err(err(
+                    "build.storage_driver".to_string(),
+                    format!("{d:?} is not a storage driver; allowed: auto, overlay, vfs"),
+                ));
+            }
+            if let Some(c) = &b.cache
+                && !is_plain_absolute_dir(&c.root)
+            {
+                return Err(err(
+                    "build.cache.root".to_string(),
+                    format!(
+                        "{:?} is not an absolute directory of [A-Za-z0-9._-] segments without `..`",
+                        c.root
+                    ),
+                ));
+            }
+        }
         if let Some(p) = &cfg.registry_temp_prefix {
             let ok = !p.is_empty()
                 && p.split('/').all(|seg| {
@@ -637,6 +724,12 @@ impl EffectiveConfig {
             render.namespace = Some(ns.clone());
         }
         kv.apply_docker(&mut render);
+        if let Some(b) = &kv.build {
+            if let Some(d) = &b.storage_driver {
+                render.storage_driver = d.clone();
+            }
+            render.build_cache = b.cache();
+        }
         if let Some(res) = &kv.default_resources {
             let apply = |d: &mut PhaseDefaults, r: &Option<KvPhaseResources>| {
                 let Some(r) = r else { return };
@@ -824,6 +917,67 @@ mod tests {
         ] {
             let e = KvConfig::parse("k", bad.as_bytes()).expect_err(bad);
             assert_eq!(e.path, path, "{e}");
+        }
+    }
+
+    #[test]
+    fn kv_build_cache_and_driver_are_validated_and_merged() {
+        use clap::Parser;
+        let args = ControllerArgs::parse_from(["jobforge-controller"]);
+        let r = EffectiveConfig::merge(&args, &KvConfig::default()).render;
+        assert_eq!((r.storage_driver.as_str(), &r.build_cache), ("auto", &None));
+        let kv = KvConfig::parse(
+            "k",
+            br#"{"build":{"storage_driver":"vfs","cache":{"root":"/var/lib/jf-cache/","max_size_mb":512}}}"#,
+        )
+        .expect("valid");
+        let r = EffectiveConfig::merge(&args, &kv).render;
+        assert_eq!(r.storage_driver, "vfs");
+        assert_eq!(
+            r.build_cache,
+            Some(crate::jobspec::BuildCache {
+                root: "/var/lib/jf-cache".into(),
+                max_size_mb: 512
+            })
+        );
+        let kv = KvConfig::parse("k", br#"{"build":{"cache":{"root":"/c","enabled":false}}}"#)
+            .expect("valid");
+        assert_eq!(EffectiveConfig::merge(&args, &kv).render.build_cache, None);
+        let kv = KvConfig::parse("k", br#"{"build":{"cache":{"root":"/c"}}}"#).expect("valid");
+        assert_eq!(
+            EffectiveConfig::merge(&args, &kv)
+                .render
+                .build_cache
+                .map(|c| c.max_size_mb),
+            Some(DEFAULT_CACHE_MAX_SIZE_MB)
+        );
+        for (bad, path) in [
+            (
+                r#"{"build":{"storage_driver":"btrfs"}}"#,
+                "build.storage_driver",
+            ),
+            (
+                r#"{"build":{"cache":{"root":"rel/dir"}}}"#,
+                "build.cache.root",
+            ),
+            (r#"{"build":{"cache":{"root":"/"}}}"#, "build.cache.root"),
+            (
+                r#"{"build":{"cache":{"root":"/a/../b"}}}"#,
+                "build.cache.root",
+            ),
+            (
+                r#"{"build":{"cache":{"root":"/a/${NOMAD_ALLOC_DIR}"}}}"#,
+                "build.cache.root",
+            ),
+            (r#"{"build":{"cache":{"root":"/a b"}}}"#, "build.cache.root"),
+            (r#"{"build":{"cache":{}}}"#, "build.cache"),
+            (
+                r#"{"build":{"cache":{"root":"/c","max_size":1}}}"#,
+                "build.cache",
+            ),
+        ] {
+            let e = KvConfig::parse("k", bad.as_bytes()).expect_err(bad);
+            assert!(e.path.starts_with(path), "{bad}: {e}");
         }
     }
 

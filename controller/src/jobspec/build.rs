@@ -35,14 +35,58 @@
 //! image; the commit SHA is printed before `.git` goes. `--force-rm` removes the working
 //! container of a failed step.
 //!
-//! Reproducible images: the image is built with `--timestamp` = the commit's committer time
-//! (`SOURCE_DATE_EPOCH`, <https://reproducible-builds.org/specs/source-date-epoch/>, exported for
-//! the tools too), so every created time in the config and history is the commit's and two
-//! builds of the same commit, Containerfile and base images push the same manifest digest.
-//! Layer caching is off for now (`--layers=false`): buildah 1.28's cache ignores `--timestamp`, so a
-//! cached step built at another time (or for another commit) would bring its own times in.
-//! buildah records the last stage's base image in the manifest annotations
-//! `org.opencontainers.image.base.name` / `.base.digest`, which the provenance reads back.
+//! Cache environment (raw_exec with `build.cache`, see below): `JF_CACHE_ROOT` (operator
+//! configuration, an absolute path of `[A-Za-z0-9._-]` segments), `JF_CACHE_NS_B64`,
+//! `JF_CACHE_MAX_MB`.
+//!
+//! Reproducible images: `SOURCE_DATE_EPOCH` is the commit's committer time
+//! (<https://reproducible-builds.org/specs/source-date-epoch/>, exported for the tools too), and
+//! two builds of the same commit, Containerfile and base images push the same manifest digest,
+//! in either of the two modes below. Without a layer cache (`build.cache` absent, or the docker
+//! profile): `bud --layers=false --timestamp $SOURCE_DATE_EPOCH --tag <temp image>`, so every
+//! created time in the config and history is the commit's; buildah records the last stage's base
+//! image in the manifest annotations `org.opencontainers.image.base.name` / `.base.digest`,
+//! which the provenance reads back; the temporary tag is removed with the per-allocation store.
+//!
+//! Layer cache (issue 19; `build.cache` in `<prefix>/config`, raw_exec only): the store is
+//! `JF_CACHE_ROOT/<namespace>/<driver>/` (`storage`, `run`, `lock`), created 0700, shared by
+//! the builds of that namespace and no other; `<namespace>` comes from `JF_CACHE_NS_B64`, the
+//! request's validated namespace (a DNS label, checked again by the script before it names a
+//! directory), never from the spec. Everything else (checkout, authfile, secrets, iid file)
+//! stays in the allocation's directories. buildah 1.28's cache ignores `--timestamp` (a step
+//! cached by a build of another commit keeps that build's times and file mtimes, so the digest
+//! would depend on what the cache holds; measured: same commit, cold store vs store warmed by
+//! another commit, two digests), so:
+//! - `bud --layers --timestamp 0 --iidfile <task dir>`: every layer and intermediate image is
+//!   built at the constant time 0 (as ko and Bazel's rules_oci do), so a cached step is byte for
+//!   byte what a fresh build of it would give, whichever commit built it first. No `--label` or
+//!   `--annotation` here: buildah 1.28 copies labels into every intermediate image without
+//!   making them part of the cache key, and the history comments name intermediate IDs, so
+//!   labels at this stage would make the digest depend on the cache again.
+//! - a last commit on top (`from` the built image ID, `config --label/--annotation`, `commit
+//!   --timestamp $SOURCE_DATE_EPOCH`): the request's labels and annotations, the commit's time as
+//!   the image's `created` and last history entry (one empty layer, 34 bytes compressed). The
+//!   base-image annotations are set from the last stage's base as named by buildah and that
+//!   image's digest in the store (`bud --layers` records the digest of its last intermediate
+//!   image instead), or removed when there is none (`FROM scratch`).
+//! - the result is pushed by image ID and never tagged in the shared store, so nothing is
+//!   removed after the push: removing an image also removes its untagged parents, which are the
+//!   cache (issue 19: the `rmi` of the temporary tag destroyed it). `--force-rm` and the EXIT
+//!   trap remove working containers; a failed build leaves no container and no tagged image
+//!   (its finished steps stay, untagged, as cache).
+//! - concurrency and size: builds hold a shared `flock` on `lock` for their whole run; before
+//!   and after a build the script tries the exclusive lock without waiting and, when it gets it
+//!   (no other build of the namespace is running), removes leftover containers (of killed
+//!   builds) and, when `du` of the store exceeds `JF_CACHE_MAX_MB` (0 = never), removes images
+//!   oldest first (by their directory in the store; removing one also removes its untagged
+//!   parents) until it is under the limit, else everything. So a prune never deletes a layer a
+//!   running build of the namespace uses, and builds of other namespaces never wait for it.
+//! - `spec.clear_cache` (`--no-cache`) rebuilds every step and stores the fresh layers.
+//!
+//! The docker profile has no layer cache: the tool container's store lives and dies with the
+//! allocation. A host volume per namespace would need the client's `docker.volumes.enabled`
+//! (which lets every job mount any host path) and overlay inside an unprivileged container
+//! (`/dev/fuse`); it is not offered.
 //!
 //! `buildah bud`'s stdout (the Containerfile's `RUN` output, user code) is passed through `sed`,
 //! which indents any line starting with `::jobforge::`, so only this script prints markers.
@@ -56,7 +100,9 @@ use jobforge_schema::BuildRequest;
 
 use super::escaping::{file_template, value_file_template};
 use super::profiles::{Tool, add_registry_credentials, ensure_vault, tool_task};
-use super::{RenderConfig, RenderError, RenderedTask, b64, check_relative_path, temp_image};
+use super::{
+    Profile, RenderConfig, RenderError, RenderedTask, b64, check_relative_path, temp_image,
+};
 
 /// The fixed git credential helper (a `!` helper git runs with `sh -c`); see the module docs.
 /// It reads `JF_GIT_HOST` (decoded by the script, never request text in a script) and the files
@@ -74,9 +120,57 @@ pub const GIT_CREDENTIAL_HELPER: &str = git_credential_helper!();
 /// The build task's fixed script (run as `/bin/sh -c BUILD_SCRIPT jobforge-build`).
 pub const BUILD_SCRIPT: &str = concat!(
     sh_prelude!(),
-    r#"trap jf_drop_storage EXIT
+    r#"jf_ctr=
+jf_build_cleanup() {
+  if [ -n "$jf_ctr" ]; then
+    bh rm -- "$jf_ctr" >/dev/null 2>&1 || true
+  fi
+  jf_drop_storage
+}
+trap jf_build_cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+jf_pick_driver
+if [ -n "${JF_CACHE_ROOT:-}" ]; then
+  jf_dec JF_CACHE_NS_B64
+  case "$jf_v" in
+    ''|-*|*-|*[!a-z0-9-]*) jf_fail InvalidSpec "the namespace is not a DNS label" ;;
+  esac
+  if [ "${#jf_v}" -gt 63 ]; then
+    jf_fail InvalidSpec "the namespace is not a DNS label"
+  fi
+  if ! command -v flock >/dev/null 2>&1; then
+    jf_fail BuildFailed "the layer cache (build.cache) needs flock (util-linux) on the Nomad client"
+  fi
+  jf_cache=$JF_CACHE_ROOT/$jf_v/$jf_driver
+  (umask 077 && mkdir -p -- "$jf_cache")
+  jf_storage=$jf_cache
+  exec 9>>"$jf_cache/lock"
+  jf_cache_size() {
+    du -sm -- "$jf_cache" 2>/dev/null | cut -f1
+  }
+  jf_prune() {
+    bh rm --all >/dev/null 2>&1 || true
+    if [ "${JF_CACHE_MAX_MB:-0}" -eq 0 ] || [ "$(jf_cache_size)" -le "$JF_CACHE_MAX_MB" ]; then
+      return 0
+    fi
+    printf 'jobforge: layer cache over %s MB: removing its oldest images\n' "$JF_CACHE_MAX_MB"
+    for jf_id in $(ls -tr -- "$jf_cache/storage/$jf_driver-images" 2>/dev/null); do
+      case "$jf_id" in
+        *[!0-9a-f]*) continue ;;
+      esac
+      bh rmi -- "$jf_id" >/dev/null 2>&1 || continue
+      if [ "$(jf_cache_size)" -le "$JF_CACHE_MAX_MB" ]; then
+        return 0
+      fi
+    done
+    bh rmi --all --force >/dev/null 2>&1 || true
+  }
+  if flock -x -n 9; then
+    jf_prune
+  fi
+  flock -s 9
+fi
 jf_dec JF_CONTEXT_B64
 jf_context=$jf_v
 jf_dec JF_DOCKERFILE_B64
@@ -147,7 +241,13 @@ SOURCE_DATE_EPOCH=$(git show -s --format=%ct "$jf_commit")
 export SOURCE_DATE_EPOCH
 unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0 GIT_CONFIG_KEY_1 GIT_CONFIG_VALUE_1
 find . -name .git -prune -exec rm -rf -- {} +
-set -- --layers=false --force-rm --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
+jf_iid=$jf_task/jobforge-iid
+rm -f -- "$jf_iid"
+if [ -n "$jf_cache" ]; then
+  set -- --layers --force-rm --isolation chroot --timestamp 0 --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --iidfile "$jf_iid"
+else
+  set -- --layers=false --force-rm --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
+fi
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
 fi
@@ -159,14 +259,16 @@ for jf_w in ${JF_BUILD_ARGS:-}; do
   jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
   set -- "$@" --build-arg "${jf_v%x}"
 done
-for jf_w in ${JF_LABELS:-}; do
-  jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
-  set -- "$@" --label "${jf_v%x}"
-done
-for jf_w in ${JF_ANNOTATIONS:-}; do
-  jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
-  set -- "$@" --annotation "${jf_v%x}"
-done
+if [ -z "$jf_cache" ]; then
+  for jf_w in ${JF_LABELS:-}; do
+    jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+    set -- "$@" --label "${jf_v%x}"
+  done
+  for jf_w in ${JF_ANNOTATIONS:-}; do
+    jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+    set -- "$@" --annotation "${jf_v%x}"
+  done
+fi
 jf_i=0
 for jf_w in ${JF_SECRET_IDS:-}; do
   jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
@@ -179,10 +281,46 @@ rm -f -- "$jf_rc"
 if [ -s "$jf_rc" ]; then
   exit "$(cat -- "$jf_rc")"
 fi
+jf_push=$jf_image
+if [ -n "$jf_cache" ]; then
+  jf_finish_image() {
+    jf_stage=$(cat -- "$jf_iid")
+    set -- --created-by "jobforge: image labels and annotations, committed at the source commit's time"
+    for jf_w in ${JF_LABELS:-}; do
+      jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+      set -- "$@" --label "${jf_v%x}"
+    done
+    for jf_w in ${JF_ANNOTATIONS:-}; do
+      jf_v=$(printf '%s' "$jf_w" | base64 -d && echo x)
+      set -- "$@" --annotation "${jf_v%x}"
+    done
+    jf_base=$(bh inspect --type image --format '{{index .ImageAnnotations "org.opencontainers.image.base.name"}}' -- "$jf_stage")
+    jf_base_digest=
+    if [ -n "$jf_base" ]; then
+      jf_base_digest=$(bh inspect --type image --format '{{.FromImageDigest}}' -- "$jf_base" 2>/dev/null) || jf_base_digest=
+    fi
+    if [ -n "$jf_base_digest" ]; then
+      set -- "$@" --annotation "org.opencontainers.image.base.name=$jf_base" --annotation "org.opencontainers.image.base.digest=$jf_base_digest"
+    else
+      set -- "$@" --annotation org.opencontainers.image.base.name- --annotation org.opencontainers.image.base.digest-
+    fi
+    jf_ctr=$(bh from --quiet --pull=never -- "$jf_stage")
+    bh config "$@" -- "$jf_ctr"
+    jf_push=$(bh commit --quiet --timestamp "$SOURCE_DATE_EPOCH" --rm -- "$jf_ctr")
+    jf_ctr=
+  }
+  jf_finish_image
+fi
 jf_digestfile=$jf_task/jobforge-digest
-bh push --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --digestfile "$jf_digestfile" -- "$jf_image" "docker://$jf_image"
+bh push --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --digestfile "$jf_digestfile" -- "$jf_push" "docker://$jf_image"
 jf_digest=$(cat -- "$jf_digestfile")
-bh rmi -- "$jf_image" >/dev/null 2>&1 || true
+if [ -n "$jf_cache" ]; then
+  if flock -x -n 9; then
+    jf_prune
+  fi
+else
+  bh rmi -- "$jf_image" >/dev/null 2>&1 || true
+fi
 printf '::jobforge::digest=%s\n' "$jf_digest"
 "#
 );
@@ -264,6 +402,19 @@ pub(crate) fn build_task(
         if spec.clear_cache { "1" } else { "0" }.to_string(),
     );
     build_options(&mut env, req);
+    if let (Some(cache), Profile::RawExec) = (&cfg.build_cache, cfg.profile) {
+        let ns = &req.metadata.namespace;
+        if jobforge_schema::grammar::dns_label(ns).is_err() {
+            return Err(RenderError::InvalidField {
+                field: "metadata.namespace".into(),
+                value: ns.clone(),
+                allowed: "a DNS label (it names the namespace's layer cache directory)",
+            });
+        }
+        env.insert("JF_CACHE_ROOT".into(), cache.root.clone());
+        env.insert("JF_CACHE_NS_B64".into(), b64(ns));
+        env.insert("JF_CACHE_MAX_MB".into(), cache.max_size_mb.to_string());
+    }
     let ssh = is_ssh_url(&spec.repo_url);
     let auth = match (&spec.git_credentials_path, ssh) {
         (None, _) => "none",
@@ -413,6 +564,38 @@ mod tests {
         ] {
             assert_eq!(https_host(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_layer_cache_is_the_namespace_s_on_raw_exec_only() {
+        let mut r = crate::jobspec::snapshot_tests::minimal();
+        r.metadata.namespace = "team-a".into();
+        let mut cfg = RenderConfig {
+            build_cache: Some(crate::jobspec::BuildCache {
+                root: "/var/lib/jf".into(),
+                max_size_mb: 100,
+            }),
+            ..RenderConfig::default()
+        };
+        let env = build_task(&r, 1, 1, &cfg).unwrap().task.env;
+        assert_eq!(env["JF_CACHE_ROOT"], "/var/lib/jf");
+        assert_eq!(env["JF_CACHE_NS_B64"], b64("team-a"));
+        assert_eq!(env["JF_CACHE_MAX_MB"], "100");
+        assert_eq!(env["JF_STORAGE_DRIVER"], "auto");
+        // A namespace that is not a DNS label never names a directory.
+        r.metadata.namespace = "../team-b".into();
+        let err = build_task(&r, 1, 1, &cfg).err();
+        assert!(
+            matches!(&err, Some(RenderError::InvalidField { field, .. }) if field == "metadata.namespace"),
+            "{err:?}"
+        );
+        // The docker profile keeps per-allocation storage, and vfs for `auto`.
+        r.metadata.namespace = "team-a".into();
+        cfg.profile = Profile::Docker;
+        let env = build_task(&r, 1, 1, &cfg).unwrap().task.env;
+        assert!(!env.contains_key("JF_CACHE_ROOT"), "{env:?}");
+        assert_eq!(env["JF_STORAGE_DRIVER"], "vfs");
+        assert_eq!(env["STORAGE_DRIVER"], "vfs");
     }
 
     #[test]

@@ -19,6 +19,19 @@ pub enum Profile {
     Docker,
 }
 
+/// The build phase's layer cache on the Nomad client (`build.cache` in `<prefix>/config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildCache {
+    /// Absolute directory on every client that runs builds; namespace `<ns>` keeps its store in
+    /// `<root>/<ns>/<driver>/` (`storage`, `run`, `lock`). Checked by
+    /// [`crate::config::KvConfig::parse`]: `/`-separated `[A-Za-z0-9._-]` segments, no `..`,
+    /// so it is never text Nomad or the shell interpolates.
+    pub root: String,
+    /// Size in MB above which a build prunes its namespace's store (oldest images first); 0 =
+    /// never pruned.
+    pub max_size_mb: u64,
+}
+
 /// Default resources of one phase, used when the request names none (CPU in MHz, memory and
 /// disk in MB; the schema's type, whose [`jobforge_schema::resolve`] applies them).
 pub type PhaseDefaults = jobforge_schema::ResolvedResources;
@@ -56,8 +69,13 @@ pub struct RenderConfig {
     pub docker_network_mode: Option<String>,
     /// Verify registry TLS (`--tls-verify`); `false` only for a loopback development registry.
     pub tls_verify: bool,
-    /// buildah storage driver (`vfs`: works unprivileged and inside containers).
+    /// buildah storage driver: `overlay`, `vfs` (works unprivileged and inside containers) or
+    /// `auto` (the default: the build and test scripts probe overlay and fall back to vfs; see
+    /// the prelude in [`super`]). The docker profile always uses `vfs` for `auto`.
     pub storage_driver: String,
+    /// The per-namespace layer cache of the build phase (issue 19, `raw_exec` only; see
+    /// [`super::build`]); `None` = every build starts from an empty, per-allocation store.
+    pub build_cache: Option<BuildCache>,
     /// raw_exec: root of buildah storage (`<root>/storage`, `<root>/run`), for example
     /// `${NOMAD_ALLOC_DIR}/buildah` (Nomad interpolates it) or a shared directory that keeps the
     /// layer cache between builds. `None` = buildah's default for the agent's user.
@@ -110,7 +128,8 @@ impl Default for RenderConfig {
             docker_cap_add: vec!["SETUID".into(), "SETGID".into(), "SETFCAP".into()],
             docker_network_mode: None,
             tls_verify: true,
-            storage_driver: "vfs".to_string(),
+            storage_driver: "auto".to_string(),
+            build_cache: None,
             work_root: None,
             tenancy: TenancyConfig::default(),
             kill_timeout: Duration::from_secs(30),

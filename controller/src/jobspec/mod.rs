@@ -53,8 +53,14 @@ use crate::nomad::job_spec::{
 /// ID>/{storage,run}`, a directory of this allocation only, removed on exit
 /// (`jf_drop_storage`, called by each script's EXIT trap); a build never sees another
 /// request's images or tags. The docker profile's tool container has storage of its own.
-/// A shared layer cache (issue 19) would be an additional, read-only image store
-/// (`--storage-opt additionalimagestore=`), never this directory.
+/// The build script may point `jf_storage` at its namespace's layer cache instead and set
+/// `jf_cache` (issue 19, see [`build`]): `jf_drop_storage` then keeps the directory.
+///
+/// Storage driver (issue 19): `JF_STORAGE_DRIVER` is `overlay`, `vfs` or `auto`; `auto` is
+/// resolved by `jf_pick_driver` (called by `bh` on first use, or explicitly) to `overlay` when
+/// buildah can initialise an overlay store in a scratch directory of the task (c/storage's
+/// overlay driver test-mounts at initialisation and fails where the kernel, or rootless
+/// operation without `fuse-overlayfs`, does not allow it), else `vfs`.
 macro_rules! sh_prelude {
     () => {
         r#"set -eu
@@ -70,15 +76,31 @@ jf_storage=
 if [ -n "${JF_WORK_ROOT:-}" ]; then
   jf_storage=$JF_WORK_ROOT/jobforge-buildah-${NOMAD_ALLOC_ID:-$$}
 fi
+jf_driver=
+jf_cache=
+jf_pick_driver() {
+  jf_driver=${JF_STORAGE_DRIVER:-vfs}
+  if [ "$jf_driver" = auto ]; then
+    jf_driver=vfs
+    jf_probe=$jf_task/jobforge-driver-probe
+    if buildah --storage-driver overlay --root "$jf_probe/storage" --runroot "$jf_probe/run" images >/dev/null 2>&1; then
+      jf_driver=overlay
+    fi
+    rm -rf -- "$jf_probe" 2>/dev/null || buildah unshare rm -rf -- "$jf_probe" >/dev/null 2>&1 || true
+  fi
+}
 bh() {
+  if [ -z "$jf_driver" ]; then
+    jf_pick_driver
+  fi
   if [ -n "$jf_storage" ]; then
-    buildah --storage-driver "$JF_STORAGE_DRIVER" --root "$jf_storage/storage" --runroot "$jf_storage/run" "$@"
+    buildah --storage-driver "$jf_driver" --root "$jf_storage/storage" --runroot "$jf_storage/run" "$@"
   else
-    buildah --storage-driver "$JF_STORAGE_DRIVER" "$@"
+    buildah --storage-driver "$jf_driver" "$@"
   fi
 }
 jf_drop_storage() {
-  if [ -n "$jf_storage" ] && [ -d "$jf_storage" ]; then
+  if [ -n "$jf_storage" ] && [ -z "$jf_cache" ] && [ -d "$jf_storage" ]; then
     bh rm --all >/dev/null 2>&1 || true
     bh rmi --all --force >/dev/null 2>&1 || true
     rm -rf -- "$jf_storage" 2>/dev/null || bh unshare rm -rf -- "$jf_storage" >/dev/null 2>&1 || true
@@ -109,7 +131,7 @@ pub mod profiles;
 pub mod publish;
 pub mod test;
 
-pub use config::{PhaseDefaults, Profile, RenderConfig};
+pub use config::{BuildCache, PhaseDefaults, Profile, RenderConfig};
 pub use escaping::escape_template_string;
 
 /// Why a request could not be rendered. Each variant names the spec field and what is allowed.

@@ -63,7 +63,13 @@ pub fn tool_task(
     env: BTreeMap<String, String>,
 ) -> Task {
     let mut env = env;
-    env.insert("JF_STORAGE_DRIVER".into(), cfg.storage_driver.clone());
+    // `auto` is probed by the scripts on raw_exec; the docker profile's tool container has no
+    // overlay support to probe for (no /dev/fuse, never privileged).
+    let driver_name = match (cfg.profile, cfg.storage_driver.as_str()) {
+        (Profile::Docker, "auto") => "vfs".to_string(),
+        (_, d) => d.to_string(),
+    };
+    env.insert("JF_STORAGE_DRIVER".into(), driver_name.clone());
     env.insert("JF_TLS_VERIFY".into(), bool_text(cfg.tls_verify));
     let config = match cfg.profile {
         Profile::RawExec => {
@@ -81,7 +87,7 @@ pub fn tool_task(
         }
         Profile::Docker => {
             if tool == Tool::Buildah {
-                env.insert("STORAGE_DRIVER".into(), cfg.storage_driver.clone());
+                env.insert("STORAGE_DRIVER".into(), driver_name.clone());
                 env.insert("BUILDAH_ISOLATION".into(), "chroot".into());
             }
             let image = match tool {

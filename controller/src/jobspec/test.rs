@@ -97,6 +97,7 @@ jf_cleanup() {
 trap jf_cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+jf_pick_driver
 jf_dec JF_TEMP_IMAGE_B64
 jf_image=$jf_v
 jf_envdir=$jf_secrets/jobforge-env
