@@ -167,6 +167,15 @@ type WaitEntry = (std::cmp::Reverse<u32>, u64, String);
 /// ([`Slots::stale`]); beyond them, only a position that halved or doubled.
 pub const REFRESH_WITHIN: usize = 3;
 
+/// An unread write of a request.
+#[derive(Debug, Clone, Copy)]
+struct Unread {
+    /// The ModifyIndex written (the highest reported).
+    index: u64,
+    /// It came in the first pass's initial listing.
+    initial: bool,
+}
+
 /// What a waiting request was last told ([`Slots::request_at`]'s [`QueuedAt`]).
 #[derive(Debug, Clone, Copy)]
 struct Told {
@@ -190,12 +199,13 @@ pub struct Slots {
     seq: u64,
     /// Namespace served by the last grant.
     cursor: Option<String>,
-    /// First pass: keys of the initial listing not read yet, and whether that listing is
-    /// complete. `None` = the first pass is over.
-    first_pass: Option<(HashSet<RequestKey>, bool)>,
+    /// First pass: how many requests of the initial listing are unread, and whether that
+    /// listing is complete. `None` = the first pass is over.
+    first_pass: Option<(usize, bool)>,
     /// Unread requests: written at this ModifyIndex (the highest the watch reported), and no
-    /// reconcile has decided about that write yet.
-    unread: HashMap<RequestKey, u64>,
+    /// reconcile has decided about that write yet; whether it came in the first pass's initial
+    /// listing.
+    unread: HashMap<RequestKey, Unread>,
     /// Unread requests per namespace (only namespaces with at least one).
     unread_in: HashMap<String, usize>,
     /// What each waiting request was last told.
@@ -210,7 +220,7 @@ impl Slots {
     pub fn new(limits: SlotLimits) -> Slots {
         Slots {
             limits,
-            first_pass: Some((HashSet::new(), false)),
+            first_pass: Some((0, false)),
             ..Slots::default()
         }
     }
@@ -261,8 +271,11 @@ impl Slots {
     pub fn expect_initial(&mut self, keys: impl IntoIterator<Item = (RequestKey, u64)>) {
         for (key, index) in keys {
             self.written(&key, index);
-            if let Some((pending, _)) = &mut self.first_pass {
-                pending.insert(key);
+            if let (Some(u), Some((pending, _))) = (self.unread.get_mut(&key), &mut self.first_pass)
+                && !u.initial
+            {
+                u.initial = true;
+                *pending += 1;
             }
         }
     }
@@ -281,9 +294,15 @@ impl Slots {
     /// docs). Grants nothing.
     pub fn written(&mut self, key: &RequestKey, index: u64) {
         match self.unread.get_mut(key) {
-            Some(at) => *at = (*at).max(index),
+            Some(u) => u.index = u.index.max(index),
             None => {
-                self.unread.insert(key.clone(), index);
+                self.unread.insert(
+                    key.clone(),
+                    Unread {
+                        index,
+                        initial: false,
+                    },
+                );
                 *self.unread_in.entry(key.namespace.clone()).or_insert(0) += 1;
             }
         }
@@ -324,10 +343,10 @@ impl Slots {
 
     /// Clears `key`'s unread mark if `generation` covers it.
     fn read_at(&mut self, key: &RequestKey, generation: u64) {
-        match self.unread.get(key) {
-            Some(at) if *at <= generation => {}
+        let initial = match self.unread.get(key) {
+            Some(u) if u.index <= generation => u.initial,
             _ => return,
-        }
+        };
         self.unread.remove(key);
         if let Some(n) = self.unread_in.get_mut(&key.namespace) {
             *n = n.saturating_sub(1);
@@ -335,8 +354,10 @@ impl Slots {
                 self.unread_in.remove(&key.namespace);
             }
         }
-        if let Some((pending, _)) = &mut self.first_pass {
-            pending.remove(key);
+        if let Some((pending, _)) = &mut self.first_pass
+            && initial
+        {
+            *pending = pending.saturating_sub(1);
         }
         self.dirty.insert(key.namespace.clone());
     }
@@ -458,7 +479,7 @@ impl Slots {
         let mut granted = Vec::new();
         match &self.first_pass {
             None => {}
-            Some((pending, true)) if pending.is_empty() => {
+            Some((0, true)) => {
                 self.first_pass = None;
                 // Everyone told "first pass" is told again.
                 self.dirty.extend(self.waiting.keys().cloned());
