@@ -15,6 +15,11 @@ use super::quota::StoredRequests;
 use super::slots::{Admission, SlotLimits, Slots};
 use super::{RequestKey, WorkQueue};
 
+/// How long a waiting request whose `Queued` message went stale waits before its reconcile
+/// rewrites it: requests written meanwhile (whose reconcile is due at once) are read first, so a
+/// burst of re-tellings in one namespace never delays another namespace's new requests.
+const RETELL_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How soon a request whose newest write is still unread after its reconcile is read again.
 const REREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -62,7 +67,7 @@ impl BuildSlots {
         }
         for k in stale {
             tracing::debug!(request = %k, "queued message stale: told again");
-            self.queue.enqueue(k);
+            self.queue.enqueue_after(k, RETELL_AFTER);
         }
     }
 

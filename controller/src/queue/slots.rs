@@ -544,20 +544,24 @@ impl Slots {
         };
         let (ns_running, ns_cap) = (self.held_in(&key.namespace), self.limits.of(&key.namespace));
         let unread = self.unread_in(&key.namespace);
+        let global = Blocked::Global {
+            running: self.holding.len(),
+            cap: self.limits.global.max(1),
+        };
+        // The lasting reason first, so that a request told a temporary one (to be told again
+        // when it ends) is one that may start then: with its namespace's free slots all going
+        // to requests ahead of it, it waits for the namespace cap whatever is read meanwhile.
         let blocked_by = if self.first_pass.is_some() {
             Blocked::FirstPass
-        } else if ns_running < ns_cap && unread > 0 {
-            Blocked::Unread { requests: unread }
-        } else if ns_running >= ns_cap {
+        } else if ns_running + position > ns_cap {
             Blocked::Namespace {
                 running: ns_running,
                 cap: ns_cap,
             }
+        } else if self.holding.len() >= self.limits.global.max(1) || unread == 0 {
+            global
         } else {
-            Blocked::Global {
-                running: self.holding.len(),
-                cap: self.limits.global.max(1),
-            }
+            Blocked::Unread { requests: unread }
         };
         QueuedAt {
             position,

@@ -481,3 +481,33 @@ proptest! {
         prop_assert_eq!(s.waiting(), 0);
     }
 }
+
+#[test]
+fn a_burst_is_told_its_lasting_reason_so_few_are_told_again() {
+    let mut s = Slots::open(limits(4, 2));
+    let key = |i: u64| k("a", &format!("r{i:02}"));
+    for i in 0..20 {
+        s.written(&key(i), i + 1);
+    }
+    let mut told = Vec::new();
+    for i in 0..20 {
+        if let (Admission::Queued(at), _) = s.request_at(&key(i), 50, Some(i + 1), i + 1) {
+            told.push((i, at.blocked_by));
+        }
+    }
+    // The two that may start once the burst is read wait for that; everyone behind them waits
+    // for the namespace cap in any case, and is told so at once.
+    assert_eq!(told[0], (0, Blocked::Unread { requests: 19 }));
+    assert_eq!(told[1], (1, Blocked::Unread { requests: 18 }));
+    assert!(
+        told[2..]
+            .iter()
+            .all(|(_, b)| matches!(b, Blocked::Namespace { cap: 2, .. })),
+        "{told:?}"
+    );
+    assert_eq!(s.held(), 2);
+    // Reading the last one granted r00 and r01; only the new first three positions are told
+    // again, not the whole burst.
+    let stale: Vec<String> = s.stale().into_iter().map(|k| k.name).collect();
+    assert_eq!(stale, ["r02", "r03", "r04"]);
+}
