@@ -231,8 +231,23 @@ impl Reconciler {
     }
 
     /// Before deciding: a request that has not started asks for a build slot, and a member of a
-    /// concurrency group learns whether a newer member superseded it.
+    /// concurrency group learns whether a newer member superseded it. Whatever the outcome, the
+    /// slot table learns that this write of the request (`spec.generation`) has been read, so
+    /// its namespace is no longer passed over on its account (`queue::slots`, module docs).
     fn schedule(
+        &self,
+        key: &RequestKey,
+        spec: &Spec,
+        stored: &Stored,
+        cfg: &EffectiveConfig,
+    ) -> Scheduling {
+        let out = self.admit(key, spec, stored, cfg);
+        self.slots.decided(key, spec.generation);
+        out
+    }
+
+    /// [`Reconciler::schedule`] but for saying it was read.
+    fn admit(
         &self,
         key: &RequestKey,
         spec: &Spec,
@@ -267,10 +282,10 @@ impl Reconciler {
             return out;
         }
         if started {
-            self.slots.hold(key);
+            self.slots.hold(key, spec.generation);
         } else {
             let priority = cfg.limits.priority(&key.namespace, req.spec.priority);
-            if let Admission::Queued(at) = self.slots.request(key, priority) {
+            if let Admission::Queued(at) = self.slots.request(key, priority, spec.generation) {
                 out.queued = Some(at.message(&key.namespace));
             }
         }
@@ -311,7 +326,6 @@ impl Reconciler {
     pub async fn reconcile(&self, key: RequestKey) -> Result<queue::Action, ReconcileError> {
         let started = std::time::Instant::now();
         let res = self.reconcile_inner(&key).await;
-        self.slots.seen(&key);
         tracing::debug!(
             request = %key,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -335,6 +349,9 @@ impl Reconciler {
             self.groups().leave(key);
             return Ok(queue::Action::AwaitChange);
         };
+        // Build slots and concurrency groups need only what step 1 read; asked before step 2,
+        // so a failing Nomad read cannot leave the request unread by the slot table.
+        let scheduling = self.schedule(key, spec, &stored, &cfg);
         // 2. Observe the job the status names as current.
         let target = machine::target(spec.generation, stored.status.as_ref());
         let observed = match &target {
@@ -342,7 +359,6 @@ impl Reconciler {
             None => Observed::default(),
         };
         // 3. Decide: the pure state machine, with the Vault check it may ask for.
-        let scheduling = self.schedule(key, spec, &stored, &cfg);
         let mut decision = self
             .decide(key, spec, &stored, &observed, scheduling, &cfg.machine)
             .await?;

@@ -523,17 +523,16 @@ async fn watch_requests(
             WatchEvent::Initial { index, pairs } => {
                 health.consul_reachable.store(true, Ordering::Relaxed);
                 health.last_watch_index.store(index, Ordering::Relaxed);
-                let initial: Vec<RequestKey> = pairs
+                let initial: Vec<(RequestKey, u64, u64)> = pairs
                     .iter()
                     .filter_map(|p| {
                         let k = ignored.request_of(&keys, &p.key, false)?;
-                        slots.stored().present(&k, p.create_index);
-                        Some(k)
+                        Some((k, p.create_index, p.modify_index))
                     })
                     .collect();
-                slots.expect_initial(initial.iter().cloned());
-                slots.initial_listing_done();
-                for k in initial {
+                let enqueue: Vec<RequestKey> = initial.iter().map(|(k, _, _)| k.clone()).collect();
+                slots.initial(initial);
+                for k in enqueue {
                     queue.enqueue(k);
                 }
                 health.first_list_done.store(true, Ordering::SeqCst);
@@ -550,10 +549,11 @@ async fn watch_requests(
                     .last_watch_index
                     .fetch_max(p.modify_index, Ordering::Relaxed);
                 if let Some(k) = ignored.request_of(&keys, &p.key, deleted) {
+                    // The slot table learns of every write before its reconcile can run.
                     if deleted {
-                        slots.stored().deleted(&k);
+                        slots.deleted(&k);
                     } else {
-                        slots.stored().present(&k, p.create_index);
+                        slots.written(&k, p.create_index, p.modify_index);
                     }
                     queue.enqueue(k);
                 }

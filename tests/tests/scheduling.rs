@@ -137,6 +137,31 @@ async fn requests_past_the_namespace_cap_wait_queued_with_their_position_and_sta
         msg.contains("position") && msg.contains("namespace team-a"),
         "{msg}"
     );
+    // Its message is kept true: behind a2 while a1 runs, then first once a2 has started
+    // (whichever of the three the controller happened to read first).
+    kv.wait_json(&status_key("team-a", "a3"), T, |v| {
+        v["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("position 2 of 2 waiting in namespace team-a"))
+    })
+    .await
+    .expect("a3 told it is second");
+    kv.wait_json(&status_key("team-a", "a2"), T, |v| v["phase"] != "Pending")
+        .await
+        .expect("a2 starts");
+    let first = kv
+        .wait_json(&status_key("team-a", "a3"), T, |v| {
+            v["phase"] != "Pending"
+                || v["conditions"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("position 1 of 1 waiting in namespace team-a"))
+        })
+        .await
+        .expect("a3 told it is first");
+    assert_eq!(
+        first["phase"], "Pending",
+        "a3 started before a2 ended: {first:#}"
+    );
     // All of them finish, one team-a build at a time.
     for name in ["a1", "a2", "a3"] {
         let st = kv

@@ -14,11 +14,29 @@
 //!   after the one served last) that has a waiting request and is under its cap, so one
 //!   namespace's backlog delays another's next build by at most one grant per other namespace.
 //! - **Priority within a namespace**: higher `spec.priority` first, equal priorities in arrival
-//!   order (the order of the first [`Slots::request`]).
+//!   order (the request's CreateIndex; without one, the order of the first [`Slots::request`]).
+//! - **Every written request takes part**: the watch reports each write of a request
+//!   ([`Slots::written`], at its ModifyIndex) before its reconcile runs, and reconciles run
+//!   concurrently, in no fixed order (under load the youngest of three requests written together
+//!   may be looked at first). So a namespace with a request *unread* — written, and no reconcile
+//!   has decided about that write yet ([`Slots::request_at`], [`Slots::hold_at`],
+//!   [`Slots::decided`], or [`Slots::gone`] when deleted) — is passed over by the grant until it
+//!   is read: which request of a namespace starts is a property of all its waiting requests,
+//!   never of the order their reconciles ran in. Passing over (rather than stopping every grant)
+//!   means one namespace's stream of new requests never delays another namespace's grant; it may
+//!   cost that namespace its turn of the round while it is being read (one reconcile). A
+//!   reconcile that fails before deciding leaves its request unread, so its namespace waits for
+//!   the retry.
 //! - **First pass**: a new leader does not yet know which requests already run. Until every
-//!   request of the initial listing has been reconciled once ([`Slots::expect_initial`],
-//!   [`Slots::seen`], [`Slots::initial_listing_done`]), nothing is granted, so the caps count
-//!   what really runs.
+//!   request of the initial listing has been read ([`Slots::expect_initial`],
+//!   [`Slots::initial_listing_done`], then as above), nothing is granted, so the caps count what
+//!   really runs.
+//! - **Queued messages stay true enough**: a waiting request is told its position and what it
+//!   waits for ([`QueuedAt`]); when that changes, [`Slots::stale`] names the requests whose
+//!   message should be rewritten (reconciled again): every change within the first
+//!   [`REFRESH_WITHIN`] positions, a position that halved or doubled, and a reason that was
+//!   temporary (first pass, unread requests) and no longer is. So a request is re-told O(log n)
+//!   times while it climbs a queue of n, not at every grant.
 //!
 //! Pure and synchronous (no clock, no I/O): every operation returns the keys it newly granted,
 //! and the caller enqueues them so their reconcile starts the build. Operations are O(namespaces
@@ -88,6 +106,12 @@ pub struct QueuedAt {
 pub enum Blocked {
     /// The new leader's first pass over every request is not finished.
     FirstPass,
+    /// Requests of its namespace were written and not read yet: the slot goes by priority and
+    /// age over all of them, so the namespace waits until they are read (one reconcile each).
+    Unread {
+        /// Unread requests of the namespace.
+        requests: usize,
+    },
     /// Its namespace holds as many slots as its cap.
     Namespace {
         /// Slots the namespace holds.
@@ -112,6 +136,9 @@ impl QueuedAt {
                 "the controller's first pass over every request (a new leader counts running builds first)"
                     .to_string()
             }
+            Blocked::Unread { requests } => format!(
+                "the controller to read {requests} request(s) of namespace {namespace} written since its last look (a slot goes by priority, then age, over all of them)"
+            ),
             Blocked::Namespace { running, cap } => format!(
                 "a build slot of namespace {namespace} ({running} of its {cap} running)"
             ),
@@ -126,8 +153,35 @@ impl QueuedAt {
     }
 }
 
+impl Blocked {
+    /// A reason that lasts one reconcile or one first pass, not until a build ends.
+    fn is_temporary(&self) -> bool {
+        matches!(self, Blocked::FirstPass | Blocked::Unread { .. })
+    }
+}
+
 /// Order inside a namespace: higher priority first, then arrival.
 type WaitEntry = (std::cmp::Reverse<u32>, u64, String);
+
+/// Positions within which every change of a waiting request's position is re-told
+/// ([`Slots::stale`]); beyond them, only a position that halved or doubled.
+pub const REFRESH_WITHIN: usize = 3;
+
+/// An unread write of a request.
+#[derive(Debug, Clone, Copy)]
+struct Unread {
+    /// The ModifyIndex written (the highest reported).
+    index: u64,
+    /// It came in the first pass's initial listing.
+    initial: bool,
+}
+
+/// What a waiting request was last told ([`Slots::request_at`]'s [`QueuedAt`]).
+#[derive(Debug, Clone, Copy)]
+struct Told {
+    position: usize,
+    temporary: bool,
+}
 
 /// The slot table. See the module docs.
 #[derive(Debug, Default)]
@@ -145,9 +199,20 @@ pub struct Slots {
     seq: u64,
     /// Namespace served by the last grant.
     cursor: Option<String>,
-    /// First pass: keys of the initial listing not reconciled yet, and whether that listing is
-    /// complete. `None` = the first pass is over.
-    first_pass: Option<(HashSet<RequestKey>, bool)>,
+    /// First pass: how many requests of the initial listing are unread, and whether that
+    /// listing is complete. `None` = the first pass is over.
+    first_pass: Option<(usize, bool)>,
+    /// Unread requests: written at this ModifyIndex (the highest the watch reported), and no
+    /// reconcile has decided about that write yet; whether it came in the first pass's initial
+    /// listing.
+    unread: HashMap<RequestKey, Unread>,
+    /// Unread requests per namespace (only namespaces with at least one).
+    unread_in: HashMap<String, usize>,
+    /// What each waiting request was last told.
+    told: HashMap<RequestKey, Told>,
+    /// Namespaces whose waiting requests may have been told something stale since the last
+    /// [`Slots::stale`].
+    dirty: BTreeSet<String>,
 }
 
 impl Slots {
@@ -155,7 +220,7 @@ impl Slots {
     pub fn new(limits: SlotLimits) -> Slots {
         Slots {
             limits,
-            first_pass: Some((HashSet::new(), false)),
+            first_pass: Some((0, false)),
             ..Slots::default()
         }
     }
@@ -200,11 +265,18 @@ impl Slots {
         self.grant()
     }
 
-    /// First pass: these keys (from an initial listing) must be reconciled once before anything
-    /// is granted. Ignored after the first pass.
-    pub fn expect_initial(&mut self, keys: impl IntoIterator<Item = RequestKey>) {
-        if let Some((pending, _)) = &mut self.first_pass {
-            pending.extend(keys);
+    /// First pass: these keys (from an initial listing, each with its ModifyIndex) are
+    /// [`Slots::written`], and must all be read before anything is granted. After the first
+    /// pass they are only written.
+    pub fn expect_initial(&mut self, keys: impl IntoIterator<Item = (RequestKey, u64)>) {
+        for (key, index) in keys {
+            self.written(&key, index);
+            if let (Some(u), Some((pending, _))) = (self.unread.get_mut(&key), &mut self.first_pass)
+                && !u.initial
+            {
+                u.initial = true;
+                *pending += 1;
+            }
         }
     }
 
@@ -214,51 +286,106 @@ impl Slots {
         if let Some((_, complete)) = &mut self.first_pass {
             *complete = true;
         }
-        self.maybe_end_first_pass()
+        self.grant()
     }
 
-    /// First pass: `key` has been reconciled once (whatever the outcome). Returns the keys
-    /// granted if this ends the first pass.
-    pub fn seen(&mut self, key: &RequestKey) -> Vec<RequestKey> {
-        let removed = match &mut self.first_pass {
-            Some((pending, _)) => pending.remove(key),
-            None => false,
-        };
-        if removed {
-            self.maybe_end_first_pass()
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn maybe_end_first_pass(&mut self) -> Vec<RequestKey> {
-        match &self.first_pass {
-            Some((pending, true)) if pending.is_empty() => {
-                self.first_pass = None;
-                self.grant()
+    /// The watch saw `key` written at ModifyIndex `index` (created or changed): until a
+    /// reconcile decides about that write, its namespace is passed over by the grant (module
+    /// docs). Grants nothing.
+    pub fn written(&mut self, key: &RequestKey, index: u64) {
+        match self.unread.get_mut(key) {
+            Some(u) => u.index = u.index.max(index),
+            None => {
+                self.unread.insert(
+                    key.clone(),
+                    Unread {
+                        index,
+                        initial: false,
+                    },
+                );
+                *self.unread_in.entry(key.namespace.clone()).or_insert(0) += 1;
             }
-            _ => Vec::new(),
         }
     }
 
-    /// `key` (priority 1..=100, higher first) asks to start. Returns whether it holds a slot now
-    /// (it may have been granted by this call) and the *other* keys this call granted. A waiting
-    /// key asking again keeps its arrival order unless its priority changed.
-    pub fn request(&mut self, key: &RequestKey, priority: u32) -> (Admission, Vec<RequestKey>) {
-        self.request_at(key, priority, None)
+    /// Whether the first pass is still on (nothing granted yet).
+    pub fn in_first_pass(&self) -> bool {
+        self.first_pass.is_some()
     }
 
-    /// [`Slots::request`] with the request's arrival order (its Consul CreateIndex): within a
-    /// priority, waiting requests are granted oldest first whatever order their reconciles run
-    /// in; `None` orders by first request.
+    /// Whether a write of `key` is unread.
+    pub fn is_unread(&self, key: &RequestKey) -> bool {
+        self.unread.contains_key(key)
+    }
+
+    /// Requests of `namespace` written and not read yet.
+    pub fn unread_in(&self, namespace: &str) -> usize {
+        self.unread_in.get(namespace).copied().unwrap_or(0)
+    }
+
+    /// A reconcile read `key` at `generation` (its spec's ModifyIndex) and decided it does not
+    /// wait for a slot (finished, cancelled, invalid, superseded, over its quota) or already
+    /// said so ([`Slots::request_at`], [`Slots::hold_at`]). A write newer than `generation`
+    /// stays unread. Returns the keys granted.
+    pub fn decided(&mut self, key: &RequestKey, generation: u64) -> Vec<RequestKey> {
+        self.read_at(key, generation);
+        self.grant()
+    }
+
+    /// The watch saw `key` deleted: it is neither unread nor waiting any more (a slot it holds
+    /// is given back by [`Slots::release`] once its reconcile has cleaned up). Returns the keys
+    /// granted.
+    pub fn gone(&mut self, key: &RequestKey) -> Vec<RequestKey> {
+        self.read_at(key, u64::MAX);
+        self.unwait(key);
+        self.grant()
+    }
+
+    /// Clears `key`'s unread mark if `generation` covers it.
+    fn read_at(&mut self, key: &RequestKey, generation: u64) {
+        let initial = match self.unread.get(key) {
+            Some(u) if u.index <= generation => u.initial,
+            _ => return,
+        };
+        self.unread.remove(key);
+        if let Some(n) = self.unread_in.get_mut(&key.namespace) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.unread_in.remove(&key.namespace);
+            }
+        }
+        if let Some((pending, _)) = &mut self.first_pass
+            && initial
+        {
+            *pending = pending.saturating_sub(1);
+        }
+        self.dirty.insert(key.namespace.clone());
+    }
+
+    /// `key` (priority 1..=100, higher first) asks to start, as if its reconcile had read every
+    /// write of it ([`Slots::request_at`] without an arrival order). Returns whether it holds a
+    /// slot now (it may have been granted by this call) and the *other* keys this call granted.
+    pub fn request(&mut self, key: &RequestKey, priority: u32) -> (Admission, Vec<RequestKey>) {
+        self.request_at(key, priority, None, u64::MAX)
+    }
+
+    /// `key`'s reconcile read it at `generation` (its spec's ModifyIndex) and found it waiting to
+    /// start with `priority` (1..=100, higher first) and arrival order `arrival` (its Consul
+    /// CreateIndex; `None` orders by first request): within a priority, waiting requests are
+    /// granted oldest first whatever order their reconciles run in. Reading and joining the
+    /// waiting requests are one step, so no grant is decided in between. Returns whether it
+    /// holds a slot now (it may have been granted by this call) and the *other* keys this call
+    /// granted. A waiting key asking again keeps its place unless its priority changed.
     pub fn request_at(
         &mut self,
         key: &RequestKey,
         priority: u32,
         arrival: Option<u64>,
+        generation: u64,
     ) -> (Admission, Vec<RequestKey>) {
+        self.read_at(key, generation);
         if self.holding.contains(key) {
-            return (Admission::Granted, Vec::new());
+            return (Admission::Granted, self.grant());
         }
         match self.entry_of.get(key) {
             Some((p, _, _)) if p.0 == priority => {}
@@ -273,11 +400,27 @@ impl Slots {
             granted.swap_remove(i);
             return (Admission::Granted, granted);
         }
-        (Admission::Queued(self.queued_at(key)), granted)
+        let at = self.queued_at(key);
+        self.told.insert(
+            key.clone(),
+            Told {
+                position: at.position,
+                temporary: at.blocked_by.is_temporary(),
+            },
+        );
+        (Admission::Queued(at), granted)
     }
 
-    /// Records that `key` already runs (found running by a reconcile): it holds a slot even if
-    /// that exceeds a cap. Idempotent.
+    /// Records that `key` already runs (found running by a reconcile that read it at
+    /// `generation`): it holds a slot even if that exceeds a cap. Idempotent. Returns the keys
+    /// granted (reading it may end the first pass, or let its namespace be served).
+    pub fn hold_at(&mut self, key: &RequestKey, generation: u64) -> Vec<RequestKey> {
+        self.read_at(key, generation);
+        self.hold(key);
+        self.grant()
+    }
+
+    /// [`Slots::hold_at`] without reading: records that `key` runs. Idempotent.
     pub fn hold(&mut self, key: &RequestKey) {
         self.unwait(key);
         if self.holding.insert(key.clone()) {
@@ -313,12 +456,15 @@ impl Slots {
             .or_default()
             .insert(entry.clone());
         self.entry_of.insert(key.clone(), entry);
+        self.dirty.insert(key.namespace.clone());
     }
 
     fn unwait(&mut self, key: &RequestKey) {
+        self.told.remove(key);
         let Some(entry) = self.entry_of.remove(key) else {
             return;
         };
+        self.dirty.insert(key.namespace.clone());
         if let Some(set) = self.waiting.get_mut(&key.namespace) {
             set.remove(&entry);
             if set.is_empty() {
@@ -327,11 +473,18 @@ impl Slots {
         }
     }
 
-    /// Gives free slots to waiting requests, round-robin across namespaces.
+    /// Ends the first pass if it is complete, then gives free slots to waiting requests,
+    /// round-robin across namespaces.
     fn grant(&mut self) -> Vec<RequestKey> {
         let mut granted = Vec::new();
-        if self.first_pass.is_some() {
-            return granted;
+        match &self.first_pass {
+            None => {}
+            Some((0, true)) => {
+                self.first_pass = None;
+                // Everyone told "first pass" is told again.
+                self.dirty.extend(self.waiting.keys().cloned());
+            }
+            Some(_) => return granted,
         }
         while self.holding.len() < self.limits.global.max(1) {
             let Some(ns) = self.next_namespace() else {
@@ -348,6 +501,8 @@ impl Slots {
             }
             let key = RequestKey::new(ns.clone(), entry.2);
             self.entry_of.remove(&key);
+            self.told.remove(&key);
+            self.dirty.insert(ns.clone());
             self.holding.insert(key.clone());
             *self.held_in.entry(ns.clone()).or_insert(0) += 1;
             self.cursor = Some(ns);
@@ -356,10 +511,10 @@ impl Slots {
         granted
     }
 
-    /// The first namespace after the cursor (wrapping) with a waiting request and room under
-    /// its cap.
+    /// The first namespace after the cursor (wrapping) with a waiting request, room under its
+    /// cap and no unread request.
     fn next_namespace(&self) -> Option<String> {
-        let has_room = |ns: &str| self.held_in(ns) < self.limits.of(ns);
+        let has_room = |ns: &str| self.held_in(ns) < self.limits.of(ns) && self.unread_in(ns) == 0;
         let (after, upto) = match &self.cursor {
             Some(c) => (
                 self.waiting
@@ -388,24 +543,71 @@ impl Slots {
             _ => 0,
         };
         let (ns_running, ns_cap) = (self.held_in(&key.namespace), self.limits.of(&key.namespace));
+        let unread = self.unread_in(&key.namespace);
+        let global = Blocked::Global {
+            running: self.holding.len(),
+            cap: self.limits.global.max(1),
+        };
+        // The lasting reason first, so that a request told a temporary one (to be told again
+        // when it ends) is one that may start then: with its namespace's free slots all going
+        // to requests ahead of it, it waits for the namespace cap whatever is read meanwhile.
         let blocked_by = if self.first_pass.is_some() {
             Blocked::FirstPass
-        } else if ns_running >= ns_cap {
+        } else if ns_running + position > ns_cap {
             Blocked::Namespace {
                 running: ns_running,
                 cap: ns_cap,
             }
+        } else if self.holding.len() >= self.limits.global.max(1) || unread == 0 {
+            global
         } else {
-            Blocked::Global {
-                running: self.holding.len(),
-                cap: self.limits.global.max(1),
-            }
+            Blocked::Unread { requests: unread }
         };
         QueuedAt {
             position,
             waiting,
             blocked_by,
         }
+    }
+
+    /// Waiting requests whose `Queued` message is stale enough to be rewritten (module docs),
+    /// each named once until it is told again. Looks only at namespaces whose waiting requests
+    /// changed since the last call.
+    pub fn stale(&mut self) -> Vec<RequestKey> {
+        let mut out = Vec::new();
+        if self.first_pass.is_some() {
+            // Every namespace is looked at when the first pass ends.
+            self.dirty.clear();
+            return out;
+        }
+        for ns in std::mem::take(&mut self.dirty) {
+            // A namespace being read is looked at once it is (reading marks it again).
+            if self.unread_in.contains_key(&ns) {
+                continue;
+            }
+            let Some(set) = self.waiting.get(&ns) else {
+                continue;
+            };
+            for (i, (_, _, name)) in set.iter().enumerate() {
+                let key = RequestKey::new(ns.clone(), name.clone());
+                let Some(told) = self.told.get_mut(&key) else {
+                    continue;
+                };
+                let pos = i + 1;
+                let moved = pos != told.position
+                    && (pos <= REFRESH_WITHIN
+                        || pos * 2 <= told.position
+                        || pos >= told.position * 2);
+                if moved || told.temporary {
+                    *told = Told {
+                        position: pos,
+                        temporary: false,
+                    };
+                    out.push(key);
+                }
+            }
+        }
+        out
     }
 }
 
