@@ -21,6 +21,14 @@
 #       Concurrent callers wait for one build (flock on target/docker-images/.lock).
 #       JOBFORGE_DEBIAN_MIRROR overrides the mirror (default: the first deb.debian.org-style URI
 #       of /etc/apt, else http://deb.debian.org/debian).
+#   hack/docker-engine.sh debian-base [--registry HOST:PORT[/PATH]]
+#       A Debian bookworm base image made here (issue 19): debootstrap --variant=minbase from
+#       Debian's mirror (the same JOBFORGE_DEBIAN_MIRROR rule as `images`), apt sources pointing
+#       at that mirror, apt lists and caches removed; cached as an OCI archive under
+#       target/docker-images/debian-<hash>/ (flock as above) and pushed as
+#       HOST:PORT[/PATH]/library/debian:bookworm-slim, the name `FROM debian:bookworm-slim`
+#       resolves to through a registry mirror of docker.io (build.registry_mirrors). Prints the
+#       reference; without --registry only fills the cache and prints the archive.
 #   hack/docker-engine.sh busybox --registry HOST:PORT
 #       A tiny image of Debian's busybox-static (/bin/sh and the applets), for the driver's
 #       conformance tests: cached as an OCI archive, pushed to HOST:PORT/jobforge/busybox:<hash>.
@@ -169,6 +177,60 @@ images)
     || die "pushing $ref failed"
   echo "$ref"
   ;;
+debian-base)
+  for t in debootstrap buildah skopeo flock; do
+    command -v "$t" >/dev/null || die "$t is missing: run hack/prereqs.sh"
+  done
+  mirror=${JOBFORGE_DEBIAN_MIRROR:-}
+  if [ -z "$mirror" ]; then
+    mirror=$(grep -hoE '^URIs: *http[^ ]*debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | sed 's/^URIs: *//') || true
+    mirror=${mirror:-http://deb.debian.org/debian}
+  fi
+  suite=bookworm
+  recipe=$(sed -n '/^# debian-recipe:begin/,/^# debian-recipe:end/p' "$0")
+  key=$(printf '%s\n%s\n%s\n' "$recipe" "$suite" "$(uname -m)" | sha256sum | cut -c1-16)
+  cache="$root_dir/target/docker-images/debian-$key"
+  archive="$cache/debian.oci.tar"
+  mkdir -p "$root_dir/target/docker-images"
+  exec 9>"$root_dir/target/docker-images/.lock"
+  flock 9
+  if [ ! -s "$archive" ]; then
+    [ "$(id -u)" -eq 0 ] || die "debootstrap needs root (or run once as root to fill the cache)"
+    started=$(date +%s)
+    echo "docker-engine: making the Debian $suite base image $key (debootstrap minbase from $mirror; about a minute)" >&2
+    work=$(mktemp -d "$root_dir/target/docker-images-work.XXXXXX")
+    bs=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
+    trap '"${bs[@]}" rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# debian-recipe:begin
+    debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+      || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+    # Debian's own apt sources (the mirror it was made from), as the official image has.
+    printf 'deb %s %s main\n' "$mirror" "$suite" >"$work/rootfs/etc/apt/sources.list"
+    rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/"*.bin \
+      "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/log/"*.log
+    : >"$work/rootfs/etc/resolv.conf"
+    ctr=$("${bs[@]}" from scratch)
+    mnt=$("${bs[@]}" mount "$ctr")
+    tar -C "$work/rootfs" --exclude=./proc/* --exclude=./dev/* --exclude=./sys/* -cf - . | tar -C "$mnt" -xf -
+    "${bs[@]}" umount "$ctr" >/dev/null
+    "${bs[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --cmd bash --label org.opencontainers.image.title=debian-bookworm-slim-jobforge "$ctr"
+    mkdir -p "$cache"
+    "${bs[@]}" commit --quiet "$ctr" "oci-archive:$archive.tmp" >/dev/null
+# debian-recipe:end
+    mv "$archive.tmp" "$archive"
+    echo "docker-engine: Debian base image cached at $archive after $(( $(date +%s) - started )) s" >&2
+  fi
+  flock -u 9
+  if [ -z "$registry" ]; then
+    echo "$archive"
+    exit 0
+  fi
+  ref="$registry/library/debian:bookworm-slim"
+  skopeo copy --quiet --dest-tls-verify=false "oci-archive:$archive" "docker://$ref" >&2 \
+    || die "pushing $ref failed"
+  echo "$ref"
+  ;;
 busybox)
   [ -n "$registry" ] || die "busybox needs --registry HOST:PORT"
   bb=$(command -v busybox) || die "busybox is missing: run hack/prereqs.sh"
@@ -201,6 +263,6 @@ busybox)
   echo "$ref"
   ;;
 *)
-  die "usage: $0 serve|clean --state DIR | images --registry HOST:PORT"
+  die "usage: $0 serve|clean --state DIR | images|debian-base|busybox --registry HOST:PORT"
   ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what jobforge's tests and quickstart need, only when missing:
 #   Debian packages: buildah skopeo docker-registry busybox-static git uidmap, and for the docker
-#   profile's container engine (hack/docker-engine.sh) podman runc debootstrap
+#   profile's container engine (hack/docker-engine.sh) podman runc debootstrap, and htpasswd
+#   (apache2-utils) for the registry-with-auth of the pull-credentials test
 #   Python packages (in target/pyvenv): py-consul python-nomad hvac mcp cryptography  (third-party wire checks)
 # Usage: hack/prereqs.sh [--no-python]
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in buildah:buildah skopeo:skopeo docker-registry:docker-registry busybox:busybox-static git:git newuidmap:uidmap \
-  podman:podman runc:runc debootstrap:debootstrap; do
+  podman:podman runc:runc debootstrap:debootstrap htpasswd:apache2-utils; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -4,6 +4,12 @@
 #   ./hack/quickstart.sh          # build, test and publish examples/hello-world, then keep the stack up
 #   ./hack/quickstart.sh --once   # same, then stop everything it started
 #   ./hack/quickstart.sh --check-only  # only check it has what it needs to get the binaries; start nothing
+#   ./hack/quickstart.sh --multi-stage [--once]
+#                                 # also build examples/multi-stage (FROM debian:bookworm-slim, a build
+#                                 # arg, a build secret from Vault, a target stage): a Debian base
+#                                 # image is made with debootstrap (root; ~3 minutes the first time,
+#                                 # then cached under target/docker-images), served by the local
+#                                 # registry, which jobforge/config names as docker.io's mirror
 #   ./hack/quickstart.sh --profile docker [--once]
 #                                 # the same build through the docker profile: a container engine
 #                                 # (podman's Docker Engine API with runc, hack/docker-engine.sh),
@@ -30,15 +36,17 @@ ROOT=$PWD
 ONCE=0
 CHECK_ONLY=0
 PROFILE=raw_exec
+MULTI_STAGE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --once) ONCE=1; shift ;;
     --check-only) CHECK_ONLY=1; shift ;;
+    --multi-stage) MULTI_STAGE=1; shift ;;
     --profile)
       PROFILE=${2:-}; shift 2 || true
       case "$PROFILE" in raw_exec|docker) ;; *) echo "quickstart: --profile raw_exec|docker" >&2; exit 2 ;; esac ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "quickstart: unknown argument $1 (allowed: --once, --check-only, --profile raw_exec|docker)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown argument $1 (allowed: --once, --check-only, --multi-stage, --profile raw_exec|docker)" >&2; exit 2 ;;
   esac
 done
 
@@ -154,6 +162,21 @@ PIDS+=($!)
 for _ in $(seq 1 100); do git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null 2>&1 && break; sleep 0.1; done
 git ls-remote "git://127.0.0.1:$GIT_PORT/hello-world.git" >/dev/null || die "git daemon did not come up"
 
+if [ "$MULTI_STAGE" -eq 1 ]; then
+  say "serving examples/multi-stage as git://127.0.0.1:$GIT_PORT/multi-stage.git"
+  ms_work="$STATE/git/ms-work"
+  mkdir -p "$ms_work"
+  cp -r examples/multi-stage/. "$ms_work/"
+  git -C "$ms_work" init -q -b main
+  git -C "$ms_work" -c user.name=quickstart -c user.email=quickstart@localhost add -A
+  git -C "$ms_work" -c user.name=quickstart -c user.email=quickstart@localhost commit -q -m "multi-stage example"
+  git clone -q --bare "$ms_work" "$STATE/git/multi-stage.git"
+  touch "$STATE/git/multi-stage.git/git-daemon-export-ok"
+  say "making (or reusing) the Debian base image and serving it as 127.0.0.1:$REGISTRY_PORT/library/debian:bookworm-slim"
+  hack/docker-engine.sh debian-base --registry "127.0.0.1:$REGISTRY_PORT" >/dev/null \
+    || die "the Debian base image could not be made (see above)"
+fi
+
 DOCKER_ARGS=()
 if [ "$PROFILE" = docker ]; then
   ENGINE_STATE="$STATE/engine"
@@ -191,6 +214,12 @@ say "writing the Vault secret the example references (secret/data/jobforge/defau
 curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
   --data '{"data":{"username":"quickstart","password":"quickstart"}}' \
   "$VAULT_ADDR/v1/secret/data/jobforge/default/registry" >/dev/null || die "could not write the Vault secret"
+if [ "$MULTI_STAGE" -eq 1 ]; then
+  say "writing the build secret of examples/multi-stage (secret/data/jobforge/default/release)"
+  curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application/json' \
+    --data "{\"data\":{\"token\":\"quickstart-release-$(date +%s)\"}}" \
+    "$VAULT_ADDR/v1/secret/data/jobforge/default/release" >/dev/null || die "could not write the Vault secret"
+fi
 
 # Vault enforces ACL policies: load the shipped ones through Vault's API, as an operator would
 # (`vault policy write NAME FILE`), and give the controller a least-privilege token.
@@ -224,6 +253,11 @@ curl -fsS -X POST -H "X-Vault-Token: $VAULT_TOKEN" -H 'Content-Type: application
 # so the quickstart allows 127.0.0.0/8 explicitly. Never do that where Consul, Nomad or Vault
 # listen on loopback for others (docs/tenancy.md).
 config='"tenancy":{"webhook_allow_cidrs":["127.0.0.0/8"]},"signing":{"transit_key":"jobforge","builder_id":"https://jobforge.example/quickstart"}'
+if [ "$MULTI_STAGE" -eq 1 ]; then
+  # FROM debian:bookworm-slim means docker.io/library/debian:bookworm-slim: the local registry
+  # is docker.io's mirror (plain HTTP), so the pull never leaves this machine.
+  config="\"build\":{\"registry_mirrors\":[{\"prefix\":\"docker.io\",\"mirror\":\"127.0.0.1:$REGISTRY_PORT\",\"insecure\":true}]},$config"
+fi
 if [ "$PROFILE" = docker ]; then
   # The tool containers share the client's network: the registry and git daemon listen on its
   # loopback. On a real cluster leave docker_network_mode unset.
@@ -274,6 +308,19 @@ Look around:
     curl -s http://127.0.0.1:$REGISTRY_PORT/v2/demo/hello-world/tags/list
     curl -s http://127.0.0.1:$CONTROLLER_PORT/metrics | grep ^jobforge_
 EOF
+
+if [ "$MULTI_STAGE" -eq 1 ]; then
+  ms_request="$STATE/multi-stage.yaml"
+  sed -e "s|git://127.0.0.1:9418/|git://127.0.0.1:$GIT_PORT/|" -e "s|127.0.0.1:5000/|127.0.0.1:$REGISTRY_PORT/|" \
+    examples/multi-stage/buildrequest.yaml >"$ms_request"
+  echo
+  say "submitting examples/multi-stage/buildrequest.yaml (FROM debian:bookworm-slim through the mirror)"
+  "$BIN/jobforge" submit "$ms_request" --wait || {
+    "$BIN/jobforge" get multi-stage || true
+    die "the multi-stage build did not succeed (controller log: $STATE/logs/controller.log)"
+  }
+  say "Succeeded: $("$BIN/jobforge" get multi-stage -o json | sed -n 's/.*"reference": *"\([^"]*\)".*/\1/p' | head -n1)"
+fi
 
 if [ "$ONCE" -eq 1 ]; then
   exit 0

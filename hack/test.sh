@@ -16,6 +16,9 @@ cargo build --workspace --bins --locked
 # The docker profile's tool image, from Debian's packages: debootstrap runs once per machine
 # (~3 minutes), later runs hit the cache under target/docker-images/.
 hack/docker-engine.sh images
+# The Debian base image of examples/multi-stage (FROM debian:bookworm-slim through a registry
+# mirror), also from debootstrap once, then cached.
+hack/docker-engine.sh debian-base
 if cargo nextest --version >/dev/null 2>&1; then
   # Doc tests first: nextest's summary line is the run's closing line.
   cargo test --workspace --locked --doc

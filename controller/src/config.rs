@@ -22,7 +22,8 @@
 //!                  "namespaces": {"team-a": {"max_builds": 8, "max_priority": 80, "max_requests": 2000}}},
 //!  "signing": {"transit_key": "jobforge", "builder_id": "https://ci.example.com/jobforge"},
 //!  "build": {"storage_driver": "auto",
-//!            "cache": {"enabled": true, "root": "/var/lib/jobforge/buildah-cache", "max_size_mb": 20480}}}
+//!            "cache": {"enabled": true, "root": "/var/lib/jobforge/buildah-cache", "max_size_mb": 20480},
+//!            "registry_mirrors": [{"prefix": "docker.io", "mirror": "mirror.internal:5000/hub"}]}}
 //! ```
 //!
 //! `tenancy` is [`TenancyConfig`] (the rules and their defaults are documented there and in
@@ -43,6 +44,14 @@
 //! cache on the Nomad client (`raw_exec` profile only; `docs/performance.md`, "Layer cache"):
 //! `root` (required: an absolute path of `[A-Za-z0-9._-]` segments, no `..`), `enabled`
 //! (default true), `max_size_mb` (default 10240; 0 = never pruned). Absent = no cache.
+//!
+//! `build.registry_mirrors` (issue 19): a list of `{"prefix": "docker.io", "mirror":
+//! "mirror.internal:5000/hub", "insecure": false}` (`registry` is an alias of `prefix`; both
+//! `host[:port][/path]`, the schema's registry grammar): base-image pulls of the build phase try
+//! the mirrors of a prefix in order, then the original. Rendered as the build task's
+//! registries.conf (`crate::jobspec::registries`, which also says which host pull credentials
+//! go to: never a mirror). An invalid entry makes the whole document invalid (by key), so the
+//! previous mirrors stay in force.
 //!
 //! `signing` (issue 20, `docs/supply-chain.md`): the Vault transit key that signs published
 //! images and their provenance; absent = images are not signed.
@@ -239,7 +248,7 @@ pub struct KvConfig {
     pub signing: Option<KvSigning>,
     /// Build slots, priorities and storage quotas (module docs).
     pub concurrency: Option<KvConcurrency>,
-    /// Build-phase settings: storage driver and layer cache (module docs).
+    /// Build-phase settings: storage driver, layer cache and registry mirrors (module docs).
     pub build: Option<KvBuild>,
 }
 
@@ -251,6 +260,10 @@ pub struct KvBuild {
     pub storage_driver: Option<String>,
     /// The per-namespace layer cache (absent = none).
     pub cache: Option<KvBuildCache>,
+    /// Mirrors of base-image registries, tried in order before the original
+    /// ([`crate::jobspec::registries`]).
+    #[serde(default)]
+    pub registry_mirrors: Vec<KvRegistryMirror>,
 }
 
 /// `build.cache` in `<prefix>/config` (module docs).
@@ -297,6 +310,35 @@ fn is_plain_absolute_dir(root: &str) -> bool {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         })
+}
+
+/// One entry of `build.registry_mirrors`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvRegistryMirror {
+    /// What is mirrored: `host[:port][/path]` (`docker.io`, `quay.io/org`); `registry` is an
+    /// alias.
+    #[serde(alias = "registry")]
+    pub prefix: String,
+    /// The mirror: `host[:port][/path]`, replacing `prefix` in a pulled reference.
+    pub mirror: String,
+    /// Plain HTTP or unverified TLS for this mirror (default false).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl KvBuild {
+    /// The mirrors as the renderer takes them.
+    pub fn mirrors(&self) -> Vec<crate::jobspec::RegistryMirror> {
+        self.registry_mirrors
+            .iter()
+            .map(|m| crate::jobspec::RegistryMirror {
+                prefix: m.prefix.clone(),
+                location: m.mirror.clone(),
+                insecure: m.insecure,
+            })
+            .collect()
+    }
 }
 
 /// `signing` in `<prefix>/config`: the Vault transit key that signs published images.
@@ -538,6 +580,19 @@ impl KvConfig {
                     ),
                 ));
             }
+            for (i, m) in b.registry_mirrors.iter().enumerate() {
+                let at = format!("build.registry_mirrors[{i}]");
+                jobforge_schema::grammar::registry(&m.prefix)
+                    .map_err(|e| err(format!("{at}.prefix"), e))?;
+                jobforge_schema::grammar::registry(&m.mirror)
+                    .map_err(|e| err(format!("{at}.mirror"), e))?;
+                if m.prefix == m.mirror {
+                    return Err(err(
+                        format!("{at}.mirror"),
+                        format!("{:?} mirrors itself; name another registry", m.mirror),
+                    ));
+                }
+            }
         }
         if let Some(p) = &cfg.registry_temp_prefix {
             let ok = !p.is_empty()
@@ -730,6 +785,7 @@ impl EffectiveConfig {
             }
             render.build_cache = b.cache();
         }
+        render.registry_mirrors = kv.build.as_ref().map(KvBuild::mirrors).unwrap_or_default();
         if let Some(res) = &kv.default_resources {
             let apply = |d: &mut PhaseDefaults, r: &Option<KvPhaseResources>| {
                 let Some(r) = r else { return };
@@ -978,6 +1034,68 @@ mod tests {
         ] {
             let e = KvConfig::parse("k", bad.as_bytes()).expect_err(bad);
             assert!(e.path.starts_with(path), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn kv_build_registry_mirrors_are_validated_by_key_and_merged_in_order() {
+        use clap::Parser;
+        let doc = br#"{"build":{"registry_mirrors":[
+            {"prefix":"docker.io","mirror":"mirror.internal:5000/hub"},
+            {"registry":"quay.io/org","mirror":"127.0.0.1:5000","insecure":true}]}}"#;
+        let kv = KvConfig::parse("k", doc).expect("valid");
+        let args = ControllerArgs::parse_from(["jobforge-controller"]);
+        let r = EffectiveConfig::merge(&args, &kv).render;
+        assert_eq!(
+            r.registry_mirrors,
+            vec![
+                crate::jobspec::RegistryMirror {
+                    prefix: "docker.io".into(),
+                    location: "mirror.internal:5000/hub".into(),
+                    insecure: false
+                },
+                crate::jobspec::RegistryMirror {
+                    prefix: "quay.io/org".into(),
+                    location: "127.0.0.1:5000".into(),
+                    insecure: true
+                },
+            ]
+        );
+        assert!(
+            EffectiveConfig::merge(&args, &KvConfig::default())
+                .render
+                .registry_mirrors
+                .is_empty()
+        );
+        for (bad, path) in [
+            (
+                r#"{"build":{"registry_mirrors":[{"prefix":"docker.io","mirror":"http://m"}]}}"#,
+                "build.registry_mirrors[0].mirror",
+            ),
+            (
+                r#"{"build":{"registry_mirrors":[{"prefix":"docker.io","mirror":"m"},{"prefix":"a b","mirror":"m"}]}}"#,
+                "build.registry_mirrors[1].prefix",
+            ),
+            (
+                r#"{"build":{"registry_mirrors":[{"prefix":"docker.io","mirror":"m\"\n[x]"}]}}"#,
+                "build.registry_mirrors[0].mirror",
+            ),
+            (
+                r#"{"build":{"registry_mirrors":[{"prefix":"docker.io","mirror":"docker.io"}]}}"#,
+                "build.registry_mirrors[0].mirror",
+            ),
+            (
+                r#"{"build":{"registry_mirrors":[{"prefix":"docker.io"}]}}"#,
+                "build.registry_mirrors[0]",
+            ),
+            (
+                r#"{"build":{"registry_mirrors":[{"prefix":"docker.io","mirror":"m","tls":false}]}}"#,
+                "build.registry_mirrors[0].tls",
+            ),
+            (r#"{"build":{"mirrors":[]}}"#, "build.mirrors"),
+        ] {
+            let e = KvConfig::parse("k", bad.as_bytes()).expect_err(bad);
+            assert_eq!(e.path, path, "{e}");
         }
     }
 

@@ -26,7 +26,7 @@ cmd=$1
 shift
 case "$tool $cmd" in
   "buildah login"|"skopeo login") cat >/dev/null; exit 0 ;;
-  "buildah bud") exit 0 ;;
+  "buildah bud") printf '  ENV CONTAINERS_REGISTRIES_CONF=%s\n' "${CONTAINERS_REGISTRIES_CONF:-}" >>"$STUB_LOG"; exit 0 ;;
   "buildah push")
     while [ $# -gt 0 ]; do
       if [ "$1" = --digestfile ]; then printf 'sha256:%s' 1111 >"$2"; fi
@@ -414,4 +414,78 @@ fn publish_copies_to_every_tag_prints_the_digest_and_deletes_the_temp_tag() {
         "{log}"
     );
     let _ = out.stderr;
+}
+
+/// The operator's registry mirrors: the build writes the rendered registries.conf into the task
+/// directory and exports it as `CONTAINERS_REGISTRIES_CONF` for `buildah bud`; with verified
+/// TLS `bud` gets no `--tls-verify` (a mirror's `insecure` would be overridden by it), with
+/// unverified TLS it keeps `--tls-verify=false`, and without mirrors nothing changes.
+#[test]
+fn registry_mirrors_reach_bud_as_a_registries_conf_and_tls_verify_is_left_to_it() {
+    let mirrors = vec![jobspec::RegistryMirror {
+        prefix: "docker.io".into(),
+        location: "127.0.0.1:5001".into(),
+        insecure: true,
+    }];
+    let bud_block = |log: &str| -> String {
+        log.split("ARGV ")
+            .find(|b| b.contains("  [bud]"))
+            .unwrap_or_else(|| panic!("no bud call in {log}"))
+            .to_string()
+    };
+    for (tls_verify, with_mirrors, want_tls) in [
+        (true, true, None),
+        (false, true, Some("[--tls-verify=false]")),
+        (true, false, Some("[--tls-verify=true]")),
+    ] {
+        let sb = Sandbox::new();
+        let (repo, _, _) = make_repo(sb.dir.path());
+        let cfg = RenderConfig {
+            tls_verify,
+            registry_mirrors: if with_mirrors {
+                mirrors.clone()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        let job =
+            jobspec::render(&request(&repo, "main"), 1, 1, PipelinePhase::Build, &cfg).unwrap();
+        let out = sb.run(&job, &[]);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let bud = bud_block(&sb.log());
+        let conf_path = sb.path("task/registries.conf");
+        if with_mirrors {
+            let conf = fs::read_to_string(&conf_path).unwrap();
+            assert_eq!(
+                Some(conf),
+                jobspec::registries::registries_conf(&mirrors).unwrap()
+            );
+            assert!(
+                bud.contains(&format!(
+                    "ENV CONTAINERS_REGISTRIES_CONF={}",
+                    conf_path.display()
+                )),
+                "{bud}"
+            );
+        } else {
+            assert!(!conf_path.exists());
+            assert!(bud.contains("ENV CONTAINERS_REGISTRIES_CONF=\n"), "{bud}");
+        }
+        match want_tls {
+            Some(flag) => assert!(bud.contains(flag), "{tls_verify} {with_mirrors}: {bud}"),
+            None => assert!(!bud.contains("--tls-verify"), "{bud}"),
+        }
+        // The push keeps its own --tls-verify whatever the mirrors.
+        let push = sb
+            .log()
+            .split("ARGV ")
+            .find(|b| b.contains("  [push]"))
+            .unwrap()
+            .to_string();
+        assert!(
+            push.contains(&format!("[--tls-verify={tls_verify}]")),
+            "{push}"
+        );
+    }
 }

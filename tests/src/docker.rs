@@ -228,3 +228,10 @@ pub fn tool_image(registry: &str) -> anyhow::Result<String> {
 pub fn busybox_image(registry: &str) -> anyhow::Result<String> {
     script_output(&["busybox", "--registry", registry])
 }
+
+/// The Debian bookworm base image made here (`hack/docker-engine.sh debian-base`: debootstrap
+/// once per recipe, about a minute to three, then cached), pushed to
+/// `registry/library/debian:bookworm-slim`; its reference.
+pub fn debian_base_image(registry: &str) -> anyhow::Result<String> {
+    script_output(&["debian-base", "--registry", registry])
+}

@@ -23,14 +23,38 @@ impl Registry {
     ///
     /// Errors: `docker-registry` missing (run hack/prereqs.sh) or not answering.
     pub async fn start() -> anyhow::Result<Registry> {
+        Registry::start_with_auth(None).await
+    }
+
+    /// Like [`Registry::start`], requiring HTTP basic authentication of `(username, password)`
+    /// on every request when given: an htpasswd file (bcrypt, Debian's `htpasswd` from
+    /// apache2-utils) in the registry's `auth.htpasswd` configuration. `/v2/` answers 401 then,
+    /// so readiness waits for that answer instead of a 200.
+    ///
+    /// Errors: `docker-registry` or `htpasswd` missing (run hack/prereqs.sh), or not answering.
+    pub async fn start_with_auth(auth: Option<(&str, &str)>) -> anyhow::Result<Registry> {
         let dir = tempfile::tempdir()?;
+        let mut auth_section = String::new();
+        if let Some((user, password)) = auth {
+            let file = dir.path().join("htpasswd");
+            let out = std::process::Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .context("htpasswd is not installed: run hack/prereqs.sh (apache2-utils)")?;
+            anyhow::ensure!(out.status.success(), "htpasswd failed: {out:?}");
+            std::fs::write(&file, &out.stdout)?;
+            auth_section = format!(
+                "auth:\n  htpasswd:\n    realm: jobforge-test\n    path: {}\n",
+                file.display()
+            );
+        }
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n",
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n{auth_section}",
                 dir.path().join("data").display()
             ),
         )?;
@@ -42,7 +66,22 @@ impl Registry {
         let proc = ProcessGuard::spawn("docker-registry", cmd)
             .context("docker-registry is not installed: run hack/prereqs.sh")?;
         let url = format!("http://{addr}/v2/");
-        wait_http_ok(&url, Duration::from_secs(10), "the registry answers /v2/").await?;
+        if auth.is_some() {
+            crate::wait::wait_until(
+                Duration::from_secs(10),
+                "the registry answers /v2/ with 401",
+                || {
+                    let url = url.clone();
+                    async move {
+                        Ok(matches!(reqwest::get(&url).await,
+                        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED))
+                    }
+                },
+            )
+            .await?;
+        } else {
+            wait_http_ok(&url, Duration::from_secs(10), "the registry answers /v2/").await?;
+        }
         Ok(Registry {
             addr,
             _dir: dir,

@@ -30,6 +30,12 @@
 //! `JF_PULL_AUTH` (`0|1`) with `JF_PULL_HOST_B64`: a login into the task's authfile for the
 //! base-image registry only, with `secrets/pull_username` / `secrets/pull_password`.
 //!
+//! Registry mirrors (operator configuration, `build.registry_mirrors` of `<prefix>/config`):
+//! `JF_REGISTRIES_CONF_B64`, a registries.conf v2 document ([`super::registries`]) the script
+//! writes to `local/registries.conf` and exports as `CONTAINERS_REGISTRIES_CONF`; with it and
+//! verified TLS, `buildah bud` gets no `--tls-verify` so a mirror's `insecure` applies (the
+//! push and the logins keep `--tls-verify`). Absent = the client's registries.conf, as before.
+//!
 //! The build context is the checkout without `.git` (as BuildKit's git contexts): identical
 //! sources give identical `COPY` layers whatever the clone, and the history stays out of the
 //! image; the commit SHA is printed before `.git` goes. `--force-rm` removes the working
@@ -206,6 +212,13 @@ case "$JF_GIT_AUTH" in
   *) jf_fail BuildFailed "unknown JF_GIT_AUTH" ;;
 esac
 jf_login bh
+jf_regconf=
+if [ -n "${JF_REGISTRIES_CONF_B64:-}" ]; then
+  jf_regconf=$jf_task/registries.conf
+  jf_dec JF_REGISTRIES_CONF_B64
+  printf '%s' "$jf_v" >"$jf_regconf"
+  export CONTAINERS_REGISTRIES_CONF="$jf_regconf"
+fi
 if [ "${JF_PULL_AUTH:-0}" = 1 ]; then
   jf_dec JF_PULL_HOST_B64
   bh login --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --username "$(cat -- "$jf_secrets/pull_username")" --password-stdin -- "$jf_v" <"$jf_secrets/pull_password" >/dev/null
@@ -244,9 +257,12 @@ find . -name .git -prune -exec rm -rf -- {} +
 jf_iid=$jf_task/jobforge-iid
 rm -f -- "$jf_iid"
 if [ -n "$jf_cache" ]; then
-  set -- --layers --force-rm --isolation chroot --timestamp 0 --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --iidfile "$jf_iid"
+  set -- --layers --force-rm --isolation chroot --timestamp 0 --authfile "$jf_auth" --file "$jf_src/$jf_dockerfile" --iidfile "$jf_iid"
 else
-  set -- --layers=false --force-rm --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
+  set -- --layers=false --force-rm --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" --authfile "$jf_auth" --file "$jf_src/$jf_dockerfile" --tag "$jf_image"
+fi
+if [ -z "$jf_regconf" ] || [ "$JF_TLS_VERIFY" != true ]; then
+  set -- "$@" --tls-verify="$JF_TLS_VERIFY"
 fi
 if [ "$JF_NO_CACHE" = 1 ]; then
   set -- "$@" --no-cache
@@ -414,6 +430,15 @@ pub(crate) fn build_task(
         env.insert("JF_CACHE_ROOT".into(), cache.root.clone());
         env.insert("JF_CACHE_NS_B64".into(), b64(ns));
         env.insert("JF_CACHE_MAX_MB".into(), cache.max_size_mb.to_string());
+    }
+    if let Some(conf) = super::registries::registries_conf(&cfg.registry_mirrors).map_err(|e| {
+        RenderError::InvalidField {
+            field: "<prefix>/config build.registry_mirrors".into(),
+            value: e,
+            allowed: "mirrors that serialize as registries.conf",
+        }
+    })? {
+        env.insert("JF_REGISTRIES_CONF_B64".to_string(), b64(&conf));
     }
     let ssh = is_ssh_url(&spec.repo_url);
     let auth = match (&spec.git_credentials_path, ssh) {

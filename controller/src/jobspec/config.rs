@@ -98,6 +98,10 @@ pub struct RenderConfig {
     /// `concurrency.namespaces.<ns>.max_priority` in `<prefix>/config`): a higher
     /// `spec.priority` is lowered to it. `None` = no cap below 100.
     pub max_priority: Option<i32>,
+    /// Registry mirrors of base-image pulls in the build phase (`build.registry_mirrors` of
+    /// `<prefix>/config`), rendered as the build's registries.conf ([`super::registries`]);
+    /// empty = the client's own registries.conf.
+    pub registry_mirrors: Vec<super::RegistryMirror>,
 }
 
 impl Default for RenderConfig {
@@ -137,6 +141,7 @@ impl Default for RenderConfig {
             log_max_file_size_mb: 10,
             priority: None,
             max_priority: None,
+            registry_mirrors: Vec::new(),
         }
     }
 }

@@ -129,10 +129,12 @@ pub mod config;
 pub mod escaping;
 pub mod profiles;
 pub mod publish;
+pub mod registries;
 pub mod test;
 
 pub use config::{BuildCache, PhaseDefaults, Profile, RenderConfig};
 pub use escaping::escape_template_string;
+pub use registries::RegistryMirror;
 
 /// Why a request could not be rendered. Each variant names the spec field and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

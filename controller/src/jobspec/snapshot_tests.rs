@@ -527,3 +527,55 @@ fn spec_priority_is_the_nomad_job_priority_lowered_to_the_namespace_cap() {
     let jobs = render_all(&r, 1, 1, &capped).unwrap();
     assert!(jobs.iter().all(|j| j.priority == Some(60)));
 }
+
+/// The operator's registry mirrors reach the build task only as base64 registries.conf text
+/// (never Nomad-interpolated, never in the script), and only the build task.
+#[test]
+fn registry_mirrors_become_the_build_tasks_registries_conf() {
+    let cfg = RenderConfig {
+        registry_mirrors: vec![
+            RegistryMirror {
+                prefix: "docker.io".into(),
+                location: "mirror.internal:5000/hub".into(),
+                insecure: false,
+            },
+            RegistryMirror {
+                prefix: "docker.io".into(),
+                location: "127.0.0.1:5000".into(),
+                insecure: true,
+            },
+        ],
+        ..Default::default()
+    };
+    let jobs = render_all(&with_tests(), 1, 1, &cfg).unwrap();
+    insta::assert_json_snapshot!(snapshot_value(&jobs[..1]));
+    let env = &jobs[0].task_groups[0].tasks[0].env;
+    let conf = {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(&env["JF_REGISTRIES_CONF_B64"])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        Some(conf),
+        registries::registries_conf(&cfg.registry_mirrors).unwrap()
+    );
+    for job in &jobs[1..] {
+        assert!(
+            !job.task_groups[0].tasks[0]
+                .env
+                .contains_key("JF_REGISTRIES_CONF_B64"),
+            "{}",
+            job.id
+        );
+    }
+    let plain = render_all(&with_tests(), 1, 1, &RenderConfig::default()).unwrap();
+    assert!(
+        !plain[0].task_groups[0].tasks[0]
+            .env
+            .contains_key("JF_REGISTRIES_CONF_B64")
+    );
+}

@@ -10,7 +10,9 @@
 //! Scenarios (all when none is named): `floor`, `reaction`, `status`, `throughput` (includes the
 //! idle cost with the finished requests stored), `failover`, `baseline`, `fairness` (one
 //! namespace's backlog against another's next builds, issue 17), `scale` (reaction, bytes read,
-//! RSS and idle cost with many requests stored across many namespaces, issue 17). The polling-baseline ratio
+//! RSS and idle cost with many requests stored across many namespaces, issue 17), and, only when
+//! named, `build` (real buildah builds of `examples/multi-stage`, jobforge cold and warm against
+//! the same steps by hand, issue 19; needs the real tools and the Debian base image). The polling-baseline ratio
 //! is reported when both `reaction` and `baseline` run. Exit status 1 when a scenario failed to run
 //! (a MISS against a target is a measurement, not a failure). See `docs/performance.md`.
 
@@ -21,6 +23,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 mod api;
+mod build;
 mod failover;
 mod fairness;
 mod latency;
@@ -64,7 +67,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "mock")]
     tasks: stack::Tasks,
     /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness,
-    /// scale (default: all).
+    /// scale (default: all of these), and `build` (only when named: real buildah builds).
     scenarios: Vec<String>,
 }
 
@@ -180,8 +183,11 @@ async fn main() -> anyhow::Result<()> {
         "full"
     };
     for s in &args.scenarios {
-        if !ALL.contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}; expected one of {}", ALL.join(", "));
+        if !ALL.contains(&s.as_str()) && s != "build" {
+            bail!(
+                "unknown scenario {s:?}; expected one of {}, build",
+                ALL.join(", ")
+            );
         }
     }
     let run = |s: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|x| x == s);
@@ -285,6 +291,10 @@ async fn main() -> anyhow::Result<()> {
     if run("scale") {
         let r = scale::run(&bins, &repo.url, sizes.scale, &mut report).await;
         note("scale", r);
+    }
+    if args.scenarios.iter().any(|x| x == "build") {
+        let r = build::run(&bins, &mut report).await;
+        note("build", r);
     }
 
     let mut doc = serde_json::to_value(&report)?;

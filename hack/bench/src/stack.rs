@@ -165,6 +165,17 @@ impl Controller {
     /// Starts a replica against `stack` (profile `raw-exec`, the configured TTL and lock-delay,
     /// log level `JOBFORGE_LOG` or `warn`) and waits until `/healthz` answers (20 s).
     pub async fn start(bins: &Binaries, stack: &Stack) -> anyhow::Result<Controller> {
+        Controller::start_at(bins, &stack.consul, &stack.nomad, &stack.vault).await
+    }
+
+    /// Like [`Controller::start`] against the emulators at these `http://` URLs (a dev stack
+    /// the scenario started itself, for example with the real build tools).
+    pub async fn start_at(
+        bins: &Binaries,
+        consul: &str,
+        nomad: &str,
+        vault: &str,
+    ) -> anyhow::Result<Controller> {
         let port = free_port()?;
         let http = format!("http://127.0.0.1:{port}");
         let mut cmd = ProcessGuard::command(bins.path("jobforge-controller"));
@@ -179,12 +190,9 @@ impl Controller {
             "--lock-delay",
             &bins.lock_delay,
         ])
-        .env(
-            "CONSUL_HTTP_ADDR",
-            stack.consul.trim_start_matches("http://"),
-        )
-        .env("NOMAD_ADDR", &stack.nomad)
-        .env("VAULT_ADDR", &stack.vault)
+        .env("CONSUL_HTTP_ADDR", consul.trim_start_matches("http://"))
+        .env("NOMAD_ADDR", nomad)
+        .env("VAULT_ADDR", vault)
         .env("VAULT_TOKEN", "root")
         .env(
             "JOBFORGE_LOG",

@@ -1,0 +1,262 @@
+//! Scenario `build` (issue 19): real builds of `examples/multi-stage` (Debian through a local
+//! docker.io mirror, a build arg, a Vault build secret, a target stage, its test phase), side by
+//! side in one run:
+//!
+//! - jobforge **cold**: the first request for commit A (KV put to `Succeeded`, every phase);
+//! - jobforge **warm**: a new request for the same commit A, then one for commit B (one
+//!   application line changed);
+//! - **by hand**, the same three: [`BY_HAND`] runs the same steps as the phase scripts with the
+//!   same buildah/skopeo flags (clone, `buildah bud` with `--layers=false --timestamp`, the
+//!   registries.conf, the secret file, push of the temporary image; a fresh storage pulls it and
+//!   runs the two test commands; `skopeo copy` to the final tag, delete of the temporary tag).
+//!
+//! Targets: warm (same commit) ≥ 3× faster than cold; jobforge end to end ≤ 1.15× by hand,
+//! cold and warm. Without a layer cache (this branch builds with `--layers=false`) warm ≈ cold,
+//! so the first target is expected to MISS until the cache lands.
+//!
+//! Needs real `buildah`, `skopeo`, `git`, `docker-registry` (hack/prereqs.sh) and the Debian base
+//! image (`hack/docker-engine.sh debian-base`, debootstrap once, root). It is not part of the
+//! default scenario set (`--smoke` stays fast); name it: `jobforge-bench build`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jobforge_tests::{DevStackOptions, DevStackProcess, GitRepo, Registry, request_json};
+use serde_json::json;
+
+use crate::report::{Cmp, Report};
+use crate::stack::{Binaries, Controller};
+
+const SECRET: &str = "bench-release-token";
+
+/// The by-hand pipeline (`sh -c BY_HAND by-hand REPO TEMP FINAL SECRET_FILE REGCONF WORK`).
+const BY_HAND: &str = r#"set -eu
+repo=$1 temp=$2 final=$3 secret=$4 regconf=$5 work=$6
+rm -rf -- "$work" && mkdir -p -- "$work"
+B="buildah --storage-driver vfs --root $work/storage --runroot $work/run"
+git clone --quiet --no-checkout -- "$repo" "$work/src"
+cd "$work/src"
+git -c advice.detachedHead=false checkout --quiet --detach main
+epoch=$(git show -s --format=%ct HEAD)
+export SOURCE_DATE_EPOCH=$epoch
+find . -name .git -prune -exec rm -rf -- {} +
+CONTAINERS_REGISTRIES_CONF=$regconf $B bud --quiet --layers=false --force-rm --isolation chroot \
+  --timestamp "$epoch" --tls-verify=false --file Containerfile --tag "$temp" --target runtime \
+  --build-arg APP_VERSION=1.0.0 --secret "id=release_token,src=$secret" -- . >/dev/null
+$B push --quiet --tls-verify=false --digestfile "$work/digest" -- "$temp" "docker://$temp"
+$B rmi --all --force >/dev/null
+rm -rf -- "$work/storage" "$work/run" 2>/dev/null || $B unshare rm -rf -- "$work/storage" "$work/run"
+T="buildah --storage-driver vfs --root $work/tstorage --runroot $work/trun"
+ctr=$($T from --quiet --pull=always --tls-verify=false -- "docker://$temp")
+$T run --isolation chroot "$ctr" -- /bin/sh -c /usr/local/bin/selftest >/dev/null
+$T run --isolation chroot "$ctr" -- /bin/sh -c "/usr/local/bin/app | grep -qx 'multi-stage app 1.0.0'"
+$T rm --all >/dev/null
+$T rmi --all --force >/dev/null
+skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false --preserve-digests -- "docker://$temp" "docker://$final"
+skopeo delete --tls-verify=false -- "docker://$temp"
+cd /
+rm -rf -- "$work" 2>/dev/null || $T unshare rm -rf -- "$work"
+"#;
+
+/// One jobforge request for `repo`'s `main`, timed from the KV put to `Succeeded`.
+async fn jobforge_once(
+    stack: &DevStackProcess,
+    repo: &GitRepo,
+    registry: &str,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let spec = json!({
+        "repo_url": repo.url,
+        "git_ref": "main",
+        "dockerfile_path": "Containerfile",
+        "image_name": "multi-stage",
+        "image_tags": [name],
+        "registry_url": format!("{registry}/bench"),
+        "build_args": {"APP_VERSION": "1.0.0"},
+        "build_secrets": [{"id": "release_token", "vault_path": "secret/data/jobforge/default/release", "field": "token"}],
+        "target": "runtime",
+        "test": {"commands": [
+            "/usr/local/bin/selftest",
+            "/usr/local/bin/app | grep -qx 'multi-stage app 1.0.0'",
+        ]},
+    });
+    let started = Instant::now();
+    stack
+        .kv()
+        .put(
+            &format!("jobforge/requests/default/{name}"),
+            &request_json("default", name, spec),
+        )
+        .await?;
+    let st = stack
+        .wait_terminal("default", name, Duration::from_secs(1800))
+        .await?;
+    let took = started.elapsed().as_secs_f64();
+    if st["phase"] != "Succeeded" {
+        bail!(
+            "{name} ended {}: {st}\n{}",
+            st["phase"],
+            stack.cli_logs(name, "build")
+        );
+    }
+    Ok(took)
+}
+
+/// The by-hand pipeline once, timed.
+fn by_hand_once(
+    repo: &GitRepo,
+    registry: &str,
+    name: &str,
+    secret: &std::path::Path,
+    regconf: &std::path::Path,
+    work: &std::path::Path,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(BY_HAND)
+        .arg("by-hand")
+        .arg(repo.url.as_str())
+        .arg(format!("{registry}/bench-tmp/multi-stage:{name}"))
+        .arg(format!("{registry}/bench/multi-stage:{name}"))
+        .arg(secret)
+        .arg(regconf)
+        .arg(work.join(name))
+        .output()
+        .context("running the by-hand pipeline")?;
+    let took = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "the by-hand pipeline {name} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+/// Runs the scenario and adds its figures and targets to `report`.
+///
+/// Errors: a process that does not start, the Debian base image that cannot be made, a build
+/// that does not succeed.
+pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
+    let stack = DevStackProcess::start(DevStackOptions {
+        bin_dir: Some(bins.dir.clone()),
+        ..DevStackOptions::default()
+    })?;
+    let registry = Registry::start().await?;
+    let mirror = Registry::start().await?;
+    jobforge_tests::docker::debian_base_image(&mirror.addr)
+        .context("the Debian base image (hack/docker-engine.sh debian-base)")?;
+    let mirrors = json!({"build": {"registry_mirrors": [
+        {"prefix": "docker.io", "mirror": mirror.addr, "insecure": true}
+    ]}});
+    stack
+        .kv()
+        .put("jobforge/config", mirrors.to_string().as_bytes())
+        .await?;
+    stack
+        .put_secret(
+            "secret/data/jobforge/default/release",
+            json!({"token": SECRET}),
+        )
+        .await?;
+    let ctl = Controller::start_at(bins, &stack.consul, &stack.nomad, &stack.vault).await?;
+    ctl.wait_leader(Duration::from_secs(60)).await?;
+
+    let mut repo = GitRepo::from_dir(
+        &jobforge_tests::workspace_root().join("examples/multi-stage"),
+        |_| Ok(()),
+    )?;
+    let work = tempfile::tempdir()?;
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, SECRET)?;
+    let regconf = work.path().join("registries.conf");
+    let conf = jobforge_controller::jobspec::registries::registries_conf(&[
+        jobforge_controller::jobspec::RegistryMirror {
+            prefix: "docker.io".into(),
+            location: mirror.addr.clone(),
+            insecure: true,
+        },
+    ])
+    .map_err(anyhow::Error::msg)?
+    .context("a registries.conf")?;
+    std::fs::write(&regconf, conf)?;
+
+    let jf_cold = jobforge_once(&stack, &repo, &registry.addr, "cold").await?;
+    let jf_warm = jobforge_once(&stack, &repo, &registry.addr, "warm").await?;
+    let hand_cold = by_hand_once(
+        &repo,
+        &registry.addr,
+        "cold",
+        &secret,
+        &regconf,
+        work.path(),
+    )?;
+    let hand_warm = by_hand_once(
+        &repo,
+        &registry.addr,
+        "warm",
+        &secret,
+        &regconf,
+        work.path(),
+    )?;
+    // Commit B: one application line changed.
+    let app = repo.work_dir().join("app.sh");
+    let text = std::fs::read_to_string(&app)?;
+    std::fs::write(&app, text.replace("on Debian", "running on Debian"))?;
+    repo.commit_all("bench: one application line changed")?;
+    let jf_changed = jobforge_once(&stack, &repo, &registry.addr, "changed").await?;
+    let hand_changed = by_hand_once(
+        &repo,
+        &registry.addr,
+        "changed",
+        &secret,
+        &regconf,
+        work.path(),
+    )?;
+
+    let note = "examples/multi-stage, KV put to Succeeded (build, test, publish)";
+    report.add("build.jobforge.cold_s", jf_cold, "s", note);
+    report.add("build.jobforge.warm_same_commit_s", jf_warm, "s", note);
+    report.add("build.jobforge.warm_one_line_s", jf_changed, "s", note);
+    let note = "the same steps and flags by hand (sh, buildah, skopeo)";
+    report.add("build.by_hand.cold_s", hand_cold, "s", note);
+    report.add("build.by_hand.warm_same_commit_s", hand_warm, "s", note);
+    report.add("build.by_hand.warm_one_line_s", hand_changed, "s", note);
+    report.add_target(
+        "build.warm_speedup_x",
+        jf_cold / jf_warm,
+        "x",
+        Cmp::AtLeast,
+        3.0,
+        "jobforge cold / warm (same commit, new request)",
+    );
+    report.add_target(
+        "build.overhead.cold_x",
+        jf_cold / hand_cold,
+        "x",
+        Cmp::AtMost,
+        1.15,
+        "jobforge cold / by hand cold",
+    );
+    report.add_target(
+        "build.overhead.warm_x",
+        jf_warm / hand_warm,
+        "x",
+        Cmp::AtMost,
+        1.15,
+        "jobforge warm / by hand warm (same commit)",
+    );
+    report.add_target(
+        "build.overhead.one_line_x",
+        jf_changed / hand_changed,
+        "x",
+        Cmp::AtMost,
+        1.15,
+        "jobforge / by hand, one application line changed",
+    );
+    drop(ctl);
+    Ok(())
+}
