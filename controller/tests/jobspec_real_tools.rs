@@ -245,6 +245,78 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
         );
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), digest);
     }
-    let temp = inspect(&format!("{registry}/jobforge-tmp/hello:hello-3-a1"));
+    let temp = inspect(&format!(
+        "{registry}/jobforge-tmp/hello/team-a/hello:hello-3-a1"
+    ));
     assert!(!temp.status.success(), "the temporary tag must be deleted");
+}
+
+/// Two requests of the same commit build the identical (reproducible) digest. The first one's
+/// publish deletes its temporary image; the registry deletes a manifest by digest, with every
+/// tag of it in that repository, so when both temporary tags shared one repository the second
+/// publish failed with `manifest unknown` (the flake of `task_isolation.rs`
+/// `two_builds_never_see_each_others_images`). Each request has its own temporary repository:
+/// the second publish succeeds with the same digest.
+#[test]
+fn a_publish_never_deletes_another_requests_temporary_image_of_the_same_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_registry(dir.path());
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(
+        repo.join("Containerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    fs::write(repo.join("hello.txt"), "hello\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "one"]);
+    let registry = format!("127.0.0.1:{}/team-a", reg.port);
+    let request = |name: &str| {
+        BuildRequest::new(
+            "team-a",
+            name,
+            BuildSpec {
+                owner: "team-a".into(),
+                repo_url: format!("file://{}", repo.display()),
+                git_ref: "main".into(),
+                dockerfile_path: Some("Containerfile".into()),
+                image_name: "same".into(),
+                image_tags: vec!["v1".into()],
+                registry_url: registry.clone(),
+                ..Default::default()
+            },
+        )
+    };
+    let cfg = RenderConfig {
+        tls_verify: false,
+        work_root: Some(dir.path().join("buildah")),
+        ..Default::default()
+    };
+    let (alpha, bravo) = (request("alpha"), request("bravo"));
+    let mut digests = Vec::new();
+    for req in [&alpha, &bravo] {
+        let build = jobspec::render(req, 1, 1, PipelinePhase::Build, &cfg).unwrap();
+        let (_, out) = run(&build, dir.path());
+        digests.push(marker(&out, "::jobforge::digest=").unwrap().to_string());
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "the same commit builds the same digest"
+    );
+    for req in [&alpha, &bravo] {
+        let publish = jobspec::render(req, 1, 1, PipelinePhase::Publish, &cfg).unwrap();
+        let (code, out, err) = run_raw(&publish, dir.path());
+        assert_eq!(
+            code,
+            Some(0),
+            "{}'s publish after the other's: {out}\n{err}",
+            req.metadata.name
+        );
+        assert_eq!(
+            marker(&out, "::jobforge::digest="),
+            Some(digests[0].as_str())
+        );
+    }
 }
