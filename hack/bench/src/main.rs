@@ -10,7 +10,10 @@
 //! Scenarios (all when none is named): `floor`, `reaction`, `status`, `throughput` (includes the
 //! idle cost with the finished requests stored), `failover`, `baseline`, `fairness` (one
 //! namespace's backlog against another's next builds, issue 17), `scale` (reaction, bytes read,
-//! RSS and idle cost with many requests stored across many namespaces, issue 17). The polling-baseline ratio
+//! RSS and idle cost with many requests stored across many namespaces, issue 17), and, only when
+//! named, `supply` (real buildah builds of the hello-world with signing on and off, alternating:
+//! the time signing adds, issue 20; needs `git`, `buildah`, `skopeo`, `docker-registry`,
+//! `busybox`). The polling-baseline ratio
 //! is reported when both `reaction` and `baseline` run. Exit status 1 when a scenario failed to run
 //! (a MISS against a target is a measurement, not a failure). See `docs/performance.md`.
 
@@ -29,6 +32,7 @@ mod naive;
 mod report;
 mod scale;
 mod stack;
+mod supply;
 
 use report::{Cmp, Report};
 
@@ -64,7 +68,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "mock")]
     tasks: stack::Tasks,
     /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness,
-    /// scale (default: all).
+    /// scale (default: all of these), supply (only when named).
     scenarios: Vec<String>,
 }
 
@@ -79,6 +83,9 @@ const ALL: [&str; 8] = [
     "scale",
 ];
 
+/// Scenarios run only when named (real builds, minutes).
+const ON_REQUEST: [&str; 1] = ["supply"];
+
 /// Workload sizes of one mode.
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
@@ -92,6 +99,7 @@ struct Sizes {
     failover_trials: usize,
     fairness: fairness::FairSizes,
     scale: scale::ScaleSizes,
+    supply_trials: usize,
 }
 
 impl Sizes {
@@ -116,6 +124,7 @@ impl Sizes {
                     samples: 10,
                     idle_window: Duration::from_secs(5),
                 },
+                supply_trials: 2,
             },
             "quick" => Sizes {
                 floor: 200,
@@ -136,6 +145,7 @@ impl Sizes {
                     samples: 100,
                     idle_window: Duration::from_secs(30),
                 },
+                supply_trials: 8,
             },
             _ => Sizes {
                 floor: 1_000,
@@ -156,6 +166,7 @@ impl Sizes {
                     samples: 200,
                     idle_window: Duration::from_secs(60),
                 },
+                supply_trials: 20,
             },
         }
     }
@@ -180,11 +191,18 @@ async fn main() -> anyhow::Result<()> {
         "full"
     };
     for s in &args.scenarios {
-        if !ALL.contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}; expected one of {}", ALL.join(", "));
+        if !ALL.contains(&s.as_str()) && !ON_REQUEST.contains(&s.as_str()) {
+            bail!(
+                "unknown scenario {s:?}; expected one of {}, {}",
+                ALL.join(", "),
+                ON_REQUEST.join(", ")
+            );
         }
     }
-    let run = |s: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|x| x == s);
+    let run = |s: &str| {
+        (args.scenarios.is_empty() && !ON_REQUEST.contains(&s))
+            || args.scenarios.iter().any(|x| x == s)
+    };
     let ttl_s = seconds("session-ttl", &args.session_ttl)?;
     let lock_delay_s = seconds("lock-delay", &args.lock_delay)?;
     let sizes = Sizes::of(mode);
@@ -285,6 +303,11 @@ async fn main() -> anyhow::Result<()> {
     if run("scale") {
         let r = scale::run(&bins, &repo.url, sizes.scale, &mut report).await;
         note("scale", r);
+    }
+
+    if run("supply") {
+        let r = supply::run(&bins, sizes.supply_trials, &mut report).await;
+        note("supply", r);
     }
 
     let mut doc = serde_json::to_value(&report)?;
