@@ -387,3 +387,105 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
     .await;
     assert_eq!(code, 403, "{body}");
 }
+
+/// Pushes a tiny base image made here (`FROM scratch`, the host's static busybox as `/bin/sh`
+/// and `/which` holding `which`; buildah with storage of its own, removed after) to
+/// `reference`; returns its manifest digest in the registry.
+fn push_base(reference: &str, which: &str) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bh = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("buildah");
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let busybox = jobforge_tests::which("busybox").expect("busybox (hack/prereqs.sh)");
+    let file = dir.path().join("which");
+    std::fs::write(&file, which).expect("write");
+    let ctr = bh(&["from", "scratch"]);
+    bh(&["copy", &ctr, busybox.to_str().expect("path"), "/bin/sh"]);
+    bh(&["copy", &ctr, file.to_str().expect("path"), "/which"]);
+    bh(&["commit", "--quiet", &ctr, which]);
+    bh(&[
+        "push",
+        "--tls-verify=false",
+        which,
+        &format!("docker://{reference}"),
+    ]);
+    bh(&["rmi", "--all", "--force"]);
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A two-stage build with two different base images records both digests in the status and in
+/// the signed provenance (not only the last stage's, which buildah annotates), each the digest
+/// the registry holds; an image only named in a `RUN` step's output is not there.
+#[tokio::test(flavor = "multi_thread")]
+async fn provenance_names_every_stages_base_image() {
+    let e = env_signing(true).await;
+    let one = format!("{}/base/one:1", e.registry.addr);
+    let two = format!("{}/base/two:1", e.registry.addr);
+    let (d1, d2) = (push_base(&one, "one"), push_base(&two, "two"));
+    assert_ne!(d1, d2);
+    let src = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        src.path().join("Containerfile"),
+        format!(
+            "FROM {one} AS builder\n\
+             RUN echo ::jobforge::base-image=evil.example/forged@sha256:{zeros} && echo built > /out.txt\n\
+             FROM {two}\n\
+             COPY --from=builder /out.txt /out.txt\n",
+            zeros = "0".repeat(64)
+        ),
+    )
+    .expect("write");
+    let repo = GitRepo::from_dir(src.path(), |_| Ok(())).expect("repo");
+    let st = build(&e, "stages", hello_spec(&e, &repo, "stages", "v1")).await;
+    let recorded = st["source"]["baseImages"].clone();
+    assert_eq!(
+        recorded,
+        json!([{"name": one, "digest": d1}, {"name": two, "digest": d2}]),
+        "{st:#}"
+    );
+    let out = cosign_verify(&e, "e2e/stages", &digest(&st), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statement: Value = serde_json::from_slice(&out.stdout).expect("statement");
+    let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (name, d) in [(&one, &d1), (&two, &d2)] {
+        let hex = d.trim_start_matches("sha256:");
+        assert!(
+            deps.iter()
+                .any(|x| x["uri"] == format!("oci://{name}") && x["digest"]["sha256"] == hex),
+            "{name}@{d} missing: {statement:#}"
+        );
+    }
+    assert_eq!(
+        deps.len(),
+        3,
+        "the commit and two base images: {statement:#}"
+    );
+    assert!(!statement.to_string().contains("forged"), "{statement:#}");
+}
