@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what jobforge's tests and quickstart need, only when missing:
-#   Debian packages: buildah skopeo docker-registry busybox-static git uidmap, and for the docker
+#   Debian packages: buildah skopeo docker-registry busybox-static git uidmap apache2-utils (htpasswd
+#   for the registry that requires auth), and for the docker
 #   profile's container engine (hack/docker-engine.sh) podman runc debootstrap
 #   Python packages (in target/pyvenv): py-consul python-nomad hvac mcp cryptography  (third-party wire checks)
 # Usage: hack/prereqs.sh [--no-python]
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in buildah:buildah skopeo:skopeo docker-registry:docker-registry busybox:busybox-static git:git newuidmap:uidmap \
+for pair in buildah:buildah skopeo:skopeo docker-registry:docker-registry busybox:busybox-static git:git newuidmap:uidmap htpasswd:apache2-utils \
   podman:podman runc:runc debootstrap:debootstrap; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")

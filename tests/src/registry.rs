@@ -23,14 +23,41 @@ impl Registry {
     ///
     /// Errors: `docker-registry` missing (run hack/prereqs.sh) or not answering.
     pub async fn start() -> anyhow::Result<Registry> {
+        Registry::start_inner(None).await
+    }
+
+    /// Like [`Registry::start`], but every request, reads included, needs HTTP basic auth as
+    /// `user`/`password` (distribution's `auth.htpasswd`, bcrypt file made with `htpasswd -B`
+    /// from apache2-utils); `/v2/` answers 401 without it, so readiness is awaited by TCP.
+    ///
+    /// Errors: `htpasswd` or `docker-registry` missing (run hack/prereqs.sh), or no answer.
+    pub async fn start_with_htpasswd(user: &str, password: &str) -> anyhow::Result<Registry> {
+        Registry::start_inner(Some((user, password))).await
+    }
+
+    async fn start_inner(basic: Option<(&str, &str)>) -> anyhow::Result<Registry> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
+        let mut auth = String::new();
+        if let Some((user, password)) = basic {
+            let out = std::process::Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .context("htpasswd is not installed: run hack/prereqs.sh (apache2-utils)")?;
+            anyhow::ensure!(out.status.success(), "htpasswd failed: {out:?}");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout)?;
+            auth = format!(
+                "auth:\n  htpasswd: {{realm: jobforge-test, path: {}}}\n",
+                file.display()
+            );
+        }
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n",
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n{auth}",
                 dir.path().join("data").display()
             ),
         )?;
@@ -41,8 +68,18 @@ impl Registry {
             .stderr(Stdio::null());
         let proc = ProcessGuard::spawn("docker-registry", cmd)
             .context("docker-registry is not installed: run hack/prereqs.sh")?;
-        let url = format!("http://{addr}/v2/");
-        wait_http_ok(&url, Duration::from_secs(10), "the registry answers /v2/").await?;
+        if let Some((user, password)) = basic {
+            let url = format!("http://{addr}/v2/");
+            let client = reqwest::Client::new();
+            crate::wait::wait_until(Duration::from_secs(10), "the registry answers /v2/", || {
+                let req = client.get(&url).basic_auth(user, Some(password));
+                async move { Ok(req.send().await.is_ok_and(|r| r.status().is_success())) }
+            })
+            .await?;
+        } else {
+            let url = format!("http://{addr}/v2/");
+            wait_http_ok(&url, Duration::from_secs(10), "the registry answers /v2/").await?;
+        }
         Ok(Registry {
             addr,
             _dir: dir,

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use jobforge_tests::{
     ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
 };
@@ -60,6 +61,11 @@ async fn vault_get(stack: &DevStackProcess, path: &str) -> (u16, Value) {
 /// A dev stack whose Vault has transit enabled and the key `jobforge`, and (when `signing`)
 /// `<prefix>/config` asking the controller to sign with it, before the controller starts.
 async fn env_signing(signing: bool) -> Env {
+    env_signing_with(signing, None).await
+}
+
+/// [`env_signing`] with a registry that needs `basic` (user, password) for every request.
+async fn env_signing_with(signing: bool, basic: Option<(&str, &str)>) -> Env {
     let stack = DevStackProcess::start(DevStackOptions::default()).expect("dev stack");
     if signing {
         let (c, b) = vault(
@@ -85,7 +91,11 @@ async fn env_signing(signing: bool) -> Env {
             .await
             .expect("config");
     }
-    let registry = Registry::start().await.expect("registry");
+    let registry = match basic {
+        Some((u, p)) => Registry::start_with_htpasswd(u, p).await,
+        None => Registry::start().await,
+    }
+    .expect("registry");
     let ctl = ControllerProcess::start(&stack, &[])
         .await
         .expect("controller");
@@ -488,4 +498,92 @@ async fn provenance_names_every_stages_base_image() {
         "the commit and two base images: {statement:#}"
     );
     assert!(!statement.to_string().contains("forged"), "{statement:#}");
+}
+
+/// `jobforge verify` against a registry that requires auth for reads (htpasswd): the image is
+/// built, published and signed there with the request's registry credentials (Vault); verify is
+/// refused anonymously, and verifies with the credentials from an authfile named by
+/// `REGISTRY_AUTH_FILE`, from `~/.docker/config.json`, and from `--username` with
+/// `--password-stdin`; a wrong password fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_a_registry_that_requires_auth_with_the_users_credentials() {
+    use std::io::Write as _;
+    let (user, password) = ("reader", "s3cret-reader-pw");
+    let e = env_signing_with(true, Some((user, password))).await;
+    e.stack
+        .put_secret(
+            "secret/data/jobforge/default/registry",
+            json!({"username": user, "password": password}),
+        )
+        .await
+        .expect("secret");
+    let repo = GitRepo::hello_world().expect("repo");
+    let mut spec = hello_spec(&e, &repo, "locked", "v1");
+    spec["registry_credentials_path"] = json!("secret/data/jobforge/default/registry");
+    let st = build(&e, "locked", spec).await;
+    assert!(st["image"]["signature"].is_string(), "{st:#}");
+    let digest = digest(&st);
+    let locked = &e.registry;
+    let (_, key) = vault_get(&e.stack, "transit/keys/jobforge").await;
+    let home = tempfile::tempdir().expect("tmp");
+    let pem = home.path().join("key.pem");
+    std::fs::write(
+        &pem,
+        key["data"]["keys"]["1"]["public_key"]
+            .as_str()
+            .expect("pem"),
+    )
+    .expect("pem");
+    let image = format!("{}/e2e/locked@{digest}", locked.addr);
+    let verify = |extra: &[&str], env: &[(&str, &std::path::Path)], stdin: &str| {
+        let mut cmd =
+            std::process::Command::new(jobforge_tests::bin("jobforge").expect("jobforge"));
+        cmd.args(["verify", &image, "--insecure-registry", "--key-file"])
+            .arg(&pem)
+            .args(extra)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", home.path().join("nohome"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("jobforge verify");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        child.wait_with_output().expect("jobforge verify")
+    };
+    let out = verify(&[], &[], "");
+    assert!(
+        !out.status.success(),
+        "read anonymously from a registry that needs auth: {out:?}"
+    );
+    let authfile = home.path().join("auth.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        &authfile,
+        json!({"auths": {locked.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .expect("authfile");
+    let out = verify(&[], &[("REGISTRY_AUTH_FILE", &authfile)], "");
+    assert!(out.status.success(), "with REGISTRY_AUTH_FILE: {out:?}");
+    let docker_home = home.path().join("dockerhome");
+    std::fs::create_dir_all(docker_home.join(".docker")).expect("mkdir");
+    std::fs::copy(&authfile, docker_home.join(".docker/config.json")).expect("copy");
+    let out = verify(&[], &[("HOME", &docker_home)], "");
+    assert!(out.status.success(), "with ~/.docker/config.json: {out:?}");
+    let out = verify(
+        &["--username", user, "--password-stdin"],
+        &[],
+        &format!("{password}\n"),
+    );
+    assert!(out.status.success(), "with --password-stdin: {out:?}");
+    let out = verify(&["--username", user, "--password-stdin"], &[], "wrong\n");
+    assert!(!out.status.success(), "a wrong password verified: {out:?}");
 }

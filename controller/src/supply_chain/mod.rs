@@ -19,15 +19,16 @@
 pub mod formats;
 pub mod verify;
 
+pub use oci_client::Reference;
 pub use oci_client::secrets::RegistryAuth as Auth;
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use jobforge_schema::{BuildRequest, BuildStatus, PipelinePhase};
+use oci_client::Client;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 
 use crate::vault::{VaultChecker, VaultError};
 use formats::{
