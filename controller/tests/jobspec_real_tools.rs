@@ -245,6 +245,198 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
         );
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), digest);
     }
-    let temp = inspect(&format!("{registry}/jobforge-tmp/hello:hello-3-a1"));
+    let temp = inspect(&format!(
+        "{registry}/jobforge-tmp/hello/team-a/hello:hello-3-a1"
+    ));
     assert!(!temp.status.success(), "the temporary tag must be deleted");
+}
+
+/// Two requests of the same commit build the identical (reproducible) digest. The first one's
+/// publish deletes its temporary image; the registry deletes a manifest by digest, with every
+/// tag of it in that repository, so when both temporary tags shared one repository the second
+/// publish failed with `manifest unknown` (the flake of `task_isolation.rs`
+/// `two_builds_never_see_each_others_images`). Each request has its own temporary repository:
+/// the second publish succeeds with the same digest.
+#[test]
+fn a_publish_never_deletes_another_requests_temporary_image_of_the_same_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_registry(dir.path());
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(
+        repo.join("Containerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    fs::write(repo.join("hello.txt"), "hello\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "one"]);
+    let registry = format!("127.0.0.1:{}/team-a", reg.port);
+    let request = |name: &str| {
+        BuildRequest::new(
+            "team-a",
+            name,
+            BuildSpec {
+                owner: "team-a".into(),
+                repo_url: format!("file://{}", repo.display()),
+                git_ref: "main".into(),
+                dockerfile_path: Some("Containerfile".into()),
+                image_name: "same".into(),
+                image_tags: vec!["v1".into()],
+                registry_url: registry.clone(),
+                ..Default::default()
+            },
+        )
+    };
+    let cfg = RenderConfig {
+        tls_verify: false,
+        work_root: Some(dir.path().join("buildah")),
+        ..Default::default()
+    };
+    let (alpha, bravo) = (request("alpha"), request("bravo"));
+    let mut digests = Vec::new();
+    for req in [&alpha, &bravo] {
+        let build = jobspec::render(req, 1, 1, PipelinePhase::Build, &cfg).unwrap();
+        let (_, out) = run(&build, dir.path());
+        digests.push(marker(&out, "::jobforge::digest=").unwrap().to_string());
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "the same commit builds the same digest"
+    );
+    for req in [&alpha, &bravo] {
+        let publish = jobspec::render(req, 1, 1, PipelinePhase::Publish, &cfg).unwrap();
+        let (code, out, err) = run_raw(&publish, dir.path());
+        assert_eq!(
+            code,
+            Some(0),
+            "{}'s publish after the other's: {out}\n{err}",
+            req.metadata.name
+        );
+        assert_eq!(
+            marker(&out, "::jobforge::digest="),
+            Some(digests[0].as_str())
+        );
+    }
+}
+
+/// Pushes a tiny image (`FROM scratch` + a static busybox as `/bin/sh` + `/which` holding
+/// `which`) made here with buildah in storage of its own to `reference`; returns its manifest
+/// digest in the registry.
+fn push_base(dir: &Path, reference: &str, which: &str) -> String {
+    let root = dir.join(format!("base-storage-{which}"));
+    let bh = |args: &[&str]| {
+        let out = Command::new("buildah")
+            .arg("--root")
+            .arg(root.join("root"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let file = dir.join(format!("which-{which}"));
+    fs::write(&file, which).unwrap();
+    let ctr = bh(&["from", "scratch"]);
+    bh(&["copy", &ctr, "/bin/busybox", "/bin/sh"]);
+    bh(&["copy", &ctr, file.to_str().unwrap(), "/which"]);
+    bh(&["commit", "--quiet", &ctr, which]);
+    bh(&[
+        "push",
+        "--tls-verify=false",
+        which,
+        &format!("docker://{reference}"),
+    ]);
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let _ = fs::remove_dir_all(&root).or_else(|_| {
+        Command::new("buildah")
+            .args(["unshare", "rm", "-rf"])
+            .arg(&root)
+            .status()
+            .map(|_| ())
+    });
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A two-stage build with two different base images (the second named through a global `ARG`
+/// the request's build args override) reports both, each with the digest the registry holds,
+/// read from the build's storage after the build; a `RUN` step printing a base-image marker is
+/// not taken (its line is indented), and the stage reference `--from=builder` is no image.
+#[test]
+fn every_stages_base_image_is_reported_with_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_registry(dir.path());
+    let host = format!("127.0.0.1:{}", reg.port);
+    let one = format!("{host}/base/one:1");
+    let two = format!("{host}/base/two:1");
+    let d1 = push_base(dir.path(), &one, "one");
+    let d2 = push_base(dir.path(), &two, "two");
+    assert_ne!(d1, d2);
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    let forged = format!("evil.example/forged@sha256:{}", "0".repeat(64));
+    fs::write(
+        repo.join("Containerfile"),
+        format!(
+            "ARG BASE_TWO=nonexistent.invalid/two:1\n\
+             FROM {one} AS builder\n\
+             RUN echo ::jobforge::base-image={forged} && echo built > /out.txt\n\
+             FROM ${{BASE_TWO}}\n\
+             COPY --from=builder /out.txt /out.txt\n"
+        ),
+    )
+    .unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "two stages"]);
+    let req = BuildRequest::new(
+        "team-a",
+        "stages",
+        BuildSpec {
+            owner: "team-a".into(),
+            repo_url: format!("file://{}", repo.display()),
+            git_ref: "main".into(),
+            dockerfile_path: Some("Containerfile".into()),
+            image_name: "stages".into(),
+            image_tags: vec!["v1".into()],
+            registry_url: format!("{host}/team-a"),
+            build_args: BTreeMap::from([("BASE_TWO".into(), two.clone())]),
+            ..Default::default()
+        },
+    );
+    let cfg = RenderConfig {
+        tls_verify: false,
+        work_root: Some(dir.path().join("buildah")),
+        ..Default::default()
+    };
+    let build = jobspec::render(&req, 1, 1, PipelinePhase::Build, &cfg).unwrap();
+    let (_, out) = run(&build, dir.path());
+    let bases: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("::jobforge::base-image="))
+        .collect();
+    assert_eq!(
+        bases,
+        vec![format!("{one}@{d1}"), format!("{two}@{d2}")],
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(" ::jobforge::base-image={forged}")),
+        "the RUN step's line is indented: {out}"
+    );
+    let parsed = jobforge_controller::machine::parse_markers(out.as_bytes());
+    assert_eq!(parsed.base_images.len(), 2, "{:?}", parsed.base_images);
 }

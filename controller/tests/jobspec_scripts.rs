@@ -238,7 +238,7 @@ fn build_resolves_branch_tag_and_sha_and_prints_the_full_commit() {
     );
     assert!(log.contains("  [--tls-verify=false]\n"), "{log}");
     assert!(
-        log.contains("  [docker://127.0.0.1:5000/jobforge-tmp/app:app-9-a1]\n"),
+        log.contains("  [docker://127.0.0.1:5000/jobforge-tmp/app/team-a/app:app-9-a1]\n"),
         "{log}"
     );
     assert!(!log.contains("--no-cache"), "{log}");
@@ -410,7 +410,7 @@ fn publish_copies_to_every_tag_prints_the_digest_and_deletes_the_temp_tag() {
         "{log}"
     );
     assert!(
-        log.contains("  [docker://127.0.0.1:5000/jobforge-tmp/app:app-9-a2]\n"),
+        log.contains("  [docker://127.0.0.1:5000/jobforge-tmp/app/team-a/app:app-9-a2]\n"),
         "{log}"
     );
     let _ = out.stderr;

@@ -66,7 +66,7 @@ pub use request::{
 pub use schema::request_schema;
 pub use seed::{SeedJob, merge_global_and_build, merge_named, parse_seed_job};
 pub use status::{
-    BuildStatus, Condition, ConditionStatus, Failure, ImageStatus, Phase, PhaseRecord,
+    BaseImage, BuildStatus, Condition, ConditionStatus, Failure, ImageStatus, Phase, PhaseRecord,
     PhaseRecords, PipelinePhase, SourceStatus, WebhookStatus,
 };
 pub use validate::{validate, validate_spec};

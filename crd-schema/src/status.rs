@@ -321,6 +321,22 @@ pub struct ImageStatus {
 pub struct SourceStatus {
     /// Full commit SHA that `git_ref` resolved to.
     pub commit_sha: String,
+    /// The base image of every stage (and every external `COPY --from` image) as the build
+    /// resolved it, read by the build script from the build's own image storage after the
+    /// build (issue 20); the provenance's `resolvedDependencies`. Empty for a build of only
+    /// `FROM scratch`, and in statuses written before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_images: Vec<BaseImage>,
+}
+
+/// A base image the build used: the reference `FROM` resolved to and its manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseImage {
+    /// The fully qualified reference buildah resolved (`registry/repo:tag`).
+    pub name: String,
+    /// Its manifest digest, `sha256:<64 lowercase hex>`.
+    pub digest: String,
 }
 
 /// Why a request failed.

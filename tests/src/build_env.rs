@@ -43,7 +43,18 @@ impl BuildEnv {
         stack: DevStackProcess,
         controller_args: &[&str],
     ) -> anyhow::Result<BuildEnv> {
-        let registry = Registry::start().await?;
+        BuildEnv::start_with_registry(stack, Registry::start().await?, controller_args).await
+    }
+
+    /// Like [`BuildEnv::start_on`] with a registry the caller started (one that requires
+    /// authentication, for example).
+    ///
+    /// Errors: the controller does not start or lead within [`LEADER_TIMEOUT`].
+    pub async fn start_with_registry(
+        stack: DevStackProcess,
+        registry: Registry,
+        controller_args: &[&str],
+    ) -> anyhow::Result<BuildEnv> {
         let controller = ControllerProcess::start(&stack, controller_args).await?;
         controller.wait_leader(LEADER_TIMEOUT).await?;
         Ok(BuildEnv {

@@ -23,38 +23,41 @@ impl Registry {
     ///
     /// Errors: `docker-registry` missing (run hack/prereqs.sh) or not answering.
     pub async fn start() -> anyhow::Result<Registry> {
-        Registry::start_with_auth(None).await
+        Registry::start_inner(None).await
     }
 
-    /// Like [`Registry::start`], requiring HTTP basic authentication of `(username, password)`
-    /// on every request when given: an htpasswd file (bcrypt, Debian's `htpasswd` from
-    /// apache2-utils) in the registry's `auth.htpasswd` configuration. `/v2/` answers 401 then,
-    /// so readiness waits for that answer instead of a 200.
+    /// Like [`Registry::start`], but every request, reads included, needs HTTP basic auth as
+    /// `user`/`password` (distribution's `auth.htpasswd`, bcrypt file made with `htpasswd -B`
+    /// from apache2-utils); `/v2/` answers 401 without it, so readiness is awaited by TCP.
     ///
-    /// Errors: `docker-registry` or `htpasswd` missing (run hack/prereqs.sh), or not answering.
-    pub async fn start_with_auth(auth: Option<(&str, &str)>) -> anyhow::Result<Registry> {
+    /// Errors: `htpasswd` or `docker-registry` missing (run hack/prereqs.sh), or no answer.
+    pub async fn start_with_htpasswd(user: &str, password: &str) -> anyhow::Result<Registry> {
+        Registry::start_inner(Some((user, password))).await
+    }
+
+    async fn start_inner(basic: Option<(&str, &str)>) -> anyhow::Result<Registry> {
         let dir = tempfile::tempdir()?;
-        let mut auth_section = String::new();
-        if let Some((user, password)) = auth {
-            let file = dir.path().join("htpasswd");
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        let mut auth = String::new();
+        if let Some((user, password)) = basic {
             let out = std::process::Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
                 .context("htpasswd is not installed: run hack/prereqs.sh (apache2-utils)")?;
             anyhow::ensure!(out.status.success(), "htpasswd failed: {out:?}");
+            let file = dir.path().join("htpasswd");
             std::fs::write(&file, &out.stdout)?;
-            auth_section = format!(
-                "auth:\n  htpasswd:\n    realm: jobforge-test\n    path: {}\n",
+            auth = format!(
+                "auth:\n  htpasswd: {{realm: jobforge-test, path: {}}}\n",
                 file.display()
             );
         }
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n{auth_section}",
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n{auth}",
                 dir.path().join("data").display()
             ),
         )?;
@@ -65,21 +68,16 @@ impl Registry {
             .stderr(Stdio::null());
         let proc = ProcessGuard::spawn("docker-registry", cmd)
             .context("docker-registry is not installed: run hack/prereqs.sh")?;
-        let url = format!("http://{addr}/v2/");
-        if auth.is_some() {
-            crate::wait::wait_until(
-                Duration::from_secs(10),
-                "the registry answers /v2/ with 401",
-                || {
-                    let url = url.clone();
-                    async move {
-                        Ok(matches!(reqwest::get(&url).await,
-                        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED))
-                    }
-                },
-            )
+        if let Some((user, password)) = basic {
+            let url = format!("http://{addr}/v2/");
+            let client = reqwest::Client::new();
+            crate::wait::wait_until(Duration::from_secs(10), "the registry answers /v2/", || {
+                let req = client.get(&url).basic_auth(user, Some(password));
+                async move { Ok(req.send().await.is_ok_and(|r| r.status().is_success())) }
+            })
             .await?;
         } else {
+            let url = format!("http://{addr}/v2/");
             wait_http_ok(&url, Duration::from_secs(10), "the registry answers /v2/").await?;
         }
         Ok(Registry {

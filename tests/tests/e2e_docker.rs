@@ -145,7 +145,7 @@ async fn nothing_left_behind(e: &Env) {
     }
     let temp = e
         .registry
-        .tags("e2e/jobforge-tmp/hello-world")
+        .tags("e2e/jobforge-tmp/hello-world/default/hello")
         .await
         .unwrap_or_default();
     assert!(temp.is_empty(), "temporary tags left: {temp:?}");
@@ -267,7 +267,7 @@ async fn docker_profile_failing_test_runs_in_the_built_image_and_is_test_failed(
         .as_str()
         .unwrap_or_default();
     assert!(
-        image.contains("/e2e/jobforge-tmp/hello-world:"),
+        image.contains("/e2e/jobforge-tmp/hello-world/default/tf:"),
         "the test task's container is the built image: {job:#}"
     );
     assert!(

@@ -100,7 +100,7 @@ async fn hello_world_builds_tests_and_publishes_with_curl_put() {
     // The temporary tag is gone.
     let temp_tags = e
         .registry
-        .tags("e2e/jobforge-tmp/hello-world")
+        .tags("e2e/jobforge-tmp/hello-world/default/hello")
         .await
         .unwrap_or_default();
     assert!(temp_tags.is_empty(), "temporary tags left: {temp_tags:?}");

@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use jobforge_tests::{BuildEnv, DevStackOptions, DevStackProcess, GitRepo};
+use base64::Engine as _;
+use jobforge_tests::{BuildEnv, DevStackOptions, DevStackProcess, GitRepo, Registry};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(300);
@@ -54,6 +55,11 @@ async fn vault_get(stack: &DevStackProcess, path: &str) -> (u16, Value) {
 /// A dev stack whose Vault has transit enabled and the key `jobforge`, and (when `signing`)
 /// `<prefix>/config` asking the controller to sign with it, before the controller starts.
 async fn env_signing(signing: bool) -> Env {
+    env_signing_with(signing, None).await
+}
+
+/// [`env_signing`] with a registry that needs `basic` (user, password) for every request.
+async fn env_signing_with(signing: bool, basic: Option<(&str, &str)>) -> Env {
     let stack = DevStackProcess::start(DevStackOptions::default()).expect("dev stack");
     if signing {
         let (c, b) = vault(
@@ -79,7 +85,12 @@ async fn env_signing(signing: bool) -> Env {
             .await
             .expect("config");
     }
-    BuildEnv::start_on(stack, &[])
+    let registry = match basic {
+        Some((u, p)) => Registry::start_with_htpasswd(u, p).await,
+        None => Registry::start().await,
+    }
+    .expect("registry");
+    BuildEnv::start_with_registry(stack, registry, &[])
         .await
         .expect("registry and leading controller")
 }
@@ -393,4 +404,194 @@ async fn published_image_is_signed_and_attested_and_a_third_party_verifier_agree
     )
     .await;
     assert_eq!(code, 403, "{body}");
+}
+
+/// Pushes a tiny base image made here (`FROM scratch`, the host's static busybox as `/bin/sh`
+/// and `/which` holding `which`; buildah with storage of its own, removed after) to
+/// `reference`; returns its manifest digest in the registry.
+fn push_base(reference: &str, which: &str) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bh = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("buildah");
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let busybox = jobforge_tests::which("busybox").expect("busybox (hack/prereqs.sh)");
+    let file = dir.path().join("which");
+    std::fs::write(&file, which).expect("write");
+    let ctr = bh(&["from", "scratch"]);
+    bh(&["copy", &ctr, busybox.to_str().expect("path"), "/bin/sh"]);
+    bh(&["copy", &ctr, file.to_str().expect("path"), "/which"]);
+    bh(&["commit", "--quiet", &ctr, which]);
+    bh(&[
+        "push",
+        "--tls-verify=false",
+        which,
+        &format!("docker://{reference}"),
+    ]);
+    bh(&["rmi", "--all", "--force"]);
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A two-stage build with two different base images records both digests in the status and in
+/// the signed provenance (not only the last stage's, which buildah annotates), each the digest
+/// the registry holds; an image only named in a `RUN` step's output is not there.
+#[tokio::test(flavor = "multi_thread")]
+async fn provenance_names_every_stages_base_image() {
+    let e = env_signing(true).await;
+    let one = format!("{}/base/one:1", e.registry.addr);
+    let two = format!("{}/base/two:1", e.registry.addr);
+    let (d1, d2) = (push_base(&one, "one"), push_base(&two, "two"));
+    assert_ne!(d1, d2);
+    let src = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        src.path().join("Containerfile"),
+        format!(
+            "FROM {one} AS builder\n\
+             RUN echo ::jobforge::base-image=evil.example/forged@sha256:{zeros} && echo built > /out.txt\n\
+             FROM {two}\n\
+             COPY --from=builder /out.txt /out.txt\n",
+            zeros = "0".repeat(64)
+        ),
+    )
+    .expect("write");
+    let repo = GitRepo::from_dir(src.path(), |_| Ok(())).expect("repo");
+    let st = build(&e, "stages", hello_spec(&e, &repo, "stages", "v1")).await;
+    let recorded = st["source"]["baseImages"].clone();
+    assert_eq!(
+        recorded,
+        json!([{"name": one, "digest": d1}, {"name": two, "digest": d2}]),
+        "{st:#}"
+    );
+    let out = cosign_verify(&e, "e2e/stages", &digest(&st), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statement: Value = serde_json::from_slice(&out.stdout).expect("statement");
+    let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (name, d) in [(&one, &d1), (&two, &d2)] {
+        let hex = d.trim_start_matches("sha256:");
+        assert!(
+            deps.iter()
+                .any(|x| x["uri"] == format!("oci://{name}") && x["digest"]["sha256"] == hex),
+            "{name}@{d} missing: {statement:#}"
+        );
+    }
+    assert_eq!(
+        deps.len(),
+        3,
+        "the commit and two base images: {statement:#}"
+    );
+    assert!(!statement.to_string().contains("forged"), "{statement:#}");
+}
+
+/// `jobforge verify` against a registry that requires auth for reads (htpasswd): the image is
+/// built, published and signed there with the request's registry credentials (Vault); verify is
+/// refused anonymously, and verifies with the credentials from an authfile named by
+/// `REGISTRY_AUTH_FILE`, from `~/.docker/config.json`, and from `--username` with
+/// `--password-stdin`; a wrong password fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_a_registry_that_requires_auth_with_the_users_credentials() {
+    use std::io::Write as _;
+    let (user, password) = ("reader", "s3cret-reader-pw");
+    let e = env_signing_with(true, Some((user, password))).await;
+    e.stack
+        .put_secret(
+            "secret/data/jobforge/default/registry",
+            json!({"username": user, "password": password}),
+        )
+        .await
+        .expect("secret");
+    let repo = GitRepo::hello_world().expect("repo");
+    let mut spec = hello_spec(&e, &repo, "locked", "v1");
+    spec["registry_credentials_path"] = json!("secret/data/jobforge/default/registry");
+    let st = build(&e, "locked", spec).await;
+    assert!(st["image"]["signature"].is_string(), "{st:#}");
+    let digest = digest(&st);
+    let locked = &e.registry;
+    let (_, key) = vault_get(&e.stack, "transit/keys/jobforge").await;
+    let home = tempfile::tempdir().expect("tmp");
+    let pem = home.path().join("key.pem");
+    std::fs::write(
+        &pem,
+        key["data"]["keys"]["1"]["public_key"]
+            .as_str()
+            .expect("pem"),
+    )
+    .expect("pem");
+    let image = format!("{}/e2e/locked@{digest}", locked.addr);
+    let verify = |extra: &[&str], env: &[(&str, &std::path::Path)], stdin: &str| {
+        let mut cmd =
+            std::process::Command::new(jobforge_tests::bin("jobforge").expect("jobforge"));
+        cmd.args(["verify", &image, "--insecure-registry", "--key-file"])
+            .arg(&pem)
+            .args(extra)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", home.path().join("nohome"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("jobforge verify");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        child.wait_with_output().expect("jobforge verify")
+    };
+    let out = verify(&[], &[], "");
+    assert!(
+        !out.status.success(),
+        "read anonymously from a registry that needs auth: {out:?}"
+    );
+    let authfile = home.path().join("auth.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        &authfile,
+        json!({"auths": {locked.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .expect("authfile");
+    let out = verify(&[], &[("REGISTRY_AUTH_FILE", &authfile)], "");
+    assert!(out.status.success(), "with REGISTRY_AUTH_FILE: {out:?}");
+    let docker_home = home.path().join("dockerhome");
+    std::fs::create_dir_all(docker_home.join(".docker")).expect("mkdir");
+    std::fs::copy(&authfile, docker_home.join(".docker/config.json")).expect("copy");
+    let out = verify(&[], &[("HOME", &docker_home)], "");
+    assert!(out.status.success(), "with ~/.docker/config.json: {out:?}");
+    let out = verify(
+        &["--username", user, "--password-stdin"],
+        &[],
+        &format!("{password}\n"),
+    );
+    assert!(out.status.success(), "with --password-stdin: {out:?}");
+    let out = verify(&["--username", user, "--password-stdin"], &[], "wrong\n");
+    assert!(!out.status.success(), "a wrong password verified: {out:?}");
 }

@@ -257,10 +257,10 @@ async fn pull_credentials_reach_the_private_base_registry_and_never_the_push_reg
     const PULL_PASSWORD: &str = "pull-pass-5c8e1f";
     let stack = DevStackProcess::start(DevStackOptions::default()).expect("dev stack");
     let plain = Registry::start().await.expect("registry");
-    let private = Registry::start_with_auth(Some((PULL_USER, PULL_PASSWORD)))
+    let private = Registry::start_with_htpasswd(PULL_USER, PULL_PASSWORD)
         .await
         .expect("registry with htpasswd auth");
-    let push = Registry::start_with_auth(Some(("pusher", "push-pass-0a9b")))
+    let push = Registry::start_with_htpasswd("pusher", "push-pass-0a9b")
         .await
         .expect("push registry with htpasswd auth");
     let (push_addr, seen) = recording_proxy(push.addr.clone()).await;

@@ -498,6 +498,22 @@ pub struct VerifyArgs {
     /// Talk plain HTTP to the registry (a loopback development registry).
     #[arg(long)]
     pub insecure_registry: bool,
+    /// The registry credentials file (containers-auth.json(5) / docker `config.json` format).
+    /// Without it and without `--username`: `REGISTRY_AUTH_FILE`, then
+    /// `${XDG_RUNTIME_DIR}/containers/auth.json`, then `~/.docker/config.json`; the first with
+    /// an entry for the image's registry is used, else the registry is read anonymously.
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// Registry user name; the password comes from `--password-stdin` or `--password-file`
+    /// (never from the command line).
+    #[arg(long, requires = "password_source")]
+    pub username: Option<String>,
+    /// Read the registry password from standard input (one line).
+    #[arg(long, group = "password_source")]
+    pub password_stdin: bool,
+    /// Read the registry password from this file (first line).
+    #[arg(long, group = "password_source")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// Version file location.

@@ -94,6 +94,11 @@
 //! (which lets every job mount any host path) and overlay inside an unprivileged container
 //! (`/dev/fuse`); it is not offered.
 //!
+//! Base images of every stage: after the build the script prints `::jobforge::base-image=`
+//! markers for each `FROM` / `COPY --from` reference of the Containerfile, looked up in the
+//! build's own storage ([`BASE_IMAGES_SH`]; never its output, never everything a shared cache
+//! store holds), and the provenance lists them with the last stage's annotation.
+//!
 //! `buildah bud`'s stdout (the Containerfile's `RUN` output, user code) is passed through `sed`,
 //! which indents any line starting with `::jobforge::`, so only this script prints markers.
 //!
@@ -123,9 +128,115 @@ macro_rules! git_credential_helper {
 /// The text of the git credential helper the build script configures.
 pub const GIT_CREDENTIAL_HELPER: &str = git_credential_helper!();
 
+/// The awk program printing the base image references of a Containerfile (see
+/// [`BASE_IMAGES_SH`]). No `'` (it is single-quoted) and no `${` (Nomad would interpolate it).
+macro_rules! base_refs_awk {
+    () => {
+        r#"function subst(s,   out, i, c, name, op, w) {
+  out = ""
+  while ((i = index(s, "$")) > 0) {
+    out = out substr(s, 1, i - 1); s = substr(s, i + 1)
+    if (substr(s, 1, 1) == "{") {
+      c = index(s, "}"); if (c == 0) return ""
+      name = substr(s, 2, c - 2); s = substr(s, c + 1); op = ""; w = ""
+      if ((i = index(name, ":-")) > 0) { op = "-"; w = substr(name, i + 2); name = substr(name, 1, i - 1) }
+      else if ((i = index(name, ":+")) > 0) { op = "+"; w = substr(name, i + 2); name = substr(name, 1, i - 1) }
+      if (op == "-") out = out ((name in val) && val[name] != "" ? val[name] : w)
+      else if (op == "+") out = out ((name in val) && val[name] != "" ? w : "")
+      else if (name in val) out = out val[name]
+    } else if (match(s, /^[A-Za-z_][A-Za-z0-9_]*/)) {
+      name = substr(s, 1, RLENGTH); s = substr(s, RLENGTH + 1)
+      if (name in val) out = out val[name]
+    } else out = out "$"
+  }
+  return out s
+}
+function emit(r,   l) {
+  l = tolower(r)
+  if (r == "" || l == "scratch" || (l in stage) || r ~ /^[0-9]+$/ || (r in done)) return
+  done[r] = 1; print r
+}
+BEGIN {
+  while ((getline l < argsfile) > 0) { i = index(l, "="); if (i > 1) arg[substr(l, 1, i - 1)] = substr(l, i + 1) }
+}
+{
+  line = $0; sub(/\r$/, "", line)
+  if (line ~ /^[ \t]*#/) next
+  if (line ~ /\\[ \t]*$/) { sub(/\\[ \t]*$/, "", line); cont = cont line " "; next }
+  line = cont line; cont = ""; sub(/^[ \t]+/, "", line)
+  n = split(line, w, /[ \t]+/); kw = tolower(w[1])
+  if (kw == "arg" && !from) {
+    for (j = 2; j <= n; j++) {
+      i = index(w[j], "=")
+      if (i > 0) { nm = substr(w[j], 1, i - 1); dv = substr(w[j], i + 1); gsub(/^"|"$/, "", dv) } else { nm = w[j]; dv = "" }
+      val[nm] = (nm in arg) ? arg[nm] : dv
+    }
+  } else if (kw == "from") {
+    if (last) exit
+    from = 1
+    for (j = 2; j <= n && w[j] ~ /^--/; j++) ;
+    if (j > n) next
+    emit(subst(w[j]))
+    if (j + 2 <= n && tolower(w[j + 1]) == "as") {
+      stage[tolower(w[j + 2])] = 1
+      if (target != "" && tolower(w[j + 2]) == tolower(target)) last = 1
+    }
+  } else if (kw == "copy" || kw == "add") {
+    for (j = 2; j <= n && w[j] ~ /^--/; j++) if (w[j] ~ /^--from=/) emit(subst(substr(w[j], 8)))
+  }
+}"#
+    };
+}
+
+/// Prints `::jobforge::base-image=<name>@<digest>` for every base image of the build (every
+/// stage's `FROM`, and each `COPY`/`ADD --from=` naming an image rather than a stage), read
+/// from the build's own image storage after `buildah bud`: the Containerfile's references are
+/// parsed (line continuations, comments, global `ARG` defaults overridden by the request's
+/// build args, `$NAME`, `${NAME}`, `${NAME:-w}`, `${NAME:+w}`; stage names, stage numbers and
+/// `scratch` skipped; parsing stops at the `--target` stage's end), and each one is looked up
+/// BY THAT NAME with `buildah inspect --type image`: `FromImage` is what buildah resolved it
+/// to and `FromImageDigest` its manifest digest as pulled, the same field buildah writes into
+/// `org.opencontainers.image.base.digest` for the last stage. Never the build's output: that is
+/// user-controlled. Only the images the Containerfile names are read, so images other builds
+/// left in a shared storage are never listed. A reference not found (a stage buildah skipped)
+/// is a warning, not a failure. Known limits: `RUN --mount=from=` images are not listed; a
+/// parser directive `# escape=` is not honoured; in a storage shared with concurrent builds, a
+/// tag pulled anew by another build between this build's `FROM` and the lookup would be read as
+/// the newer image (the controller also keeps buildah's own annotation for the last stage, so
+/// both would be listed, never neither).
+macro_rules! base_images_sh {
+    () => {
+        concat!(
+            r#"jf_base_images() {
+  jf_argsf=$jf_task/jobforge-build-args
+  : >"$jf_argsf"
+  for jf_w in ${JF_BUILD_ARGS:-}; do
+    printf '%s\n' "$(printf '%s' "$jf_w" | base64 -d)" >>"$jf_argsf"
+  done
+  jf_dec JF_TARGET_B64
+  echo
+  awk -v argsfile="$jf_argsf" -v target="$jf_v" '"#,
+            base_refs_awk!(),
+            r#"' "$jf_src/$jf_dockerfile" | while IFS= read -r jf_b; do
+    if jf_v=$(bh inspect --type image --format '{{.FromImage}}@{{.FromImageDigest}}' -- "$jf_b" 2>/dev/null); then
+      printf '::jobforge::base-image=%s\n' "$jf_v"
+    else
+      echo "jobforge: warning: a base image named in the Containerfile is not in the build's storage (a stage not built?); it is not recorded"
+    fi
+  done
+}
+"#
+        )
+    };
+}
+
+/// The shell function `jf_base_images` of the build script (see [`base_images_sh`]).
+pub const BASE_IMAGES_SH: &str = base_images_sh!();
+
 /// The build task's fixed script (run as `/bin/sh -c BUILD_SCRIPT jobforge-build`).
 pub const BUILD_SCRIPT: &str = concat!(
     sh_prelude!(),
+    base_images_sh!(),
     r#"jf_ctr=
 jf_build_cleanup() {
   if [ -n "$jf_ctr" ]; then
@@ -327,6 +438,7 @@ if [ -n "$jf_cache" ]; then
   }
   jf_finish_image
 fi
+jf_base_images
 jf_digestfile=$jf_task/jobforge-digest
 bh push --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --digestfile "$jf_digestfile" -- "$jf_push" "docker://$jf_image"
 jf_digest=$(cat -- "$jf_digestfile")

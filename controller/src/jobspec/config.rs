@@ -48,9 +48,9 @@ pub struct RenderConfig {
     /// Nomad region of the jobs; `None` = the agent's region.
     pub region: Option<String>,
     /// Repository path component of temporary images:
-    /// `<registry_url>/<registry_temp_prefix>/<image_name>:<name>-<generation>-a<attempt>`.
-    /// Must differ from the final repository, because deleting a manifest by digest deletes every
-    /// tag of that digest in the repository.
+    /// `<registry_url>/<registry_temp_prefix>/<image_name>/<namespace>/<name>:<name>-<generation>-a<attempt>`
+    /// (see [`super::temp_image`]). Must differ from the final repository, because deleting a
+    /// manifest by digest deletes every tag of that digest in the repository.
     pub registry_temp_prefix: String,
     /// Default resources of the build phase (seed: 1000 MHz, 2048 MB, 10240 MB disk).
     pub build_defaults: PhaseDefaults,

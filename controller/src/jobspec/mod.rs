@@ -169,14 +169,24 @@ pub enum RenderError {
 pub use crate::machine::job_id;
 
 /// The temporary image of an attempt:
-/// `<registry_url>/<temp prefix>/<image_name>:<name>-<generation>-a<attempt>`.
-/// Its repository differs from the final one so deleting it never deletes a final tag.
+/// `<registry_url>/<temp prefix>/<image_name>/<namespace>/<name>:<name>-<generation>-a<attempt>`.
+///
+/// The registry API deletes a manifest by digest, which deletes every tag of that digest in the
+/// repository (distribution spec, "Deleting Manifests"). So the repository is the request's own:
+/// it differs from the final one (deleting it never deletes a final tag), and from every other
+/// request's (two requests of the same commit push the identical, reproducible digest; with a
+/// shared temporary repository the first publish's delete removed the other's temporary tag and
+/// its publish failed with `manifest unknown`). `<namespace>` and `<name>` are DNS labels (valid
+/// repository components, never holding `/`), so the last two components name the request and
+/// no two requests share a repository.
 pub fn temp_image(req: &BuildRequest, generation: u64, attempt: u32, cfg: &RenderConfig) -> String {
     format!(
-        "{}/{}/{}:{}-{}-a{}",
+        "{}/{}/{}/{}/{}:{}-{}-a{}",
         req.spec.registry_url.trim_end_matches('/'),
         cfg.registry_temp_prefix.trim_matches('/'),
         req.spec.image_name,
+        req.metadata.namespace,
+        req.metadata.name,
         req.metadata.name,
         generation,
         attempt.max(1)

@@ -7,7 +7,13 @@
 //! ::jobforge::digest=sha256:<64 lowercase hex>      manifest digest from buildah's --digestfile
 //! ::jobforge::reason=<Reason>                       a failure reason from the vocabulary
 //! ::jobforge::failed-command=<n>|entry_point        the test command (1-based) or the entry point that failed
+//! ::jobforge::base-image=<name>@sha256:<64 hex>     a base image the build used (one line each)
 //! ```
+//!
+//! `base-image` lines accumulate (duplicates dropped, at most [`MAX_BASE_IMAGES`]); `<name>` is
+//! 1..=[`MAX_BASE_NAME`] bytes of printable ASCII without spaces. The build script prints them
+//! after `buildah bud`, from the build's own image storage (`jobforge/build.rs`), never from
+//! the build's output.
 //!
 //! Anything else (including malformed markers) is ordinary output and ignored. When a marker
 //! occurs more than once, the last well-formed occurrence wins, except `commit`, where the FIRST
@@ -22,6 +28,11 @@ use jobforge_schema::Reason;
 
 const PREFIX: &[u8] = b"::jobforge::";
 
+/// Most `base-image` markers kept (a Containerfile with more stages is cut there).
+pub const MAX_BASE_IMAGES: usize = 64;
+/// Longest `base-image` name kept, bytes.
+pub const MAX_BASE_NAME: usize = 512;
+
 /// What the markers of one phase's output said.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Markers {
@@ -33,6 +44,8 @@ pub struct Markers {
     pub reason: Option<Reason>,
     /// What the test phase ran when it failed.
     pub failed_command: Option<FailedCommand>,
+    /// `(name, digest)` of every base image, in order of first appearance.
+    pub base_images: Vec<(String, String)>,
 }
 
 /// The test step a `::jobforge::failed-command=` marker names.
@@ -66,12 +79,20 @@ pub fn parse_markers(output: &[u8]) -> Markers {
             {
                 m.commit_sha = Some(value.to_string());
             }
-            "digest"
-                if value
-                    .strip_prefix("sha256:")
-                    .is_some_and(|hex| hex.len() == 64 && is_lower_hex(hex)) =>
-            {
+            "digest" if is_sha256_digest(value) => {
                 m.digest = Some(value.to_string());
+            }
+            "base-image" => {
+                if let Some((name, digest)) = value.rsplit_once('@')
+                    && !name.is_empty()
+                    && name.len() <= MAX_BASE_NAME
+                    && name.bytes().all(|b| b.is_ascii_graphic())
+                    && is_sha256_digest(digest)
+                    && m.base_images.len() < MAX_BASE_IMAGES
+                    && !m.base_images.iter().any(|(n, d)| n == name && d == digest)
+                {
+                    m.base_images.push((name.to_string(), digest.to_string()));
+                }
             }
             "reason" => {
                 if let Some(r) = Reason::ALL.into_iter().find(|r| r.as_str() == value) {
@@ -96,6 +117,11 @@ pub fn parse_markers(output: &[u8]) -> Markers {
     m
 }
 
+fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && is_lower_hex(hex))
+}
+
 fn is_lower_hex(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -109,6 +135,37 @@ mod tests {
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
     const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[test]
+    fn base_images_accumulate_deduplicated_and_malformed_ones_are_ignored() {
+        let d1 = format!("sha256:{}", "a".repeat(64));
+        let d2 = format!("sha256:{}", "b".repeat(64));
+        let out = format!(
+            "::jobforge::base-image=reg:5000/one:1@{d1}\n\
+             ::jobforge::base-image=reg:5000/two@{d2}\r\n\
+             ::jobforge::base-image=reg:5000/one:1@{d1}\n\
+             ::jobforge::base-image=@{d1}\n\
+             ::jobforge::base-image=has space@{d1}\n\
+             ::jobforge::base-image=x@sha256:ABC\n\
+             ::jobforge::base-image=no-digest\n\
+              \x20::jobforge::base-image=indented@{d1}\n"
+        );
+        let m = parse_markers(out.as_bytes());
+        assert_eq!(
+            m.base_images,
+            vec![
+                ("reg:5000/one:1".to_string(), d1.clone()),
+                ("reg:5000/two".to_string(), d2)
+            ]
+        );
+        let many: String = (0..MAX_BASE_IMAGES + 5)
+            .map(|i| format!("::jobforge::base-image=r/i{i}@{d1}\n"))
+            .collect();
+        assert_eq!(
+            parse_markers(many.as_bytes()).base_images.len(),
+            MAX_BASE_IMAGES
+        );
+    }
 
     #[test]
     fn markers_are_found_among_ordinary_output() {

@@ -9,8 +9,9 @@
 //! each to name exactly the digest publish reported (`status.phases.publish.digest`): a tag
 //! moved by anyone else, or a digest publish did not report, is never signed.
 //!
-//! Steps ([`sign_published`]): resolve tags → read the manifest's base-image annotations (what
-//! buildah resolved `FROM` to at build time) → sign the simple signing payload → push
+//! Steps ([`sign_published`]): resolve tags → the base images (every stage's from
+//! `status.source.baseImages`, which the build script read from the build's own storage, plus
+//! the manifest's base-image annotations of the last stage) → sign the simple signing payload → push
 //! `sha256-<hex>.sig` → build the provenance statement, sign its DSSE PAE → push
 //! `sha256-<hex>.att`. Every push is idempotent (same tag, new content allowed), so a retried
 //! reconcile signs again without harm.
@@ -18,15 +19,16 @@
 pub mod formats;
 pub mod verify;
 
+pub use oci_client::Reference;
 pub use oci_client::secrets::RegistryAuth as Auth;
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use jobforge_schema::{BuildRequest, BuildStatus, PipelinePhase};
+use oci_client::Client;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 
 use crate::vault::{VaultChecker, VaultError};
 use formats::{
@@ -181,6 +183,30 @@ async fn push_artifact(
     Ok(digest)
 }
 
+/// The base images of the provenance: every stage's, as the build script read them from the
+/// build's own storage after the build (`status.source.baseImages`), then the last stage's from
+/// buildah's manifest annotations when that pair is not already listed. Both are kept when they
+/// disagree (a tag moved in a shared storage between the build and the script's reading):
+/// a dependency is never hidden.
+fn base_images(status: &BuildStatus, annotated: Option<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = status
+        .source
+        .iter()
+        .flat_map(|s| &s.base_images)
+        .map(|b| (b.name.clone(), b.digest.clone()))
+        .collect();
+    // buildah writes both annotations empty for `FROM scratch` (and the cache's last commit
+    // removes them): no base image then.
+    if let Some(pair) = annotated
+        && !pair.0.is_empty()
+        && !pair.1.is_empty()
+        && !out.contains(&pair)
+    {
+        out.push(pair);
+    }
+    out
+}
+
 /// Everything [`sign_published`] reads besides the connections.
 #[derive(Debug)]
 pub struct Published<'a> {
@@ -276,12 +302,10 @@ pub async fn sign_published(
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
-    let base_images: Vec<(String, String)> =
-        match (ann(BASE_NAME_ANNOTATION), ann(BASE_DIGEST_ANNOTATION)) {
-            // buildah writes both annotations empty for `FROM scratch`: no base image.
-            (Some(n), Some(d)) if !n.is_empty() && !d.is_empty() => vec![(n, d)],
-            _ => Vec::new(),
-        };
+    let base_images = base_images(
+        p.status,
+        ann(BASE_NAME_ANNOTATION).zip(ann(BASE_DIGEST_ANNOTATION)),
+    );
 
     let key = cfg.key_for(p.namespace);
     let mount = cfg.transit_mount.as_str();
@@ -361,6 +385,33 @@ mod tests {
         assert_eq!(transit_signature_b64("vault:v12:TUVV").unwrap(), "TUVV");
         assert!(transit_signature_b64("TUVV").is_err());
         assert!(transit_signature_b64("vault:v1:%%").is_err());
+    }
+
+    #[test]
+    fn every_recorded_base_image_is_kept_and_the_annotation_added_only_when_new() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let mut st = BuildStatus {
+            source: Some(jobforge_schema::SourceStatus {
+                commit_sha: "e".repeat(40),
+                base_images: vec![
+                    jobforge_schema::BaseImage {
+                        name: "r/one:1".into(),
+                        digest: d('a'),
+                    },
+                    jobforge_schema::BaseImage {
+                        name: "r/two:1".into(),
+                        digest: d('b'),
+                    },
+                ],
+            }),
+            ..BuildStatus::default()
+        };
+        let two = ("r/two:1".to_string(), d('b'));
+        assert_eq!(base_images(&st, Some(two.clone())).len(), 2);
+        let moved = ("r/two:1".to_string(), d('c'));
+        assert_eq!(base_images(&st, Some(moved.clone()))[2], moved);
+        st.source = None;
+        assert_eq!(base_images(&st, Some(two.clone())), vec![two]);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! namespace's backlog against another's next builds, issue 17), `scale` (reaction, bytes read,
 //! RSS and idle cost with many requests stored across many namespaces, issue 17), and, only when
 //! named, `build` (real buildah builds of `examples/multi-stage`, jobforge cold and warm against
-//! the same steps by hand, issue 19; needs the real tools and the Debian base image). The polling-baseline ratio
+//! the same steps by hand, issue 19; needs the real tools and the Debian base image) and `supply`
+//! (real buildah builds of the hello-world with signing on and off, alternating: the time signing
+//! adds, issue 20; needs `git`, `buildah`, `skopeo`, `docker-registry`, `busybox`). The
+//! polling-baseline ratio
 //! is reported when both `reaction` and `baseline` run. Exit status 1 when a scenario failed to run
 //! (a MISS against a target is a measurement, not a failure). See `docs/performance.md`.
 
@@ -32,6 +35,7 @@ mod naive;
 mod report;
 mod scale;
 mod stack;
+mod supply;
 
 use report::{Cmp, Report};
 
@@ -67,7 +71,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "mock")]
     tasks: stack::Tasks,
     /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness,
-    /// scale (default: all of these), and `build` (only when named: real buildah builds).
+    /// scale (default: all of these), and `build`, `supply` (only when named: real buildah builds).
     scenarios: Vec<String>,
 }
 
@@ -82,6 +86,9 @@ const ALL: [&str; 8] = [
     "scale",
 ];
 
+/// Scenarios run only when named (real builds, minutes).
+const ON_REQUEST: [&str; 2] = ["build", "supply"];
+
 /// Workload sizes of one mode.
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
@@ -95,6 +102,7 @@ struct Sizes {
     failover_trials: usize,
     fairness: fairness::FairSizes,
     scale: scale::ScaleSizes,
+    supply_trials: usize,
 }
 
 impl Sizes {
@@ -119,6 +127,7 @@ impl Sizes {
                     samples: 10,
                     idle_window: Duration::from_secs(5),
                 },
+                supply_trials: 2,
             },
             "quick" => Sizes {
                 floor: 200,
@@ -139,6 +148,7 @@ impl Sizes {
                     samples: 100,
                     idle_window: Duration::from_secs(30),
                 },
+                supply_trials: 8,
             },
             _ => Sizes {
                 floor: 1_000,
@@ -159,6 +169,7 @@ impl Sizes {
                     samples: 200,
                     idle_window: Duration::from_secs(60),
                 },
+                supply_trials: 20,
             },
         }
     }
@@ -183,14 +194,18 @@ async fn main() -> anyhow::Result<()> {
         "full"
     };
     for s in &args.scenarios {
-        if !ALL.contains(&s.as_str()) && s != "build" {
+        if !ALL.contains(&s.as_str()) && !ON_REQUEST.contains(&s.as_str()) {
             bail!(
-                "unknown scenario {s:?}; expected one of {}, build",
-                ALL.join(", ")
+                "unknown scenario {s:?}; expected one of {}, {}",
+                ALL.join(", "),
+                ON_REQUEST.join(", ")
             );
         }
     }
-    let run = |s: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|x| x == s);
+    let run = |s: &str| {
+        (args.scenarios.is_empty() && !ON_REQUEST.contains(&s))
+            || args.scenarios.iter().any(|x| x == s)
+    };
     let ttl_s = seconds("session-ttl", &args.session_ttl)?;
     let lock_delay_s = seconds("lock-delay", &args.lock_delay)?;
     let sizes = Sizes::of(mode);
@@ -295,6 +310,11 @@ async fn main() -> anyhow::Result<()> {
     if args.scenarios.iter().any(|x| x == "build") {
         let r = build::run(&bins, &mut report).await;
         note("build", r);
+    }
+
+    if run("supply") {
+        let r = supply::run(&bins, sizes.supply_trials, &mut report).await;
+        note("supply", r);
     }
 
     let mut doc = serde_json::to_value(&report)?;

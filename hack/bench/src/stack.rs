@@ -128,6 +128,24 @@ impl Stack {
         })
     }
 
+    /// Starts the dev stack with the machine's real build tools on its tasks' PATH (`git`,
+    /// `buildah`, `skopeo`: no fakes, no mock driver), for scenarios that time real builds.
+    ///
+    /// Errors: spawn failure or no readiness line.
+    pub fn start_real_tools(bins: &Binaries) -> anyhow::Result<Stack> {
+        let proc = DevStackProcess::start(DevStackOptions {
+            fake_tools: false,
+            bin_dir: Some(bins.dir.clone()),
+            ..DevStackOptions::default()
+        })?;
+        Ok(Stack {
+            consul: proc.consul.clone(),
+            nomad: proc.nomad.clone(),
+            vault: proc.vault.clone(),
+            _proc: proc,
+        })
+    }
+
     /// Moves both emulators' indexes past 1 (a KV write and a no-op batch job), so that a write
     /// made after an index was read always raises it: a fresh emulator answers index 1 (clamped
     /// from 0) and its first write is also at index 1, which a blocking query at 1 would miss.

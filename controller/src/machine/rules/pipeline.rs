@@ -263,6 +263,14 @@ impl Ctx<'_, '_> {
         {
             status.source = Some(SourceStatus {
                 commit_sha: sha.clone(),
+                base_images: markers
+                    .base_images
+                    .iter()
+                    .map(|(name, digest)| jobforge_schema::BaseImage {
+                        name: name.clone(),
+                        digest: digest.clone(),
+                    })
+                    .collect(),
             });
         }
         let repo = format!(
