@@ -1,18 +1,20 @@
 //! Scenario `build` (issue 19): real builds of `examples/multi-stage` (Debian through a local
 //! docker.io mirror, a build arg, a Vault build secret, a target stage, its test phase), side by
-//! side in one run:
+//! side in one run, with the per-namespace layer cache (`build.cache` in `<prefix>/config`):
 //!
-//! - jobforge **cold**: the first request for commit A (KV put to `Succeeded`, every phase);
+//! - jobforge **cold**: the first request for commit A (KV put to `Succeeded`, every phase), on an
+//!   empty cache;
 //! - jobforge **warm**: a new request for the same commit A, then one for commit B (one
 //!   application line changed);
-//! - **by hand**, the same three: [`BY_HAND`] runs the same steps as the phase scripts with the
-//!   same buildah/skopeo flags (clone, `buildah bud` with `--layers=false --timestamp`, the
-//!   registries.conf, the secret file, push of the temporary image; a fresh storage pulls it and
-//!   runs the two test commands; `skopeo copy` to the final tag, delete of the temporary tag).
+//! - **by hand**, the same three, each right after jobforge's: [`BY_HAND`] runs the phase
+//!   scripts' steps with the same buildah/skopeo flags and the same storage driver (clone without
+//!   `.git`; `buildah bud --layers --timestamp 0` into a store kept between its own runs, like the
+//!   namespace's cache; the last commit at the commit's time; push of the temporary image by ID;
+//!   a fresh store pulls it and runs the two test commands; `skopeo copy` to the final tag,
+//!   delete of the temporary tag).
 //!
 //! Targets: warm (same commit) ≥ 3× faster than cold; jobforge end to end ≤ 1.15× by hand,
-//! cold and warm. Without a layer cache (this branch builds with `--layers=false`) warm ≈ cold,
-//! so the first target is expected to MISS until the cache lands.
+//! cold and warm.
 //!
 //! Needs real `buildah`, `skopeo`, `git`, `docker-registry` (hack/prereqs.sh) and the Debian base
 //! image (`hack/docker-engine.sh debian-base`, debootstrap once, root). It is not part of the
@@ -30,24 +32,33 @@ use crate::stack::{Binaries, Controller};
 
 const SECRET: &str = "bench-release-token";
 
-/// The by-hand pipeline (`sh -c BY_HAND by-hand REPO TEMP FINAL SECRET_FILE REGCONF WORK`).
+/// The by-hand pipeline (`sh -c BY_HAND by-hand REPO TEMP FINAL SECRET_FILE REGCONF WORK CACHE`):
+/// the build script's cache path (`controller/src/jobspec/build.rs`) step for step, with the
+/// storage driver it would pick (overlay where buildah can use it, else vfs).
 const BY_HAND: &str = r#"set -eu
-repo=$1 temp=$2 final=$3 secret=$4 regconf=$5 work=$6
-rm -rf -- "$work" && mkdir -p -- "$work"
-B="buildah --storage-driver vfs --root $work/storage --runroot $work/run"
+repo=$1 temp=$2 final=$3 secret=$4 regconf=$5 work=$6 cache=$7
+rm -rf -- "$work" && mkdir -p -- "$work" "$cache"
+driver=vfs
+if buildah --storage-driver overlay --root "$work/probe/storage" --runroot "$work/probe/run" images >/dev/null 2>&1; then
+  driver=overlay
+fi
+rm -rf -- "$work/probe"
+B="buildah --storage-driver $driver --root $cache/storage --runroot $cache/run"
 git clone --quiet --no-checkout -- "$repo" "$work/src"
 cd "$work/src"
 git -c advice.detachedHead=false checkout --quiet --detach main
 epoch=$(git show -s --format=%ct HEAD)
 export SOURCE_DATE_EPOCH=$epoch
 find . -name .git -prune -exec rm -rf -- {} +
-CONTAINERS_REGISTRIES_CONF=$regconf $B bud --quiet --layers=false --force-rm --isolation chroot \
-  --timestamp "$epoch" --tls-verify=false --file Containerfile --tag "$temp" --target runtime \
+CONTAINERS_REGISTRIES_CONF=$regconf $B bud --quiet --layers --force-rm --isolation chroot \
+  --timestamp 0 --tls-verify=false --file Containerfile --iidfile "$work/iid" --target runtime \
   --build-arg APP_VERSION=1.0.0 --secret "id=release_token,src=$secret" -- . >/dev/null
-$B push --quiet --tls-verify=false --digestfile "$work/digest" -- "$temp" "docker://$temp"
-$B rmi --all --force >/dev/null
-rm -rf -- "$work/storage" "$work/run" 2>/dev/null || $B unshare rm -rf -- "$work/storage" "$work/run"
-T="buildah --storage-driver vfs --root $work/tstorage --runroot $work/trun"
+ctr=$($B from --quiet --pull=never -- "$(cat "$work/iid")")
+$B config --created-by "jobforge: image labels and annotations, committed at the source commit's time" \
+  --annotation org.opencontainers.image.base.name- --annotation org.opencontainers.image.base.digest- -- "$ctr"
+id=$($B commit --quiet --timestamp "$epoch" --rm -- "$ctr")
+$B push --quiet --tls-verify=false --digestfile "$work/digest" -- "$id" "docker://$temp"
+T="buildah --storage-driver $driver --root $work/tstorage --runroot $work/trun"
 ctr=$($T from --quiet --pull=always --tls-verify=false -- "docker://$temp")
 $T run --isolation chroot "$ctr" -- /bin/sh -c /usr/local/bin/selftest >/dev/null
 $T run --isolation chroot "$ctr" -- /bin/sh -c "/usr/local/bin/app | grep -qx 'multi-stage app 1.0.0'"
@@ -123,6 +134,7 @@ fn by_hand_once(
         .arg(secret)
         .arg(regconf)
         .arg(work.join(name))
+        .arg(work.join("by-hand-cache"))
         .output()
         .context("running the by-hand pipeline")?;
     let took = started.elapsed().as_secs_f64();
@@ -149,9 +161,11 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     let mirror = Registry::start().await?;
     jobforge_tests::docker::debian_base_image(&mirror.addr)
         .context("the Debian base image (hack/docker-engine.sh debian-base)")?;
-    let mirrors = json!({"build": {"registry_mirrors": [
-        {"prefix": "docker.io", "mirror": mirror.addr, "insecure": true}
-    ]}});
+    let cache_root = tempfile::tempdir()?;
+    let mirrors = json!({"build": {
+        "registry_mirrors": [{"prefix": "docker.io", "mirror": mirror.addr, "insecure": true}],
+        "cache": {"root": cache_root.path(), "max_size_mb": 0},
+    }});
     stack
         .kv()
         .put("jobforge/config", mirrors.to_string().as_bytes())
@@ -185,7 +199,6 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     std::fs::write(&regconf, conf)?;
 
     let jf_cold = jobforge_once(&stack, &repo, &registry.addr, "cold").await?;
-    let jf_warm = jobforge_once(&stack, &repo, &registry.addr, "warm").await?;
     let hand_cold = by_hand_once(
         &repo,
         &registry.addr,
@@ -194,6 +207,7 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         &regconf,
         work.path(),
     )?;
+    let jf_warm = jobforge_once(&stack, &repo, &registry.addr, "warm").await?;
     let hand_warm = by_hand_once(
         &repo,
         &registry.addr,
@@ -258,5 +272,13 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         "jobforge / by hand, one application line changed",
     );
     drop(ctl);
+    // The cache store holds files of the build user's subordinate IDs: remove it like the tasks do.
+    let root = cache_root.keep();
+    if std::fs::remove_dir_all(&root).is_err() {
+        let _ = Command::new("buildah")
+            .args(["unshare", "rm", "-rf", "--"])
+            .arg(&root)
+            .status();
+    }
     Ok(())
 }
