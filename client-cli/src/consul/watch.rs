@@ -1,6 +1,7 @@
 //! A `Stream` of KV changes for a key, a prefix, or the key names under a prefix, driven by
 //! blocking queries. The entry points ([`watch_key`], [`watch_prefix`], [`watch_keys`],
-//! [`watch_folders`]) share one state machine; only the read differs.
+//! [`watch_folders`]) share one state machine; only the read differs. [`watch_prefix_sharded`]
+//! and [`watch_keys_sharded`] merge one such watch per folder under a prefix.
 //!
 //! The loop follows Consul's client rules for blocking queries (`features/blocking`):
 //! - the index returned by a read is the next request's `index`; if it goes backwards (snapshot
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 mod sharded;
 
-pub use sharded::watch_prefix_sharded;
+pub use sharded::{watch_keys_sharded, watch_prefix_sharded};
 
 use super::client::Client;
 use super::error::Result;
