@@ -154,7 +154,9 @@ impl Sizes {
                     stored: 100_000,
                     namespaces: 100,
                     samples: 200,
-                    idle_window: Duration::from_secs(60),
+                    // One whole period of the namespace reads: Consul's longest blocking wait
+                    // (10 min) plus its wait/16 jitter, so every read is re-armed once inside.
+                    idle_window: Duration::from_secs(640),
                 },
             },
         }
