@@ -22,7 +22,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use jobforge_client::consul::leader::{Fence, LeaderConfig, LeaderState, Leadership};
 use jobforge_client::consul::watch::{
-    WatchEvent, WatchOptions, watch_key, watch_keys, watch_prefix_sharded,
+    WatchEvent, WatchOptions, watch_key, watch_keys_sharded, watch_prefix_sharded,
 };
 use jobforge_client::consul::{Client as ConsulClient, KvPair};
 use jobforge_schema::{KeyClass, KeyLayout};
@@ -499,6 +499,11 @@ impl IgnoredKeys {
     }
 }
 
+/// Blocking `wait` of the leader's KV watches: Consul's longest (10 min). A blocking read answers
+/// at once on a change, so a long wait costs no reaction time; it only sets how often an idle
+/// read is re-armed (issue 17: the idle leader's requests per minute).
+const IDLE_WAIT: std::time::Duration = jobforge_client::consul::MAX_WAIT;
+
 /// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]): the initial
 /// listing enqueues every request (then `/readyz` is ready); each change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
@@ -512,6 +517,7 @@ async fn watch_requests(
     let opts = WatchOptions {
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
+        wait: IDLE_WAIT,
         ..WatchOptions::default()
     };
     // One blocking read per namespace (plus one of the namespace names): a change re-reads only
@@ -573,9 +579,10 @@ async fn watch_requests(
     }
 }
 
-/// Watches the *keys* under `status/` ([`watch_keys`]: the leader writes every status value itself,
-/// so it needs no copy of them, and a keys listing stays small when thousands of requests are
-/// stored). At the start of a term every status key is enqueued, so statuses whose request was
+/// Watches the *keys* under `status/`, one namespace per blocking read ([`watch_keys_sharded`]):
+/// the leader writes every status value itself, so it needs no copy of them, and each of its
+/// status writes re-lists only the namespace names and that namespace's status keys, not every
+/// status key stored (issue 17; cost model in docs/performance.md). At the start of a term every status key is enqueued, so statuses whose request was
 /// deleted while no leader ran get their jobs and keys cleaned up; afterwards a status deleted by
 /// someone else enqueues its request, which then starts over from the spec. The watch follows
 /// Consul's blocking rules (index reset, token bucket, backoff with jitter; see its module docs).
@@ -588,6 +595,7 @@ async fn watch_status_keys(
     let opts = WatchOptions {
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
+        wait: IDLE_WAIT,
         ..WatchOptions::default()
     };
     // Only keys a request could have (`parse_status_key`: both segments DNS labels): anything
@@ -597,7 +605,7 @@ async fn watch_status_keys(
             queue.enqueue(RequestKey::new(ns, name));
         }
     };
-    let mut stream = Box::pin(watch_keys(consul, keys.status_prefix(), opts));
+    let mut stream = Box::pin(watch_keys_sharded(consul, keys.status_prefix(), opts));
     while let Some(ev) = stream.next().await {
         match ev {
             WatchEvent::Initial { pairs, .. } => pairs.iter().for_each(|p| enqueue(&p.key)),
@@ -627,6 +635,7 @@ async fn watch_config(
     let opts = WatchOptions {
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
+        wait: IDLE_WAIT,
         ..WatchOptions::default()
     };
     let mut stream = Box::pin(watch_key(consul, key.clone(), opts));

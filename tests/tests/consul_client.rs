@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jobforge_client::consul::watch::{
-    WatchEvent, WatchOptions, watch_prefix, watch_prefix_sharded,
+    WatchEvent, WatchOptions, watch_keys_sharded, watch_prefix, watch_prefix_sharded,
 };
 use jobforge_client::consul::{
     Client, Config, DeleteOptions, KvPair, PutOptions, QueryOptions, SessionBehavior,
@@ -521,6 +521,67 @@ async fn sharded_watch_merges_folders_and_a_change_rereads_only_its_folder() {
     // And a new key in a folder that was never empty.
     put("r/big/zzz".into(), b"1".to_vec()).await;
     assert!(matches!(next_event(&mut s).await, WatchEvent::Added(p) if p.key == "r/big/zzz"));
+    cancel.cancel();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), StreamExt::next(&mut s))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn sharded_keys_watch_lists_names_and_a_write_rereads_only_its_folders_names() {
+    let stack = consul_only().await;
+    let url = stack.consul_url();
+    let c = client_for(&url);
+    let put = |k: String, v: Vec<u8>| {
+        let c = c.clone();
+        async move { assert!(c.kv_put(&k, &v, PutOptions::default()).await.unwrap()) }
+    };
+    // 1,000 key names of ~20 bytes in big/: ~20 KB per listing of big/.
+    for i in 0..1000 {
+        put(format!("s/big/key-{i:05}"), b"1".to_vec()).await;
+    }
+    put("s/small/a".into(), b"1".to_vec()).await;
+    let cancel = CancellationToken::new();
+    let opts = WatchOptions {
+        wait: Duration::from_secs(10),
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let mut s = Box::pin(watch_keys_sharded(c.clone(), "s/", opts));
+    match next_event(&mut s).await {
+        WatchEvent::Initial { pairs, .. } => {
+            assert_eq!(pairs.len(), 1001);
+            assert!(pairs.windows(2).all(|w| w[0].key < w[1].key), "sorted");
+            assert!(
+                pairs
+                    .iter()
+                    .all(|p| p.value.is_empty() && p.modify_index == 0),
+                "names only"
+            );
+        }
+        other => panic!("expected the initial listing, got {other:?}"),
+    }
+    // A value written in small/ is no event (names only) and reads small/'s names, not big/'s.
+    let before = kv_bytes_out(&url).await;
+    put("s/small/a".into(), b"2".to_vec()).await;
+    put("s/small/b".into(), b"1".to_vec()).await;
+    assert!(matches!(next_event(&mut s).await, WatchEvent::Added(p) if p.key == "s/small/b"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let read = kv_bytes_out(&url).await - before;
+    assert!(read < 2_000, "two writes in small/ read {read} bytes");
+    // A deletion in big/ is seen by name.
+    assert!(
+        c.kv_delete("s/big/key-00007", DeleteOptions::default())
+            .await
+            .unwrap()
+    );
+    assert!(
+        matches!(next_event(&mut s).await, WatchEvent::Deleted(p) if p.key == "s/big/key-00007")
+    );
     cancel.cancel();
     assert!(
         tokio::time::timeout(Duration::from_secs(5), StreamExt::next(&mut s))

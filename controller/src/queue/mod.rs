@@ -146,7 +146,16 @@ struct State {
     held: HashMap<RequestKey, Instant>,
     /// Consecutive failures per key (absent = 0).
     failures: HashMap<RequestKey, u32>,
+    /// The last [`State::due`] counted for the depth gauge, and when ([`State::gauge_depth`]).
+    counted: Option<(Instant, usize)>,
 }
+
+/// Below this many keys due, the depth gauge is counted on every change.
+const DEPTH_EXACT_BELOW: usize = 1_000;
+/// At or above it, at most this often: counting is linear in the keys due, and a new leader
+/// enqueues every stored request at once (100,000 enqueues each counting up to 100,000 keys,
+/// under the queue's mutex, starved the session renewals and `/healthz` for minutes; issue 17).
+const DEPTH_RECOUNT: Duration = Duration::from_millis(100);
 
 impl State {
     /// Schedules `key` at `at` unless it is already scheduled earlier; holds it while running.
@@ -201,6 +210,25 @@ impl State {
             .count()
             + self.held.values().filter(|at| **at <= now).count()
     }
+
+    /// [`State::due`] for the `jobforge_queue_depth` gauge, at bounded cost: 0 at once when
+    /// nothing is due (so an emptied queue always reads 0), an exact count while fewer than
+    /// [`DEPTH_EXACT_BELOW`] keys were due, otherwise the last count until [`DEPTH_RECOUNT`] has
+    /// passed (a backlog of that size changes by few keys in that time).
+    fn gauge_depth(&mut self, now: Instant) -> usize {
+        let nothing_due =
+            self.held.is_empty() && self.schedule.first().is_none_or(|(at, _)| *at > now);
+        let fresh = |&(at, n): &(Instant, usize)| {
+            n >= DEPTH_EXACT_BELOW && now.saturating_duration_since(at) < DEPTH_RECOUNT
+        };
+        let n = match self.counted.filter(fresh) {
+            _ if nothing_due => 0,
+            Some((_, n)) => return n,
+            None => self.due(now),
+        };
+        self.counted = Some((now, n));
+        n
+    }
 }
 
 /// The work queue; a cheap handle (clone it into watchers). See the module docs for the semantics.
@@ -247,7 +275,7 @@ impl WorkQueue {
         let depth = {
             let mut st = self.lock();
             st.schedule(key, at);
-            st.due(Instant::now())
+            st.gauge_depth(Instant::now())
         };
         metrics::gauge!("jobforge_queue_depth").set(depth as f64);
         self.wake.notify_one();
@@ -449,8 +477,8 @@ impl WorkQueue {
 
     fn publish_gauges(&self) {
         let (depth, running) = {
-            let st = self.lock();
-            (st.due(Instant::now()), st.running.len())
+            let mut st = self.lock();
+            (st.gauge_depth(Instant::now()), st.running.len())
         };
         metrics::gauge!("jobforge_queue_depth").set(depth as f64);
         metrics::gauge!("jobforge_reconciles_in_flight").set(running as f64);

@@ -85,6 +85,8 @@ impl Outbox {
         let opts = WatchOptions {
             cancel: self.cancel.clone(),
             max_backoff: CONSUL_MAX_BACKOFF,
+            // Consul's longest wait: a change answers at once, an idle read is re-armed less.
+            wait: jobforge_client::consul::MAX_WAIT,
             ..WatchOptions::default()
         };
         let mut stream = Box::pin(watch_keys(

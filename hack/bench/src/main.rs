@@ -70,6 +70,10 @@ struct Args {
     /// or `process` (the phase scripts with no-op buildah/skopeo, competing for the same cores).
     #[arg(long, value_enum, default_value = "mock")]
     tasks: stack::Tasks,
+    /// Idle window of the `scale` scenario's leader, seconds (default per mode: smoke 5, quick
+    /// 30, full 640 = one whole 10-min re-arm period of the blocking reads plus Consul's jitter).
+    #[arg(long)]
+    scale_idle_secs: Option<u64>,
     /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness,
     /// scale (default: all of these), and `build`, `supply` (only when named: real buildah builds).
     scenarios: Vec<String>,
@@ -167,7 +171,9 @@ impl Sizes {
                     stored: 100_000,
                     namespaces: 100,
                     samples: 200,
-                    idle_window: Duration::from_secs(60),
+                    // One whole period of the namespace reads: Consul's longest blocking wait
+                    // (10 min) plus its wait/16 jitter, so every read is re-armed once inside.
+                    idle_window: Duration::from_secs(640),
                 },
                 supply_trials: 20,
             },
@@ -208,7 +214,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let ttl_s = seconds("session-ttl", &args.session_ttl)?;
     let lock_delay_s = seconds("lock-delay", &args.lock_delay)?;
-    let sizes = Sizes::of(mode);
+    let mut sizes = Sizes::of(mode);
+    if let Some(secs) = args.scale_idle_secs {
+        sizes.scale.idle_window = Duration::from_secs(secs);
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => stack::default_bin_dir()?,

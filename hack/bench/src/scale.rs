@@ -178,26 +178,57 @@ async fn kv_bytes(http: &reqwest::Client, consul: &str) -> anyhow::Result<f64> {
         .unwrap_or(0.0))
 }
 
-/// `samples` reactions in namespace `ns` (one at a time, 150 ms apart); (latencies ms, KV bytes
-/// read by everyone meanwhile).
+/// Consul's counters of KV writes: one `PUT`/`DELETE /v1/kv/...` or one `PUT /v1/txn` is one
+/// change (a spec written by a user, a status written by the leader in its fenced txn).
+const CHANGE_ROUTES: [&str; 3] = [
+    "consul.http.PUT.v1.kv._",
+    "consul.http.DELETE.v1.kv._",
+    "consul.http.PUT.v1.txn",
+];
+
+/// What the reactions of one phase cost.
+struct Phase {
+    /// PUT → build job registered, ms.
+    latencies: Vec<f64>,
+    /// `GET /v1/kv` bytes answered meanwhile (to everyone).
+    kv_bytes: f64,
+    /// KV writes meanwhile ([`CHANGE_ROUTES`]).
+    changes: u64,
+}
+
+/// `samples` reactions in namespace `ns` (one at a time, 150 ms apart), and the KV bytes read and
+/// KV changes made by everyone meanwhile.
 async fn reactions(
     http: &reqwest::Client,
     stack: &Stack,
     repo_url: &str,
     tag: &str,
     samples: usize,
-) -> anyhow::Result<(Vec<f64>, f64)> {
+) -> anyhow::Result<Phase> {
     let kv = Kv::new(stack.consul.clone());
+    let consul_m = format!("{}/v1/agent/metrics", stack.consul);
     let b0 = kv_bytes(http, &stack.consul).await?;
-    let mut out = Vec::with_capacity(samples);
+    let c0 = api::counters(http, &consul_m).await?;
+    let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        out.push(time_to_job(http, &kv, &stack.nomad, &format!("{tag}-{i}"), repo_url).await?);
+        latencies
+            .push(time_to_job(http, &kv, &stack.nomad, &format!("{tag}-{i}"), repo_url).await?);
     }
     // Let the requests finish (mock tasks run 0 s) so their status writes are counted too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let b1 = kv_bytes(http, &stack.consul).await?;
-    Ok((out, b1 - b0))
+    let c1 = api::counters(http, &consul_m).await?;
+    let moved = api::delta(&c0, &c1);
+    let changes = CHANGE_ROUTES
+        .iter()
+        .filter_map(|r| moved.get(*r))
+        .sum::<u64>();
+    Ok(Phase {
+        latencies,
+        kv_bytes: b1 - b0,
+        changes,
+    })
 }
 
 /// Runs the scenario (module docs).
@@ -219,7 +250,7 @@ pub async fn run(
     let http = reqwest::Client::new();
     let leader = Controller::start(bins, &stack).await?;
     leader.wait_leader(Duration::from_secs(60)).await?;
-    let (empty, empty_bytes) = reactions(&http, &stack, repo_url, "empty", samples).await?;
+    let empty = reactions(&http, &stack, repo_url, "empty", samples).await?;
 
     let t0 = Instant::now();
     seed(&http, &stack.consul, repo_url, stored, namespaces)
@@ -240,7 +271,7 @@ pub async fn run(
     }
     let first_pass = t1.elapsed();
     eprintln!("  first pass over {stored} done in {first_pass:?}");
-    let (full, full_bytes) = reactions(&http, &stack, repo_url, "full", samples).await?;
+    let full = reactions(&http, &stack, repo_url, "full", samples).await?;
     let usage = proc_usage(leader.pid())?;
 
     // Idle leader: requests per minute over the window, once quiet.
@@ -253,29 +284,34 @@ pub async fn run(
     let c1 = api::counters(&http, &consul_m).await?;
     let n1 = api::counters(&http, &nomad_m).await?;
     let per_min = 60.0 / idle_window.as_secs_f64();
-    let moved: u64 = api::delta(&c0, &c1)
-        .values()
-        .chain(api::delta(&n0, &n1).values())
-        .sum();
+    let mut by_route = api::delta(&c0, &c1);
+    by_route.extend(api::delta(&n0, &n1));
+    let moved: u64 = by_route.values().sum();
+    let breakdown = by_route
+        .iter()
+        .map(|(route, n)| format!("{route} {:.1}", *n as f64 * per_min))
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!("  idle leader over {idle_window:?}, req/min by route: {breakdown}");
 
     let note0 = format!("n={samples}, nothing stored, one at a time");
     let note =
         format!("n={samples}, {stored} finished requests stored across {namespaces} namespaces");
     report.add(
         "scale.empty.reaction_p50_ms",
-        quantile(&empty, 0.5),
+        quantile(&empty.latencies, 0.5),
         "ms",
         &note0,
     );
     report.add(
         "scale.empty.reaction_p99_ms",
-        quantile(&empty, 0.99),
+        quantile(&empty.latencies, 0.99),
         "ms",
         &note0,
     );
     report.add_target(
         "scale.full.reaction_p50_ms",
-        quantile(&full, 0.5),
+        quantile(&full.latencies, 0.5),
         "ms",
         Cmp::AtMost,
         15.0,
@@ -283,25 +319,44 @@ pub async fn run(
     );
     report.add_target(
         "scale.full.reaction_p99_ms",
-        quantile(&full, 0.99),
+        quantile(&full.latencies, 0.99),
         "ms",
         Cmp::AtMost,
         50.0,
         &note,
     );
+    let per_change = |p: &Phase| p.kv_bytes / p.changes.max(1) as f64;
     report.add(
-        "scale.empty.kv_bytes_per_request",
-        empty_bytes / samples.max(1) as f64,
+        "scale.empty.kv_bytes_per_change",
+        per_change(&empty),
         "B",
-        "GET /v1/kv bytes answered per request (all its changes: spec, status writes), nothing stored",
+        format!(
+            "GET /v1/kv bytes answered per KV change (PUT/DELETE /v1/kv, PUT /v1/txn: {} changes of {samples} requests), nothing stored",
+            empty.changes
+        ),
     );
     report.add_target(
-        "scale.full.kv_bytes_per_request",
-        full_bytes / samples.max(1) as f64,
+        "scale.full.kv_bytes_per_change",
+        per_change(&full),
         "B",
         Cmp::AtMost,
         1_048_576.0,
-        "GET /v1/kv bytes per request, all its changes together (the target is per change)",
+        format!(
+            "GET /v1/kv bytes answered per KV change ({} changes of {samples} requests: specs, status writes), {stored} stored",
+            full.changes
+        ),
+    );
+    report.add(
+        "scale.empty.kv_bytes_per_request",
+        empty.kv_bytes / samples.max(1) as f64,
+        "B",
+        "GET /v1/kv bytes answered per request (all its changes: spec, status writes), nothing stored",
+    );
+    report.add(
+        "scale.full.kv_bytes_per_request",
+        full.kv_bytes / samples.max(1) as f64,
+        "B",
+        "GET /v1/kv bytes per request, all its changes together (the target is per change: kv_bytes_per_change)",
     );
     report.add_target(
         "scale.controller_peak_rss_mb",
@@ -324,7 +379,7 @@ pub async fn run(
         Cmp::AtMost,
         10.0,
         format!(
-            "Consul + Nomad requests over {idle_window:?} with {stored} stored ({namespaces} blocking namespace reads, each re-armed every 10 min)"
+            "Consul + Nomad requests over {idle_window:?} with {stored} stored in {namespaces} namespaces; req/min by route: {breakdown}"
         ),
     );
     Ok(())

@@ -37,6 +37,12 @@ const METRICS: &[&str] = &[
     "baseline.polling.p50_ms",
     "baseline.polling.p99_ms",
     "baseline.ratio_x",
+    "fairness.b_queue_wait_p95_ms",
+    "scale.full.reaction_p50_ms",
+    "scale.full.kv_bytes_per_change",
+    "scale.full.kv_bytes_per_request",
+    "scale.controller_peak_rss_mb",
+    "scale.idle_leader_requests_per_min",
 ];
 
 #[test]

@@ -1,5 +1,5 @@
-//! [`watch_prefix_sharded`]: a prefix watch whose cost per change is proportional to one
-//! *folder* under the prefix, not to everything stored under it (issue 17).
+//! [`watch_prefix_sharded`] and [`watch_keys_sharded`]: prefix watches whose cost per change is
+//! proportional to one *folder* under the prefix, not to everything stored under it (issue 17).
 //!
 //! Consul has no delta watch for KV: a blocking `?recurse` read answers the whole listing of its
 //! prefix whenever anything under it changes. This watch therefore splits the prefix into its
@@ -8,9 +8,11 @@
 //! - one blocking `?keys&separator=/` read of the prefix discovers the folders
 //!   ([`super::watch_folders`]); it answers on every change under the prefix too, but its
 //!   listing holds one short name per folder;
-//! - one blocking `?recurse` read per folder ([`super::watch_prefix`]); a folder's index is the
-//!   highest ModifyIndex under it (Consul `state/kvs.go`, `kvsListTxn`), so a change in one
-//!   folder answers that folder's read alone.
+//! - one blocking read per folder: `?recurse` ([`super::watch_prefix`]) for
+//!   [`watch_prefix_sharded`], `?keys` ([`super::watch_keys`], names only) for
+//!   [`watch_keys_sharded`]; a folder's index is the highest ModifyIndex under it, tombstones
+//!   included (Consul `agent/kvs_endpoint.go` `KVSEndpoint.List` / `ListKeys`, `state/kvs.go`
+//!   `kvsListTxn`), so a change in one folder answers that folder's read alone.
 //!
 //! One change thus costs two reads: the folder names, and the changed folder's listing. The
 //! price is paid when idle: each folder's read is re-armed once per `wait`, so folder reads
@@ -21,7 +23,8 @@
 //! `Added`/`Modified`/`Deleted` per key, `Restarting`/`Resumed` from any of the reads. A folder
 //! that appears later reports its keys as `Added`; a folder that disappears reports every key
 //! it held as `Deleted` (key-only pairs, if its own read did not report them first). Keys
-//! directly under the prefix are seen by name only (`Added`/`Deleted`, never `Modified`).
+//! directly under the prefix are seen by name only (`Added`/`Deleted`, never `Modified`); with
+//! [`watch_keys_sharded`] every key is (as [`super::watch_keys`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -29,21 +32,61 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{WatchEvent, WatchOptions, key_only, watch_folders, watch_prefix};
+use super::{Target, WatchEvent, WatchOptions, key_only, watch, watch_folders};
 use crate::consul::{Client, KvPair};
 
 /// Events buffered between the merger and its reader.
 const CHANNEL: usize = 1024;
 
-/// Watches every key under `prefix` with one blocking read per folder (module docs). Ends when
-/// `opts.cancel` is cancelled (or the stream is dropped: its task then stops at the next event).
+/// Watches every key under `prefix` with one blocking `?recurse` read per folder (module docs).
+/// Ends when `opts.cancel` is cancelled (or the stream is dropped: its task then stops at the
+/// next event).
 pub fn watch_prefix_sharded(
     client: Client,
     prefix: impl Into<String>,
     opts: WatchOptions,
 ) -> impl Stream<Item = WatchEvent> {
+    sharded(client, prefix.into(), opts, Read::Recurse)
+}
+
+/// Watches the key *names* under `prefix` with one blocking `?keys` read per folder: as
+/// [`watch_prefix_sharded`], but every pair is key-only (as [`super::watch_keys`]), so only
+/// `Added`/`Deleted` are seen. One change costs the folder names plus the changed folder's key
+/// names, whatever the other folders hold.
+pub fn watch_keys_sharded(
+    client: Client,
+    prefix: impl Into<String>,
+    opts: WatchOptions,
+) -> impl Stream<Item = WatchEvent> {
+    sharded(client, prefix.into(), opts, Read::Keys)
+}
+
+/// What each folder's blocking read lists.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// Keys with values (`?recurse`).
+    Recurse,
+    /// Key names (`?keys`).
+    Keys,
+}
+
+impl Read {
+    fn target(self, folder: String) -> Target {
+        match self {
+            Read::Recurse => Target::Prefix(folder),
+            Read::Keys => Target::Keys(folder),
+        }
+    }
+}
+
+fn sharded(
+    client: Client,
+    prefix: String,
+    opts: WatchOptions,
+    read: Read,
+) -> impl Stream<Item = WatchEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(merge(client, prefix.into(), opts, tx));
+    tokio::spawn(merge(client, prefix, opts, read, tx));
     futures::stream::unfold(
         rx,
         |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) },
@@ -63,6 +106,7 @@ struct Shard {
 struct Merger {
     client: Client,
     opts: WatchOptions,
+    read: Read,
     tx: mpsc::Sender<WatchEvent>,
     shard_tx: mpsc::Sender<(u64, WatchEvent)>,
     shards: HashMap<String, Shard>,
@@ -106,7 +150,8 @@ impl Merger {
             wait: self.opts.wait.max(crate::consul::MAX_WAIT),
             ..self.opts.clone()
         };
-        let mut stream = Box::pin(watch_prefix(self.client.clone(), folder.to_string(), opts));
+        let target = self.read.target(folder.to_string());
+        let mut stream = Box::pin(watch(self.client.clone(), target, opts));
         let tx = self.shard_tx.clone();
         tokio::spawn(async move {
             while let Some(ev) = stream.next().await {
@@ -298,13 +343,26 @@ fn unreadable_folder(key: &str) -> Option<&str> {
     (dots || odd).then_some(folder)
 }
 
-async fn merge(client: Client, prefix: String, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>) {
+async fn merge(
+    client: Client,
+    prefix: String,
+    opts: WatchOptions,
+    read: Read,
+    tx: mpsc::Sender<WatchEvent>,
+) {
     let cancel = opts.cancel.clone();
     let (shard_tx, mut shard_rx) = mpsc::channel(CHANNEL);
-    let mut discovery = Box::pin(watch_folders(client.clone(), prefix, opts.clone()));
+    // The folder names answer at once on any change under the prefix; idle, they too need
+    // re-arming only once per Consul's longest wait.
+    let discovery_opts = WatchOptions {
+        wait: opts.wait.max(crate::consul::MAX_WAIT),
+        ..opts.clone()
+    };
+    let mut discovery = Box::pin(watch_folders(client.clone(), prefix, discovery_opts));
     let mut m = Merger {
         client,
         opts,
+        read,
         tx,
         shard_tx,
         shards: HashMap::new(),

@@ -1,5 +1,6 @@
 //! The queue's metrics, observed through an in-memory `metrics` recorder.
 
+use crate::queue::{DEPTH_EXACT_BELOW, DEPTH_RECOUNT};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -214,6 +215,50 @@ fn queue_depth_counts_only_keys_due_now() {
                 .get("jobforge_queue_depth{}")
                 .copied();
             assert_eq!(depth, Some(1.0), "one key is due and waits for a slot");
+        })
+    });
+}
+
+#[test]
+fn a_backlog_of_100_000_enqueues_at_bounded_cost_and_the_depth_gauge_follows_it() {
+    let rec = recorder::MemRecorder::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let gauge = || {
+        rec.0
+            .lock()
+            .expect("values")
+            .last
+            .get("jobforge_queue_depth{}")
+            .copied()
+    };
+    metrics::with_local_recorder(&rec, || {
+        rt.block_on(async {
+            let q = WorkQueue::new(no_jitter());
+            // A new leader enqueues every stored request at once. Counting the keys due on each
+            // enqueue made this quadratic: minutes under the queue's mutex (issue 17).
+            let started = std::time::Instant::now();
+            for i in 0..100_000 {
+                q.enqueue(key(&format!("r{i}")));
+            }
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(20),
+                "100,000 enqueues took {took:?}"
+            );
+            assert_eq!(q.len(), 100_000);
+            let seen = gauge().expect("the gauge is set");
+            assert!(
+                seen >= DEPTH_EXACT_BELOW as f64,
+                "a large backlog reads large: {seen}"
+            );
+            // Recounted once the refresh interval has passed.
+            tokio::time::advance(DEPTH_RECOUNT).await;
+            q.enqueue(key("last"));
+            assert_eq!(gauge(), Some(100_001.0));
         })
     });
 }
