@@ -70,13 +70,14 @@ cd /
 rm -rf -- "$work" 2>/dev/null || $T unshare rm -rf -- "$work"
 "#;
 
-/// One jobforge request for `repo`'s `main`, timed from the KV put to `Succeeded`.
+/// One jobforge request for `repo`'s `main`, timed from the KV put to `Succeeded`: (end to end,
+/// build phase, test phase) in s.
 async fn jobforge_once(
     stack: &DevStackProcess,
     repo: &GitRepo,
     registry: &str,
     name: &str,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let spec = json!({
         "repo_url": repo.url,
         "git_ref": "main",
@@ -111,7 +112,21 @@ async fn jobforge_once(
             stack.cli_logs(name, "build")
         );
     }
-    Ok(took)
+    Ok((took, phase_secs(&st, "build"), phase_secs(&st, "test")))
+}
+
+/// How long phase `p` ran (its job's allocation, `startedAt` to `finishedAt`), in s; 0 when the
+/// status does not say.
+fn phase_secs(st: &serde_json::Value, p: &str) -> f64 {
+    let at = |k: &str| {
+        st["phases"][p][k]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+    };
+    match (at("startedAt"), at("finishedAt")) {
+        (Some(a), Some(b)) => b.duration_since(a).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        _ => 0.0,
+    }
 }
 
 /// The by-hand pipeline once, timed.
@@ -198,7 +213,8 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     .context("a registries.conf")?;
     std::fs::write(&regconf, conf)?;
 
-    let jf_cold = jobforge_once(&stack, &repo, &registry.addr, "cold").await?;
+    let (jf_cold, jf_cold_build, jf_cold_test) =
+        jobforge_once(&stack, &repo, &registry.addr, "cold").await?;
     let hand_cold = by_hand_once(
         &repo,
         &registry.addr,
@@ -207,7 +223,8 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         &regconf,
         work.path(),
     )?;
-    let jf_warm = jobforge_once(&stack, &repo, &registry.addr, "warm").await?;
+    let (jf_warm, jf_warm_build, jf_warm_test) =
+        jobforge_once(&stack, &repo, &registry.addr, "warm").await?;
     let hand_warm = by_hand_once(
         &repo,
         &registry.addr,
@@ -221,7 +238,8 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&app)?;
     std::fs::write(&app, text.replace("on Debian", "running on Debian"))?;
     repo.commit_all("bench: one application line changed")?;
-    let jf_changed = jobforge_once(&stack, &repo, &registry.addr, "changed").await?;
+    let (jf_changed, jf_changed_build, _) =
+        jobforge_once(&stack, &repo, &registry.addr, "changed").await?;
     let hand_changed = by_hand_once(
         &repo,
         &registry.addr,
@@ -235,6 +253,34 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     report.add("build.jobforge.cold_s", jf_cold, "s", note);
     report.add("build.jobforge.warm_same_commit_s", jf_warm, "s", note);
     report.add("build.jobforge.warm_one_line_s", jf_changed, "s", note);
+    let note = "build phase (its allocation's start to finish)";
+    report.add(
+        "build.jobforge.cold_build_phase_s",
+        jf_cold_build,
+        "s",
+        note,
+    );
+    report.add(
+        "build.jobforge.warm_build_phase_s",
+        jf_warm_build,
+        "s",
+        note,
+    );
+    report.add(
+        "build.jobforge.one_line_build_phase_s",
+        jf_changed_build,
+        "s",
+        note,
+    );
+    report.add(
+        "build.warm_build_phase_speedup_x",
+        jf_cold_build / jf_warm_build.max(0.001),
+        "x",
+        "build phase cold / warm (same commit): what the layer cache itself saves",
+    );
+    let note = "test phase (pulls the image into a fresh store, runs the commands)";
+    report.add("build.jobforge.cold_test_phase_s", jf_cold_test, "s", note);
+    report.add("build.jobforge.warm_test_phase_s", jf_warm_test, "s", note);
     let note = "the same steps and flags by hand (sh, buildah, skopeo)";
     report.add("build.by_hand.cold_s", hand_cold, "s", note);
     report.add("build.by_hand.warm_same_commit_s", hand_warm, "s", note);
