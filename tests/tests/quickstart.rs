@@ -57,9 +57,19 @@ fn quickstart_once(extra: &[&str]) {
         "quickstart failed\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("Succeeded: 127.0.0.1:"), "{stdout}");
+    // The release tags, then the signature and attestation tags cosign's convention names.
     assert!(
-        stdout.contains(r#"{"name":"demo/hello-world","tags":["latest","v1.0.0"]}"#),
+        stdout.contains(r#"{"name":"demo/hello-world","tags":["latest","v1.0.0","sha256-"#)
+            && stdout.contains(".att\",\"sha256-")
+            && stdout.contains(".sig\"]}"),
         "tags in the registry: {stdout}"
+    );
+    // The quickstart checks the supply chain as a user would: `jobforge verify` passes.
+    assert!(
+        stdout.contains("signature:   verified")
+            && stdout.contains("provenance:  verified (SLSA v1)")
+            && stdout.contains("base image:  none (FROM scratch)"),
+        "jobforge verify: {stdout}"
     );
     assert!(
         stdout.contains(&format!(
