@@ -225,6 +225,62 @@ impl DevStackProcess {
         Ok(())
     }
 
+    /// Every value stored under `jobforge/` in this stack's Consul KV (specs, status, log tails,
+    /// history, outbox), decoded: `(key, bytes)`, for tests that grep for what must not be there.
+    ///
+    /// Errors: Consul does not answer or answers something that is not a KV listing.
+    pub async fn kv_values(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        use base64::Engine as _;
+        let kv: serde_json::Value =
+            reqwest::get(format!("{}/v1/kv/jobforge/?recurse=true", self.consul))
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+        let entries = kv.as_array().context("a KV listing is an array")?;
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let raw = e["Value"].as_str().unwrap_or_default();
+                let value = base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .unwrap_or_default();
+                (e["Key"].as_str().unwrap_or_default().to_string(), value)
+            })
+            .collect())
+    }
+
+    /// The JSON text of every Nomad job whose ID starts with `prefix`, as `GET /v1/job/<id>`
+    /// answers it: `(job ID, text)`, for greps of what a job spec must not hold. A job purged
+    /// between the listing and its read is left out.
+    ///
+    /// Errors: Nomad does not answer.
+    pub async fn job_specs(&self, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let client = reqwest::Client::new();
+        let jobs: serde_json::Value = client
+            .get(format!("{}/v1/jobs?prefix={prefix}", self.nomad))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut out = Vec::new();
+        for j in jobs.as_array().context("a job listing is an array")? {
+            let id = j["ID"].as_str().context("a listed job has an ID")?;
+            let r = client
+                .get(format!("{}/v1/job/{id}", self.nomad))
+                .send()
+                .await?;
+            // Purged between the listing and this read (the controller purges finished jobs):
+            // there is nothing left to grep.
+            if r.status() == reqwest::StatusCode::NOT_FOUND {
+                continue;
+            }
+            out.push((id.to_string(), r.error_for_status()?.text().await?));
+        }
+        Ok(out)
+    }
+
     /// A dev stack whose no-op builds sleep `seconds` (the fakes read `JOBFORGE_FAKE_BUILD_SLEEP`);
     /// use a distinct value per test so `pgrep -f "sleep <seconds>"` finds only that test's build.
     pub fn with_slow_builds(seconds: u32) -> anyhow::Result<DevStackProcess> {

@@ -216,34 +216,12 @@ async fn build_args_secret_target_labels_and_submodules_reach_the_build_and_the_
     for (what, text) in [("build log", &build_log), ("test log", &test_log)] {
         assert!(!text.contains(SECRET), "the secret is in the {what}");
     }
-    let client = reqwest::Client::new();
-    let jobs: serde_json::Value = client
-        .get(format!(
-            "{}/v1/jobs?prefix=jobforge-default-features",
-            stack.nomad
-        ))
-        .send()
+    let specs = stack
+        .job_specs("jobforge-default-features")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<String> = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["ID"].as_str().unwrap().to_string())
-        .collect();
-    assert!(!ids.is_empty(), "the build's jobs are listed");
-    for id in ids {
-        let spec = client
-            .get(format!("{}/v1/job/{id}", stack.nomad))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        .expect("job specs");
+    assert!(!specs.is_empty(), "the build's jobs are listed");
+    for (id, spec) in &specs {
         assert!(!spec.contains(SECRET), "the secret is in job {id}");
     }
     // Every process above (controller, dev stack, registry, git server) stops on drop.

@@ -143,57 +143,22 @@ async fn multi_stage_example_builds_from_the_debian_mirror_and_the_secret_goes_n
         assert!(!text.contains(SECRET), "the secret is in the {what}");
     }
     // Nor in any KV value (status, log tails, history).
-    let client = reqwest::Client::new();
-    let kv: serde_json::Value = client
-        .get(format!("{}/v1/kv/jobforge/?recurse=true", stack.consul))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entries = kv.as_array().unwrap();
-    assert!(entries.len() > 2, "{kv}");
-    for e in entries {
-        let raw = e["Value"].as_str().unwrap_or_default();
-        let value = base64::engine::general_purpose::STANDARD
-            .decode(raw)
-            .unwrap_or_default();
+    let kv = stack.kv_values().await.expect("KV values");
+    assert!(kv.len() > 2, "{} KV entries", kv.len());
+    for (key, value) in &kv {
         assert!(
-            !String::from_utf8_lossy(&value).contains(SECRET),
-            "the secret is in KV {}",
-            e["Key"]
+            !String::from_utf8_lossy(value).contains(SECRET),
+            "the secret is in KV {key}"
         );
     }
     // Nor in any Nomad job spec.
-    let jobs: serde_json::Value = client
-        .get(format!(
-            "{}/v1/jobs?prefix=jobforge-default-multi-stage",
-            stack.nomad
-        ))
-        .send()
+    let specs = stack
+        .job_specs("jobforge-default-multi-stage")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<String> = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["ID"].as_str().unwrap().to_string())
-        .collect();
-    assert!(ids.len() >= 3, "build, test and publish jobs: {ids:?}");
+        .expect("job specs");
+    assert!(specs.len() >= 3, "build, test and publish jobs: {specs:?}");
     let mut with_mirrors = 0;
-    for id in ids {
-        let spec = client
-            .get(format!("{}/v1/job/{id}", stack.nomad))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    for (id, spec) in &specs {
         assert!(!spec.contains(SECRET), "the secret is in job {id}");
         if spec.contains("JF_REGISTRIES_CONF_B64") {
             with_mirrors += 1;
