@@ -11,9 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use jobforge_tests::githttp::GitHttpServer;
-use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json, which,
-};
+use jobforge_tests::{BuildEnv, DevStackOptions, GitRepo, request_json, which};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(300);
@@ -56,14 +54,13 @@ fn git(dir: &Path, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn build_args_secret_target_labels_and_submodules_reach_the_build_and_the_secret_goes_nowhere()
  {
-    let stack = DevStackProcess::start(DevStackOptions::default()).expect("dev stack");
-    let registry = Registry::start().await.expect("registry");
-    let ctl = ControllerProcess::start(&stack, &[])
+    let BuildEnv {
+        controller: _ctl,
+        stack,
+        registry,
+    } = BuildEnv::start(DevStackOptions::default())
         .await
-        .expect("controller");
-    ctl.wait_leader(Duration::from_secs(60))
-        .await
-        .expect("leader");
+        .expect("dev stack, registry and leading controller");
 
     // The submodule, served over plain HTTP (git refuses file:// submodules by default).
     let sub = GitRepo::from_dir(

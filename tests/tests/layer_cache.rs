@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
+    BuildEnv, ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
 };
 use serde_json::{Value, json};
 
@@ -52,18 +52,18 @@ async fn env(max_size_mb: u64) -> Env {
         .put("jobforge/config", cfg.to_string().as_bytes())
         .await
         .expect("config");
-    let registry = Registry::start().await.expect("registry");
-    let ctl = ControllerProcess::start(&stack, &[])
+    let BuildEnv {
+        controller,
+        stack,
+        registry,
+    } = BuildEnv::start_on(stack, &[])
         .await
-        .expect("controller");
-    ctl.wait_leader(Duration::from_secs(60))
-        .await
-        .expect("leader");
+        .expect("registry and leading controller");
     Env {
         stack,
         registry,
         cache,
-        _ctl: ctl,
+        _ctl: controller,
     }
 }
 
