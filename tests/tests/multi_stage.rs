@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use jobforge_tests::proxy::FaultProxy;
 use jobforge_tests::{
-    ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
+    BuildEnv, ControllerProcess, DevStackOptions, DevStackProcess, GitRepo, Registry, request_json,
 };
 use serde_json::json;
 
@@ -67,12 +67,13 @@ async fn multi_stage_example_builds_from_the_debian_mirror_and_the_secret_goes_n
         .put("jobforge/config", config.to_string().as_bytes())
         .await
         .expect("config");
-    let ctl = ControllerProcess::start(&stack, &[])
+    let BuildEnv {
+        controller: _ctl,
+        stack,
+        registry,
+    } = BuildEnv::start_with_registry(stack, registry, &[])
         .await
-        .expect("controller");
-    ctl.wait_leader(Duration::from_secs(60))
-        .await
-        .expect("leader");
+        .expect("leading controller");
 
     let repo = GitRepo::from_dir(
         &jobforge_tests::workspace_root().join("examples/multi-stage"),
