@@ -498,6 +498,14 @@ async fn sharded_watch_merges_folders_and_a_change_rereads_only_its_folder() {
         WatchEvent::Initial { pairs, .. } => {
             assert_eq!(pairs.len(), 202);
             assert!(pairs.windows(2).all(|w| w[0].key < w[1].key), "sorted");
+            // The merged first listing keeps keys and indexes, not the 200 KB of values.
+            assert!(pairs.iter().all(|p| p.value.is_empty()));
+            let in_folders: Vec<_> = pairs
+                .iter()
+                .filter(|p| p.key.matches('/').count() == 2)
+                .collect();
+            assert_eq!(in_folders.len(), 201);
+            assert!(in_folders.iter().all(|p| p.modify_index > 0));
             assert_eq!(pairs.last().map(|p| p.key.as_str()), Some("r/stray"));
         }
         other => panic!("expected the initial listing, got {other:?}"),

@@ -151,7 +151,7 @@ impl TokenBucket {
 }
 
 /// `p` without its value: what a watch remembers of a key (its ModifyIndex tells a change).
-fn without_value(p: &KvPair) -> KvPair {
+pub(crate) fn without_value(p: &KvPair) -> KvPair {
     KvPair {
         key: p.key.clone(),
         value: Vec::new(),

@@ -18,7 +18,14 @@
 //! price is paid when idle: each folder's read is re-armed once per `wait`, so folder reads
 //! block for Consul's longest wait (10 min): `folders / 10` requests per minute.
 //!
-//! The merged stream keeps [`super::watch_prefix`]'s contract: one [`WatchEvent::Initial`] first
+//! Memory: at most [`FIRST_LISTINGS`] folders make their first listing at once (with 100
+//! namespaces of 1,000 requests each, 100 listings in flight held ~130 MB of response bodies and
+//! decoded values in the controller at the start of a term: heaptrack), and the merged `Initial`
+//! keeps no values (below).
+//!
+//! The merged stream keeps [`super::watch_prefix`]'s contract, except that the pairs of the
+//! merged [`WatchEvent::Initial`] carry no value (key, flags, session and indexes: a caller that
+//! needs a value reads it): one `Initial` first
 //! (every folder's listing, plus keys lying directly under the prefix, sorted by key), then
 //! `Added`/`Modified`/`Deleted` per key, `Restarting`/`Resumed` from any of the reads. A folder
 //! that appears later reports its keys as `Added`; a folder that disappears reports every key
@@ -28,15 +35,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use std::sync::Arc;
+
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Target, WatchEvent, WatchOptions, key_only, watch, watch_folders};
+use super::{Target, WatchEvent, WatchOptions, key_only, watch, watch_folders, without_value};
 use crate::consul::{Client, KvPair};
 
 /// Events buffered between the merger and its reader.
 const CHANNEL: usize = 1024;
+
+/// Folders whose first listing may be in flight at once (module docs: memory).
+pub const FIRST_LISTINGS: usize = 4;
 
 /// Watches every key under `prefix` with one blocking `?recurse` read per folder (module docs).
 /// Ends when `opts.cancel` is cancelled (or the stream is dropped: its task then stops at the
@@ -112,6 +124,8 @@ struct Merger {
     shards: HashMap<String, Shard>,
     folder_of: HashMap<u64, String>,
     next_id: u64,
+    /// Permits for a folder's first listing ([`FIRST_LISTINGS`]).
+    first_listings: Arc<Semaphore>,
     /// Before the merged `Initial`: folders whose listing is awaited, pairs gathered, their
     /// highest index, and changes that arrived meanwhile (sent after the `Initial`).
     initial: Option<Initial>,
@@ -153,12 +167,17 @@ impl Merger {
         let target = self.read.target(folder.to_string());
         let mut stream = Box::pin(watch(self.client.clone(), target, opts));
         let tx = self.shard_tx.clone();
+        let first_listings = self.first_listings.clone();
         tokio::spawn(async move {
+            // The stream makes its first read when first polled: hold a permit until it answered.
+            let mut permit = first_listings.acquire_owned().await.ok();
             while let Some(ev) = stream.next().await {
+                permit.take();
                 if tx.send((id, ev)).await.is_err() {
                     break;
                 }
             }
+            drop(permit);
         });
         self.folder_of.insert(id, folder.to_string());
         self.shards.insert(
@@ -297,7 +316,7 @@ impl Merger {
                     Some(init) => {
                         init.index = init.index.max(index);
                         for p in pairs {
-                            init.pairs.insert(p.key.clone(), p);
+                            init.pairs.insert(p.key.clone(), without_value(&p));
                         }
                         self.maybe_initial().await
                     }
@@ -368,6 +387,7 @@ async fn merge(
         shards: HashMap::new(),
         folder_of: HashMap::new(),
         next_id: 0,
+        first_listings: Arc::new(Semaphore::new(FIRST_LISTINGS)),
         initial: Some(Initial::default()),
     };
     loop {
