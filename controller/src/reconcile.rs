@@ -374,7 +374,13 @@ impl Reconciler {
             )
             .await?;
         }
-        // 4. Apply its effects (each idempotent).
+        // 4. Apply its effects (each idempotent). The test and publish jobs read the temporary
+        // image by the digest the build reported (`jobspec::temp_image_ref`).
+        let built = decision
+            .status
+            .phases
+            .get(PipelinePhase::Build)
+            .and_then(|r| r.digest.clone());
         let applied = self
             .apply(
                 key,
@@ -382,7 +388,7 @@ impl Reconciler {
                 &decision.effects,
                 target.as_ref(),
                 &observed,
-                &render_for(&cfg, &key.namespace),
+                (&render_for(&cfg, &key.namespace), built.as_deref()),
             )
             .await?;
         // 5. Commit the status, with its webhook events in the outbox, through the fence; only
@@ -651,7 +657,7 @@ impl Reconciler {
         effects: &[Effect],
         target: Option<&JobTarget>,
         observed: &Observed,
-        render: &RenderConfig,
+        (render, built): (&RenderConfig, Option<&str>),
     ) -> Result<Applied, ReconcileError> {
         let mut applied = Applied::default();
         for effect in effects {
@@ -669,8 +675,15 @@ impl Reconciler {
                     job_id,
                 } => {
                     let Ok(req) = &spec.parsed else { continue };
-                    self.register(req, spec.generation, *phase, *attempt, job_id, render)
-                        .await?;
+                    self.register(
+                        req,
+                        spec.generation,
+                        *phase,
+                        *attempt,
+                        job_id,
+                        (render, built),
+                    )
+                    .await?;
                     self.job_watches.ensure(job_id, key);
                     applied.registered = true;
                 }
@@ -785,6 +798,8 @@ impl Reconciler {
         Ok(missing.into_iter().map(|m| m.path).collect())
     }
 
+    /// Registers the job of `phase`, rendered with `built`, the manifest digest the build phase
+    /// reported (the test and publish jobs read the temporary image by it).
     async fn register(
         &self,
         req: &BuildRequest,
@@ -792,11 +807,11 @@ impl Reconciler {
         phase: PipelinePhase,
         attempt: u32,
         job_id: &str,
-        render: &RenderConfig,
+        (render, built): (&RenderConfig, Option<&str>),
     ) -> Result<(), ReconcileError> {
         self.ensure_leader().await?;
         // The machine and the renderer share one ID rule (`machine::job_id`).
-        let job = jobspec::render(req, generation, attempt, phase, render)?;
+        let job = jobspec::render_built(req, generation, attempt, phase, built, render)?;
         debug_assert_eq!(
             job.id, job_id,
             "the machine's and the renderer's job IDs differ"

@@ -22,10 +22,62 @@ use std::collections::BTreeMap;
 
 use jobforge_schema::{BuildRequest, BuildSpec, PipelinePhase, TestSpec};
 
-/// Stops the registry even when the test fails.
+/// Stops the registry even when the test fails. `log` holds its log lines (stderr) as they
+/// come: one `response completed` line per request, with its method and URI.
 struct Registry {
     child: Child,
     port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Registry {
+    /// Sends a request nobody else sends and waits (20 s at most) until the registry has logged
+    /// it; returns how many lines the log held then. Requests completed before the call are
+    /// logged before it returns, so the lines between two marks are the requests in between.
+    fn mark(&self) -> usize {
+        use std::io::{Read, Write};
+        let uri = format!(
+            "/v2/jobforge-mark-{}/tags/list",
+            self.log.lock().unwrap().len()
+        );
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(conn, "GET {uri} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if let Some(i) = log.iter().position(|l| l.contains(&uri)) {
+                    return i + 1;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not log {uri}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The URIs of the `GET` requests of blobs logged in `lines` (a range of marks): the
+    /// registry's `response completed` lines (`http.request.method`, `http.request.uri`).
+    fn blob_gets(&self, lines: std::ops::Range<usize>) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log[lines]
+            .iter()
+            .filter(|l| l.contains("response completed") && l.contains("http.request.method=GET"))
+            .filter_map(|l| {
+                // logrus quotes a value only when it needs to (a digest's `:` does).
+                let v = l.split("http.request.uri=").nth(1)?;
+                let uri = match v.strip_prefix('"') {
+                    Some(q) => q.split('"').next()?,
+                    None => v.split(' ').next()?,
+                };
+                uri.contains("/blobs/").then(|| uri.to_string())
+            })
+            .collect()
+    }
 }
 
 impl Drop for Registry {
@@ -58,7 +110,12 @@ fn start_registry(dir: &Path) -> Registry {
         .spawn()
         .expect("docker-registry must be installed (Debian package docker-registry)");
     let stderr = child.stderr.take().unwrap();
-    let reg = Registry { child, port };
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reg = Registry {
+        child,
+        port,
+        log: log.clone(),
+    };
     // Wait for the registry's own "listening on" log line (no polling), with a deadline.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -66,6 +123,7 @@ fn start_registry(dir: &Path) -> Registry {
             if line.contains("listening on") {
                 let _ = tx.send(());
             }
+            log.lock().unwrap().push(line);
         }
     });
     rx.recv_timeout(Duration::from_secs(20))
@@ -439,4 +497,229 @@ fn every_stages_base_image_is_reported_with_its_digest() {
     );
     let parsed = jobforge_controller::machine::parse_markers(out.as_bytes());
     assert_eq!(parsed.base_images.len(), 2, "{:?}", parsed.base_images);
+}
+
+/// The host's buildah on the store `dir` (`<cache root>/<ns>/<driver>`, the driver named by its
+/// last component); stdout.
+fn store_buildah(dir: &Path, args: &[&str]) -> String {
+    let driver = dir.file_name().unwrap().to_str().unwrap();
+    let out = Command::new("buildah")
+        .args(["--storage-driver", driver, "--root"])
+        .arg(dir.join("storage"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "buildah {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The one driver directory of namespace `ns` under the cache root.
+fn ns_store(cache: &Path, ns: &str) -> std::path::PathBuf {
+    let dirs: Vec<_> = fs::read_dir(cache.join(ns))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// Issue 19: with the layer cache (`build.cache`, raw_exec), the test phase runs the image the
+/// build left in the namespace's store: the manifest pinned by the build's digest gives the
+/// config, whose digest is the image's ID in the store, and no layer blob is downloaded (the
+/// registry's log). A namespace whose store does not hold the image (another client, pruned,
+/// here: another team) pulls it as before, into storage of its own, and never reads or
+/// changes the other team's store. Nothing is left in either store but the cached images; the
+/// publish by digest publishes exactly the digest built and tested.
+#[test]
+fn the_test_phase_runs_the_built_image_from_the_namespace_cache_without_downloading_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = start_registry(dir.path());
+    let host = format!("127.0.0.1:{}", reg.port);
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::copy("/bin/busybox", repo.join("sh")).expect("static /bin/busybox (package busybox)");
+    fs::write(
+        repo.join("Containerfile"),
+        "FROM scratch\nCOPY sh /bin/sh\nCOPY hello.txt /hello.txt\nRUN [\"/bin/sh\", \"-c\", \"echo built > /built.txt\"]\n",
+    )
+    .unwrap();
+    fs::write(repo.join("hello.txt"), "hello\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "one"]);
+    let cache = dir.path().join("cache");
+    let cfg = RenderConfig {
+        tls_verify: false,
+        work_root: Some(dir.path().join("buildah")),
+        build_cache: Some(jobspec::BuildCache {
+            root: cache.display().to_string(),
+            max_size_mb: 0,
+        }),
+        ..Default::default()
+    };
+    let request = |ns: &str| {
+        BuildRequest::new(
+            ns,
+            "app",
+            BuildSpec {
+                owner: ns.into(),
+                repo_url: format!("file://{}", repo.display()),
+                git_ref: "main".into(),
+                dockerfile_path: Some("Containerfile".into()),
+                image_name: "app".into(),
+                image_tags: vec!["v1".into()],
+                registry_url: format!("{host}/{ns}"),
+                test: Some(TestSpec {
+                    commands: vec![
+                        "test -f /hello.txt && test \"$(cat /built.txt)\" = built".into(),
+                        "test \"$GREETING\" = 'hi there'".into(),
+                    ],
+                    env: BTreeMap::from([("GREETING".into(), "hi there".into())]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    let (team_a, team_b) = (request("team-a"), request("team-b"));
+    let build = jobspec::render(&team_a, 1, 1, PipelinePhase::Build, &cfg).unwrap();
+    let (_, out) = run(&build, dir.path());
+    let digest = marker(&out, "::jobforge::digest=").unwrap().to_string();
+    let temp_a = jobspec::temp_image(&team_a, 1, 1, &cfg);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{temp_a}"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(layers.len() >= 3, "{manifest}");
+    let store_a = ns_store(&cache, "team-a");
+    let images_a = sorted_lines(&store_buildah(
+        &store_a,
+        &["images", "--all", "--quiet", "--no-trunc"],
+    ));
+    assert!(
+        images_a.contains(&config),
+        "the built image's ID is its config digest: {config} not in {images_a:?}"
+    );
+
+    // The cache path: only the manifest and the config are read.
+    let test =
+        jobspec::render_built(&team_a, 1, 1, PipelinePhase::Test, Some(&digest), &cfg).unwrap();
+    let before = reg.mark();
+    let (_, out) = run(&test, dir.path());
+    let after = reg.mark();
+    assert!(out.contains("from the layer cache (not pulled)"), "{out}");
+    assert!(out.contains("jobforge: all tests passed"), "{out}");
+    let gets = reg.blob_gets(before..after);
+    assert_eq!(gets.len(), 1, "only the config blob is read: {gets:?}");
+    assert!(gets[0].ends_with(&format!("/blobs/{config}")), "{gets:?}");
+    assert!(
+        store_buildah(&store_a, &["containers", "--all", "--quiet"])
+            .trim()
+            .is_empty(),
+        "the test container is removed"
+    );
+    assert_eq!(
+        sorted_lines(&store_buildah(
+            &store_a,
+            &["images", "--all", "--quiet", "--no-trunc"]
+        )),
+        images_a,
+        "the cached images stay, nothing is added"
+    );
+
+    // Another namespace's test of the same digest: team-b's store does not hold it, so it pulls
+    // (every layer), passes, and leaves team-a's store as it was.
+    let temp_b = jobspec::temp_image(&team_b, 1, 1, &cfg);
+    let copied = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+        ])
+        .arg(format!("docker://{temp_a}"))
+        .arg(format!("docker://{temp_b}"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    let test =
+        jobspec::render_built(&team_b, 1, 1, PipelinePhase::Test, Some(&digest), &cfg).unwrap();
+    let before = reg.mark();
+    let (_, out) = run(&test, dir.path());
+    let after = reg.mark();
+    assert!(
+        out.contains("not in the namespace's layer cache on this client; pulling it"),
+        "{out}"
+    );
+    assert!(out.contains("jobforge: all tests passed"), "{out}");
+    let gets = reg.blob_gets(before..after);
+    for layer in &layers {
+        assert!(
+            gets.iter().any(|g| g.ends_with(&format!("/blobs/{layer}"))),
+            "the fallback pulls layer {layer}: {gets:?}"
+        );
+    }
+    let store_b = ns_store(&cache, "team-b");
+    assert_ne!(store_a, store_b);
+    let in_b = if store_b.join("storage").exists() {
+        store_buildah(&store_b, &["images", "--all", "--quiet"])
+    } else {
+        String::new()
+    };
+    assert!(in_b.trim().is_empty(), "team-b's store got images: {in_b}");
+    assert_eq!(
+        sorted_lines(&store_buildah(
+            &store_a,
+            &["images", "--all", "--quiet", "--no-trunc"]
+        )),
+        images_a,
+        "team-b's test changed team-a's store"
+    );
+    let left: Vec<_> = fs::read_dir(dir.path().join("buildah"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "per-allocation storage left: {left:?}");
+
+    // The publish by digest: the final tag is exactly the digest built and tested.
+    let publish =
+        jobspec::render_built(&team_a, 1, 1, PipelinePhase::Publish, Some(&digest), &cfg).unwrap();
+    let (_, out) = run(&publish, dir.path());
+    assert_eq!(
+        marker(&out, "::jobforge::digest="),
+        Some(digest.as_str()),
+        "{out}"
+    );
+    let final_digest = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{host}/team-a/app:v1"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&final_digest.stdout).trim(), digest);
+    // The cache holds files of subordinate IDs when buildah runs rootless: remove as the tasks do.
+    for store in [&store_a, &store_b] {
+        if store.join("storage").exists() {
+            let _ = store_buildah(store, &["rmi", "--all", "--force"]);
+        }
+    }
 }

@@ -266,8 +266,11 @@ async fn docker_profile_failing_test_runs_in_the_built_image_and_is_test_failed(
     let image = job["TaskGroups"][0]["Tasks"][0]["Config"]["image"]
         .as_str()
         .unwrap_or_default();
+    // The built image, by the digest the build reported (what publish would copy).
+    let built = st["phases"]["build"]["digest"].as_str().unwrap_or_default();
     assert!(
-        image.contains("/e2e/jobforge-tmp/hello-world/default/tf:"),
+        built.starts_with("sha256:")
+            && image.ends_with(&format!("/e2e/jobforge-tmp/hello-world/default/tf@{built}")),
         "the test task's container is the built image: {job:#}"
     );
     assert!(

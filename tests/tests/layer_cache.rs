@@ -99,8 +99,13 @@ fn spec(e: &Env, repo: &GitRepo, image: &str) -> Value {
 
 /// `jobforge -n NS logs NAME --phase build` against the stack.
 fn build_log(e: &Env, ns: &str, name: &str) -> String {
+    phase_log(e, ns, name, "build")
+}
+
+/// `jobforge -n NS logs NAME --phase PHASE` against the stack.
+fn phase_log(e: &Env, ns: &str, name: &str, phase: &str) -> String {
     let out = Command::new(jobforge_tests::bin("jobforge").expect("jobforge binary"))
-        .args(["-n", ns, "logs", name, "--phase", "build"])
+        .args(["-n", ns, "logs", name, "--phase", phase])
         .envs(e.stack.env())
         .output()
         .expect("jobforge logs");
@@ -231,10 +236,21 @@ async fn the_layer_cache_is_reused_within_a_namespace_only_and_digests_do_not_de
     let team_a = store(&e, "team-a");
     assert_nothing_left(&team_a);
 
-    // The same commit again: every step from the cache, the same digest.
-    let (a2, log) = build(&e, "team-a", "a2", spec(&e, &repo, "a2"), "Succeeded").await;
+    // The same commit again: every step from the cache, the same digest; its test phase runs
+    // the image from the namespace's store (nothing pulled) and leaves no container there.
+    let with_tests = jobforge_tests::with_fields(
+        spec(&e, &repo, "a2"),
+        json!({"test": {"commands": ["test \"$(cat /app.out)\" = 'application line 1'"]}}),
+    );
+    let (a2, log) = build(&e, "team-a", "a2", with_tests, "Succeeded").await;
     assert_eq!(cache_hits(&log), 6, "{log}");
     assert_eq!(digest(&a1), digest(&a2), "warm = cold for one commit");
+    let test_log = phase_log(&e, "team-a", "a2", "test");
+    assert!(
+        test_log.contains("from the layer cache (not pulled)")
+            && test_log.contains("all tests passed"),
+        "{test_log}"
+    );
     assert_nothing_left(&team_a);
 
     // Another namespace, same commit: its own empty store (no hit, team-a's store untouched),

@@ -88,6 +88,10 @@
 //!   parents) until it is under the limit, else everything. So a prune never deletes a layer a
 //!   running build of the namespace uses, and builds of other namespaces never wait for it.
 //! - `spec.clear_cache` (`--no-cache`) rebuilds every step and stores the fresh layers.
+//! - the test phase opens the same store (`jf_cache_open`, shared lock) to run the image it
+//!   pushed without pulling it again ([`super::test`]); its container is the only thing it adds
+//!   and it removes it on exit. A prune's `rm --all` (under the exclusive lock, so no test of the
+//!   namespace is running) also removes a test container a killed test left.
 //!
 //! The docker profile has no layer cache: the tool container's store lives and dies with the
 //! allocation. A host volume per namespace would need the client's `docker.volumes.enabled`
@@ -236,6 +240,7 @@ pub const BASE_IMAGES_SH: &str = base_images_sh!();
 /// The build task's fixed script (run as `/bin/sh -c BUILD_SCRIPT jobforge-build`).
 pub const BUILD_SCRIPT: &str = concat!(
     sh_prelude!(),
+    cache_open_sh!(),
     base_images_sh!(),
     r#"jf_ctr=
 jf_build_cleanup() {
@@ -249,20 +254,9 @@ trap 'exit 143' TERM
 trap 'exit 130' INT
 jf_pick_driver
 if [ -n "${JF_CACHE_ROOT:-}" ]; then
-  jf_dec JF_CACHE_NS_B64
-  case "$jf_v" in
-    ''|-*|*-|*[!a-z0-9-]*) jf_fail InvalidSpec "the namespace is not a DNS label" ;;
-  esac
-  if [ "${#jf_v}" -gt 63 ]; then
-    jf_fail InvalidSpec "the namespace is not a DNS label"
-  fi
-  if ! command -v flock >/dev/null 2>&1; then
-    jf_fail BuildFailed "the layer cache (build.cache) needs flock (util-linux) on the Nomad client"
-  fi
-  jf_cache=$JF_CACHE_ROOT/$jf_v/$jf_driver
-  (umask 077 && mkdir -p -- "$jf_cache")
+  jf_cache_open
+  jf_cache=$jf_cache_dir
   jf_storage=$jf_cache
-  exec 9>>"$jf_cache/lock"
   jf_cache_size() {
     du -sm -- "$jf_cache" 2>/dev/null | cut -f1
   }
@@ -530,17 +524,9 @@ pub(crate) fn build_task(
         if spec.clear_cache { "1" } else { "0" }.to_string(),
     );
     build_options(&mut env, req);
-    if let (Some(cache), Profile::RawExec) = (&cfg.build_cache, cfg.profile) {
-        let ns = &req.metadata.namespace;
-        if jobforge_schema::grammar::dns_label(ns).is_err() {
-            return Err(RenderError::InvalidField {
-                field: "metadata.namespace".into(),
-                value: ns.clone(),
-                allowed: "a DNS label (it names the namespace's layer cache directory)",
-            });
-        }
-        env.insert("JF_CACHE_ROOT".into(), cache.root.clone());
-        env.insert("JF_CACHE_NS_B64".into(), b64(ns));
+    if cache_env(&mut env, req, cfg)?
+        && let Some(cache) = &cfg.build_cache
+    {
         env.insert("JF_CACHE_MAX_MB".into(), cache.max_size_mb.to_string());
     }
     if let Some(conf) = super::registries::registries_conf(&cfg.registry_mirrors).map_err(|e| {
@@ -590,6 +576,32 @@ pub(crate) fn build_task(
         task,
         group_constraints: Vec::new(),
     })
+}
+
+/// The layer cache's environment of a buildah task (`raw_exec` with `build.cache` only):
+/// `JF_CACHE_ROOT` (operator configuration) and `JF_CACHE_NS_B64` (the request's namespace,
+/// checked as a DNS label here and again by `jf_cache_open`). Returns whether the cache is on.
+///
+/// Errors: [`RenderError::InvalidField`] for a namespace that is not a DNS label.
+pub(crate) fn cache_env(
+    env: &mut BTreeMap<String, String>,
+    req: &BuildRequest,
+    cfg: &RenderConfig,
+) -> Result<bool, RenderError> {
+    let (Some(cache), Profile::RawExec) = (&cfg.build_cache, cfg.profile) else {
+        return Ok(false);
+    };
+    let ns = &req.metadata.namespace;
+    if jobforge_schema::grammar::dns_label(ns).is_err() {
+        return Err(RenderError::InvalidField {
+            field: "metadata.namespace".into(),
+            value: ns.clone(),
+            allowed: "a DNS label (it names the namespace's layer cache directory)",
+        });
+    }
+    env.insert("JF_CACHE_ROOT".into(), cache.root.clone());
+    env.insert("JF_CACHE_NS_B64".into(), b64(ns));
+    Ok(true)
 }
 
 /// One base64 word per `KEY=VALUE` entry, space-separated (see the module docs).
@@ -666,6 +678,7 @@ fn add_build_secrets(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use jobforge_schema::PipelinePhase;
 
     #[test]
     fn ssh_and_scp_like_urls_use_ssh_transport() {
@@ -733,6 +746,72 @@ mod tests {
         assert!(!env.contains_key("JF_CACHE_ROOT"), "{env:?}");
         assert_eq!(env["JF_STORAGE_DRIVER"], "vfs");
         assert_eq!(env["STORAGE_DRIVER"], "vfs");
+    }
+
+    /// The test phase gets the same cache environment as the build (raw_exec only), and the
+    /// test and publish phases read the temporary image by the build's digest once it is known.
+    #[test]
+    fn the_test_phase_uses_the_namespace_s_cache_and_the_build_s_digest() {
+        use crate::jobspec::{render_built, temp_image_ref};
+        let mut r = crate::jobspec::snapshot_tests::minimal();
+        r.spec.test = Some(jobforge_schema::TestSpec {
+            commands: vec!["true".into()],
+            ..Default::default()
+        });
+        let mut cfg = RenderConfig {
+            build_cache: Some(crate::jobspec::BuildCache {
+                root: "/var/lib/jf".into(),
+                max_size_mb: 100,
+            }),
+            ..RenderConfig::default()
+        };
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let env = |r: &BuildRequest, phase, built: Option<&str>, cfg: &RenderConfig| {
+            render_built(r, 3, 1, phase, built, cfg)
+                .unwrap()
+                .task_groups[0]
+                .tasks[0]
+                .env
+                .clone()
+        };
+        let test = env(&r, PipelinePhase::Test, Some(&digest), &cfg);
+        assert_eq!(test["JF_CACHE_ROOT"], "/var/lib/jf");
+        assert_eq!(test["JF_CACHE_NS_B64"], b64("team-a"));
+        assert!(!test.contains_key("JF_CACHE_MAX_MB"), "only builds prune");
+        let pinned =
+            format!("registry.internal:5000/team-a/jobforge-tmp/myapp/team-a/myapp-42@{digest}");
+        assert_eq!(test["JF_TEMP_IMAGE_B64"], b64(&pinned));
+        let publish = env(&r, PipelinePhase::Publish, Some(&digest), &cfg);
+        assert_eq!(publish["JF_TEMP_IMAGE_B64"], b64(&pinned));
+        assert!(!publish.contains_key("JF_CACHE_ROOT"), "{publish:?}");
+        // Without a digest (or with anything that is not one), the temporary tag as before.
+        let tag = temp_image(&r, 3, 1, &cfg);
+        assert!(tag.ends_with(":myapp-42-3-a1"), "{tag}");
+        for built in [None, Some("sha256:AB"), Some("md5:00"), Some("sha256:../x")] {
+            assert_eq!(temp_image_ref(&r, 3, 1, built, &cfg), tag, "{built:?}");
+            assert_eq!(
+                env(&r, PipelinePhase::Test, built, &cfg)["JF_TEMP_IMAGE_B64"],
+                b64(&tag)
+            );
+        }
+        // The build ignores the digest.
+        assert_eq!(
+            env(&r, PipelinePhase::Build, Some(&digest), &cfg),
+            env(&r, PipelinePhase::Build, None, &cfg)
+        );
+        // A namespace that is not a DNS label never names a directory, in the test phase either.
+        r.metadata.namespace = "../team-b".into();
+        let err = render_built(&r, 3, 1, PipelinePhase::Test, None, &cfg).err();
+        assert!(
+            matches!(&err, Some(RenderError::InvalidField { field, .. }) if field == "metadata.namespace"),
+            "{err:?}"
+        );
+        // The docker profile has no cache: its test phase pulls.
+        r.metadata.namespace = "team-a".into();
+        cfg.profile = Profile::Docker;
+        r.spec.test.as_mut().unwrap().entry_point = true;
+        let test = env(&r, PipelinePhase::Test, Some(&digest), &cfg);
+        assert!(!test.contains_key("JF_CACHE_ROOT"), "{test:?}");
     }
 
     #[test]

@@ -124,6 +124,33 @@ jf_login() {
     };
 }
 
+/// `jf_cache_open`, shared by the build and test scripts when the layer cache is on
+/// (`JF_CACHE_ROOT` set, issue 19): decodes `JF_CACHE_NS_B64` (the request's namespace), checks
+/// it again as a DNS label before it names a directory, needs `flock`, sets `jf_cache_dir` to
+/// `JF_CACHE_ROOT/<namespace>/<driver>` (created 0700; `jf_driver` must be picked first) and
+/// opens its `lock` file on descriptor 9, unlocked: the caller takes the shared lock
+/// (`flock -s 9`) for as long as it uses the store. Nothing else names a cache directory.
+macro_rules! cache_open_sh {
+    () => {
+        r#"jf_cache_open() {
+  jf_dec JF_CACHE_NS_B64
+  case "$jf_v" in
+    ''|-*|*-|*[!a-z0-9-]*) jf_fail InvalidSpec "the namespace is not a DNS label" ;;
+  esac
+  if [ "${#jf_v}" -gt 63 ]; then
+    jf_fail InvalidSpec "the namespace is not a DNS label"
+  fi
+  if ! command -v flock >/dev/null 2>&1; then
+    jf_fail BuildFailed "the layer cache (build.cache) needs flock (util-linux) on the Nomad client"
+  fi
+  jf_cache_dir=$JF_CACHE_ROOT/$jf_v/$jf_driver
+  (umask 077 && mkdir -p -- "$jf_cache_dir")
+  exec 9>>"$jf_cache_dir/lock"
+}
+"#
+    };
+}
+
 pub mod build;
 pub mod config;
 pub mod escaping;
@@ -181,16 +208,53 @@ pub use crate::machine::job_id;
 /// no two requests share a repository.
 pub fn temp_image(req: &BuildRequest, generation: u64, attempt: u32, cfg: &RenderConfig) -> String {
     format!(
-        "{}/{}/{}/{}/{}:{}-{}-a{}",
+        "{}:{}-{}-a{}",
+        temp_repository(req, cfg),
+        req.metadata.name,
+        generation,
+        attempt.max(1)
+    )
+}
+
+/// The request's temporary repository (the temporary image without its tag; see
+/// [`temp_image`]).
+fn temp_repository(req: &BuildRequest, cfg: &RenderConfig) -> String {
+    format!(
+        "{}/{}/{}/{}/{}",
         req.spec.registry_url.trim_end_matches('/'),
         cfg.registry_temp_prefix.trim_matches('/'),
         req.spec.image_name,
         req.metadata.namespace,
         req.metadata.name,
-        req.metadata.name,
-        generation,
-        attempt.max(1)
     )
+}
+
+/// The temporary image the test and publish phases read: pinned by `built`, the manifest digest
+/// the build phase reported (`::jobforge::digest=`, recorded in the status), as
+/// `<temporary repository>@sha256:<hex>`, so the image tested is byte for byte the one
+/// published whatever happens to the tag in between (a registry fetch by digest is verified
+/// by the client). Without a digest (`jobforge render`, or a build that reported none) the
+/// tag of [`temp_image`]. A `built` that is not `sha256:<64 lowercase hex>` is not used.
+pub fn temp_image_ref(
+    req: &BuildRequest,
+    generation: u64,
+    attempt: u32,
+    built: Option<&str>,
+    cfg: &RenderConfig,
+) -> String {
+    match built {
+        Some(d) if is_sha256_digest(d) => format!("{}@{d}", temp_repository(req, cfg)),
+        _ => temp_image(req, generation, attempt, cfg),
+    }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_sha256_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The final repository `<registry_url>/<image_name>` (tags are appended by the publish task).
@@ -215,10 +279,25 @@ pub fn render(
     phase: PipelinePhase,
     cfg: &RenderConfig,
 ) -> Result<Job, RenderError> {
+    render_built(req, generation, attempt, phase, None, cfg)
+}
+
+/// [`render`] once the build phase has reported the temporary image's manifest digest
+/// (`built`, from the status): the test and publish phases then read the temporary image by
+/// that digest ([`temp_image_ref`]); the build phase ignores it. The controller registers
+/// every job through this function. Errors as [`render`].
+pub fn render_built(
+    req: &BuildRequest,
+    generation: u64,
+    attempt: u32,
+    phase: PipelinePhase,
+    built: Option<&str>,
+    cfg: &RenderConfig,
+) -> Result<Job, RenderError> {
     let rendered = match phase {
         PipelinePhase::Build => build::build_task(req, generation, attempt, cfg)?,
-        PipelinePhase::Test => test::test_task(req, generation, attempt, cfg)?,
-        PipelinePhase::Publish => publish::publish_task(req, generation, attempt, cfg)?,
+        PipelinePhase::Test => test::test_task(req, generation, attempt, built, cfg)?,
+        PipelinePhase::Publish => publish::publish_task(req, generation, attempt, built, cfg)?,
     };
     let res = resolve_resources(req, phase, cfg)?;
     let mut task = rendered.task;

@@ -2,7 +2,9 @@
 //! temporary tag.
 //!
 //! Environment of [`PUBLISH_SCRIPT`] (request values base64-encoded, see [`super`]):
-//! `JF_TEMP_IMAGE_B64`, `JF_FINAL_REPO_B64` (`<registry_url>/<image_name>`), `JF_IMAGE_TAGS_B64`
+//! `JF_TEMP_IMAGE_B64` (the temporary image by the digest the build reported, when the
+//! controller knows it: [`super::temp_image_ref`]; then the published manifest is exactly the
+//! one built and tested), `JF_FINAL_REPO_B64` (`<registry_url>/<image_name>`), `JF_IMAGE_TAGS_B64`
 //! (one tag per line; `latest` when the request names none) plus the prelude's. Credentials:
 //! `skopeo login --password-stdin` (from `secrets/registry_password`) for `registry_url`'s host
 //! only, into an authfile in `secrets/`, then `--authfile` for every skopeo command (never
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use jobforge_schema::BuildRequest;
 
 use super::profiles::{Tool, add_registry_credentials, tool_task};
-use super::{RenderConfig, RenderError, RenderedTask, b64, final_repository, temp_image};
+use super::{RenderConfig, RenderError, RenderedTask, b64, final_repository, temp_image_ref};
 
 /// The publish task's fixed script (run as `/bin/sh -c PUBLISH_SCRIPT jobforge-publish`).
 /// The `{{.Digest}}` Go template passed to `skopeo inspect` is this constant's text, never input.
@@ -62,6 +64,7 @@ pub(crate) fn publish_task(
     req: &BuildRequest,
     generation: u64,
     attempt: u32,
+    built: Option<&str>,
     cfg: &RenderConfig,
 ) -> Result<RenderedTask, RenderError> {
     let tags = req.spec.effective_tags();
@@ -77,7 +80,7 @@ pub(crate) fn publish_task(
     let mut env = BTreeMap::new();
     env.insert(
         "JF_TEMP_IMAGE_B64".to_string(),
-        b64(&temp_image(req, generation, attempt, cfg)),
+        b64(&temp_image_ref(req, generation, attempt, built, cfg)),
     );
     env.insert("JF_FINAL_REPO_B64".to_string(), b64(&final_repository(req)));
     env.insert("JF_IMAGE_TAGS_B64".to_string(), b64(&tags.join("\n")));

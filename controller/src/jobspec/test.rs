@@ -7,14 +7,21 @@
 //! `secrets/jobforge-env-secret/<NAME>` (0600, the value byte for byte): no secret is in the
 //! task's environment, a job spec, or any argv.
 //!
+//! The temporary image is read by the manifest digest the build phase reported, once the
+//! controller knows it (`JF_TEMP_IMAGE_B64` = `<temporary repository>@sha256:…`,
+//! [`super::temp_image_ref`]; the tag only when rendered without it, as `jobforge render` does):
+//! the image tested is the one the publish phase copies, byte for byte.
+//!
 //! Two ways, chosen per request:
 //! - **buildah** (the `raw_exec` profile, and the `docker` profile unless the image itself can
 //!   run the tests: see below): the tool task runs [`TEST_SCRIPT`]: `buildah from` the
-//!   temporary image (pulled from the registry into the allocation's own storage), then
+//!   temporary image (pulled from the registry into the allocation's own storage; with the
+//!   layer cache, taken from the namespace's store without a pull: see below), then
 //!   `buildah run <ctr> -- /bin/sh -c "$cmd"` for each command in order, then the image's
 //!   entry point + CMD (read with `buildah inspect`) when `entry_point` is set. The first
 //!   failure stops the phase: it prints `::jobforge::failed-command=<n>` and exits with that
-//!   code. The container, the pulled image and the storage are removed on exit (trap). The test
+//!   code. The container, the pulled image and the storage are removed on exit (trap; with the
+//!   cache only the container, see below). The test
 //!   environment (plain and secret) is written by the script as one file per variable into
 //!   `secrets/jobforge-env/` (0700), bind-mounted read-only at `/run/jobforge-env` and read by
 //!   [`ENV_WRAPPER`] inside the container, which exports each file's bytes under its name and
@@ -31,11 +38,33 @@
 //!   a value Nomad would interpolate (`${...}`) is refused at render time, and secrets are
 //!   exported by `Envvars` templates (consul-template output is never interpolated). Both at
 //!   once is unsupported with a GPU (the entry point is not known at render time). The image
-//!   name in the driver's `image` option is built from fields whose grammar has no `$`.
-//!   `gpu_count > 0` requests that many `nvidia/gpu` devices; 0 sets
+//!   name in the driver's `image` option is built from fields whose grammar has no `$` and
+//!   the build's `sha256:` digest. `gpu_count > 0` requests that many `nvidia/gpu` devices; 0 sets
 //!   `NVIDIA_VISIBLE_DEVICES=all`. Registry TLS settings and pull credentials are the Nomad
 //!   client's docker plugin configuration (`auth { config = ... }`): per-job credentials would
 //!   be visible to the tests.
+//!
+//! Layer cache (issue 19; `raw_exec` with `build.cache`, env `JF_CACHE_ROOT`,
+//! `JF_CACHE_NS_B64` as for the build, see [`super::build`]): the build left the image it pushed
+//! in the namespace's store `<root>/<namespace>/<driver>/`, so the test phase runs it from there
+//! instead of downloading every layer again (10–12 s of a warm request's ~15 s for the
+//! multi-stage example, `docs/performance.md`). Under the store's shared `flock` (so a prune,
+//! which needs the exclusive lock, cannot remove the image while the test runs) the script reads
+//! the manifest BY DIGEST and its config blob with `skopeo inspect --raw --config` (both verified
+//! against their digests by containers/image), and takes the config's sha256, which is the
+//! image's ID in containers/storage (buildah commits OCI images; c/storage names an image by
+//! its config digest). It `buildah from --pull=never` that ID, under a name of the allocation
+//! (this fails when the store has no such image), and checks the container's image ID;
+//! nothing is pulled, tagged or written to the store but that container, which the EXIT trap
+//! removes (never the image: removing it would remove its untagged parents, the cache). Nothing
+//! printed by the build (a `RUN` step can print anything) is trusted for this. When the store
+//! does not hold it (the test allocation landed on another client, the image was pruned, the
+//! config is not buildah's), the script releases the lock and pulls as without the cache, into
+//! the allocation's own storage. Only the request's own namespace's store is opened (its
+//! directory comes from the validated namespace, `jf_cache_open`). Pulling into the cache store
+//! instead was measured and rejected: buildah 1.28 reuses the layers (only the manifest and the
+//! config are fetched) but names the cached image after the temporary repository, and the only
+//! way to drop a name in buildah 1.28 is `rmi`, which removes the image and its parents.
 //!
 //! Env names starting with `JF_` or `jobforge_` (any case) are reserved for the scripts.
 //! `test.vault_policies` join the task's Vault block; `test.constraints` become group
@@ -51,7 +80,7 @@ use crate::nomad::job_spec::{Constraint, RequestedDevice, Template};
 use super::escaping::{env_template, validate_env_name, value_file_template};
 use super::profiles::{Tool, add_registry_credentials, ensure_vault, sh_args, tool_task};
 use super::{
-    Profile, RenderConfig, RenderError, RenderedTask, b64, nomad_would_interpolate, temp_image,
+    Profile, RenderConfig, RenderError, RenderedTask, b64, nomad_would_interpolate, temp_image_ref,
 };
 
 /// The wrapper run inside the container as `/bin/sh -c ENV_WRAPPER jobforge-env CMD...` when
@@ -84,13 +113,16 @@ pub const ENV_WRAPPER: &str = env_wrapper!();
 /// The buildah-mode test script (run as `/bin/sh -c TEST_SCRIPT jobforge-test`).
 pub const TEST_SCRIPT: &str = concat!(
     sh_prelude!(),
+    cache_open_sh!(),
     r#"set -f
 jf_ctr=
 jf_image=
 jf_cleanup() {
   if [ -n "$jf_ctr" ]; then
     bh rm -- "$jf_ctr" >/dev/null 2>&1 || true
-    bh rmi -- "$jf_image" >/dev/null 2>&1 || true
+    if [ -z "$jf_cache" ]; then
+      bh rmi -- "$jf_image" >/dev/null 2>&1 || true
+    fi
   fi
   jf_drop_storage
 }
@@ -129,7 +161,45 @@ jf_run() {
   fi
 }
 jf_login bh
-jf_ctr=$(bh from --quiet --pull=always --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$jf_image")
+jf_from_cache() {
+  jf_cfg=$jf_task/jobforge-image-config
+  if ! skopeo inspect --raw --config --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$jf_image" >"$jf_cfg"; then
+    return 1
+  fi
+  jf_id=$(sha256sum -- "$jf_cfg" | cut -d ' ' -f 1)
+  case "$jf_id" in
+    ''|*[!0-9a-f]*) return 1 ;;
+  esac
+  jf_storage=$jf_cache_dir
+  jf_cache=$jf_cache_dir
+  if jf_ctr=$(bh from --quiet --pull=never --name "jobforge-test-${NOMAD_ALLOC_ID:-$$}" -- "$jf_id" 2>/dev/null) \
+    && [ "$(bh inspect --type container --format '{{.FromImageID}}' -- "$jf_ctr")" = "$jf_id" ]; then
+    printf 'jobforge: testing image %s from the layer cache (not pulled)\n' "$jf_id"
+    return 0
+  fi
+  if [ -n "$jf_ctr" ]; then
+    bh rm -- "$jf_ctr" >/dev/null 2>&1 || true
+    jf_ctr=
+  fi
+  jf_storage=$jf_alloc_storage
+  jf_cache=
+  return 1
+}
+jf_alloc_storage=$jf_storage
+jf_cached=0
+if [ -n "${JF_CACHE_ROOT:-}" ]; then
+  jf_cache_open
+  flock -s 9
+  if jf_from_cache; then
+    jf_cached=1
+  else
+    flock -u 9
+    echo "jobforge: the image is not in the namespace's layer cache on this client; pulling it"
+  fi
+fi
+if [ "$jf_cached" = 0 ]; then
+  jf_ctr=$(bh from --quiet --pull=always --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$jf_image")
+fi
 jf_count=0
 for jf_b in $JF_TEST_CMDS_B64; do
   jf_count=$((jf_count + 1))
@@ -264,6 +334,7 @@ pub(crate) fn test_task(
     req: &BuildRequest,
     generation: u64,
     attempt: u32,
+    built: Option<&str>,
     cfg: &RenderConfig,
 ) -> Result<RenderedTask, RenderError> {
     let test = match &req.spec.test {
@@ -273,7 +344,7 @@ pub(crate) fn test_task(
     for name in test.env.keys() {
         check_test_env_name("spec.test.env", name)?;
     }
-    let image = temp_image(req, generation, attempt, cfg);
+    let image = temp_image_ref(req, generation, attempt, built, cfg);
     let group_constraints = test
         .constraints
         .iter()
@@ -318,6 +389,7 @@ pub(crate) fn test_task(
             if test.entry_point { "1" } else { "0" }.to_string(),
         );
         env.insert("JF_TEST_ENV_LINES".to_string(), env_lines(&test.env));
+        super::build::cache_env(&mut env, req, cfg)?;
         let mut t = tool_task(cfg, Tool::Buildah, "test", TEST_SCRIPT, env);
         add_registry_credentials(&mut t, req, cfg)?;
         t
