@@ -29,16 +29,20 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Path of a workspace binary (`jobforge`, `jobforge-controller`, `jobforge-devstack`) next to the
-/// running test executable.
+/// running executable: a test's (`target/debug/deps/<test>-<hash>`) or a binary's that uses this
+/// crate, such as `jobforge-bench` (`target/<profile>/jobforge-bench`).
 ///
 /// Errors: the binary has not been built; the message says how to build it.
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
-    // target/debug/deps/<test>-<hash> → target/debug
-    let dir = exe
+    let parent = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
+        .ok_or_else(|| anyhow!("unexpected executable path {}", exe.display()))?;
+    // target/debug/deps/<test>-<hash> → target/debug; target/debug/<bin> → target/debug
+    let dir = match parent.file_name() {
+        Some(n) if n == "deps" => parent.parent().unwrap_or(parent),
+        _ => parent,
+    };
     let path = dir.join(name);
     if !path.exists() {
         bail!(

@@ -253,6 +253,8 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         .put("jobforge/config", mirrors.to_string().as_bytes())
         .await?;
     for (ns, _) in ROUNDS {
+        // Each namespace's tasks read Vault with their namespace's policy only (tenancy).
+        stack.install_team_policy(ns).await?;
         stack
             .put_secret(
                 &format!("secret/data/jobforge/{ns}/release"),
