@@ -504,6 +504,12 @@ impl IgnoredKeys {
 /// read is re-armed (issue 17: the idle leader's requests per minute).
 const IDLE_WAIT: std::time::Duration = jobforge_client::consul::MAX_WAIT;
 
+/// How long a namespace folder of the sharded `requests/` and `status/` watches stays unchanged
+/// before it is parked: its blocking read stops and probes watch it instead, so an idle leader
+/// makes no request per namespace (issue 17; `client-cli/src/consul/watch/sharded.rs`). An
+/// active namespace's read is re-armed once per this wait until then.
+const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]): the initial
 /// listing enqueues every request (then `/readyz` is ready); each change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
@@ -518,6 +524,8 @@ async fn watch_requests(
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
         wait: IDLE_WAIT,
+        park_after: Some(PARK_AFTER),
+        metrics_label: Some("requests"),
         ..WatchOptions::default()
     };
     // One blocking read per namespace (plus one of the namespace names): a change re-reads only
@@ -596,6 +604,8 @@ async fn watch_status_keys(
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
         wait: IDLE_WAIT,
+        park_after: Some(PARK_AFTER),
+        metrics_label: Some("status"),
         ..WatchOptions::default()
     };
     // Only keys a request could have (`parse_status_key`: both segments DNS labels): anything
