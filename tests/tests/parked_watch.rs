@@ -424,3 +424,122 @@ async fn a_change_written_between_the_quiet_answer_and_the_probe_is_reported() {
     drop(proxy);
     stack.shutdown().await;
 }
+
+/// One step of the property test below.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Writes `v<value>` at `p/f<folder>/k<key>`.
+    Put(u8, u8, u8),
+    /// Deletes `p/f<folder>/k<key>` (missing or not).
+    Delete(u8, u8),
+    /// Waits long enough for every unchanged folder to park.
+    Pause,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..3, 0u8..3, 0u8..4).prop_map(|(f, k, v)| Op::Put(f, k, v)),
+        2 => (0u8..3, 0u8..3).prop_map(|(f, k)| Op::Delete(f, k)),
+        1 => Just(Op::Pause),
+    ]
+}
+
+/// Runs `ops` against a fresh stack while a parking watch of `p/` runs, then compares the view
+/// built from the watch's events with the KV contents once every folder is parked again.
+async fn view_matches_kv_after(ops: Vec<Op>) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    let stack = consul_only().await;
+    let c = client_for(&stack.consul_url());
+    put(&c, "p/f0/k0", "seed").await;
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = watch::channel(FolderStates::default());
+    let park_after = Duration::from_millis(200);
+    let opts = WatchOptions {
+        cancel: cancel.clone(),
+        park_after: Some(park_after),
+        probe_interval: Duration::from_millis(20),
+        folder_states: Some(tx),
+        ..WatchOptions::default()
+    };
+    let mut s = Box::pin(watch_prefix_sharded(c.clone(), "p/", opts));
+    let mut view: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let apply = |view: &mut BTreeMap<String, Vec<u8>>, ev: WatchEvent| match ev {
+        WatchEvent::Initial { pairs, .. } => {
+            for p in pairs {
+                view.insert(p.key, p.value);
+            }
+        }
+        WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+            view.insert(p.key, p.value);
+        }
+        WatchEvent::Deleted(p) => {
+            view.remove(&p.key);
+        }
+        WatchEvent::Restarting { .. } | WatchEvent::Resumed { .. } => {}
+    };
+    let first = tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap();
+    apply(&mut view, first);
+    for op in ops {
+        match op {
+            Op::Put(f, k, v) => put(&c, &format!("p/f{f}/k{k}"), &format!("v{v}")).await,
+            Op::Delete(f, k) => {
+                assert!(
+                    c.kv_delete(&format!("p/f{f}/k{k}"), DeleteOptions::default())
+                        .await
+                        .unwrap()
+                )
+            }
+            Op::Pause => tokio::time::sleep(park_after * 3).await,
+        }
+        while let Some(Some(ev)) = s.next().now_or_never() {
+            apply(&mut view, ev);
+        }
+    }
+    let (_, stored) = c
+        .kv_list("p/", jobforge_client::consul::QueryOptions::default())
+        .await
+        .unwrap();
+    let folders: std::collections::BTreeSet<String> = stored
+        .iter()
+        .filter_map(|p| p.key.rsplit_once('/').map(|(f, _)| f.to_string()))
+        .collect();
+    let want = FolderStates {
+        active: 0,
+        parked: folders.len(),
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while *rx.borrow() != want {
+        tokio::select! {
+            ev = s.next() => apply(&mut view, ev.expect("the watch ended")),
+            r = rx.changed() => r.unwrap(),
+            _ = tokio::time::sleep_until(deadline) => return Err(format!("not parked: {:?}", *rx.borrow())),
+        }
+    }
+    while let Some(Some(ev)) = s.next().now_or_never() {
+        apply(&mut view, ev);
+    }
+    let kv: BTreeMap<String, Vec<u8>> = stored.into_iter().map(|p| (p.key, p.value)).collect();
+    cancel.cancel();
+    stack.shutdown().await;
+    if view == kv {
+        Ok(())
+    } else {
+        Err(format!("view {view:?} != kv {kv:?}"))
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 8, ..Default::default() })]
+
+    /// Whatever is written and deleted across three folders, with folders parking in between,
+    /// the merged stream's view ends equal to what Consul stores.
+    #[test]
+    fn the_merged_view_equals_the_kv_contents_whatever_is_written_while_folders_park(
+        ops in proptest::collection::vec(op(), 1..12)
+    ) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let r = rt.block_on(view_matches_kv_after(ops));
+        proptest::prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
