@@ -78,9 +78,12 @@ use tokio_util::sync::CancellationToken;
 use super::{FolderStates, State, Target, WatchEvent, WatchOptions, key_only};
 use crate::consul::{Client, KvPair};
 
+mod names;
 mod park;
 
-use park::{Parked, ProbeMsg, Verdict, spawn_round, verdict};
+use names::unreadable_folder;
+
+use park::{Parked, ProbeMsg};
 
 /// Events buffered between the merger and its reader.
 const CHANNEL: usize = 1024;
@@ -509,99 +512,6 @@ impl Merger {
             other => self.emit(other).await,
         }
     }
-
-    /// A probe round's message.
-    fn on_probe(&mut self, msg: ProbeMsg) {
-        let (folder, answer) = match msg {
-            ProbeMsg::Done => {
-                self.round_running = false;
-                return;
-            }
-            ProbeMsg::Answer(folder, answer) => (folder, answer),
-        };
-        let Some(Folder::Parked(p)) = self.folders.get_mut(&folder) else {
-            return; // resumed or gone meanwhile
-        };
-        let (index, last_probe) = match answer {
-            Ok(probe) => match verdict(p, probe) {
-                Verdict::Park(base) => {
-                    p.base = Some(base);
-                    self.gauge();
-                    return;
-                }
-                Verdict::Keep => return,
-                Verdict::Resume { index } => (index, Some(probe)),
-            },
-            // Nothing is known: the folder's own read finds out (and reports the errors).
-            Err(error) => {
-                tracing::debug!(%folder, %error, "probe of a parked folder failed; resuming it");
-                (p.index, None)
-            }
-        };
-        self.resume(&folder, index, last_probe);
-    }
-
-    /// Starts parked `folder`'s read again from `index`, diffed against what it knew.
-    fn resume(&mut self, folder: &str, index: u64, last_probe: Option<u64>) {
-        let Some(Folder::Parked(p)) = self.folders.remove(folder) else {
-            return;
-        };
-        self.wanted.remove(folder);
-        let seed = Seed {
-            index,
-            known: p.known,
-            last_probe,
-        };
-        self.start_shard(folder, Some(seed));
-    }
-
-    /// When the next probe round may start.
-    fn next_round_at(&self) -> Instant {
-        match self.last_round {
-            Some(t) => t + self.opts.probe_interval,
-            None => Instant::now(),
-        }
-    }
-
-    /// Starts a probe round of the wanted folders that are still parked.
-    fn start_round(&mut self) {
-        let wanted = std::mem::take(&mut self.wanted);
-        let folders: Vec<String> = wanted
-            .into_iter()
-            .filter(|f| matches!(self.folders.get(f), Some(Folder::Parked(_))))
-            .collect();
-        if folders.is_empty() {
-            return;
-        }
-        self.round_running = true;
-        self.last_round = Some(Instant::now());
-        spawn_round(
-            self.client.clone(),
-            folders,
-            self.opts.consistent,
-            self.probe_tx.clone(),
-            self.opts.cancel.child_token(),
-        );
-    }
-}
-
-/// A folder key (`<prefix><name>/`) whose name a URL path cannot carry as is: `.`, `..` (and
-/// their percent-encoded forms, which the WHATWG URL parser also resolves), or a name with `%`,
-/// `?`, `#` or `\`. A read of such a folder through `/v1/kv/<folder>` would list *another*
-/// prefix (`requests/../` is `jobforge/`, every key of every team), so it is never watched:
-/// the folder itself is reported as one key-only pair named without its trailing `/` (a key
-/// that is not a request: the caller ignores it with one warning). Keys written inside it (only
-/// possible through `/v1/txn`, which takes literal keys) are not listed one by one.
-fn unreadable_folder(key: &str) -> Option<&str> {
-    let folder = key.strip_suffix('/')?;
-    let name = folder.rsplit('/').next().unwrap_or(folder);
-    let lower = name.to_ascii_lowercase();
-    let dots = matches!(
-        lower.as_str(),
-        "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
-    );
-    let odd = name.is_empty() || name.contains(['%', '?', '#', '\\']);
-    (dots || odd).then_some(folder)
 }
 
 async fn merge(
@@ -674,33 +584,4 @@ async fn merge(
     // The watch no longer runs (a leader term ended): it has no folders.
     m.folders.clear();
     m.gauge();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unreadable_folder;
-
-    #[test]
-    fn folders_a_url_would_resolve_elsewhere_are_never_read() {
-        for key in [
-            "jobforge/requests/../",
-            "jobforge/requests/./",
-            "jobforge/requests/%2E%2E/",
-            "jobforge/requests/.%2e/",
-            "jobforge/requests/a?b/",
-            "jobforge/requests/a#b/",
-            "jobforge/requests/a\\b/",
-            "jobforge/requests//",
-        ] {
-            assert_eq!(unreadable_folder(key), key.strip_suffix('/'), "{key}");
-        }
-        for key in [
-            "jobforge/requests/team-a/",
-            "jobforge/requests/...x/",
-            "jobforge/requests/a.b/",
-            "jobforge/requests/x",
-        ] {
-            assert_eq!(unreadable_folder(key), None, "{key}");
-        }
-    }
 }

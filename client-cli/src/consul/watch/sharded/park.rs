@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::{Folder, Merger, Seed};
 use crate::consul::{Client, KvPair, QueryOptions};
 
 /// Probes sent at once within one round: a round of 100 parked folders takes ~25 round trips
@@ -51,7 +53,7 @@ pub(super) enum Verdict {
 /// the quiet read covers the folder up to its answer). Any other index resumes it: a sibling
 /// whose name extends the folder's (`team-a` for `team`) costs one more blocking read, never a
 /// missed change.
-pub(super) fn verdict(p: &Parked, probe: u64) -> Verdict {
+fn verdict(p: &Parked, probe: u64) -> Verdict {
     match p.base {
         None if probe == p.index || Some(probe) == p.last_probe => Verdict::Park(probe),
         Some(base) if probe == base => Verdict::Keep,
@@ -76,7 +78,7 @@ pub(super) enum ProbeMsg {
 /// and tombstone under `<prefix><name>` (Consul `agent/consul/kvs_endpoint.go` `KVS.ListKeys`:
 /// "the keys which are omitted are still counted in the returned index", over
 /// `state/kvs.go` `kvsListTxn`, which adds the graveyard's highest index under the prefix).
-pub(super) async fn probe(client: &Client, folder: &str, consistent: bool) -> Result<u64, String> {
+async fn probe(client: &Client, folder: &str, consistent: bool) -> Result<u64, String> {
     let prefix = folder.strip_suffix('/').unwrap_or(folder);
     let q = QueryOptions {
         consistent,
@@ -91,7 +93,7 @@ pub(super) async fn probe(client: &Client, folder: &str, consistent: bool) -> Re
 
 /// Probes `folders` (at most [`PROBE_CONCURRENCY`] at once), reporting each answer, then
 /// [`ProbeMsg::Done`]; stops early when `cancel` fires or the merger is gone.
-pub(super) fn spawn_round(
+fn spawn_round(
     client: Client,
     folders: Vec<String>,
     consistent: bool,
@@ -121,6 +123,83 @@ pub(super) fn spawn_round(
         }
         let _ = tx.send(ProbeMsg::Done).await;
     });
+}
+
+/// The merger's side of parking: probe answers, resuming, probe rounds.
+impl Merger {
+    /// A probe round's message.
+    pub(super) fn on_probe(&mut self, msg: ProbeMsg) {
+        let (folder, answer) = match msg {
+            ProbeMsg::Done => {
+                self.round_running = false;
+                return;
+            }
+            ProbeMsg::Answer(folder, answer) => (folder, answer),
+        };
+        let Some(Folder::Parked(p)) = self.folders.get_mut(&folder) else {
+            return; // resumed or gone meanwhile
+        };
+        let (index, last_probe) = match answer {
+            Ok(probe) => match verdict(p, probe) {
+                Verdict::Park(base) => {
+                    p.base = Some(base);
+                    self.gauge();
+                    return;
+                }
+                Verdict::Keep => return,
+                Verdict::Resume { index } => (index, Some(probe)),
+            },
+            // Nothing is known: the folder's own read finds out (and reports the errors).
+            Err(error) => {
+                tracing::debug!(%folder, %error, "probe of a parked folder failed; resuming it");
+                (p.index, None)
+            }
+        };
+        self.resume(&folder, index, last_probe);
+    }
+
+    /// Starts parked `folder`'s read again from `index`, diffed against what it knew.
+    fn resume(&mut self, folder: &str, index: u64, last_probe: Option<u64>) {
+        let Some(Folder::Parked(p)) = self.folders.remove(folder) else {
+            return;
+        };
+        self.wanted.remove(folder);
+        let seed = Seed {
+            index,
+            known: p.known,
+            last_probe,
+        };
+        self.start_shard(folder, Some(seed));
+    }
+
+    /// When the next probe round may start.
+    pub(super) fn next_round_at(&self) -> Instant {
+        match self.last_round {
+            Some(t) => t + self.opts.probe_interval,
+            None => Instant::now(),
+        }
+    }
+
+    /// Starts a probe round of the wanted folders that are still parked.
+    pub(super) fn start_round(&mut self) {
+        let wanted = std::mem::take(&mut self.wanted);
+        let folders: Vec<String> = wanted
+            .into_iter()
+            .filter(|f| matches!(self.folders.get(f), Some(Folder::Parked(_))))
+            .collect();
+        if folders.is_empty() {
+            return;
+        }
+        self.round_running = true;
+        self.last_round = Some(Instant::now());
+        spawn_round(
+            self.client.clone(),
+            folders,
+            self.opts.consistent,
+            self.probe_tx.clone(),
+            self.opts.cancel.child_token(),
+        );
+    }
 }
 
 #[cfg(test)]
