@@ -401,6 +401,10 @@ fn describe_metrics() {
         "jobforge_watch_restarts_total",
         "Blocking-query watch restarts after errors, by watch."
     );
+    describe_gauge!(
+        "jobforge_watch_folders",
+        "Namespace folders of the sharded requests/ and status/ watches, by watch and state: active (a blocking read of its own) or parked (watched by probes; set only while this replica leads)."
+    );
     describe_counter!(
         "jobforge_webhook_deliveries_total",
         "Webhook delivery attempts by outcome."

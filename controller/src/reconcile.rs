@@ -979,14 +979,25 @@ impl Reconciler {
     ///
     /// Errors: Nomad or Consul failed (the next sweep tries again); `NotLeader`.
     pub async fn sweep(&self) -> Result<usize, ReconcileError> {
-        let mut generations: HashMap<(String, String), Option<u64>> = HashMap::new();
-        let mut stopped = 0;
-        for stub in self
+        let jobs = self
             .deps
             .nomad
             .list_jobs(crate::sweep::JOB_ID_PREFIX)
-            .await?
-        {
+            .await?;
+        self.sweep_jobs(jobs).await
+    }
+
+    /// [`Reconciler::sweep`] over a listing of the jobs whose ID starts with
+    /// [`crate::sweep::JOB_ID_PREFIX`] already read (the sweep loop's blocking job list).
+    ///
+    /// Errors: as [`Reconciler::sweep`].
+    pub async fn sweep_jobs(
+        &self,
+        jobs: Vec<crate::nomad::JobListStub>,
+    ) -> Result<usize, ReconcileError> {
+        let mut generations: HashMap<(String, String), Option<u64>> = HashMap::new();
+        let mut stopped = 0;
+        for stub in jobs {
             if stub.stop || stub.status == "dead" {
                 continue;
             }

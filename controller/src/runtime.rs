@@ -353,6 +353,7 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: Cancellation
         fence,
         ..
     } = d.deps.clone();
+    let sweep_nomad = nomad.clone();
     let job_watches = JobWatches::new(nomad, queue.clone(), cancel.child_token());
     // Webhook events the reconciler commits into the outbox (and those earlier leaders left).
     let outbox = Outbox::spawn(
@@ -386,6 +387,7 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: Cancellation
     d.health.set_queue(Some(queue.clone()));
     let sweeper = tokio::spawn(sweep_loop(
         reconciler.clone(),
+        sweep_nomad,
         d.sweep_interval,
         cancel.clone(),
     ));
@@ -417,32 +419,73 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: Cancellation
     let _ = outbox.await;
 }
 
-/// Runs [`Reconciler::sweep`] every `interval` (zero: never), the first one interval after the
-/// term starts (not at once: the new term's first listing and reconciles come first, and a
-/// failover must not wait behind a sweep), until `cancel`.
+/// Longest `wait` of the sweep's blocking job list: Nomad's cap (`nomad/rpc.go`
+/// `maxQueryTime`, 5 min; Nomad adds up to wait/16 of jitter), so an idle leader re-arms it
+/// about once per 5.2 min.
+const SWEEP_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs the orphan sweep ([`Reconciler::sweep_jobs`]) at most every `interval` (zero: never),
+/// the first one interval after the term starts (not at once: the new term's first listing and
+/// reconciles come first, and a failover must not wait behind a sweep), until `cancel`.
+///
+/// After the first sweep, a sweep runs only once Nomad's job list has changed since the last
+/// one: the loop waits with a blocking `GET /v1/jobs?prefix=jobforge-&index=<last>` (so an idle
+/// leader makes one job-list request per [`SWEEP_LIST_WAIT`], not one per interval). A deposed
+/// leader's late register — what the sweep exists for — always moves that index.
 async fn sweep_loop(
     reconciler: Arc<Reconciler>,
+    nomad: crate::nomad::Client,
     interval: std::time::Duration,
     cancel: CancellationToken,
 ) {
     if interval.is_zero() {
         return;
     }
+    // The index of the job list the last successful sweep read (0: sweep without waiting).
+    let mut swept_at = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+        // Wait (re-arming after each quiet answer) until the job list moved since the last sweep.
+        let listed = loop {
+            let q = crate::nomad::QueryOptions {
+                index: swept_at,
+                wait: Some(SWEEP_LIST_WAIT),
+            };
+            let r = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = nomad.list_jobs_blocking(crate::sweep::JOB_ID_PREFIX, q) => r,
+            };
+            match r {
+                Ok((index, _)) if swept_at != 0 && index == swept_at => continue,
+                other => break other,
+            }
+        };
+        let (index, jobs) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?interval, "sweep: listing Nomad jobs failed");
+                swept_at = 0;
+                continue;
+            }
+        };
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = reconciler.sweep() => r,
+            r = reconciler.sweep_jobs(jobs) => r,
         };
         match outcome {
             Ok(0) => tracing::debug!("sweep: no orphaned Nomad job"),
             Ok(n) => tracing::info!(stopped = n, "sweep: orphaned Nomad jobs stopped"),
             Err(crate::reconcile::ReconcileError::NotLeader) => return,
-            Err(e) => tracing::warn!(error = %e, retry_in = ?interval, "sweep failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?interval, "sweep failed");
+                swept_at = 0;
+                continue;
+            }
         }
+        swept_at = index.max(1);
     }
 }
 
@@ -504,6 +547,12 @@ impl IgnoredKeys {
 /// read is re-armed (issue 17: the idle leader's requests per minute).
 const IDLE_WAIT: std::time::Duration = jobforge_client::consul::MAX_WAIT;
 
+/// How long a namespace folder of the sharded `requests/` and `status/` watches stays unchanged
+/// before it is parked: its blocking read stops and probes watch it instead, so an idle leader
+/// makes no request per namespace (issue 17; `client-cli/src/consul/watch/sharded.rs`). An
+/// active namespace's read is re-armed once per this wait until then.
+const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]): the initial
 /// listing enqueues every request (then `/readyz` is ready); each change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
@@ -518,6 +567,8 @@ async fn watch_requests(
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
         wait: IDLE_WAIT,
+        park_after: Some(PARK_AFTER),
+        metrics_label: Some("requests"),
         ..WatchOptions::default()
     };
     // One blocking read per namespace (plus one of the namespace names): a change re-reads only
@@ -596,6 +647,8 @@ async fn watch_status_keys(
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
         wait: IDLE_WAIT,
+        park_after: Some(PARK_AFTER),
+        metrics_label: Some("status"),
         ..WatchOptions::default()
     };
     // Only keys a request could have (`parse_status_key`: both segments DNS labels): anything

@@ -6,8 +6,9 @@
 //! campaign sees leadership lost. One window stays: a leader that passed the check and is then
 //! paused (GC, SIGSTOP, a VM migration) can still reach Nomad after its successor took over,
 //! for a request deleted or re-specified meanwhile. Its job would then run with no request to
-//! own it. The leader therefore sweeps every `--sweep-interval` (default [`DEFAULT_SWEEP_INTERVAL`]; the first one
-//! interval after a term starts): every live job whose ID starts with [`JOB_ID_PREFIX`] **and** whose Meta
+//! own it. The leader therefore sweeps at most every `--sweep-interval` (default [`DEFAULT_SWEEP_INTERVAL`]; the first one
+//! interval after a term starts; later ones only once a blocking job list says the jobs changed,
+//! which a late register always does: `runtime.rs` `sweep_loop`): every live job whose ID starts with [`JOB_ID_PREFIX`] **and** whose Meta
 //! (`jobforge.request` = `<namespace>/<name>`, `jobforge.generation`, set by
 //! `jobspec::render`) names a request that no longer exists, or a generation that is not the
 //! request's current one (its spec key's `ModifyIndex`), is stopped. A job without that Meta is

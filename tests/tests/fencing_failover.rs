@@ -1,6 +1,7 @@
 //! Fencing beyond KV and fast failover (issues 14 and 16), with real controller processes:
 //! the orphan sweep stops a job registered for a deleted request (matched by Meta, never by ID
-//! alone); every replica is in Consul's catalog with a `/healthz` check that goes critical when
+//! alone), and an idle leader's sweep waits on a blocking job list instead of listing every
+//! interval (issue 17); every replica is in Consul's catalog with a `/healthz` check that goes critical when
 //! the replica dies, and a SIGKILLed leader is replaced within seconds; a frozen Consul turns
 //! `/readyz` 503 within the documented bound and makes the CLI fail with a timeout naming the
 //! address.
@@ -93,6 +94,78 @@ async fn the_sweep_stops_a_job_registered_for_a_deleted_request_and_nothing_else
         d["Stop"], true,
         "a job without jobforge's Meta was stopped: {d}"
     );
+}
+
+/// `GET /v1/jobs` requests the Nomad emulator answered so far (its telemetry counter).
+async fn job_lists(client: &reqwest::Client, nomad: &str) -> u64 {
+    let doc: Value = client
+        .get(format!("{nomad}/v1/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    doc["Counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "nomad.http.GET.v1.jobs")
+        .and_then(|c| c["Count"].as_f64())
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_leader_sweeps_only_when_the_job_list_moved_and_still_stops_a_late_register() {
+    let stack = DevStackProcess::start(DevStackOptions {
+        fake_tools: true,
+        ..DevStackOptions::default()
+    })
+    .expect("dev stack");
+    let ctl = ControllerProcess::start(&stack, &["--sweep-interval", "1s"])
+        .await
+        .expect("controller");
+    ctl.wait_leader(Duration::from_secs(30))
+        .await
+        .expect("leads");
+    let client = reqwest::Client::new();
+    // The first sweep lists the jobs one interval after the term starts; after it, the loop
+    // blocks on the job list's index.
+    wait_until(Duration::from_secs(10), "the first sweep", || {
+        let (client, nomad) = (client.clone(), stack.nomad.clone());
+        async move { Ok(job_lists(&client, &nomad).await >= 2) }
+    })
+    .await
+    .expect("first sweep and its blocking list");
+    let before = job_lists(&client, &stack.nomad).await;
+    // Six intervals of an idle stack: the blocking list (wait 5 min) is not re-armed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let made = job_lists(&client, &stack.nomad).await - before;
+    assert_eq!(
+        made, 0,
+        "an idle leader listed Nomad's jobs {made} times in 6 s"
+    );
+    // A deposed leader's late register moves the index: it is swept within about an interval.
+    let ghost = "jobforge-default-ghost-9-build";
+    let meta = json!({"jobforge.request": "default/ghost", "jobforge.generation": "9",
+                      "jobforge.phase": "build", "jobforge.attempt": "1"});
+    let r = client
+        .post(format!("{}/v1/jobs", stack.nomad))
+        .json(&sleeper(ghost, meta))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "register: {}", r.status());
+    wait_until(
+        Duration::from_secs(10),
+        "the sweep stops the ghost job",
+        || {
+            let (client, nomad) = (client.clone(), stack.nomad.clone());
+            async move { Ok(job(&client, &nomad, ghost).await["Stop"] == true) }
+        },
+    )
+    .await
+    .expect("swept");
 }
 
 async fn catalog(client: &reqwest::Client, consul: &str) -> Vec<Value> {

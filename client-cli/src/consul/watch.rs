@@ -52,6 +52,31 @@ pub struct WatchOptions {
     pub max_backoff: Duration,
     /// Ends the stream when cancelled.
     pub cancel: CancellationToken,
+    /// Sharded watches only ([`watch_prefix_sharded`], [`watch_keys_sharded`]): park a folder
+    /// whose blocking read stayed unchanged this long (its read then waits this long instead of
+    /// Consul's longest wait), and watch it with probes instead of a blocking read of its own
+    /// (module docs of `sharded`). `None` (the default): every folder keeps its blocking read.
+    pub park_after: Option<Duration>,
+    /// Sharded watches with `park_after`: the shortest time between two probe rounds of the
+    /// parked folders (default 1 s); a change inside that time is probed right after it.
+    pub probe_interval: Duration,
+    /// Sharded watches: the `watch` label of the `jobforge_watch_folders{watch, state}` gauge
+    /// (folders `active` and `parked`); `None` sets no gauge.
+    pub metrics_label: Option<&'static str>,
+    /// Sharded watches: told the numbers of active and parked folders after each change (for
+    /// tests and callers that wait until every folder is parked).
+    pub folder_states: Option<tokio::sync::watch::Sender<FolderStates>>,
+}
+
+/// How many folders of a sharded watch are parked ([`WatchOptions::park_after`]) and how many
+/// are not (yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FolderStates {
+    /// Folders with a blocking read of their own, or parked but not yet confirmed by their
+    /// first probe.
+    pub active: usize,
+    /// Parked folders whose first probe confirmed them: they make no request until a change.
+    pub parked: usize,
 }
 
 impl Default for WatchOptions {
@@ -64,6 +89,10 @@ impl Default for WatchOptions {
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
             cancel: CancellationToken::new(),
+            park_after: None,
+            probe_interval: Duration::from_secs(1),
+            metrics_label: None,
+            folder_states: None,
         }
     }
 }
@@ -221,9 +250,47 @@ struct State {
     delay: Duration,
     /// A request failed since the last success: the next success emits `Resumed`.
     failing: bool,
+    /// The last step was a blocking read (index ≥ 1, after the first listing) that answered
+    /// with the index it was sent with: nothing under the target changed while it waited.
+    quiet: bool,
+    /// `X-Consul-Index` of the last successful read (`None` after a failed one).
+    answered: Option<u64>,
 }
 
 impl State {
+    /// A watch that starts with a listing: its first success is the `Initial` event.
+    fn new(client: Client, target: Target, opts: WatchOptions) -> State {
+        State::seeded(client, target, opts, 0, None)
+    }
+
+    /// A watch of `target` that already knows its keys (`known`, as a watch keeps them: pairs
+    /// without values) as of `index` (0: read at once without blocking): no `Initial`, its
+    /// first read's listing is diffed against `known`. `None`: a fresh watch ([`State::new`]).
+    fn seeded(
+        client: Client,
+        target: Target,
+        opts: WatchOptions,
+        index: u64,
+        known: Option<HashMap<String, KvPair>>,
+    ) -> State {
+        let bucket = TokenBucket::new(opts.burst, opts.rate_per_sec, Instant::now());
+        let synced = known.is_some();
+        State {
+            client,
+            target,
+            opts,
+            index: if synced { index } else { 0 },
+            known: known.unwrap_or_default(),
+            synced,
+            bucket,
+            backoff: None,
+            delay: Duration::ZERO,
+            failing: false,
+            quiet: false,
+            answered: None,
+        }
+    }
+
     async fn fetch(&self, q: QueryOptions) -> Result<(u64, Vec<KvPair>)> {
         match &self.target {
             Target::Key(k) => {
@@ -270,10 +337,14 @@ impl State {
             _ = cancel.cancelled() => return None,
             r = self.fetch(q) => r,
         };
+        self.quiet = false;
+        self.answered = None;
         match r {
             Ok((got, listing)) => {
                 self.backoff = None;
                 let prev = self.index;
+                self.quiet = self.synced && prev >= 1 && got == prev;
+                self.answered = Some(got);
                 self.index = next_index(prev, got);
                 if self.index == 0 {
                     tracing::debug!(prev, got, "consul watch index went backwards; resetting");
@@ -330,19 +401,7 @@ fn key_only(key: String) -> KvPair {
 }
 
 fn watch(client: Client, target: Target, opts: WatchOptions) -> impl Stream<Item = WatchEvent> {
-    let bucket = TokenBucket::new(opts.burst, opts.rate_per_sec, Instant::now());
-    let state = State {
-        client,
-        target,
-        opts,
-        index: 0,
-        known: HashMap::new(),
-        synced: false,
-        bucket,
-        backoff: None,
-        delay: Duration::ZERO,
-        failing: false,
-    };
+    let state = State::new(client, target, opts);
     futures::stream::unfold(state, |mut s| async move {
         let events = s.step().await?;
         Some((futures::stream::iter(events), s))

@@ -43,8 +43,9 @@ pub struct QueryOptions {
     /// Return only when the result's index exceeds this (0 = answer at once). Use the index of
     /// the previous answer; reset to 0 if it goes backwards.
     pub index: u64,
-    /// Longest time to block (Nomad default 5 min, capped at 10 min; Nomad adds up to wait/16
-    /// jitter). `None` = Nomad's default.
+    /// Longest time to block (Nomad's default and cap are both 5 min: `nomad/rpc.go`
+    /// `defaultQueryTime`, `maxQueryTime`; Nomad adds up to wait/16 jitter). `None` = Nomad's
+    /// default.
     pub wait: Option<Duration>,
 }
 
@@ -146,9 +147,27 @@ impl Client {
 
     /// Lists jobs whose ID starts with `prefix` (`GET /v1/jobs?prefix=`); `""` lists all.
     pub async fn list_jobs(&self, prefix: &str) -> Result<Vec<JobListStub>> {
-        let req = self.request(Method::GET, "/v1/jobs", &[("prefix", prefix.to_string())]);
-        let resp = self.send("list_jobs", req, None).await?;
-        decode("list_jobs", resp).await
+        Ok(self
+            .list_jobs_blocking(prefix, QueryOptions::default())
+            .await?
+            .1)
+    }
+
+    /// [`Client::list_jobs`] as a blocking query: with `q.index > 0` Nomad answers when the
+    /// jobs table's index exceeds it (any job registered, deregistered, or whose status
+    /// changed), or after `q.wait` (Nomad caps it at 5 min: `nomad/rpc.go` `maxQueryTime`, plus
+    /// up to wait/16 of jitter). Returns `(X-Nomad-Index, jobs)`.
+    pub async fn list_jobs_blocking(
+        &self,
+        prefix: &str,
+        q: QueryOptions,
+    ) -> Result<(u64, Vec<JobListStub>)> {
+        let mut params = blocking_params(q);
+        params.push(("prefix", prefix.to_string()));
+        let req = self.request(Method::GET, "/v1/jobs", &params);
+        let resp = self.send("list_jobs", req, Some(q)).await?;
+        let index = nomad_index(&resp);
+        Ok((index, decode("list_jobs", resp).await?))
     }
 
     /// A job's allocations (`GET /v1/job/:id/allocations`), as a blocking query: with

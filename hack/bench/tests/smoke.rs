@@ -42,7 +42,9 @@ const METRICS: &[&str] = &[
     "scale.full.kv_bytes_per_change",
     "scale.full.kv_bytes_per_request",
     "scale.controller_peak_rss_mb",
+    "scale.idle_parked_after_s",
     "scale.idle_leader_requests_per_min",
+    "scale.parked.reaction_ms",
 ];
 
 #[test]

@@ -560,6 +560,48 @@ async fn session_ttl_expiry_releases_or_deletes_the_lock_within_twice_the_ttl() 
 /// `X-Consul-Index` is the highest ModifyIndex under that prefix (tombstones included), not the
 /// table's, so a blocking query on one prefix does not answer on writes under another; and
 /// `?keys&separator=/` lists the "folders" one level down, blocking on the whole prefix.
+/// The probe of a parked folder (`client-cli/src/consul/watch/sharded/park.rs`): a `?keys&separator=/`
+/// listing of a folder's name *without* its slash lists the folder and every sibling whose name
+/// starts with it, and answers the highest ModifyIndex of every key and tombstone under that
+/// string prefix (Consul `agent/consul/kvs_endpoint.go` `KVS.ListKeys` over
+/// `state/kvs.go` `kvsListTxn`: memdb prefix scan plus the graveyard's max index under the prefix).
+#[tokio::test]
+async fn a_keys_listing_of_a_name_without_slash_counts_siblings_and_tombstones() {
+    let c = Consul::start().await;
+    assert!(c.put_bool("/v1/kv/r/team/1", "x").await);
+    assert!(c.put_bool("/v1/kv/r/team-a/1", "x").await);
+    assert!(c.put_bool("/v1/kv/r/other/1", "x").await);
+    let r = c.get("/v1/kv/r/team?keys&separator=/").await;
+    let probe = index(&r);
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!(["r/team-a/", "r/team/"])
+    );
+    assert_eq!(
+        probe,
+        entry(&c, "r/team-a/1").await["ModifyIndex"]
+            .as_u64()
+            .unwrap_or(0),
+        "the sibling team-a/ counts"
+    );
+    // A write elsewhere does not move it; a write in the folder does; a delete does (tombstone).
+    assert!(c.put_bool("/v1/kv/r/other/2", "x").await);
+    assert_eq!(index(&c.get("/v1/kv/r/team?keys&separator=/").await), probe);
+    assert!(c.put_bool("/v1/kv/r/team/2", "x").await);
+    let after_put = index(&c.get("/v1/kv/r/team?keys&separator=/").await);
+    assert!(after_put > probe);
+    let d = c
+        .http
+        .delete(c.u("/v1/kv/r/team/2"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(d.status().is_success());
+    let after_delete = index(&c.get("/v1/kv/r/team?keys&separator=/").await);
+    assert!(after_delete > after_put, "the tombstone counts");
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn prefix_indexes_are_per_prefix_and_separator_lists_one_level() {
     let c = Arc::new(Consul::start().await);

@@ -350,6 +350,86 @@ async fn blocking_allocations_query_waits_for_a_change_and_returns_promptly_on_i
     s.shutdown().await;
 }
 
+/// `X-Nomad-Index` of an answer.
+fn nomad_index(r: &reqwest::Response) -> u64 {
+    r.headers()["X-Nomad-Index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn blocking_job_list_waits_for_a_job_change_under_its_prefix_and_wakes_on_a_register() {
+    let s = Stack::start().await;
+    s.register(job("jobforge-a", "sleep", &["600"])).await;
+    let r = s
+        .http
+        .get(format!("{}/v1/jobs?prefix=jobforge-", s.url))
+        .send()
+        .await
+        .unwrap();
+    let idx = nomad_index(&r);
+    // Wait for the job's own status changes (pending -> running) to settle.
+    let idx = {
+        let mut idx = idx;
+        loop {
+            let r = s
+                .http
+                .get(format!(
+                    "{}/v1/jobs?prefix=jobforge-&index={idx}&wait=1s",
+                    s.url
+                ))
+                .send()
+                .await
+                .unwrap();
+            let got = nomad_index(&r);
+            if got == idx {
+                break idx;
+            }
+            idx = got;
+        }
+    };
+    // Nothing changes: the query runs to its wait and answers the same index.
+    let t0 = Instant::now();
+    let r = s
+        .http
+        .get(format!(
+            "{}/v1/jobs?prefix=jobforge-&index={idx}&wait=1s",
+            s.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert_eq!(nomad_index(&r), idx);
+    // A register wakes it at once, and the listing has the new job.
+    let url = format!("{}/v1/jobs?prefix=jobforge-&index={idx}&wait=30s", s.url);
+    let waiter = tokio::spawn({
+        let http = s.http.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = http.get(url).send().await.unwrap();
+            let i = nomad_index(&r);
+            let ids: Vec<String> = r
+                .json::<Vec<Value>>()
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| j["ID"].as_str().unwrap().to_string())
+                .collect();
+            (t0.elapsed(), i, ids)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.register(job("jobforge-late", "sleep", &["600"])).await;
+    let (took, new_idx, ids) = waiter.await.unwrap();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(new_idx > idx);
+    assert!(ids.contains(&"jobforge-late".to_string()), "{ids:?}");
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn docker_job_gets_no_allocation_and_a_blocked_eval_naming_missing_drivers() {
     let s = Stack::start().await;

@@ -14,9 +14,51 @@
 //!   included (Consul `agent/kvs_endpoint.go` `KVSEndpoint.List` / `ListKeys`, `state/kvs.go`
 //!   `kvsListTxn`), so a change in one folder answers that folder's read alone.
 //!
-//! One change thus costs two reads: the folder names, and the changed folder's listing. The
-//! price is paid when idle: each folder's read is re-armed once per `wait`, so folder reads
-//! block for Consul's longest wait (10 min): `folders / 10` requests per minute.
+//! One change thus costs two reads: the folder names, and the changed folder's listing. Without
+//! parking the price is paid when idle: each folder's read is re-armed once per `wait`, so
+//! folder reads block for Consul's longest wait (10 min, plus up to wait/16 of jitter):
+//! `folders / 10.3` requests per minute, ~20 a minute for the two prefixes at 100 namespaces.
+//!
+//! # Parked folders ([`WatchOptions::park_after`])
+//!
+//! With `park_after` set, a folder's blocking read waits `park_after`; when it answers with the
+//! index it was sent with (a *quiet* wait: nothing under the folder changed), the read stops and
+//! hands what it knew to the merger (each key without its value: its ModifyIndex tells a later
+//! listing what was Added, Modified or Deleted), and the folder is **parked**. A parked folder
+//! has no read of its own; it is watched by **probes**: a non-blocking
+//! `GET /v1/kv/<prefix><name>?keys&separator=/` (the folder *without* its trailing slash), whose
+//! body is one short name per folder starting with `<name>` and whose `X-Consul-Index` is the
+//! highest ModifyIndex of every key and tombstone under `<prefix><name>` (Consul
+//! `agent/consul/kvs_endpoint.go` `KVS.ListKeys`, `state/kvs.go` `kvsListTxn`; a sibling such as
+//! `<name>-a/` counts too, which can only make a probe answer "changed" when the folder did not).
+//!
+//! - Right after a folder parks, it is probed once; it stays parked at that probe's index
+//!   (its *base*) only if the probe proves it unchanged since its quiet answer: the probe index
+//!   equals the quiet answer's, or equals a probe taken before the quiet read was sent. Otherwise
+//!   its read starts again (`park::verdict`).
+//! - Each time the folder-names read answers with a new index, every parked folder is probed
+//!   (one round at a time, rounds at least [`WatchOptions::probe_interval`] apart; a change
+//!   during a round or that interval is probed right after). A probe index other than the
+//!   base (higher; or lower, after Consul reaped tombstones) *resumes* the folder: its blocking
+//!   read starts again from its last index, and its first answer is diffed against what it knew,
+//!   so the merged stream reports the changed keys as if the folder had never been parked. It
+//!   parks again after its next quiet wait. A probe that fails resumes the folder too (its own
+//!   read then reports the errors and retries).
+//!
+//! **No change is lost.** Let a key in folder F change at index c after F's quiet answer
+//! (at index L). Consul's indexes only grow, and a change is always visible in the index of a
+//! listing that covers it (a deletion leaves a tombstone), so:
+//! - if c happened before F's first probe after parking ran, that probe's index is ≥ c > L,
+//!   and ≠ any probe taken before the quiet read was sent (those are < c): F resumes;
+//! - otherwise c happened after that probe, so c is greater than every index any read had
+//!   answered before it, in particular than the folder-names read's last index known when F was
+//!   parked. That read (its prefix covers F) answers with an index ≥ c, and the merger handles
+//!   that answer after c, when F is already parked; it probes F after that, the probe's index
+//!   is ≥ c > base, and F resumes. The resumed read's first answer (index > L) lists c.
+//!
+//! Idle cost: a parked folder makes no request; the two folder-names reads are re-armed once
+//! per 10.3 min. One change costs, besides the changed folder's reads, one probe per parked
+//! folder of that prefix (each ~100 bytes of body), at most one round per `probe_interval`.
 //!
 //! Memory: at most [`FIRST_LISTINGS`] folders make their first listing at once (with 100
 //! namespaces of 1,000 requests each, 100 listings in flight held ~130 MB of response bodies and
@@ -33,16 +75,24 @@
 //! directly under the prefix are seen by name only (`Added`/`Deleted`, never `Modified`); with
 //! [`watch_keys_sharded`] every key is (as [`super::watch_keys`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Target, WatchEvent, WatchOptions, key_only, watch, watch_folders, without_value};
+use super::{FolderStates, State, Target, WatchEvent, WatchOptions, key_only, without_value};
 use crate::consul::{Client, KvPair};
+
+mod names;
+mod park;
+
+use names::unreadable_folder;
+
+use park::{Parked, ProbeMsg};
 
 /// Events buffered between the merger and its reader.
 const CHANNEL: usize = 1024;
@@ -105,13 +155,39 @@ fn sharded(
     )
 }
 
-/// One folder's watch.
+/// A folder with its own blocking read.
 struct Shard {
-    /// Distinguishes this watch's events from an earlier watch of the same folder.
+    /// Distinguishes this read's messages from an earlier read of the same folder.
     id: u64,
     cancel: CancellationToken,
     /// Keys it reported present.
     known: HashSet<String>,
+    /// A probe index taken before this read was started (see [`park::verdict`]).
+    last_probe: Option<u64>,
+}
+
+/// A folder under the prefix: read by its own blocking read, or parked.
+enum Folder {
+    Active(Shard),
+    Parked(Parked),
+}
+
+/// What a folder's read tells the merger.
+enum ShardMsg {
+    Event(WatchEvent),
+    /// Its blocking read answered unchanged at `index` (parking on): the read has stopped and
+    /// hands over what it knew.
+    Quiet {
+        index: u64,
+        known: HashMap<String, KvPair>,
+    },
+}
+
+/// Where a resumed folder's read starts.
+struct Seed {
+    index: u64,
+    known: HashMap<String, KvPair>,
+    last_probe: Option<u64>,
 }
 
 /// The merger's state.
@@ -120,8 +196,9 @@ struct Merger {
     opts: WatchOptions,
     read: Read,
     tx: mpsc::Sender<WatchEvent>,
-    shard_tx: mpsc::Sender<(u64, WatchEvent)>,
-    shards: HashMap<String, Shard>,
+    shard_tx: mpsc::Sender<(u64, ShardMsg)>,
+    probe_tx: mpsc::Sender<ProbeMsg>,
+    folders: HashMap<String, Folder>,
     folder_of: HashMap<u64, String>,
     next_id: u64,
     /// Permits for a folder's first listing ([`FIRST_LISTINGS`]).
@@ -129,6 +206,12 @@ struct Merger {
     /// Before the merged `Initial`: folders whose listing is awaited, pairs gathered, their
     /// highest index, and changes that arrived meanwhile (sent after the `Initial`).
     initial: Option<Initial>,
+    /// The index of the folder-names read's last answer.
+    names_index: Option<u64>,
+    /// Parked folders to probe in the next round.
+    wanted: BTreeSet<String>,
+    round_running: bool,
+    last_round: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -138,6 +221,37 @@ struct Initial {
     index: u64,
     discovered: bool,
     later: Vec<WatchEvent>,
+}
+
+/// Runs one folder's read: its events, then (parking on) [`ShardMsg::Quiet`] after the first
+/// blocking read that answered unchanged, and it stops.
+async fn run_shard(
+    id: u64,
+    mut state: State,
+    park: bool,
+    first_listing: Option<Arc<Semaphore>>,
+    tx: mpsc::Sender<(u64, ShardMsg)>,
+) {
+    // Held until the first read answered (module docs: memory).
+    let mut permit = match first_listing {
+        Some(sem) => sem.acquire_owned().await.ok(),
+        None => None,
+    };
+    while let Some(events) = state.step().await {
+        permit.take();
+        let quiet = park && state.quiet && events.is_empty();
+        for ev in events {
+            if tx.send((id, ShardMsg::Event(ev))).await.is_err() {
+                return;
+            }
+        }
+        if quiet {
+            let known = std::mem::take(&mut state.known);
+            let index = state.index;
+            let _ = tx.send((id, ShardMsg::Quiet { index, known })).await;
+            return;
+        }
+    }
 }
 
 impl Merger {
@@ -150,57 +264,103 @@ impl Merger {
         self.tx.send(ev).await.is_ok()
     }
 
-    fn start_shard(&mut self, folder: &str) {
-        if self.shards.contains_key(folder) {
+    /// Sets the `jobforge_watch_folders` gauge (when the watch has a metrics label).
+    fn gauge(&self) {
+        // Parked once its first probe confirmed it: until then it still costs a probe.
+        let parked = self
+            .folders
+            .values()
+            .filter(|f| matches!(f, Folder::Parked(p) if p.base.is_some()))
+            .count();
+        let active = self.folders.len() - parked;
+        if let Some(tx) = &self.opts.folder_states {
+            tx.send_replace(FolderStates { active, parked });
+        }
+        let Some(label) = self.opts.metrics_label else {
+            return;
+        };
+        metrics::gauge!("jobforge_watch_folders", "watch" => label, "state" => "active")
+            .set(active as f64);
+        metrics::gauge!("jobforge_watch_folders", "watch" => label, "state" => "parked")
+            .set(parked as f64);
+    }
+
+    /// Starts a blocking read of `folder`: a fresh one (its listing is reported `Added`, or
+    /// goes into the merged `Initial`), or a resumed one (`seed`: diffed against what it knew).
+    fn start_shard(&mut self, folder: &str, seed: Option<Seed>) {
+        if self.folders.contains_key(folder) {
             return;
         }
         self.next_id += 1;
         let id = self.next_id;
         let cancel = self.opts.cancel.child_token();
-        // An idle folder costs one read per `wait`: use Consul's longest (10 min), which costs
-        // nothing in reaction time (a blocking read answers at once on a change).
+        // An idle folder costs one read per `wait`: Consul's longest (10 min) when folders are
+        // never parked, which costs nothing in reaction time (a blocking read answers at once
+        // on a change); `park_after` when they are.
+        let wait = match self.opts.park_after {
+            Some(after) => after,
+            None => self.opts.wait.max(crate::consul::MAX_WAIT),
+        };
         let opts = WatchOptions {
             cancel: cancel.clone(),
-            wait: self.opts.wait.max(crate::consul::MAX_WAIT),
+            wait,
             ..self.opts.clone()
         };
         let target = self.read.target(folder.to_string());
-        let mut stream = Box::pin(watch(self.client.clone(), target, opts));
-        let tx = self.shard_tx.clone();
-        let first_listings = self.first_listings.clone();
-        tokio::spawn(async move {
-            // The stream makes its first read when first polled: hold a permit until it answered.
-            let mut permit = first_listings.acquire_owned().await.ok();
-            while let Some(ev) = stream.next().await {
-                permit.take();
-                if tx.send((id, ev)).await.is_err() {
-                    break;
-                }
+        // A fresh folder's first read is a listing: at most FIRST_LISTINGS at once. A resumed
+        // folder's first read blocks from its last index, so it takes no permit.
+        let first_listing = seed.is_none().then(|| self.first_listings.clone());
+        let (state, known, last_probe) = match seed {
+            None => (
+                State::new(self.client.clone(), target, opts),
+                HashSet::new(),
+                None,
+            ),
+            Some(s) => {
+                let keys = s.known.keys().cloned().collect();
+                let state =
+                    State::seeded(self.client.clone(), target, opts, s.index, Some(s.known));
+                (state, keys, s.last_probe)
             }
-            drop(permit);
-        });
+        };
+        tokio::spawn(run_shard(
+            id,
+            state,
+            self.opts.park_after.is_some(),
+            first_listing,
+            self.shard_tx.clone(),
+        ));
         self.folder_of.insert(id, folder.to_string());
-        self.shards.insert(
+        self.folders.insert(
             folder.to_string(),
-            Shard {
+            Folder::Active(Shard {
                 id,
                 cancel,
-                known: HashSet::new(),
-            },
+                known,
+                last_probe,
+            }),
         );
+        self.gauge();
     }
 
-    /// The folder is gone: stop its watch and report the keys it still held as deleted.
-    async fn stop_shard(&mut self, folder: &str) -> bool {
-        let Some(shard) = self.shards.remove(folder) else {
+    /// The folder is gone: stop its read (if it has one) and report the keys it still held as
+    /// deleted.
+    async fn stop_folder(&mut self, folder: &str) -> bool {
+        let Some(f) = self.folders.remove(folder) else {
             return true;
         };
-        shard.cancel.cancel();
-        self.folder_of.remove(&shard.id);
+        let mut gone: Vec<String> = match f {
+            Folder::Active(shard) => {
+                shard.cancel.cancel();
+                self.folder_of.remove(&shard.id);
+                shard.known.into_iter().collect()
+            }
+            Folder::Parked(p) => p.known.into_keys().collect(),
+        };
+        self.gauge();
         if let Some(init) = &mut self.initial {
             init.awaiting.remove(folder);
         }
-        let mut gone: Vec<String> = shard.known.into_iter().collect();
         gone.sort();
         for k in gone {
             if !self.emit(WatchEvent::Deleted(key_only(k))).await {
@@ -242,6 +402,27 @@ impl Merger {
         true
     }
 
+    /// One answer of the folder-names read: its events, then, if its index moved, a probe of
+    /// every parked folder (a change under the prefix may be in one of them).
+    async fn on_names(&mut self, events: Vec<WatchEvent>, answered: Option<u64>) -> bool {
+        for ev in events {
+            if !self.on_discovery(ev).await {
+                return false;
+            }
+        }
+        if let Some(index) = answered
+            && self.names_index != Some(index)
+        {
+            self.names_index = Some(index);
+            for (name, f) in &self.folders {
+                if matches!(f, Folder::Parked(_)) {
+                    self.wanted.insert(name.clone());
+                }
+            }
+        }
+        true
+    }
+
     /// An event of the folder discovery read.
     async fn on_discovery(&mut self, ev: WatchEvent) -> bool {
         match ev {
@@ -256,7 +437,7 @@ impl Merger {
                         if let Some(init) = &mut self.initial {
                             init.awaiting.insert(p.key.clone());
                         }
-                        self.start_shard(&p.key);
+                        self.start_shard(&p.key, None);
                     } else if let Some(init) = &mut self.initial {
                         init.pairs.insert(p.key.clone(), p);
                     }
@@ -276,11 +457,11 @@ impl Merger {
                 self.emit(WatchEvent::Deleted(key_only(name))).await
             }
             WatchEvent::Added(p) if p.key.ends_with('/') => {
-                self.start_shard(&p.key);
+                self.start_shard(&p.key, None);
                 true
             }
             WatchEvent::Deleted(p) if p.key.ends_with('/') => {
-                let ok = self.stop_shard(&p.key).await;
+                let ok = self.stop_folder(&p.key).await;
                 ok && self.maybe_initial().await
             }
             // Keys directly under the prefix, by name; errors and recoveries of the discovery read.
@@ -292,13 +473,33 @@ impl Merger {
         }
     }
 
-    /// An event of folder watch `id`.
-    async fn on_shard(&mut self, id: u64, ev: WatchEvent) -> bool {
+    /// A message of folder read `id`.
+    async fn on_shard(&mut self, id: u64, msg: ShardMsg) -> bool {
         let Some(folder) = self.folder_of.get(&id).cloned() else {
-            return true; // a stopped watch's last words
+            return true; // a stopped read's last words
         };
-        let Some(shard) = self.shards.get_mut(&folder) else {
+        let Some(Folder::Active(shard)) = self.folders.get_mut(&folder) else {
             return true;
+        };
+        let ev = match msg {
+            ShardMsg::Event(ev) => ev,
+            ShardMsg::Quiet { index, known } => {
+                shard.cancel.cancel();
+                let last_probe = shard.last_probe;
+                self.folder_of.remove(&id);
+                self.folders.insert(
+                    folder.clone(),
+                    Folder::Parked(Parked {
+                        index,
+                        base: None,
+                        last_probe,
+                        known,
+                    }),
+                );
+                self.wanted.insert(folder);
+                self.gauge();
+                return true;
+            }
         };
         match ev {
             WatchEvent::Initial { index, pairs } => {
@@ -343,25 +544,6 @@ impl Merger {
     }
 }
 
-/// A folder key (`<prefix><name>/`) whose name a URL path cannot carry as is: `.`, `..` (and
-/// their percent-encoded forms, which the WHATWG URL parser also resolves), or a name with `%`,
-/// `?`, `#` or `\`. A read of such a folder through `/v1/kv/<folder>` would list *another*
-/// prefix (`requests/../` is `jobforge/`, every key of every team), so it is never watched:
-/// the folder itself is reported as one key-only pair named without its trailing `/` (a key
-/// that is not a request: the caller ignores it with one warning). Keys written inside it (only
-/// possible through `/v1/txn`, which takes literal keys) are not listed one by one.
-fn unreadable_folder(key: &str) -> Option<&str> {
-    let folder = key.strip_suffix('/')?;
-    let name = folder.rsplit('/').next().unwrap_or(folder);
-    let lower = name.to_ascii_lowercase();
-    let dots = matches!(
-        lower.as_str(),
-        "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
-    );
-    let odd = name.is_empty() || name.contains(['%', '?', '#', '\\']);
-    (dots || odd).then_some(folder)
-}
-
 async fn merge(
     client: Client,
     prefix: String,
@@ -371,68 +553,66 @@ async fn merge(
 ) {
     let cancel = opts.cancel.clone();
     let (shard_tx, mut shard_rx) = mpsc::channel(CHANNEL);
+    let (probe_tx, mut probe_rx) = mpsc::channel(CHANNEL);
     // The folder names answer at once on any change under the prefix; idle, they too need
-    // re-arming only once per Consul's longest wait.
+    // re-arming only once per Consul's longest wait. Each answer's index is needed (not only
+    // its events): a new one starts a probe round of the parked folders.
     let discovery_opts = WatchOptions {
         wait: opts.wait.max(crate::consul::MAX_WAIT),
         ..opts.clone()
     };
-    let mut discovery = Box::pin(watch_folders(client.clone(), prefix, discovery_opts));
+    let names = State::new(client.clone(), Target::Folders(prefix), discovery_opts);
+    let mut discovery = Box::pin(futures::stream::unfold(names, |mut s| async move {
+        let events = s.step().await?;
+        let answered = s.answered;
+        Some(((events, answered), s))
+    }));
     let mut m = Merger {
         client,
         opts,
         read,
         tx,
         shard_tx,
-        shards: HashMap::new(),
+        probe_tx,
+        folders: HashMap::new(),
         folder_of: HashMap::new(),
         next_id: 0,
         first_listings: Arc::new(Semaphore::new(FIRST_LISTINGS)),
         initial: Some(Initial::default()),
+        names_index: None,
+        wanted: BTreeSet::new(),
+        round_running: false,
+        last_round: None,
     };
     loop {
+        let round_due = !m.round_running && !m.wanted.is_empty();
+        let round_at = m.next_round_at();
         let ok = tokio::select! {
             _ = cancel.cancelled() => break,
-            ev = discovery.next() => match ev {
-                Some(ev) => m.on_discovery(ev).await,
+            step = discovery.next() => match step {
+                Some((events, answered)) => m.on_names(events, answered).await,
                 None => break,
             },
-            Some((id, ev)) = shard_rx.recv() => m.on_shard(id, ev).await,
+            Some((id, msg)) = shard_rx.recv() => m.on_shard(id, msg).await,
+            Some(msg) = probe_rx.recv() => {
+                m.on_probe(msg);
+                true
+            }
+            _ = tokio::time::sleep_until(round_at), if round_due => {
+                m.start_round();
+                true
+            }
         };
         if !ok {
             break;
         }
     }
-    for s in m.shards.values() {
-        s.cancel.cancel();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unreadable_folder;
-
-    #[test]
-    fn folders_a_url_would_resolve_elsewhere_are_never_read() {
-        for key in [
-            "jobforge/requests/../",
-            "jobforge/requests/./",
-            "jobforge/requests/%2E%2E/",
-            "jobforge/requests/.%2e/",
-            "jobforge/requests/a?b/",
-            "jobforge/requests/a#b/",
-            "jobforge/requests/a\\b/",
-            "jobforge/requests//",
-        ] {
-            assert_eq!(unreadable_folder(key), key.strip_suffix('/'), "{key}");
-        }
-        for key in [
-            "jobforge/requests/team-a/",
-            "jobforge/requests/...x/",
-            "jobforge/requests/a.b/",
-            "jobforge/requests/x",
-        ] {
-            assert_eq!(unreadable_folder(key), None, "{key}");
+    for f in m.folders.values() {
+        if let Folder::Active(s) = f {
+            s.cancel.cancel();
         }
     }
+    // The watch no longer runs (a leader term ended): it has no folders.
+    m.folders.clear();
+    m.gauge();
 }

@@ -70,7 +70,9 @@ fn with_index(index: u64, body: Value) -> Response {
     r
 }
 
-/// Parses Nomad's `wait` (`10s`, `500ms`, `5m`, plain number = seconds); capped at 10 min.
+/// Parses Nomad's `wait` (`10s`, `500ms`, `5m`, plain number = seconds); capped at 5 min, as
+/// Nomad caps a blocking query (`nomad/rpc.go` `maxQueryTime` = 300 s; Nomad then adds up to
+/// wait/16 of jitter, which the emulator leaves out: it answers at the wait's end).
 fn parse_wait(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = s
@@ -84,7 +86,7 @@ fn parse_wait(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs.clamp(0.0, 600.0)))
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 300.0)))
 }
 
 /// Answers `body` (a value, or the text of a 404) with `index` as a blocking query per `q`.
@@ -474,10 +476,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wait_parses_go_style_durations_and_caps_at_ten_minutes() {
+    fn wait_parses_go_style_durations_and_caps_at_five_minutes() {
         assert_eq!(parse_wait("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_wait("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_wait("20m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_wait("20m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_wait("10m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_wait("x"), None);
     }
 }

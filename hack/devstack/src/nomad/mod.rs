@@ -127,7 +127,7 @@ impl NomadState {
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
         Ok(Arc::new(NomadState {
-            store: Mutex::new(store::Store::default()),
+            store: Mutex::new(store::Store::booted()),
             changes: watch::channel(0).0,
             node,
             alloc_root,

@@ -97,7 +97,23 @@ pub struct Store {
     pub events: EventLog,
 }
 
+/// The raft index a fresh emulator starts from. A real cluster's log begins with its raft
+/// configuration, the leader's barrier and the client node's registration, so its first job
+/// register is never at index 1: Nomad's list endpoints floor an empty table's index at 1 "since
+/// realistically the first write must have a higher index" (e.g. `nomad/acl_endpoint.go`
+/// `ListPolicies`, `nomad/namespace_endpoint.go`), so a blocking query from 1 wakes on the first
+/// write. Starting at 1 would make the first register invisible to such a query.
+pub const BOOT_INDEX: u64 = 10;
+
 impl Store {
+    /// The store of a freshly started agent: empty tables, raft index [`BOOT_INDEX`].
+    pub fn booted() -> Store {
+        Store {
+            index: BOOT_INDEX,
+            ..Store::default()
+        }
+    }
+
     fn next(&mut self) -> u64 {
         self.index += 1;
         self.index
