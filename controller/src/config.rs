@@ -158,6 +158,14 @@ pub struct ControllerArgs {
     /// deposed leader runs at most this long.
     #[arg(long, env = "JOBFORGE_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+    /// How long a namespace of the `requests/` and `status/` watches stays unchanged before its
+    /// blocking read stops and it is watched by probes instead (parked; issue 17,
+    /// `docs/performance.md` cost model). Shorter parks sooner: an idle leader's cost per minute
+    /// falls to its session renewals sooner, and a quiet namespace's next change costs a probe
+    /// round (up to 1 s more under churn elsewhere). Between 1 s and 10 min (Consul's longest
+    /// blocking wait).
+    #[arg(long, env = "JOBFORGE_WATCH_PARK_AFTER", default_value = "60s", value_parser = parse_park_after)]
+    pub watch_park_after: Duration,
     /// Register this replica with the local Consul agent as a service with an HTTP check on its
     /// own `/healthz`, and bind the leader session to that check (fast failover; the catalog
     /// and `consul_sd_configs` list the replicas). The token needs `service:write` on the name.
@@ -181,6 +189,17 @@ pub struct ControllerArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 15s or 2m: {e}"))
+}
+
+/// `--watch-park-after`: a duration from 1 s to Consul's longest blocking wait (10 min).
+fn parse_park_after(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(1)..=jobforge_client::consul::MAX_WAIT).contains(&d) {
+        return Err(format!(
+            "{s:?} is outside 1s..10m (a folder's blocking read waits this long; Consul caps a wait at 10 min)"
+        ));
+    }
+    Ok(d)
 }
 
 /// Per-phase resource defaults of the KV document (MHz / MB, decimal strings like the spec).
@@ -820,6 +839,20 @@ impl EffectiveConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn park_after_is_between_one_second_and_consuls_longest_wait() {
+        assert_eq!(parse_park_after("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_park_after("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_park_after("1s"), Ok(Duration::from_secs(1)));
+        for bad in ["0s", "500ms", "11m", "forever"] {
+            let e = parse_park_after(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        let args =
+            <ControllerArgs as clap::Parser>::try_parse_from(["jobforge-controller"]).unwrap();
+        assert_eq!(args.watch_park_after, Duration::from_secs(60));
+    }
 
     #[test]
     fn kv_config_parses_every_documented_field() {

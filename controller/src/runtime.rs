@@ -114,6 +114,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         max_concurrent: args.max_concurrent_reconciles,
         shutdown_grace: args.shutdown_timeout,
         sweep_interval: args.sweep_interval,
+        park_after: args.watch_park_after,
     };
     let term = follow_leadership(&leadership, &health, term_deps, &cancel).await;
 
@@ -323,6 +324,8 @@ struct TermDeps {
     max_concurrent: usize,
     shutdown_grace: std::time::Duration,
     sweep_interval: std::time::Duration,
+    /// `--watch-park-after`.
+    park_after: std::time::Duration,
 }
 
 /// How long a new leader waits for the first reading of `<prefix>/config`.
@@ -376,12 +379,14 @@ async fn leader_term(d: TermDeps, cancel: CancellationToken, abort: Cancellation
         queue.clone(),
         slots,
         d.health.clone(),
+        d.park_after,
         cancel.clone(),
     ));
     let statuses = tokio::spawn(watch_status_keys(
         consul,
         keys,
         queue.clone(),
+        d.park_after,
         cancel.clone(),
     ));
     d.health.set_queue(Some(queue.clone()));
@@ -547,13 +552,9 @@ impl IgnoredKeys {
 /// read is re-armed (issue 17: the idle leader's requests per minute).
 const IDLE_WAIT: std::time::Duration = jobforge_client::consul::MAX_WAIT;
 
-/// How long a namespace folder of the sharded `requests/` and `status/` watches stays unchanged
-/// before it is parked: its blocking read stops and probes watch it instead, so an idle leader
-/// makes no request per namespace (issue 17; `client-cli/src/consul/watch/sharded.rs`). An
-/// active namespace's read is re-armed once per this wait until then.
-const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]): the initial
+/// Watches `requests/`, one namespace per blocking read ([`watch_prefix_sharded`]); a namespace
+/// unchanged for `park_after` (`--watch-park-after`) is parked: its read stops and probes watch it,
+/// so an idle leader makes no request per namespace (issue 17, `client-cli/src/consul/watch/sharded.rs`). The initial
 /// listing enqueues every request (then `/readyz` is ready); each change enqueues its key. (The `jobforge_requests{phase}` gauge is kept by the reconciler.)
 async fn watch_requests(
     consul: ConsulClient,
@@ -561,13 +562,14 @@ async fn watch_requests(
     queue: WorkQueue,
     slots: Arc<BuildSlots>,
     health: Arc<HealthState>,
+    park_after: std::time::Duration,
     cancel: CancellationToken,
 ) {
     let opts = WatchOptions {
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
         wait: IDLE_WAIT,
-        park_after: Some(PARK_AFTER),
+        park_after: Some(park_after),
         metrics_label: Some("requests"),
         ..WatchOptions::default()
     };
@@ -641,13 +643,14 @@ async fn watch_status_keys(
     consul: ConsulClient,
     keys: KeyLayout,
     queue: WorkQueue,
+    park_after: std::time::Duration,
     cancel: CancellationToken,
 ) {
     let opts = WatchOptions {
         cancel: cancel.clone(),
         max_backoff: WATCH_MAX_BACKOFF,
         wait: IDLE_WAIT,
-        park_after: Some(PARK_AFTER),
+        park_after: Some(park_after),
         metrics_label: Some("status"),
         ..WatchOptions::default()
     };

@@ -74,6 +74,11 @@ struct Args {
     /// 30, full 640 = one whole 10-min re-arm period of the blocking reads plus Consul's jitter).
     #[arg(long)]
     scale_idle_secs: Option<u64>,
+    /// Controllers' `--watch-park-after` (a namespace unchanged this long is parked; the `scale`
+    /// scenario's idle window starts once every namespace is). Default: the controller's own,
+    /// 60s, except with `--smoke`, 5s (so CI does not wait a minute for it).
+    #[arg(long)]
+    watch_park_after: Option<String>,
     /// Scenarios to run: floor, reaction, status, throughput, failover, baseline, fairness,
     /// scale (default: all of these), and `build`, `supply` (only when named: real buildah builds).
     scenarios: Vec<String>,
@@ -222,7 +227,13 @@ async fn main() -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => stack::default_bin_dir()?,
     };
-    let bins = stack::Binaries::new(bin_dir, &args.session_ttl, &args.lock_delay, args.tasks)?;
+    let park_after = match (&args.watch_park_after, args.smoke) {
+        (Some(d), _) => d.clone(),
+        (None, true) => "5s".to_string(),
+        (None, false) => "60s".to_string(),
+    };
+    let mut bins = stack::Binaries::new(bin_dir, &args.session_ttl, &args.lock_delay, args.tasks)?;
+    bins.park_after = park_after;
     let repo = jobforge_tests::GitRepo::from_dir(
         &jobforge_tests::workspace_root().join("examples/hello-world"),
         |_| Ok(()),
@@ -236,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             "sizes": format!("{sizes:?}"),
             "session_ttl": args.session_ttl,
             "lock_delay": args.lock_delay,
+            "watch_park_after": bins.park_after,
             "bin_dir": bins.dir,
             "tasks": match args.tasks {
                 stack::Tasks::Mock => "dev stack mock driver (no task process)",

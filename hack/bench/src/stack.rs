@@ -22,6 +22,8 @@ pub struct Binaries {
     pub lock_delay: String,
     /// How the dev stack runs the pipeline's tasks.
     pub tasks: Tasks,
+    /// `--watch-park-after` of every controller (60s, the controller's default, unless set).
+    pub park_after: String,
 }
 
 /// How the dev stack runs the pipeline's tasks (`--tasks`).
@@ -68,6 +70,7 @@ impl Binaries {
             session_ttl: session_ttl.to_string(),
             lock_delay: lock_delay.to_string(),
             tasks,
+            park_after: "60s".to_string(),
         })
     }
 
@@ -207,6 +210,8 @@ impl Controller {
             &bins.session_ttl,
             "--lock-delay",
             &bins.lock_delay,
+            "--watch-park-after",
+            &bins.park_after,
         ])
         .env("CONSUL_HTTP_ADDR", consul.trim_start_matches("http://"))
         .env("NOMAD_ADDR", nomad)
