@@ -446,7 +446,8 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
 }
 
 /// Runs `ops` against a fresh stack while a parking watch of `p/` runs, then compares the view
-/// built from the watch's events with the KV contents once every folder is parked again.
+/// built from the watch's events (each key's ModifyIndex) with the KV contents once every folder
+/// is parked again.
 async fn view_matches_kv_after(ops: Vec<Op>) -> Result<(), String> {
     use std::collections::BTreeMap;
     let stack = consul_only().await;
@@ -463,15 +464,17 @@ async fn view_matches_kv_after(ops: Vec<Op>) -> Result<(), String> {
         ..WatchOptions::default()
     };
     let mut s = Box::pin(watch_prefix_sharded(c.clone(), "p/", opts));
-    let mut view: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let apply = |view: &mut BTreeMap<String, Vec<u8>>, ev: WatchEvent| match ev {
+    // Each key's version (its ModifyIndex): every event carries it, while the merged first
+    // listing carries no values (module docs of the sharded watch).
+    let mut view: BTreeMap<String, u64> = BTreeMap::new();
+    let apply = |view: &mut BTreeMap<String, u64>, ev: WatchEvent| match ev {
         WatchEvent::Initial { pairs, .. } => {
             for p in pairs {
-                view.insert(p.key, p.value);
+                view.insert(p.key, p.modify_index);
             }
         }
         WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-            view.insert(p.key, p.value);
+            view.insert(p.key, p.modify_index);
         }
         WatchEvent::Deleted(p) => {
             view.remove(&p.key);
@@ -519,7 +522,10 @@ async fn view_matches_kv_after(ops: Vec<Op>) -> Result<(), String> {
     while let Some(Some(ev)) = s.next().now_or_never() {
         apply(&mut view, ev);
     }
-    let kv: BTreeMap<String, Vec<u8>> = stored.into_iter().map(|p| (p.key, p.value)).collect();
+    let kv: BTreeMap<String, u64> = stored
+        .into_iter()
+        .map(|p| (p.key, p.modify_index))
+        .collect();
     cancel.cancel();
     stack.shutdown().await;
     if view == kv {
