@@ -297,6 +297,26 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// `haystack` with every `from` replaced by `to` (for the raw TCP proxies of watch tests, which
+/// rewrite the `Host`/address bytes passing through them). An empty `from` copies `haystack`.
+pub fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    if from.is_empty() {
+        return haystack.to_vec();
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -391,5 +411,12 @@ mod tests {
         assert_eq!(r.text().await.unwrap(), "ok");
         assert_eq!(p.faults().injected_errors(), 1);
         stop.cancel();
+    }
+
+    #[test]
+    fn replace_bytes_replaces_every_occurrence() {
+        assert_eq!(replace_bytes(b"a:1 b:1", b":1", b":22"), b"a:22 b:22");
+        assert_eq!(replace_bytes(b"abc", b"", b"x"), b"abc");
+        assert_eq!(replace_bytes(b"aaa", b"aa", b"b"), b"ba");
     }
 }

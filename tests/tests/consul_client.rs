@@ -620,22 +620,6 @@ impl Drop for CountingProxy {
     }
 }
 
-/// `haystack` with every `from` replaced by `to`.
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 async fn counting_proxy(upstream: SocketAddr) -> CountingProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -677,7 +661,7 @@ async fn counting_proxy(upstream: SocketAddr) -> CountingProxy {
                         tail = window[window.len().saturating_sub(10)..].to_vec();
                         // The emulator refuses a Host that is not its own address (DNS
                         // rebinding guard), so rewrite it as a reverse proxy would.
-                        let chunk = replace_all(&buf[..n], &from, &to);
+                        let chunk = jobforge_tests::proxy::replace_bytes(&buf[..n], &from, &to);
                         if up_w.write_all(&chunk).await.is_err() {
                             break;
                         }
