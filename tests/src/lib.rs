@@ -42,4 +42,4 @@ pub use git::GitRepo;
 pub use kv::{Kv, request_json};
 pub use process::{ProcessGuard, wait_process};
 pub use registry::Registry;
-pub use wait::{wait_http_ok, wait_until};
+pub use wait::{telemetry, wait_http_ok, wait_until};

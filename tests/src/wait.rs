@@ -45,3 +45,20 @@ pub async fn wait_http_ok(url: &str, timeout: Duration, what: &str) -> anyhow::R
     })
     .await
 }
+
+/// One figure of an emulator's telemetry (`GET <url>`: Consul `/v1/agent/metrics`, Nomad
+/// `/v1/metrics`, go-metrics' JSON sink): `field` (`Count`, `Sum`, ...) of the entry named `name`
+/// in `section` (`Counters`, `Samples`, `Gauges`); 0 when the entry is absent (nothing counted yet).
+///
+/// Errors: the request fails or the body is not that JSON.
+pub async fn telemetry(url: &str, section: &str, name: &str, field: &str) -> anyhow::Result<f64> {
+    let doc: serde_json::Value = reqwest::get(url).await?.error_for_status()?.json().await?;
+    let entries = doc[section]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("{url}: no {section} array"))?;
+    Ok(entries
+        .iter()
+        .find(|e| e["Name"] == name)
+        .and_then(|e| e[field].as_f64())
+        .unwrap_or(0.0))
+}

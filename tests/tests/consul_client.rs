@@ -458,19 +458,10 @@ async fn watch_prefix_reports_initial_listing_then_only_real_changes() {
 
 /// Bytes the emulator answered on `GET /v1/kv/...` so far (its `bytes_out` sample).
 async fn kv_bytes_out(consul_url: &str) -> u64 {
-    let doc: serde_json::Value = reqwest::get(format!("{consul_url}/v1/agent/metrics"))
+    let url = format!("{consul_url}/v1/agent/metrics");
+    jobforge_tests::telemetry(&url, "Samples", "consul.http.GET.v1.kv._.bytes_out", "Sum")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    doc["Samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Name"] == "consul.http.GET.v1.kv._.bytes_out")
-        .and_then(|s| s["Sum"].as_f64())
-        .unwrap_or(0.0) as u64
+        .unwrap() as u64
 }
 
 #[tokio::test]

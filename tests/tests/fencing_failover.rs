@@ -97,22 +97,11 @@ async fn the_sweep_stops_a_job_registered_for_a_deleted_request_and_nothing_else
 }
 
 /// `GET /v1/jobs` requests the Nomad emulator answered so far (its telemetry counter).
-async fn job_lists(client: &reqwest::Client, nomad: &str) -> u64 {
-    let doc: Value = client
-        .get(format!("{nomad}/v1/metrics"))
-        .send()
+async fn job_lists(nomad: &str) -> u64 {
+    let url = format!("{nomad}/v1/metrics");
+    jobforge_tests::telemetry(&url, "Counters", "nomad.http.GET.v1.jobs", "Count")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    doc["Counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["Name"] == "nomad.http.GET.v1.jobs")
-        .and_then(|c| c["Count"].as_f64())
-        .unwrap_or(0.0) as u64
+        .unwrap() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -132,15 +121,15 @@ async fn an_idle_leader_sweeps_only_when_the_job_list_moved_and_still_stops_a_la
     // The first sweep lists the jobs one interval after the term starts; after it, the loop
     // blocks on the job list's index.
     wait_until(Duration::from_secs(10), "the first sweep", || {
-        let (client, nomad) = (client.clone(), stack.nomad.clone());
-        async move { Ok(job_lists(&client, &nomad).await >= 2) }
+        let nomad = stack.nomad.clone();
+        async move { Ok(job_lists(&nomad).await >= 2) }
     })
     .await
     .expect("first sweep and its blocking list");
-    let before = job_lists(&client, &stack.nomad).await;
+    let before = job_lists(&stack.nomad).await;
     // Six intervals of an idle stack: the blocking list (wait 5 min) is not re-armed.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let made = job_lists(&client, &stack.nomad).await - before;
+    let made = job_lists(&stack.nomad).await - before;
     assert_eq!(
         made, 0,
         "an idle leader listed Nomad's jobs {made} times in 6 s"

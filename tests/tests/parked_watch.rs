@@ -132,19 +132,10 @@ async fn initial<S: Stream<Item = WatchEvent> + Unpin>(s: &mut S) -> Vec<String>
 
 /// `GET /v1/kv/...` requests the emulator answered so far (its telemetry counter).
 async fn kv_gets(consul_url: &str) -> u64 {
-    let doc: serde_json::Value = reqwest::get(format!("{consul_url}/v1/agent/metrics"))
+    let url = format!("{consul_url}/v1/agent/metrics");
+    jobforge_tests::telemetry(&url, "Counters", "consul.http.GET.v1.kv._", "Count")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    doc["Counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Name"] == "consul.http.GET.v1.kv._")
-        .and_then(|s| s["Count"].as_f64())
-        .unwrap_or(0.0) as u64
+        .unwrap() as u64
 }
 
 #[tokio::test]
