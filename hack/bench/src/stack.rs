@@ -123,12 +123,17 @@ impl Stack {
             bin_dir: Some(bins.dir.clone()),
             ..DevStackOptions::default()
         })?;
-        Ok(Stack {
+        Ok(Stack::of(proc))
+    }
+
+    /// The addresses of a started dev stack, which it keeps running.
+    fn of(proc: DevStackProcess) -> Stack {
+        Stack {
             consul: proc.consul.clone(),
             nomad: proc.nomad.clone(),
             vault: proc.vault.clone(),
             _proc: proc,
-        })
+        }
     }
 
     /// Starts the dev stack with the machine's real build tools on its tasks' PATH (`git`,
@@ -141,12 +146,7 @@ impl Stack {
             bin_dir: Some(bins.dir.clone()),
             ..DevStackOptions::default()
         })?;
-        Ok(Stack {
-            consul: proc.consul.clone(),
-            nomad: proc.nomad.clone(),
-            vault: proc.vault.clone(),
-            _proc: proc,
-        })
+        Ok(Stack::of(proc))
     }
 
     /// Moves both emulators' indexes past 1 (a KV write and a no-op batch job), so that a write
