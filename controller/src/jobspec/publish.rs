@@ -9,6 +9,10 @@
 //! `skopeo login --password-stdin` (from `secrets/registry_password`) for `registry_url`'s host
 //! only, into an authfile in `secrets/`, then `--authfile` for every skopeo command (never
 //! `--creds` in argv).
+//! The digest it reports is the one the temporary image is pinned by (`--preserve-digests` makes
+//! `skopeo copy` fail rather than publish another manifest, and a pull by digest is verified by
+//! the client); only an unpinned temporary image (`jobforge render` without a build's digest) is
+//! asked for its digest with `skopeo inspect`, one registry round trip a pinned one saves.
 //! A failed delete of the temporary tag (a registry with deletes disabled) is a warning, not a
 //! failure: the final tags are already published.
 
@@ -43,7 +47,10 @@ JF_EOF
 if [ "$jf_n" -eq 0 ]; then
   jf_fail PublishFailed "no image tags to publish"
 fi
-jf_digest=$(skopeo inspect --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --format '{{.Digest}}' -- "docker://$jf_image")
+case "$jf_image" in
+  *@sha256:*) jf_digest=${jf_image##*@} ;;
+  *) jf_digest=$(skopeo inspect --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" --format '{{.Digest}}' -- "docker://$jf_image") ;;
+esac
 if ! skopeo delete --authfile "$jf_auth" --tls-verify="$JF_TLS_VERIFY" -- "docker://$jf_image"; then
   echo "jobforge: warning: could not delete the temporary image; the registry may not allow deletes"
 fi
