@@ -27,7 +27,7 @@
 //! default scenario set (`--smoke` stays fast); name it: `jobforge-bench build`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use jobforge_tests::{DevStackOptions, DevStackProcess, GitRepo, Registry, request_json};
@@ -48,6 +48,9 @@ const ROUNDS: [(&str, bool); 4] = [
     ("bench-r3", false),
     ("bench-r4", true),
 ];
+
+/// The namespace of jobforge's untimed warm-up build.
+const WARM_UP_NS: &str = "bench-warm-up";
 
 /// How many times each warm case (same commit; one line changed) runs per round, the order of
 /// the two sides alternating. A warm request takes ~2 s, and one sample of it moved by up to
@@ -111,6 +114,7 @@ if flock -x -n 9; then
   $B rm --all >/dev/null
 fi
 flock -u 9
+echo "bench-phase test $(date +%s%N)"
 probe
 flock -s 9
 pinned=${temp%:*}@$(cat "$work/digest")
@@ -122,28 +126,26 @@ $B run --isolation chroot "$ctr" -- /bin/sh -c /usr/local/bin/selftest >/dev/nul
 $B run --isolation chroot "$ctr" -- /bin/sh -c "/usr/local/bin/app | grep -qx 'multi-stage app 1.0.0'"
 $B rm -- "$ctr" >/dev/null
 flock -u 9
+echo "bench-phase publish $(date +%s%N)"
 skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false --preserve-digests -- "docker://$pinned" "docker://$final"
 skopeo delete --tls-verify=false -- "docker://$pinned"
 cd /
 rm -rf -- "$work" 2>/dev/null || $B unshare rm -rf -- "$work"
 "#;
 
-/// One jobforge request's times, in s: end to end (KV put to `Succeeded`) and each phase's
-/// allocation (start to finish, from the status); what is left of the end to end time is the
-/// controller's and Nomad's (queueing, placement, the gaps between phases, status writes).
+/// One pipeline's times, in s, end to end and per phase. For a jobforge request: KV put to
+/// `Succeeded`, and each phase's allocation (start to finish, from the status); what is left of
+/// the end to end time is the controller's and Nomad's (queueing, placement, the gaps between
+/// phases, status writes). For the by-hand steps: the script's run, split at its own marks.
 #[derive(Debug, Clone, Copy)]
 struct Timed {
     total: f64,
     build: f64,
     test: f64,
     publish: f64,
-}
-
-impl Timed {
-    /// The end to end time outside the three phases' allocations.
-    fn outside_phases(&self) -> f64 {
-        (self.total - self.build - self.test - self.publish).max(0.0)
-    }
+    /// The end to end time outside the three phases (0 for the by-hand steps), per sample: a
+    /// median of it is not the difference of the other medians.
+    outside: f64,
 }
 
 /// One jobforge request for `repo`'s `main`, timed from the KV put to `Succeeded`.
@@ -189,11 +191,17 @@ async fn jobforge_once(
             stack.cli_logs(name, "build")
         );
     }
+    let (build, test, publish) = (
+        phase_secs(&st, "build"),
+        phase_secs(&st, "test"),
+        phase_secs(&st, "publish"),
+    );
     Ok(Timed {
         total: took,
-        build: phase_secs(&st, "build"),
-        test: phase_secs(&st, "test"),
-        publish: phase_secs(&st, "publish"),
+        build,
+        test,
+        publish,
+        outside: (took - build - test - publish).max(0.0),
     })
 }
 
@@ -218,7 +226,8 @@ fn settle() {
     let _ = Command::new("sync").status();
 }
 
-/// The by-hand pipeline once, timed.
+/// The by-hand pipeline once, timed: end to end, and its build, test and publish steps (from
+/// the timestamps the script prints as `bench-phase <phase> <ns since the epoch>`).
 fn by_hand_once(
     repo: &GitRepo,
     registry: &str,
@@ -226,9 +235,9 @@ fn by_hand_once(
     secret: &std::path::Path,
     regconf: &std::path::Path,
     work: &std::path::Path,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Timed> {
     settle();
-    let started = Instant::now();
+    let started = SystemTime::now();
     let out = Command::new("sh")
         .arg("-c")
         .arg(BY_HAND)
@@ -242,7 +251,7 @@ fn by_hand_once(
         .arg(work.join("by-hand-cache"))
         .output()
         .context("running the by-hand pipeline")?;
-    let took = started.elapsed().as_secs_f64();
+    let ended = SystemTime::now();
     if !out.status.success() {
         bail!(
             "the by-hand pipeline {name} failed: {}\n{}",
@@ -250,7 +259,25 @@ fn by_hand_once(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(took)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mark = |phase: &str| -> anyhow::Result<SystemTime> {
+        let ns: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("bench-phase {phase} ")))
+            .with_context(|| format!("the by-hand pipeline printed no {phase} mark: {stdout}"))?
+            .trim()
+            .parse()?;
+        Ok(UNIX_EPOCH + Duration::from_nanos(ns))
+    };
+    let secs = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default().as_secs_f64();
+    let (test, publish) = (mark("test")?, mark("publish")?);
+    Ok(Timed {
+        total: secs(started, ended),
+        build: secs(started, test),
+        test: secs(test, publish),
+        publish: secs(publish, ended),
+        outside: 0.0,
+    })
 }
 
 /// Runs the scenario and adds its figures and targets to `report`.
@@ -274,7 +301,7 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         .kv()
         .put("jobforge/config", mirrors.to_string().as_bytes())
         .await?;
-    for (ns, _) in ROUNDS {
+    for ns in ROUNDS.iter().map(|r| r.0).chain([WARM_UP_NS]) {
         // Each namespace's tasks read Vault with their namespace's policy only (tenancy).
         stack.install_team_policy(ns).await?;
         stack
@@ -301,8 +328,13 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?
     .context("a registries.conf")?;
 
-    // A warm-up, untimed: the by-hand cold build once, so that the first timed build does not
-    // pay alone for the tools' and the Debian blob's first reads from disk.
+    // Every by-hand store, removed at the end: removed between rounds, the next round's first
+    // cold build ran 4-5 s slower than the second, whichever side ran first.
+    let mut stores = Vec::new();
+    // A warm-up, untimed: one cold build on each side, so that neither side's first timed build
+    // pays alone for what the first build after the stack started paid (seen: 11.5 s of `bud`
+    // for jobforge's first against ~5 s for the ones after it, with only the by-hand side
+    // warmed up).
     {
         let scratch = tempfile::tempdir()?;
         let scratch_registry = Registry::start().await?;
@@ -318,11 +350,14 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
             &regconf,
             scratch.path(),
         )
-        .context("the warm-up build")?;
-        remove_store(scratch.keep());
+        .context("the by-hand warm-up build")?;
+        jobforge_once(&stack, &repo, &scratch_registry.addr, WARM_UP_NS, "warm-up")
+            .await
+            .context("jobforge's warm-up build")?;
+        stores.push(scratch);
     }
     // Every sample of a case, (jobforge, by hand), over every round.
-    let mut samples: [Vec<(Timed, f64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut samples: [Vec<(Timed, Timed)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for (i, (ns, hand_first)) in ROUNDS.into_iter().enumerate() {
         // Each round starts cold on both sides: its own namespace (so its own, empty, layer
         // cache), its own by-hand store, and registries of its own. The by-hand steps push to
@@ -337,29 +372,31 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         let regconf = work.path().join("registries.conf");
         std::fs::write(&regconf, &conf)?;
         // One pair; `hand_first` says which side runs first.
-        let pair =
-            async |repo: &GitRepo, name: &str, hand_first: bool| -> anyhow::Result<(Timed, f64)> {
-                let hand = || {
-                    by_hand_once(
-                        repo,
-                        &hand_registry.addr,
-                        name,
-                        &secret,
-                        &regconf,
-                        work.path(),
-                    )
-                };
-                if hand_first {
-                    let h = hand()?;
-                    Ok((
-                        jobforge_once(&stack, repo, &registry.addr, ns, name).await?,
-                        h,
-                    ))
-                } else {
-                    let j = jobforge_once(&stack, repo, &registry.addr, ns, name).await?;
-                    Ok((j, hand()?))
-                }
+        let pair = async |repo: &GitRepo,
+                          name: &str,
+                          hand_first: bool|
+               -> anyhow::Result<(Timed, Timed)> {
+            let hand = || {
+                by_hand_once(
+                    repo,
+                    &hand_registry.addr,
+                    name,
+                    &secret,
+                    &regconf,
+                    work.path(),
+                )
             };
+            if hand_first {
+                let h = hand()?;
+                Ok((
+                    jobforge_once(&stack, repo, &registry.addr, ns, name).await?,
+                    h,
+                ))
+            } else {
+                let j = jobforge_once(&stack, repo, &registry.addr, ns, name).await?;
+                Ok((j, hand()?))
+            }
+        };
         let cold = pair(&repo, "cold", hand_first).await?;
         let mut warm = Vec::new();
         for k in 0..WARM_REPEATS {
@@ -380,14 +417,14 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         } else {
             "jobforge first"
         };
-        let median_pair = |s: &[(Timed, f64)]| {
+        let median_pair = |s: &[(Timed, Timed)]| {
             (
                 median(&s.iter().map(|p| p.0.total).collect::<Vec<_>>()),
-                median(&s.iter().map(|p| p.1).collect::<Vec<_>>()),
+                median(&s.iter().map(|p| p.1.total).collect::<Vec<_>>()),
             )
         };
         let rows = [
-            ("cold", (cold.0.total, cold.1)),
+            ("cold", (cold.0.total, cold.1.total)),
             ("warm", median_pair(&warm)),
             ("one_line", median_pair(&changed)),
         ];
@@ -406,23 +443,26 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
             report.add(&format!("build.round{r}.{label}.jobforge_s"), j, "s", order);
             report.add(&format!("build.round{r}.{label}.by_hand_s"), h, "s", order);
         }
-        remove_store(work.keep());
+        stores.push(work);
         samples[0].push(cold);
         samples[1].extend(warm);
         samples[2].extend(changed);
     }
     // Each figure is the median of every sample of its case (half of them in each order).
-    let median_case = |s: &[(Timed, f64)]| {
-        let m = |f: &dyn Fn(&(Timed, f64)) -> f64| median(&s.iter().map(f).collect::<Vec<_>>());
-        (
+    let median_case = |s: &[(Timed, Timed)]| {
+        let side = |pick: &dyn Fn(&(Timed, Timed)) -> Timed| {
+            let m = |f: &dyn Fn(&Timed) -> f64| {
+                median(&s.iter().map(|p| f(&pick(p))).collect::<Vec<_>>())
+            };
             Timed {
-                total: m(&|p| p.0.total),
-                build: m(&|p| p.0.build),
-                test: m(&|p| p.0.test),
-                publish: m(&|p| p.0.publish),
-            },
-            m(&|p| p.1),
-        )
+                total: m(&|t| t.total),
+                build: m(&|t| t.build),
+                test: m(&|t| t.test),
+                publish: m(&|t| t.publish),
+                outside: m(&|t| t.outside),
+            }
+        };
+        (side(&|p| p.0), side(&|p| p.1))
     };
     let ((cold, hand_cold), (warm, hand_warm), (changed, hand_changed)) = (
         median_case(&samples[0]),
@@ -452,7 +492,7 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
             ),
             (
                 "outside_phases",
-                t.outside_phases(),
+                t.outside,
                 "end to end minus the three allocations: queueing, placement, gaps, status writes",
             ),
         ] {
@@ -466,9 +506,37 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
         "build phase cold / warm (same commit): what the layer cache itself saves",
     );
     let note = "the same steps and flags by hand (sh, buildah, skopeo); median of every sample (one cold per round)";
-    report.add("build.by_hand.cold_s", hand_cold, "s", note);
-    report.add("build.by_hand.warm_same_commit_s", hand_warm, "s", note);
-    report.add("build.by_hand.warm_one_line_s", hand_changed, "s", note);
+    report.add("build.by_hand.cold_s", hand_cold.total, "s", note);
+    report.add(
+        "build.by_hand.warm_same_commit_s",
+        hand_warm.total,
+        "s",
+        note,
+    );
+    report.add(
+        "build.by_hand.warm_one_line_s",
+        hand_changed.total,
+        "s",
+        note,
+    );
+    for (label, t) in [
+        ("cold", hand_cold),
+        ("warm", hand_warm),
+        ("one_line", hand_changed),
+    ] {
+        for (what, secs) in [
+            ("build_steps", t.build),
+            ("test_steps", t.test),
+            ("publish_steps", t.publish),
+        ] {
+            report.add(
+                &format!("build.by_hand.{label}_{what}_s"),
+                secs,
+                "s",
+                "the by-hand steps of that phase (its own timestamps; publish includes the clean-up)",
+            );
+        }
+    }
     report.add_target(
         "build.warm_speedup_x",
         cold.total / warm.total,
@@ -479,7 +547,7 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     );
     report.add_target(
         "build.overhead.cold_x",
-        cold.total / hand_cold,
+        cold.total / hand_cold.total,
         "x",
         Cmp::AtMost,
         1.15,
@@ -487,7 +555,7 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     );
     report.add_target(
         "build.overhead.warm_x",
-        warm.total / hand_warm,
+        warm.total / hand_warm.total,
         "x",
         Cmp::AtMost,
         1.15,
@@ -495,7 +563,7 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     );
     report.add_target(
         "build.overhead.one_line_x",
-        changed.total / hand_changed,
+        changed.total / hand_changed.total,
         "x",
         Cmp::AtMost,
         1.15,
@@ -503,6 +571,9 @@ pub async fn run(bins: &Binaries, report: &mut Report) -> anyhow::Result<()> {
     );
     drop(ctl);
     remove_store(cache_root.keep());
+    for dir in stores {
+        remove_store(dir.keep());
+    }
     Ok(())
 }
 
