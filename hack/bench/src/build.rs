@@ -10,14 +10,15 @@
 //!   buildah/skopeo flags and the same storage driver (see there), pushing to a registry of its
 //!   own (so neither side mounts blobs the other uploaded).
 //!
-//! The cases run in two rounds ([`ROUNDS`]): jobforge first then by hand, then (in another
-//! namespace, with fresh stores and registries, from the last commit) by hand first. Cold runs
-//! once per round and its figure is the mean of the two; each warm case runs [`WARM_REPEATS`]
-//! times per round, the order alternating, and its figure is the median of every sample. Each
-//! round's figures are reported too. With one order only, the side that ran first paid the cold
-//! OS page cache and the first build after the stack started (seen in the first runs: jobforge's
-//! cold build phase 2–4 s slower than the same steps right after it, and the same when the order
-//! was swapped); with one sample per round, a ~2 s warm request moved by ±0.5 s between runs.
+//! The cases run in four rounds ([`ROUNDS`]), each from an empty layer cache (a namespace of
+//! its own) and an empty by-hand store, jobforge first in two of them and by hand first in the
+//! other two: cold once per round, each warm case [`WARM_REPEATS`] times (the order alternating,
+//! the one-line case on a new commit each time). Every figure is the median of its samples;
+//! each round's figures are reported too. Before the rounds, an untimed warm-up build on each
+//! side; before every timed case, `sync`; the by-hand stores are removed only at the end. Each of
+//! these rules removed an effect seen in a run (docs/performance.md, "How the samples are
+//! taken"): the side that ran first paid seconds for it, and one sample of a ~2 s warm request
+//! moved by ±0.5 s.
 //!
 //! Targets: warm (same commit) ≥ 3× faster than cold; jobforge end to end ≤ 1.15× by hand,
 //! cold and warm.
