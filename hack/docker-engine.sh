@@ -14,7 +14,8 @@
 #       Removes every container, pod and volume of the engine at DIR and its storage.
 #   hack/docker-engine.sh images [--registry HOST:PORT] [--repo jobforge/tools]
 #       Builds (once per recipe, cached under target/docker-images/<hash>/) the tool image of the
-#       docker profile: a Debian bookworm rootfs made with debootstrap (minbase), then buildah,
+#       docker profile: a Debian bookworm rootfs made with debootstrap (minbase, made once per
+#       machine and shared with debian-base: minbase_rootfs below), then buildah,
 #       skopeo, git and ca-certificates installed with apt from Debian's mirror; saves it as an
 #       OCI archive and pushes it to HOST:PORT/<repo>:<hash> (plain HTTP). Prints the reference;
 #       without --registry only fills the cache (hack/test.sh does, once, before the tests).
@@ -49,6 +50,35 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1" ;;
   esac
 done
+
+# minbase_rootfs DEST SUITE MIRROR: a Debian minbase rootfs at DEST, from `debootstrap
+# --variant=minbase` once per machine: both images below start from it, so a clean machine (CI)
+# runs debootstrap once, not twice. Cached as a tar under target/docker-images/minbase-<hash>.tar;
+# the caller holds the flock on target/docker-images/.lock. Needs root when the cache is empty.
+minbase_rootfs() {
+  local dest=$1 suite=$2 mirror=$3 tar work
+  tar="$root_dir/target/docker-images/minbase-$(minbase_key "$suite").tar"
+  if [ ! -s "$tar" ]; then
+    [ "$(id -u)" -eq 0 ] || die "debootstrap needs root (or run once as root to fill the cache)"
+    work=$(mktemp -d "$root_dir/target/docker-images-work.XXXXXX")
+    echo "docker-engine: debootstrap --variant=minbase $suite from $mirror (once per machine, about a minute)" >&2
+    if ! debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
+      tail -20 "$work/debootstrap.log" >&2
+      rm -rf "$work"
+      die "debootstrap failed"
+    fi
+    tar -C "$work/rootfs" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    rm -rf "$work"
+  fi
+  mkdir -p "$dest"
+  tar -C "$dest" --numeric-owner -xpf "$tar"
+}
+
+# minbase_key SUITE: the minbase cache key (minbase_rootfs's own text, the suite, the machine);
+# part of both image keys, so a changed minbase rebuilds them.
+minbase_key() {
+  { sed -n '/^minbase_rootfs() {/,/^}/p' "$0"; echo "$1"; uname -m; } | sha256sum | cut -c1-16
+}
 
 podman_at() {
   CONTAINERS_CONF="$state/containers.conf" CONTAINERS_REGISTRIES_CONF="$state/registries.conf" \
@@ -119,7 +149,7 @@ images)
   packages="buildah skopeo git ca-certificates"
   # The cache key: the recipe (this section of the script) and its inputs.
   recipe=$(sed -n '/^# recipe:begin/,/^# recipe:end/p' "$0")
-  key=$(printf '%s\n%s\n%s\n%s\n' "$recipe" "$suite" "$packages" "$(uname -m)" | sha256sum | cut -c1-16)
+  key=$(printf '%s\n%s\n%s\n%s\n%s\n' "$recipe" "$suite" "$packages" "$(uname -m)" "$(minbase_key "$suite")" | sha256sum | cut -c1-16)
   cache="$root_dir/target/docker-images/$key"
   archive="$cache/tools.oci.tar"
   mkdir -p "$root_dir/target/docker-images"
@@ -137,8 +167,7 @@ images)
     }
     trap cleanup EXIT
 # recipe:begin
-    debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
-      || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+    minbase_rootfs "$work/rootfs" "$suite" "$mirror"
     printf 'deb %s %s main\n' "$mirror" "$suite" >"$work/rootfs/etc/apt/sources.list"
     cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
     mount -t proc proc "$work/rootfs/proc"
@@ -188,7 +217,7 @@ debian-base)
   fi
   suite=bookworm
   recipe=$(sed -n '/^# debian-recipe:begin/,/^# debian-recipe:end/p' "$0")
-  key=$(printf '%s\n%s\n%s\n' "$recipe" "$suite" "$(uname -m)" | sha256sum | cut -c1-16)
+  key=$(printf '%s\n%s\n%s\n%s\n' "$recipe" "$suite" "$(uname -m)" "$(minbase_key "$suite")" | sha256sum | cut -c1-16)
   cache="$root_dir/target/docker-images/debian-$key"
   archive="$cache/debian.oci.tar"
   mkdir -p "$root_dir/target/docker-images"
@@ -197,13 +226,12 @@ debian-base)
   if [ ! -s "$archive" ]; then
     [ "$(id -u)" -eq 0 ] || die "debootstrap needs root (or run once as root to fill the cache)"
     started=$(date +%s)
-    echo "docker-engine: making the Debian $suite base image $key (debootstrap minbase from $mirror; about a minute)" >&2
+    echo "docker-engine: making the Debian $suite base image $key (from the minbase rootfs)" >&2
     work=$(mktemp -d "$root_dir/target/docker-images-work.XXXXXX")
     bs=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
     trap '"${bs[@]}" rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 # debian-recipe:begin
-    debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
-      || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+    minbase_rootfs "$work/rootfs" "$suite" "$mirror"
     # Debian's own apt sources (the mirror it was made from), as the official image has.
     printf 'deb %s %s main\n' "$mirror" "$suite" >"$work/rootfs/etc/apt/sources.list"
     rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/"*.bin \
