@@ -67,7 +67,9 @@ const WARM_REPEATS: usize = 2;
 /// push by ID), test (probe; the shared lock; the pushed manifest's config read by digest, its
 /// sha256 = the image's ID in the store, a container from it without a pull, the two commands,
 /// the container removed) and publish (`skopeo copy` by digest, delete). Only what is Nomad's
-/// or the controller's is left out (allocations, templates, status writes, log capture).
+/// or the controller's is left out (allocations, templates, status writes, log capture), and the
+/// tools run with `--quiet` and their output to /dev/null where jobforge keeps the build log
+/// (in the by-hand side's favour: ~50 ms of a 1.3–1.5 s `bud` in an isolated A/B).
 const BY_HAND: &str = r#"set -eu
 repo=$1 temp=$2 final=$3 secret=$4 regconf=$5 work=$6 cache=$7
 rm -rf -- "$work" && mkdir -p -- "$work" "$cache"
