@@ -155,7 +155,8 @@ impl ConsulState {
 
     /// Runs `query` as a blocking query (`features/blocking.mdx`): with `min_index` 0 it answers at
     /// once; otherwise it waits until the query's index exceeds `min_index` or `wait` passes, waking
-    /// only on writes to `target`. Returns the last `(index, result)`.
+    /// only on writes to `target`. Returns the last `(index, result)`, once every commit up to the
+    /// raft index it was taken at is durable (see `persist`: Consul reads only committed state).
     pub(crate) async fn blocking<T>(
         &self,
         target: WatchTarget,
@@ -164,7 +165,8 @@ impl ConsulState {
         query: impl Fn(&mut Db) -> (u64, T),
     ) -> (u64, T) {
         if min_index == 0 {
-            return query(&mut self.lock());
+            let (raft, answer) = self.query_at(&query);
+            return self.committed(raft, answer).await;
         }
         let deadline = Instant::now() + wait;
         let (id, notify) = self.lock().watchers.add(&target);
@@ -174,16 +176,43 @@ impl ConsulState {
             id,
         };
         loop {
-            let (index, result) = query(&mut self.lock());
+            let (raft, (index, result)) = self.query_at(&query);
             if index > min_index {
-                return (index, result);
+                return self.committed(raft, (index, result)).await;
             }
             tokio::select! {
                 _ = notify.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    return query(&mut self.lock());
+                    let (raft, answer) = self.query_at(&query);
+                    return self.committed(raft, answer).await;
                 }
             }
+        }
+    }
+
+    /// Runs `query` under the lock; returns the raft index it saw with its answer.
+    fn query_at<R>(&self, query: &impl Fn(&mut Db) -> R) -> (u64, R) {
+        let mut db = self.lock();
+        let answer = query(&mut db);
+        (db.raft_index, answer)
+    }
+
+    /// `answer`, once every commit up to `raft` is durable. A failed snapshot is logged and the
+    /// answer given anyway (the writer that failed has answered 500).
+    async fn committed<R>(&self, raft: u64, answer: R) -> R {
+        if let Err(e) = self.durable(raft).await {
+            tracing::error!(error = %e, "consul emulator: persisting before a read failed");
+        }
+        answer
+    }
+
+    /// Test hook: holds persistence (a slow disk) until the guard is dropped; `None` without a
+    /// data dir.
+    #[cfg(test)]
+    pub(crate) async fn hold_persistence(&self) -> Option<tokio::sync::MutexGuard<'_, u64>> {
+        match &self.persister {
+            Some(p) => Some(p.hold().await),
+            None => None,
         }
     }
 
@@ -267,5 +296,126 @@ async fn reaper(state: std::sync::Weak<ConsulState>, wake: Arc<Notify>, cancel: 
             _ = wake.notified() => {}
             _ = sleep => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Serves `state` on a loopback port; returns its base URL.
+    async fn serve(state: Arc<ConsulState>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router(state)).await;
+        });
+        format!("http://{addr}")
+    }
+
+    /// A commit is applied in memory before its snapshot is on disk; until then no answer may
+    /// reflect it (Consul's FSM applies committed Raft entries only): not a read, not a blocking
+    /// read woken by it, not a read-only txn, not a failed CAS. With persistence held (a slow
+    /// disk), each of them must still be waiting; once released, each sees the write.
+    #[tokio::test]
+    async fn no_answer_reflects_a_write_before_it_is_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = ConsulState::open(Some(dir.path().to_path_buf())).expect("open");
+        let url = serve(state.clone()).await;
+        let http = reqwest::Client::new();
+        let put = |v: &'static str| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.put(format!("{url}/v1/kv/k"))
+                    .body(v)
+                    .send()
+                    .await
+                    .expect("put")
+            }
+        };
+        assert_eq!(put("v1").await.status(), 200);
+        let index: u64 = http
+            .get(format!("{url}/v1/kv/k"))
+            .send()
+            .await
+            .expect("get")
+            .headers()["x-consul-index"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("index");
+
+        let hold = state.hold_persistence().await.expect("a data dir");
+        let writer = tokio::spawn(put("v2"));
+        // Applied in memory, not durable.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.kv_entry("k").map(|e| e.value) != Some(b"v2".to_vec()) {
+            assert!(Instant::now() < deadline, "the write was never applied");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let get = |path: String| {
+            let http = http.clone();
+            tokio::spawn(async move {
+                http.get(path)
+                    .send()
+                    .await
+                    .expect("get")
+                    .text()
+                    .await
+                    .expect("body")
+            })
+        };
+        let read = get(format!("{url}/v1/kv/k?raw"));
+        let blocking = get(format!("{url}/v1/kv/k?raw&index={index}&wait=30s"));
+        let txn = {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                http.put(format!("{url}/v1/txn"))
+                    .body(r#"[{"KV":{"Verb":"get","Key":"k"}}]"#)
+                    .send()
+                    .await
+                    .expect("txn")
+                    .text()
+                    .await
+                    .expect("body")
+            })
+        };
+        let cas = {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                http.put(format!("{url}/v1/kv/k?cas={index}"))
+                    .body("v3")
+                    .send()
+                    .await
+                    .expect("cas")
+                    .text()
+                    .await
+                    .expect("body")
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (what, finished) in [
+            ("a read", read.is_finished()),
+            ("a blocking read", blocking.is_finished()),
+            ("a read-only txn", txn.is_finished()),
+            ("a failed CAS", cas.is_finished()),
+            ("the writer", writer.is_finished()),
+        ] {
+            assert!(
+                !finished,
+                "{what} was answered while the write it would reflect was not durable"
+            );
+        }
+        drop(hold);
+        assert_eq!(writer.await.expect("writer").status(), 200);
+        assert_eq!(read.await.expect("read"), "v2");
+        assert_eq!(blocking.await.expect("blocking"), "v2");
+        let txn = txn.await.expect("txn");
+        assert!(txn.contains(r#""Value":"djI=""#), "txn answer: {txn}");
+        assert_eq!(cas.await.expect("cas"), "false");
     }
 }

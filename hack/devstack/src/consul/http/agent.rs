@@ -44,7 +44,7 @@ pub async fn register(
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let (checks, before, after) = {
+    let (checks, after) = {
         let mut db = state.lock();
         let allowed = db.authorize(consul.token.as_deref());
         if let Err(e) = allowed.and_then(|a| a.service_write(&reg.service.name)) {
@@ -66,19 +66,18 @@ pub async fn register(
             .service_checks(&reg.service.id)
             .map(|c| c.id.clone())
             .collect();
-        let before = db.raft_index;
         let checks = db.register_service(reg, Instant::now());
         for id in old {
             if !checks.iter().any(|c| c.id == id) {
                 state.stop_runner(&id);
             }
         }
-        (checks, before, db.raft_index)
+        (checks, db.raft_index)
     };
     for c in &checks {
         state.start_runner(c);
     }
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     text(StatusCode::OK, "")
@@ -91,7 +90,7 @@ pub async fn deregister(
     Path(id): Path<String>,
     consul: ConsulReq,
 ) -> Response {
-    let (removed, before, after) = {
+    let (removed, after) = {
         let mut db = state.lock();
         let authz = match db.authorize(consul.token.as_deref()) {
             Ok(a) => a,
@@ -113,14 +112,13 @@ pub async fn deregister(
             .service_checks(&id)
             .map(|c| c.id.clone())
             .collect();
-        let before = db.raft_index;
         db.deregister_service(&id, Instant::now());
-        (checks, before, db.raft_index)
+        (checks, db.raft_index)
     };
     for c in removed {
         state.stop_runner(&c);
     }
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     text(StatusCode::OK, "")

@@ -190,15 +190,12 @@ fn bool_answer(b: bool) -> Response {
     json(StatusCode::OK, &Value::Bool(b))
 }
 
-/// Waits until commit `index` is durable; answers 500 if persisting failed.
-pub(super) async fn wait_durable(
-    state: &ConsulState,
-    before: u64,
-    after: u64,
-) -> Result<(), Response> {
-    if after > before
-        && let Err(e) = state.durable(after).await
-    {
+/// Waits until every commit up to `after` (the raft index when the answer was decided) is
+/// durable; answers 500 if persisting failed. Also when this request committed nothing (a failed
+/// CAS, a read-only txn): its answer may still reflect another request's commit that is not on
+/// disk yet, which Consul never shows (see `persist`).
+pub(super) async fn wait_durable(state: &ConsulState, after: u64) -> Result<(), Response> {
+    if let Err(e) = state.durable(after).await {
         tracing::error!(error = %e, "consul emulator: persisting failed");
         return Err(text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -268,7 +265,7 @@ pub async fn put(
         );
     }
     let entry = Db::new_entry(&key, body.to_vec(), flags);
-    let (result, before, after) = {
+    let (result, after) = {
         let mut db = state.lock();
         // kvsPreApply: every write verb, acquire and release included, needs key:write.
         if let Err(e) = db
@@ -277,11 +274,10 @@ pub async fn put(
         {
             return denied(e);
         }
-        let before = db.raft_index;
         let r = db.put(entry, &mode, Instant::now());
-        (r, before, db.raft_index)
+        (r, db.raft_index)
     };
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     match result {
@@ -317,7 +313,7 @@ pub async fn delete(
     } else {
         DeleteMode::Key
     };
-    let (ok, before, after) = {
+    let (ok, after) = {
         let mut db = state.lock();
         // A recursive delete needs write on the prefix and on every rule under it.
         let allowed = db.authorize(req.token.as_deref()).and_then(|a| match mode {
@@ -327,11 +323,10 @@ pub async fn delete(
         if let Err(e) = allowed {
             return denied(e);
         }
-        let before = db.raft_index;
         let ok = db.delete(&key, &mode);
-        (ok, before, db.raft_index)
+        (ok, db.raft_index)
     };
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     bool_answer(ok)

@@ -37,7 +37,7 @@ pub async fn create(
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let (id, before, after) = {
+    let (id, after) = {
         let mut db = state.lock();
         let allowed = db.authorize(consul.token.as_deref());
         if let Err(e) = allowed.and_then(|a| a.session_write(&req.node)) {
@@ -50,12 +50,11 @@ pub async fn create(
         if let Err(e) = crate::consul::catalog::validate_session_checks(&db.catalog, &listed) {
             return text(StatusCode::INTERNAL_SERVER_ERROR, e);
         }
-        let before = db.raft_index;
         let s = db.create_session(req, Instant::now());
-        (s.id, before, db.raft_index)
+        (s.id, db.raft_index)
     };
     state.sessions_touched();
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     json(StatusCode::OK, &json!({ "ID": id }))
@@ -104,16 +103,15 @@ pub async fn destroy(
     Path(id): Path<String>,
     consul: ConsulReq,
 ) -> Response {
-    let (before, after) = {
+    let after = {
         let mut db = state.lock();
         if let Err(r) = may_write_session(&db, &consul, &id) {
             return r;
         }
-        let before = db.raft_index;
         db.invalidate_session(&id, Instant::now());
-        (before, db.raft_index)
+        db.raft_index
     };
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     json(StatusCode::OK, &Value::Bool(true))
@@ -195,20 +193,19 @@ pub async fn txn(
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let (outcome, before, after) = {
+    let (outcome, after) = {
         let mut db = state.lock();
         let authz = match db.authorize(consul.token.as_deref()) {
             Ok(a) => a,
             Err(e) => return denied(e),
         };
-        let before = db.raft_index;
         let out = match acl_precheck(&authz, &ops) {
             denials if denials.is_empty() => execute(&mut db, ops, Instant::now()),
             denials => TxnOutcome::RolledBack(denials),
         };
-        (out.readable_by(&authz), before, db.raft_index)
+        (out.readable_by(&authz), db.raft_index)
     };
-    if let Err(r) = wait_durable(&state, before, after).await {
+    if let Err(r) = wait_durable(&state, after).await {
         return r;
     }
     match outcome {
