@@ -131,6 +131,15 @@ fn start_registry(dir: &Path) -> Registry {
     reg
 }
 
+/// Makes `repo` a git repository on branch `main` with everything in it committed as
+/// `message`; returns the commit's SHA.
+fn commit_all(repo: &Path, message: &str) -> String {
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-qm", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
@@ -199,10 +208,7 @@ fn real_buildah_build_and_skopeo_publish_against_a_local_registry() {
     )
     .unwrap();
     fs::write(repo.join("app/hello.txt"), "hello\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "one"]);
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let sha = commit_all(&repo, "one");
 
     let registry = format!("127.0.0.1:{}/team-a", reg.port);
     let req = BuildRequest::new(
@@ -327,9 +333,7 @@ fn a_publish_never_deletes_another_requests_temporary_image_of_the_same_digest()
     )
     .unwrap();
     fs::write(repo.join("hello.txt"), "hello\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "one"]);
+    commit_all(&repo, "one");
     let registry = format!("127.0.0.1:{}/team-a", reg.port);
     let request = |name: &str| {
         BuildRequest::new(
@@ -457,9 +461,7 @@ fn every_stages_base_image_is_reported_with_its_digest() {
         ),
     )
     .unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "two stages"]);
+    commit_all(&repo, "two stages");
     let req = BuildRequest::new(
         "team-a",
         "stages",
@@ -552,9 +554,7 @@ fn the_test_phase_runs_the_built_image_from_the_namespace_cache_without_download
     )
     .unwrap();
     fs::write(repo.join("hello.txt"), "hello\n").unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "one"]);
+    commit_all(&repo, "one");
     let cache = dir.path().join("cache");
     let cfg = RenderConfig {
         tls_verify: false,

@@ -52,11 +52,21 @@ async fn delete(c: &Client, k: &str) {
 }
 
 fn parking_opts(cancel: &CancellationToken) -> (WatchOptions, watch::Receiver<FolderStates>) {
+    parking_opts_timed(cancel, PARK_AFTER, Duration::from_millis(100))
+}
+
+/// Options of a parking watch with its folder states reported: folders park after `park_after`
+/// unchanged and are probed every `probe_interval`.
+fn parking_opts_timed(
+    cancel: &CancellationToken,
+    park_after: Duration,
+    probe_interval: Duration,
+) -> (WatchOptions, watch::Receiver<FolderStates>) {
     let (tx, rx) = watch::channel(FolderStates::default());
     let opts = WatchOptions {
         cancel: cancel.clone(),
-        park_after: Some(PARK_AFTER),
-        probe_interval: Duration::from_millis(100),
+        park_after: Some(park_after),
+        probe_interval,
         folder_states: Some(tx),
         ..WatchOptions::default()
     };
@@ -430,15 +440,8 @@ async fn view_matches_kv_after(ops: Vec<Op>) -> Result<(), String> {
     let c = client_for(&stack.consul_url());
     put(&c, "p/f0/k0", "seed").await;
     let cancel = CancellationToken::new();
-    let (tx, mut rx) = watch::channel(FolderStates::default());
     let park_after = Duration::from_millis(200);
-    let opts = WatchOptions {
-        cancel: cancel.clone(),
-        park_after: Some(park_after),
-        probe_interval: Duration::from_millis(20),
-        folder_states: Some(tx),
-        ..WatchOptions::default()
-    };
+    let (opts, mut rx) = parking_opts_timed(&cancel, park_after, Duration::from_millis(20));
     let mut s = Box::pin(watch_prefix_sharded(c.clone(), "p/", opts));
     // Each key's version (its ModifyIndex): every event carries it, while the merged first
     // listing carries no values (module docs of the sharded watch).
